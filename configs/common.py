@@ -1,0 +1,49 @@
+"""What every agent config shares: chunking, the generative actor, and the runner's settings.
+
+An agent config file calls ``base_config('<agent>')`` and adds its own hyperparameters. Keys of
+``config.run`` are the runner's (phases, batch, evaluation, logging); ``--offline_steps`` etc.
+on the command line are shortcuts for ``--agent.run.offline_steps``.
+"""
+from __future__ import annotations
+
+import ml_collections
+
+from dprl.actor import default_actor_config
+
+
+def run_config() -> ml_collections.ConfigDict:
+    return ml_collections.ConfigDict(dict(
+        pretrain_steps=0,        # BC gradient steps before RL (the shared first stage)
+        offline_steps=0,         # offline RL gradient steps
+        online_steps=0,          # online env steps (transitions, not chunks)
+        batch_size=256,          # Diffusion-QL, QC, RLPD: 256
+        steps_per_dispatch=100,  # gradient steps fused into one jit call (lax.scan)
+        log_every=1000,          # gradient steps (pretrain/offline) between log rows
+        eval_every=10000,        # gradient steps (pretrain/offline) between evaluations
+        online_eval_every=10000,  # env steps between online evaluations
+        online_log_every=1000,   # env steps between online log rows
+        save_every=10000,        # gradient steps / env steps between checkpoints
+        eval_episodes=0,         # 0 = the task preset's number
+        eval_seed=1000,          # eval envs are seeded eval_seed, eval_seed + 1, ...
+        utd=1,                   # online: gradient updates per env step (RLPD uses more)
+        offline_ratio=0.5,       # online: share of each batch from the offline data (RLPD: 0.5)
+        update_every=1,          # online: env chunk-steps between update dispatches
+        start_online_updates=0,  # online: env steps collected before the first update
+        num_envs=1,              # online envs (off-policy agents need 1; DPPO uses many)
+        rollout_steps=0,         # on-policy: chunk-steps per env per update (DPPO)
+        normalize_obs=True,      # standardize observations with the dataset's statistics
+        tensorboard=True,
+        wandb_project="",        # set to log to Weights & Biases too
+    ))
+
+
+def base_config(agent_name: str) -> ml_collections.ConfigDict:
+    config = ml_collections.ConfigDict()
+    config.agent_name = agent_name
+    config.horizon = 1           # H: action chunk length (1 = one-step control)
+    config.act_steps = 1         # actions executed per chunk (receding horizon), <= horizon
+    config.obs_history = 1       # K: frames of observation history (1 = none)
+    config.action_dim = 0        # A: filled in by the runner from the dataset
+    config.actor = default_actor_config()
+    config.run = run_config()
+    return config

@@ -1,0 +1,76 @@
+"""Task presets: a D4RL-style task name -> env, dataset and evaluation settings.
+
+``get_task('hopper-medium')`` returns a dict with:
+  env_id, env_kwargs          what ``dprl.envs.make_env`` builds for evaluation and online steps
+  dataset_id                  dprl's locally generated stand-in (namespace ``dprl/``)
+  official_dataset_id         the official Minari dataset, used instead when it is present locally
+  make_command                the command that generates the stand-in
+  eval_episodes               episodes per evaluation
+  score                       'normalized_return' (D4RL: 100 * (R - min) / (max - min)) or 'success'
+  ref_min_score, ref_max_score  used when the dataset's metadata has none
+"""
+from __future__ import annotations
+
+import copy
+
+# D4RL reference scores (d4rl infos.py), also written into dprl's generated datasets.
+D4RL_REF_SCORES = {
+    "hopper": (-20.272305, 3234.3),
+    "halfcheetah": (-280.178953, 12135.0),
+    "walker2d": (1.629008, 4592.3),
+    "ant": (-325.6, 3879.7),
+}
+LOCOMOTION_ENVS = {
+    "hopper": "Hopper-v5",
+    "halfcheetah": "HalfCheetah-v5",
+    "walker2d": "Walker2d-v5",
+    "ant": "Ant-v5",
+}
+LOCOMOTION_RECIPES = ("random", "medium", "expert", "medium-replay", "medium-expert")
+# Minari hosts these D4RL-like MuJoCo datasets (v5 envs); other recipes exist only as stand-ins.
+OFFICIAL_MINARI = {"medium": "medium-v0", "expert": "expert-v0", "random": None,
+                   "medium-replay": None, "medium-expert": None}
+
+TASKS: dict[str, dict] = {}
+
+
+def _register(name: str, **preset):
+    preset.setdefault("env_kwargs", {})
+    preset.setdefault("official_dataset_id", None)
+    preset.setdefault("eval_episodes", 10)
+    preset.setdefault("score", "normalized_return")
+    preset.setdefault("ref_min_score", None)
+    preset.setdefault("ref_max_score", None)
+    preset.setdefault("make_command", f"python -m dprl.datasets make {name}")
+    TASKS[name] = preset
+
+
+for _robot, _env_id in LOCOMOTION_ENVS.items():
+    for _recipe in LOCOMOTION_RECIPES:
+        _official = OFFICIAL_MINARI[_recipe]
+        _register(
+            f"{_robot}-{_recipe}",
+            env_id=_env_id,
+            dataset_id=f"dprl/{_robot}/{_recipe}-v0",
+            official_dataset_id=f"mujoco/{_robot}/{_official}" if _official else None,
+            ref_min_score=D4RL_REF_SCORES[_robot][0],
+            ref_max_score=D4RL_REF_SCORES[_robot][1],
+        )
+
+# The multimodality proof (dprl/toy.py): score = 100 * success rate.
+_register("pole", env_id="dprl/Pole-v0", dataset_id="dprl/pole/demos-v0", eval_episodes=50,
+          ref_min_score=0.0, ref_max_score=1.0)
+# The same demonstrations, but only passing on the right is rewarded (RL must pick a mode).
+_register("pole-right", env_id="dprl/PoleRight-v0", dataset_id="dprl/pole-right/demos-v0",
+          eval_episodes=50, ref_min_score=0.0, ref_max_score=1.0)
+
+
+def get_task(name: str) -> dict:
+    """The preset for ``name``; a clear error lists the known tasks otherwise."""
+    if name not in TASKS:
+        import difflib
+        close = difflib.get_close_matches(name, TASKS, n=3)
+        hint = f" Did you mean {', '.join(close)}?" if close else ""
+        raise KeyError(f"Unknown task {name!r}.{hint} Known tasks: {', '.join(sorted(TASKS))}. "
+                       f"Add presets in configs/tasks.py.")
+    return copy.deepcopy(TASKS[name])

@@ -1,0 +1,102 @@
+"""The generative actor: observation -> action chunk ``[H, A]``, by diffusion or flow matching.
+
+One object that every agent uses for its behaviour-cloned policy, whatever the generative model:
+``actor.loss(params, obs, actions, key, valid)`` and ``actor.sample(params, obs, key, ...)``.
+It is static (hashable config, no arrays), so agents keep it as a non-pytree field.
+"""
+from __future__ import annotations
+
+import dataclasses
+from typing import Any
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+import ml_collections
+
+from dprl import diffusion, flow
+from dprl.nets import make_denoiser
+
+
+def default_actor_config() -> ml_collections.ConfigDict:
+    """The actor hyperparameters that every agent config embeds as ``config.actor``."""
+    return ml_collections.ConfigDict(dict(
+        model="diffusion",        # 'diffusion' (Diffusion-QL, DPPO) or 'flow' (QC, FQL)
+        backbone="mlp",           # 'mlp' (Diffusion-QL: 3x256 Mish) or 'unet' (Chi et al. 2023)
+        hidden_dims=(256, 256, 256),
+        activation="mish",        # Diffusion-QL uses Mish
+        time_dim=16,              # Diffusion-QL's time embedding size
+        unet_channels=(64, 128, 256),  # Diffusion Policy's U-Net widths
+        unet_kernel_size=5,
+        schedule="vp",            # Diffusion-QL's VP schedule; 'linear' / 'cosine' for DDPM/DPPO
+        diffusion_steps=5,        # Diffusion-QL: N = 5
+        sampler="ddpm",           # 'ddpm' or 'ddim'
+        sampling_steps=0,         # 0 = all diffusion_steps (DDPM); fewer for DDIM
+        ddim_eta=0.0,             # DDIM noise: 0 deterministic, 1 = DDPM's variance
+        flow_steps=10,            # Euler steps of the flow sampler (QC: 10)
+        clip_x0=1.0,              # clip predicted clean actions to the action bounds
+    ))
+
+
+@dataclasses.dataclass(frozen=True)
+class GenerativeActor:
+    """A denoiser network plus how to train and sample it. Hashable: safe as a static field."""
+
+    config: Any  # frozen ConfigDict (hashable)
+    horizon: int
+    action_dim: int
+
+    @property
+    def network(self) -> nn.Module:
+        return make_denoiser(self.config)
+
+    @property
+    def schedule(self) -> diffusion.Schedule:
+        return diffusion.make_schedule(self.config.schedule, self.config.diffusion_steps)
+
+    @property
+    def num_sampling_steps(self) -> int:
+        if self.config.model == "flow":
+            return int(self.config.flow_steps)
+        return int(self.config.sampling_steps or self.config.diffusion_steps)
+
+    def init(self, key: jax.Array, observations: jax.Array):
+        """Network parameters for example ``observations [B, (K,) O]``."""
+        B = observations.shape[0]
+        x = jnp.zeros((B, self.horizon, self.action_dim))
+        return self.network.init(key, observations, x, jnp.zeros((B,)))
+
+    def apply(self, params, observations, x, t):
+        return self.network.apply(params, observations, x, t)
+
+    def loss(self, params, observations, actions, key, valid=None) -> jax.Array:
+        """The BC loss of the generative model on ``actions [B, H, A]`` (masked by ``valid``)."""
+        fn = lambda o, x, t: self.apply(params, o, x, t)  # noqa: E731
+        if self.config.model == "flow":
+            return flow.flow_loss(fn, observations, actions, key, valid)
+        return diffusion.eps_loss(fn, self.schedule, observations, actions, key, valid)
+
+    def sample(self, params, observations, key, **overrides) -> tuple[jax.Array, Any]:
+        """Action chunks ``[B, H, A]`` in [-1, 1] and the chain (or None).
+
+        ``overrides`` go to the sampler: return_chain, min_std, guidance_fn, guidance_scale,
+        num_steps, method, eta, initial_noise, ...
+        """
+        fn = lambda o, x, t: self.apply(params, o, x, t)  # noqa: E731
+        shape = (self.horizon, self.action_dim)
+        if self.config.model == "flow":
+            kwargs = dict(num_steps=self.num_sampling_steps)
+            kwargs.update(overrides)
+            return flow.sample(fn, observations, key, shape, **kwargs)
+        if self.config.model != "diffusion":
+            raise ValueError(f"actor.model must be 'diffusion' or 'flow', not {self.config.model!r}")
+        kwargs = dict(method=self.config.sampler, num_steps=self.num_sampling_steps,
+                      eta=self.config.ddim_eta if self.config.sampler == "ddim" else 1.0,
+                      clip_x0=self.config.clip_x0)
+        kwargs.update(overrides)
+        return diffusion.sample(fn, self.schedule, observations, key, shape, **kwargs)
+
+
+def make_actor(actor_config, horizon: int, action_dim: int) -> GenerativeActor:
+    cfg = ml_collections.FrozenConfigDict(actor_config)
+    return GenerativeActor(cfg, int(horizon), int(action_dim))

@@ -1,0 +1,158 @@
+"""Transitions on device and episode-aware chunk sampling, offline (+) online.
+
+A ``Buffer`` holds flat transitions in episode order (the offline dataset, or the online
+transitions as they come) and samples DESIGN.md's batches inside jit, so that many gradient steps
+run in one ``lax.scan`` without touching the host:
+
+  observations       [B, O] or [B, K, O]  (normalized; history padded with the episode's first frame)
+  actions            [B, H, A]  (past the episode's end: the last valid action repeated)
+  valid              [B, H]     (1 where the step is inside the episode)
+  rewards            [B, H]     (0 where not valid)
+  terminals          [B, H]     (1 where the env terminated; 0 where not valid)
+  next_observations  like observations: the observation after the chunk's last valid step
+  masks              [B]        (1 - terminal at the chunk's last valid step: bootstrap or not)
+"""
+from __future__ import annotations
+
+import flax.struct
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from dprl.data import Normalizer, OfflineData
+
+FIELDS = ("observations", "actions", "rewards", "terminals", "dones", "next_observations")
+
+
+class Buffer(flax.struct.PyTreeNode):
+    """Fixed-capacity transition storage on device. ``size`` is a traced scalar."""
+
+    observations: jax.Array       # [C, O] normalized
+    actions: jax.Array            # [C, A]
+    rewards: jax.Array            # [C]
+    terminals: jax.Array          # [C] float
+    dones: jax.Array              # [C] float: last step of an episode
+    next_observations: jax.Array  # [C, O] normalized
+    size: jax.Array               # [] int32
+
+    @property
+    def capacity(self) -> int:
+        return int(self.actions.shape[0])
+
+    @classmethod
+    def from_offline(cls, data: OfflineData, normalizer: Normalizer) -> "Buffer":
+        return cls(
+            observations=jnp.asarray(normalizer(data.observations), jnp.float32),
+            actions=jnp.asarray(data.actions, jnp.float32),
+            rewards=jnp.asarray(data.rewards, jnp.float32),
+            terminals=jnp.asarray(data.terminals, jnp.float32),
+            dones=jnp.asarray(data.dones, jnp.float32),
+            next_observations=jnp.asarray(normalizer(data.next_observations), jnp.float32),
+            size=jnp.asarray(data.size, jnp.int32),
+        )
+
+    @classmethod
+    def empty(cls, capacity: int, obs_dim: int, action_dim: int) -> "Buffer":
+        z = lambda *s: jnp.zeros(s, jnp.float32)  # noqa: E731
+        return cls(z(capacity, obs_dim), z(capacity, action_dim), z(capacity), z(capacity),
+                   z(capacity), z(capacity, obs_dim), jnp.zeros((), jnp.int32))
+
+    def add(self, transitions: dict) -> "Buffer":
+        """Append ``n`` transitions (each field ``[n, ...]``, normalized) at ``size``.
+
+        The caller keeps ``size + n <= capacity`` (the runner sizes the online buffer for the
+        whole online phase); writes past the end are dropped by JAX's clamping, so it checks.
+        """
+        n = transitions["actions"].shape[0]
+        updates = {k: jax.lax.dynamic_update_slice_in_dim(
+            getattr(self, k), jnp.asarray(transitions[k], jnp.float32), self.size, axis=0)
+            for k in FIELDS}
+        return self.replace(**updates, size=self.size + n)
+
+    def sample(self, key: jax.Array, batch_size: int, horizon: int = 1,
+               obs_history: int = 1) -> dict:
+        """A batch of chunks of length ``horizon`` that never cross an episode end (see module doc)."""
+        idx = jax.random.randint(key, (batch_size,), 0, jnp.maximum(self.size, 1))
+        return self.gather(idx, horizon, obs_history)
+
+    def gather(self, idx: jax.Array, horizon: int = 1, obs_history: int = 1) -> dict:
+        """The batch whose chunks start at transitions ``idx [B]``."""
+        H = horizon
+        offsets = jnp.arange(H)
+        pos = idx[:, None] + offsets[None, :]                                   # [B, H]
+        in_range = pos < self.size
+        pos_c = jnp.minimum(pos, self.capacity - 1)
+        # Step j is valid when no episode ended at steps 0..j-1 of the chunk.
+        ended_before = jnp.cumsum(self.dones[pos_c] * in_range, axis=1) - self.dones[pos_c] * in_range
+        valid = in_range & (ended_before == 0)
+        n_valid = valid.sum(axis=1)                                              # [B] >= 1
+        eff = idx[:, None] + jnp.minimum(offsets[None, :], n_valid[:, None] - 1)  # pad: repeat last
+        last = idx + n_valid - 1
+        validf = valid.astype(jnp.float32)
+        batch = {
+            "actions": self.actions[eff],
+            "valid": validf,
+            "rewards": self.rewards[eff] * validf,
+            "terminals": self.terminals[eff] * validf,
+            "masks": 1.0 - self.terminals[last],
+        }
+        if obs_history == 1:
+            batch["observations"] = self.observations[idx]
+            batch["next_observations"] = self.next_observations[last]
+        else:
+            hist = self._history(idx, obs_history)                               # [B, K, O]
+            last_hist = self._history(last, obs_history)
+            batch["observations"] = hist
+            batch["next_observations"] = jnp.concatenate(
+                [last_hist[:, 1:], self.next_observations[last][:, None]], axis=1)
+        return batch
+
+    def _history(self, idx: jax.Array, K: int) -> jax.Array:
+        """Observations ``[B, K, O]`` ending at ``idx``, padded with the episode's first frame."""
+        back = jnp.arange(1, K)                                                  # 1..K-1
+        prev = idx[:, None] - back[None, :]                                       # [B, K-1]
+        ok = prev >= 0
+        # frame idx-k is in the same episode if no episode ended at idx-k .. idx-1
+        same = ok & (jnp.cumsum(self.dones[jnp.maximum(prev, 0)] * ok, axis=1) == 0)
+        n_back = same.sum(axis=1)                                                 # [B]
+        ks = jnp.arange(K - 1, -1, -1)                                            # K-1 .. 0
+        frames = idx[:, None] - jnp.minimum(ks[None, :], n_back[:, None])
+        return self.observations[frames]
+
+
+def sample_mixed(offline: Buffer, online: Buffer, key: jax.Array, batch_size: int,
+                 offline_ratio: float, horizon: int = 1, obs_history: int = 1) -> dict:
+    """``offline_ratio`` of the batch from the offline data, the rest from the online buffer
+    (0.5 = RLPD's symmetric sampling). The split is static: ``round(batch_size * ratio)``."""
+    n_off = int(round(batch_size * offline_ratio))
+    n_on = batch_size - n_off
+    if n_on == 0:
+        return offline.sample(key, batch_size, horizon, obs_history)
+    if n_off == 0:
+        return online.sample(key, batch_size, horizon, obs_history)
+    k1, k2 = jax.random.split(key)
+    a = offline.sample(k1, n_off, horizon, obs_history)
+    b = online.sample(k2, n_on, horizon, obs_history)
+    return jax.tree.map(lambda x, y: jnp.concatenate([x, y], axis=0), a, b)
+
+
+def transitions_from_chunks(executed: dict, normalizer: Normalizer) -> dict:
+    """Executed chunk steps ``[act_steps, E, ...]`` (ChunkExecutor) -> flat buffer transitions.
+
+    Keeps only the steps that were taken, env by env in time order, so a single env's transitions
+    stay contiguous; ``dones`` marks terminated or truncated steps.
+    """
+    valid = executed["valid"]                     # [S, E]
+    S, E = valid.shape
+    order = [(s, e) for e in range(E) for s in range(S) if valid[s, e]]
+    pick = lambda k: np.stack([executed[k][s, e] for s, e in order])  # noqa: E731
+    term = pick("terminals").astype(np.float32)
+    done = (pick("terminals") | pick("truncations")).astype(np.float32)
+    return {
+        "observations": np.asarray(normalizer(pick("observations")), np.float32),
+        "actions": pick("actions").astype(np.float32),
+        "rewards": pick("rewards").astype(np.float32),
+        "terminals": term,
+        "dones": done,
+        "next_observations": np.asarray(normalizer(pick("next_observations")), np.float32),
+    }

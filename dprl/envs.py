@@ -1,0 +1,277 @@
+"""Environments: the env factory, a simple vector env, chunk execution and evaluation.
+
+Agents act in action chunks ``[E, H, A]`` in [-1, 1]; the executor runs the first ``act_steps``
+actions of each chunk (receding horizon), rescales them to the env's action bounds, and keeps an
+observation history of ``K`` frames per env when the agent asks for one.
+"""
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from typing import Callable
+
+import gymnasium as gym
+import numpy as np
+
+import dprl  # noqa: F401  (warning filters)
+
+_REGISTERED = False
+
+
+def register_dprl_envs() -> None:
+    """Register dprl's own env ids with gymnasium (idempotent)."""
+    global _REGISTERED
+    if _REGISTERED:
+        return
+    ids = set(gym.registry)
+    if "dprl/Pole-v0" not in ids:
+        gym.register("dprl/Pole-v0", entry_point="dprl.toy:PoleEnv")
+    if "dprl/PoleRight-v0" not in ids:
+        gym.register("dprl/PoleRight-v0", entry_point="dprl.toy:PoleEnv",
+                     kwargs={"rewarded_side": "right"})
+    _REGISTERED = True
+
+
+register_dprl_envs()
+
+
+def make_env(env_id: str, **kwargs) -> gym.Env:
+    """``gym.make`` with dprl's ids registered and a clear error for an unknown id."""
+    if env_id not in gym.registry:
+        if env_id.split("-")[0] in ("cube", "scene", "puzzle") or "singletask" in env_id:
+            try:
+                import ogbench  # noqa: F401  registers the manipulation envs
+            except ImportError as e:
+                raise gym.error.NameNotFound(
+                    f"Env {env_id!r} is an OGBench env, but ogbench is not installed. "
+                    f"Run: pip install -e '.[ogbench]'") from e
+    if env_id not in gym.registry:
+        import difflib
+        close = difflib.get_close_matches(env_id, list(gym.registry), n=3)
+        raise gym.error.NameNotFound(
+            f"Env id {env_id!r} is not registered with gymnasium."
+            + (f" Did you mean {', '.join(close)}?" if close else "")
+            + " Install the package that provides it (e.g. pip install 'gymnasium[mujoco]').")
+    return gym.make(env_id, **kwargs)
+
+
+def action_bounds(space: gym.spaces.Box) -> tuple[np.ndarray, np.ndarray]:
+    return np.asarray(space.low, np.float64), np.asarray(space.high, np.float64)
+
+
+def to_env_action(action: np.ndarray, low: np.ndarray, high: np.ndarray) -> np.ndarray:
+    """Map an action in [-1, 1] to the env's box [low, high]."""
+    action = np.clip(action, -1.0, 1.0)
+    return low + (action + 1.0) * 0.5 * (high - low)
+
+
+def from_env_action(action: np.ndarray, low: np.ndarray, high: np.ndarray) -> np.ndarray:
+    """Map an env action in [low, high] to [-1, 1] (the inverse of ``to_env_action``)."""
+    return np.clip(2.0 * (action - low) / (high - low) - 1.0, -1.0, 1.0)
+
+
+class VecEnv:
+    """E independent envs stepped in lock-step, with per-env auto-reset.
+
+    Unlike gymnasium's vector envs it returns each finished episode's final observation next to
+    the first observation of the next one, and it can leave some envs unstepped (``active``).
+    """
+
+    def __init__(self, env_id: str, num_envs: int, seed: int = 0, env_kwargs: dict | None = None):
+        self.envs = [make_env(env_id, **(env_kwargs or {})) for _ in range(num_envs)]
+        self.num_envs = num_envs
+        self.observation_space = self.envs[0].observation_space
+        self.action_space = self.envs[0].action_space
+        self.low, self.high = action_bounds(self.action_space)
+        self._seed = seed
+        self._episodes_started = 0
+
+    def _next_seed(self) -> int:
+        seed = self._seed + self._episodes_started
+        self._episodes_started += 1
+        return seed
+
+    def reset(self) -> np.ndarray:
+        return np.stack([env.reset(seed=self._next_seed())[0] for env in self.envs])
+
+    def reset_one(self, i: int) -> np.ndarray:
+        return self.envs[i].reset(seed=self._next_seed())[0]
+
+    def step(self, actions: np.ndarray, active: np.ndarray | None = None):
+        """Step every active env with its action in [-1, 1].
+
+        Returns ``(obs, rewards, terminated, truncated, infos)``; inactive envs keep their
+        observation and report zero reward, not done.
+        """
+        E = self.num_envs
+        active = np.ones(E, bool) if active is None else active
+        obs, rew = [], np.zeros(E, np.float64)
+        term, trunc = np.zeros(E, bool), np.zeros(E, bool)
+        infos: list[dict] = [{} for _ in range(E)]
+        env_actions = to_env_action(np.asarray(actions, np.float64), self.low, self.high)
+        for i, env in enumerate(self.envs):
+            if not active[i]:
+                obs.append(None)
+                continue
+            o, r, te, tr, info = env.step(env_actions[i])
+            obs.append(o)
+            rew[i], term[i], trunc[i], infos[i] = r, te, tr, info
+        return obs, rew, term, trunc, infos
+
+
+def _history(frames: list[np.ndarray]) -> np.ndarray:
+    return np.stack(frames)
+
+
+@dataclass
+class ChunkExecutor:
+    """Runs action chunks in a VecEnv, keeping the observation history each policy call needs.
+
+    ``step_chunks(chunks [E, H, A])`` executes the first ``act_steps`` actions of every env's
+    chunk (an env whose episode ends mid-chunk drops the rest of its chunk and is reset) and
+    returns the executed transitions, each an array ``[act_steps, E, ...]`` with ``valid``
+    marking the steps that were taken.
+    """
+
+    vec_env: VecEnv
+    act_steps: int
+    obs_history: int = 1  # K: frames of observation history given to the policy (1 = none)
+    normalize: Callable[[np.ndarray], np.ndarray] = lambda obs: obs
+    _frames: list[list[np.ndarray]] = field(default_factory=list)
+    episode_returns: np.ndarray | None = None
+    episode_lengths: np.ndarray | None = None
+    finished: list[dict] = field(default_factory=list)
+
+    def reset(self) -> None:
+        obs = self.vec_env.reset()
+        self._frames = [[o] * self.obs_history for o in obs]
+        E = self.vec_env.num_envs
+        self.episode_returns = np.zeros(E)
+        self.episode_lengths = np.zeros(E, np.int64)
+
+    def raw_observations(self) -> np.ndarray:
+        """Latest observation per env, ``[E, O]`` (unnormalized)."""
+        return np.stack([f[-1] for f in self._frames])
+
+    def policy_observations(self) -> np.ndarray:
+        """Normalized policy input: ``[E, O]`` or ``[E, K, O]`` with history."""
+        if self.obs_history == 1:
+            return self.normalize(self.raw_observations()).astype(np.float32)
+        return self.normalize(np.stack([_history(f) for f in self._frames])).astype(np.float32)
+
+    def step_chunks(self, chunks: np.ndarray) -> dict[str, np.ndarray]:
+        chunks = np.asarray(chunks)
+        E, H, _ = chunks.shape
+        steps = min(self.act_steps, H)
+        alive = np.ones(E, bool)
+        out = {k: [] for k in ("observations", "actions", "rewards", "terminals", "truncations",
+                               "next_observations", "valid")}
+        for j in range(steps):
+            obs_before = self.raw_observations()
+            next_obs, rew, term, trunc, infos = self.vec_env.step(chunks[:, j], active=alive)
+            out["observations"].append(obs_before)
+            out["actions"].append(chunks[:, j])
+            out["rewards"].append(rew)
+            out["terminals"].append(term)
+            out["truncations"].append(trunc)
+            out["valid"].append(alive.copy())
+            nxt = obs_before.copy()
+            for i in range(E):
+                if not alive[i]:
+                    continue
+                nxt[i] = next_obs[i]
+                self._frames[i] = self._frames[i][1:] + [next_obs[i]]
+                self.episode_returns[i] += rew[i]
+                self.episode_lengths[i] += 1
+                if term[i] or trunc[i]:
+                    self.finished.append({"return": float(self.episode_returns[i]),
+                                          "length": int(self.episode_lengths[i]),
+                                          "env": i, **_scalar_info(infos[i])})
+                    first = self.vec_env.reset_one(i)
+                    self._frames[i] = [first] * self.obs_history
+                    self.episode_returns[i] = 0.0
+                    self.episode_lengths[i] = 0
+                    alive[i] = False
+            out["next_observations"].append(nxt)
+        return {k: np.stack(v) for k, v in out.items()}
+
+
+def _scalar_info(info: dict) -> dict:
+    return {k: v for k, v in info.items()
+            if isinstance(v, (bool, int, float, str, np.bool_, np.floating, np.integer))}
+
+
+def normalized_score(returns: np.ndarray | float, ref_min: float | None,
+                     ref_max: float | None) -> float:
+    """D4RL-style normalized score: 100 * (R - ref_min) / (ref_max - ref_min)."""
+    if ref_min is None or ref_max is None:
+        return float("nan")
+    return float(100.0 * (np.mean(returns) - ref_min) / (ref_max - ref_min))
+
+
+def evaluate(
+    policy_fn: Callable[[np.ndarray], np.ndarray],
+    env_id: str,
+    num_episodes: int,
+    act_steps: int,
+    *,
+    seed: int = 0,
+    obs_history: int = 1,
+    normalize: Callable[[np.ndarray], np.ndarray] = lambda o: o,
+    env_kwargs: dict | None = None,
+    ref_min_score: float | None = None,
+    ref_max_score: float | None = None,
+    score: str = "normalized_return",
+    return_episodes: bool = False,
+) -> dict:
+    """Run ``num_episodes`` episodes in parallel (one env each) and summarize them.
+
+    ``policy_fn(obs [E, (K,) O]) -> chunks [E, H, A]`` is called on all envs at once (finished
+    envs included, so its input shape never changes and a jitted policy compiles once).
+
+    Returns ``return_mean``, ``return_std`` (undiscounted return per episode), ``length_mean``
+    (env steps), ``normalized_score`` (D4RL-style, or 100 x success rate when ``score='success'``),
+    ``success_rate`` when the env reports ``info['success']``, and ``wall_s``.
+    """
+    start = time.perf_counter()
+    vec = VecEnv(env_id, num_episodes, seed=seed, env_kwargs=env_kwargs)
+    ex = ChunkExecutor(vec, act_steps=act_steps, obs_history=obs_history, normalize=normalize)
+    ex.reset()
+    done = np.zeros(num_episodes, bool)
+    episodes: list[dict | None] = [None] * num_episodes
+    trajectories = [[ex.raw_observations()[i]] for i in range(num_episodes)]
+    while not done.all():
+        chunks = np.asarray(policy_fn(ex.policy_observations()))
+        steps = min(act_steps, chunks.shape[1])
+        for j in range(steps):
+            active = ~done
+            if not active.any():
+                break
+            next_obs, rew, term, trunc, infos = vec.step(chunks[:, j], active=active)
+            for i in np.flatnonzero(active):
+                ex._frames[i] = ex._frames[i][1:] + [next_obs[i]]
+                ex.episode_returns[i] += rew[i]
+                ex.episode_lengths[i] += 1
+                trajectories[i].append(next_obs[i])
+                if term[i] or trunc[i]:
+                    done[i] = True
+                    episodes[i] = {"return": float(ex.episode_returns[i]),
+                                   "length": int(ex.episode_lengths[i]),
+                                   "terminated": bool(term[i]), **_scalar_info(infos[i])}
+    returns = np.array([e["return"] for e in episodes])
+    result = {
+        "return_mean": float(returns.mean()),
+        "return_std": float(returns.std()),
+        "length_mean": float(np.mean([e["length"] for e in episodes])),
+    }
+    if all("success" in e for e in episodes):
+        result["success_rate"] = float(np.mean([bool(e["success"]) for e in episodes]))
+    if score == "success":
+        result["normalized_score"] = 100.0 * result.get("success_rate", float("nan"))
+    else:
+        result["normalized_score"] = normalized_score(returns, ref_min_score, ref_max_score)
+    result["wall_s"] = time.perf_counter() - start
+    if return_episodes:
+        result["episodes"] = episodes
+        result["trajectories"] = [np.stack(t) for t in trajectories]
+    return result
