@@ -31,6 +31,10 @@ class Checkpointer:
         return self.manager.latest_step()
 
     def save(self, step: int, state: Any, meta: dict) -> None:
+        if step in self.manager.all_steps():
+            # Same step saved again (e.g. end-of-phase scores added): replace it; the previous
+            # checkpoint (max_to_keep >= 2) stays on disk meanwhile.
+            self.manager.delete(step)
         self.manager.save(step, args=ocp.args.Composite(
             state=ocp.args.StandardSave(state), meta=ocp.args.JsonSave(meta)), force=True)
         self.manager.wait_until_finished()

@@ -84,18 +84,14 @@ def write_minari_dataset(
         storage = MinariStorage.new(
             tmp / "data", observation_space=env.observation_space, action_space=env.action_space,
             env_spec=env_spec)
-        total_steps = int(sum(len(ep["actions"]) for ep in episodes))
         metadata = {
             "dataset_id": dataset_id,
             "algorithm_name": algorithm_name,
             "author": {"dprl"},
             "author_email": {"none"},
-            "code_permalink": "https://github.com/dprl/dprl",
             "minari_version": _minari_version(),
             "description": description,
             "requirements": [],
-            "dataset_size": None,
-            "total_steps": total_steps,
         }
         if ref_min_score is not None and ref_max_score is not None:
             metadata["ref_min_score"] = float(ref_min_score)

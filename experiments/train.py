@@ -1,0 +1,50 @@
+"""Train one agent on one task: BC pretraining -> offline RL -> online finetuning.
+
+    python experiments/train.py --agent=configs/dql.py --task=hopper-medium --run_dir=runs/dql \
+        [--seed=0] [--agent.eta=1.0 ...] [--pretrain_steps=N] [--offline_steps=N] [--online_steps=M]
+
+Writes config.json, metrics.csv, summary.json and checkpoints/ into --run_dir; running the same
+command again resumes from the last checkpoint.
+"""
+import os
+import sys
+
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+from absl import app, flags  # noqa: E402
+from ml_collections import config_flags  # noqa: E402
+
+config_flags.DEFINE_config_file("agent", None, "Agent config file, e.g. configs/dql.py",
+                                lock_config=True)
+flags.DEFINE_string("task", "pole", "Task preset (configs/tasks.py), e.g. hopper-medium")
+flags.DEFINE_string("run_dir", None, "Output directory (resumes if it holds a checkpoint)")
+flags.DEFINE_integer("seed", 0, "Random seed")
+flags.DEFINE_string("dataset", None, "Force this Minari dataset id instead of the task's")
+flags.DEFINE_integer("pretrain_steps", None, "Shortcut for --agent.run.pretrain_steps")
+flags.DEFINE_integer("offline_steps", None, "Shortcut for --agent.run.offline_steps")
+flags.DEFINE_integer("online_steps", None, "Shortcut for --agent.run.online_steps")
+flags.DEFINE_bool("progress", True, "Show progress bars")
+flags.mark_flags_as_required(["agent", "run_dir"])
+FLAGS = flags.FLAGS
+
+
+def main(_):
+    import json
+
+    from absl import logging
+    logging.set_verbosity(logging.WARNING)
+
+    from dprl.runner import train
+
+    config = FLAGS.agent
+    for name in ("pretrain_steps", "offline_steps", "online_steps"):
+        value = getattr(FLAGS, name)
+        if value is not None:
+            config.run[name] = value
+    summary = train(config, FLAGS.task, FLAGS.run_dir, seed=FLAGS.seed, dataset=FLAGS.dataset,
+                    progress=FLAGS.progress)
+    print(json.dumps(summary, indent=2))
+
+
+if __name__ == "__main__":
+    app.run(main)
