@@ -1,0 +1,46 @@
+"""Test fixtures: an isolated Minari dataset root per test session, tiny agent configs."""
+from __future__ import annotations
+
+import os
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+
+@pytest.fixture(scope="session", autouse=True)
+def minari_root(tmp_path_factory):
+    """Every test writes and reads datasets under a fresh MINARI_DATASETS_PATH."""
+    root = tmp_path_factory.mktemp("minari")
+    old = os.environ.get("MINARI_DATASETS_PATH")
+    os.environ["MINARI_DATASETS_PATH"] = str(root)
+    yield root
+    if old is None:
+        os.environ.pop("MINARI_DATASETS_PATH", None)
+    else:
+        os.environ["MINARI_DATASETS_PATH"] = old
+
+
+@pytest.fixture(scope="session")
+def pole_datasets(minari_root):
+    """The pole task's demonstrations (both reward variants), made once per session."""
+    from dprl.datasets.toy import make_pole_dataset
+    return {name: make_pole_dataset(name) for name in ("pole", "pole-right")}
+
+
+def tiny(config, **run):
+    """Shrink an agent config for fast tests: (32, 32) MLPs, small batches, quiet logs."""
+    config.actor.hidden_dims = (32, 32)
+    config.run.batch_size = 32
+    config.run.steps_per_dispatch = 25
+    config.run.log_every = 25
+    config.run.eval_every = 10_000
+    config.run.save_every = 10_000
+    config.run.eval_episodes = 4
+    config.run.tensorboard = False
+    for k, v in run.items():
+        config.run[k] = v
+    return config
