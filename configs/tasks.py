@@ -64,6 +64,19 @@ _register("pole", env_id="dprl/Pole-v0", dataset_id="dprl/pole/demos-v0", eval_e
 _register("pole-right", env_id="dprl/PoleRight-v0", dataset_id="dprl/pole-right/demos-v0",
           eval_episodes=50, ref_min_score=0.0, ref_max_score=1.0)
 
+# OGBench manipulation (dprl/datasets/ogbench_recipes.py): play data from ogbench's scripted plan
+# oracles, relabeled with the single-task reward QC and FQL evaluate on (the default task of
+# <env>-singletask-v0; reward = #satisfied sub-goals - #sub-goals at s_t, 0 = success; OGBench's
+# masks are 1 - success). Score: 100 x success rate (info['success']). No official Minari copy.
+# ``play_dataset_id`` is the same play data with the goal-conditioned collection env's reward.
+for _task, _single_env in (("cube-single", "cube-single-singletask-v0"),
+                           ("cube-double", "cube-double-singletask-v0"),
+                           ("scene", "scene-singletask-v0"),
+                           ("puzzle-3x3", "puzzle-3x3-singletask-v0")):
+    _register(_task, env_id=_single_env, dataset_id=f"dprl/{_task}/play-singletask-v0",
+              play_dataset_id=f"dprl/{_task}/play-v0", score="success", eval_episodes=50,
+              ref_min_score=0.0, ref_max_score=1.0, success_masks=True)
+
 
 def get_task(name: str) -> dict:
     """The preset for ``name``; a clear error lists the known tasks otherwise."""

@@ -112,11 +112,12 @@ def rollout_episodes(
     while any(c is not None for c in cur):
         active = np.array([c is not None for c in cur])
         actions = np.asarray(policy_fn(obs.astype(np.float32), start_progress, rng), np.float32)
-        env_actions = to_env_action(actions.astype(np.float64), low, high)
+        # float32 before stepping: the stored action is exactly the executed one (exact replays).
+        env_actions = to_env_action(actions.astype(np.float64), low, high).astype(np.float32)
         for i in np.flatnonzero(active):
             o, r, te, tr, _ = envs[i].step(env_actions[i])
             ep = cur[i]
-            ep["actions"].append(env_actions[i].astype(np.float32))
+            ep["actions"].append(env_actions[i])
             ep["observations"].append(o)
             ep["rewards"].append(float(r))
             ep["terminations"].append(bool(te))
@@ -184,7 +185,8 @@ def make_locomotion_episodes(robot: str, recipe: str, steps: int, *, seed: int =
                 f"`python -m dprl.datasets.sac --env {env_id} --out DIR` and pass "
                 f"--sac-run DIR.")
         pol = load_policy(path)
-        return pol, {"path": str(path), "sha256_16": _file_digest(path), "meta": pol.meta}
+        return pol, {"path": str(path.resolve()), "sha256_16": _file_digest(path),
+                     "meta": pol.meta}
 
     def noisy(pol, std_fn) -> Callable:
         adapt = policy_obs_adapter(pol.obs_dim, env_obs_dim, robot)

@@ -162,7 +162,9 @@ def collect_play_episodes(task: str, num_episodes: int, *, seed: int = 0,
             while not done:
                 # Single-task reward of (s_t, a_t) is judged at s_t ('pre' success timing).
                 r_single, success = relabel.reward(env)
-                action = np.clip(np.asarray(agent.select_action(ob, info)), -1, 1)
+                # float32 before stepping: the stored action is exactly the executed one, so a
+                # replay reproduces the episode bit for bit.
+                action = np.clip(np.asarray(agent.select_action(ob, info)), -1, 1).astype(np.float32)
                 ob, reward, terminated, truncated, info = env.step(action)
                 done = terminated or truncated
                 if agent.done:
@@ -170,7 +172,7 @@ def collect_play_episodes(task: str, num_episodes: int, *, seed: int = 0,
                     ob_t, info_t = env.unwrapped.set_new_target(p_stack=p_stack)
                     agent = oracles[info_t["privileged/target_task"]]
                     agent.reset(ob_t, info_t)
-                ep["actions"].append(action.astype(np.float32))
+                ep["actions"].append(action)
                 ep["observations"].append(ob)
                 ep["rewards"].append(float(reward))
                 ep["terminations"].append(bool(terminated))

@@ -1,0 +1,140 @@
+"""``python -m dprl.datasets make <task> [--steps N] [--seed S] [--policy FILE]`` and ``... list``.
+
+``make`` writes dprl's stand-in dataset of a task preset (``configs/tasks.py``) into
+``$MINARI_DATASETS_PATH`` (Minari's default: ``~/.minari/datasets``), atomically, under the ``dprl/``
+namespace. ``list`` shows every task, which of its datasets are stored here, their size and which
+one a run would use.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+
+
+def make(task: str, *, steps: int | None = None, seed: int = 0, policy: str | None = None,
+         sac_run: str | None = None, noise: float | None = None, episodes: int | None = None,
+         overwrite: bool = False, progress: bool = True) -> dict:
+    """Make the dataset of ``task``; returns a summary dict (ids, sizes, timings, scores)."""
+    from configs.tasks import LOCOMOTION_ENVS, LOCOMOTION_RECIPES, get_task
+
+    get_task(task)  # a clear error for an unknown task
+    t0 = time.perf_counter()
+    robot, _, recipe = task.partition("-")
+    if robot in LOCOMOTION_ENVS and recipe in LOCOMOTION_RECIPES:
+        from dprl.datasets.locomotion import make_locomotion_dataset
+        out = make_locomotion_dataset(task, steps or 1_000_000, seed=seed, policy_path=policy,
+                                      sac_run=sac_run, noise=noise, overwrite=overwrite,
+                                      progress=progress)
+    elif task in ("pole", "pole-right"):
+        from dprl.datasets.toy import make_pole_dataset
+        kwargs = {} if episodes is None else {"num_episodes": episodes}
+        path = make_pole_dataset(task, seed=seed, overwrite=overwrite, **kwargs)
+        out = {"dataset_id": get_task(task)["dataset_id"], "path": str(path)}
+    else:
+        from dprl.datasets.ogbench_recipes import MANIPULATION_TASKS, make_manipulation_dataset
+        if task not in MANIPULATION_TASKS:
+            raise SystemExit(f"Task {task!r} has a preset but no recipe in dprl.datasets.")
+        out = make_manipulation_dataset(task, steps or 1_000_000, seed=seed, overwrite=overwrite,
+                                        progress=progress)
+    out["wall_s"] = time.perf_counter() - t0
+    return out
+
+
+def _dir_size(path) -> int:
+    return sum(p.stat().st_size for p in path.rglob("*") if p.is_file())
+
+
+def list_tasks() -> list[dict]:
+    """One row per task: its datasets, whether each is stored here, size, and what a run uses."""
+    from configs.tasks import TASKS
+    from dprl.datasets.io import dataset_dir
+    from dprl.datasets.registry import DatasetError, resolve_dataset
+
+    rows = []
+    for name, preset in sorted(TASKS.items()):
+        row = {"task": name, "env_id": preset["env_id"]}
+        for key in ("official_dataset_id", "dataset_id"):
+            ds = preset.get(key)
+            if not ds:
+                continue
+            path = dataset_dir(ds)
+            info = {"id": ds, "present": path.is_dir()}
+            if path.is_dir():
+                info["size_mib"] = round(_dir_size(path) / 2**20, 1)
+                try:
+                    meta = json.loads((path / "data" / "metadata.json").read_text())
+                    info["steps"] = meta.get("total_steps")
+                except (OSError, ValueError):
+                    info["steps"] = None
+            row["official" if key == "official_dataset_id" else "generated"] = info
+        try:
+            ds, source = resolve_dataset(name)
+            row["uses"] = f"{source}: {ds}"
+        except DatasetError as e:
+            msg = str(e)
+            row["uses"] = ("missing: run " + preset["make_command"]
+                           if "No dataset for task" in msg else "broken: " + msg.split(". ")[0])
+        except Exception as e:  # noqa: BLE001  list must show every task whatever is broken
+            row["uses"] = f"error: {e}"
+        rows.append(row)
+    return rows
+
+
+def _print_table(rows: list[dict]) -> None:
+    from dprl.datasets.io import datasets_root
+    print(f"datasets root: {datasets_root()}")
+    print(f"{'task':28s} {'official (Minari)':34s} {'dprl stand-in':38s} uses")
+    for r in rows:
+        def cell(info):
+            if not info:
+                return "-"
+            if not info["present"]:
+                return f"{info['id']} (absent)"
+            return f"{info['id']} ({info['size_mib']} MiB, {info.get('steps')} steps)"
+        print(f"{r['task']:28s} {cell(r.get('official')):34s} {cell(r.get('generated')):38s} "
+              f"{r['uses']}")
+
+
+def main(argv=None) -> int:
+    p = argparse.ArgumentParser(prog="python -m dprl.datasets", description=__doc__.split("\n")[0])
+    sub = p.add_subparsers(dest="command", required=True)
+    m = sub.add_parser("make", help="generate a task's dataset")
+    m.add_argument("task", help="a task preset, e.g. hopper-medium, cube-double, pole")
+    m.add_argument("--steps", type=int, default=None, help="transitions (default 1M)")
+    m.add_argument("--seed", type=int, default=0)
+    m.add_argument("--policy", default=None,
+                   help="expert policy .npz (default $DPRL_EXPERTS_DIR/<robot>.npz, "
+                        "else ../shared/experts/<robot>.npz)")
+    m.add_argument("--sac-run", default=None,
+                   help="a `python -m dprl.datasets.sac` output dir: medium.npz and "
+                        "medium_replay.npz are used for medium / medium-replay")
+    m.add_argument("--noise", type=float, default=None,
+                   help="override the Gaussian action-noise std of the recipe")
+    m.add_argument("--episodes", type=int, default=None, help="episodes (pole tasks)")
+    m.add_argument("--overwrite", action="store_true", help="replace an existing dataset")
+    m.add_argument("--quiet", action="store_true", help="no progress bar")
+    lp = sub.add_parser("list", help="show tasks and their local datasets")
+    lp.add_argument("--json", action="store_true")
+    args = p.parse_args(argv)
+    if args.command == "make":
+        try:
+            out = make(args.task, steps=args.steps, seed=args.seed, policy=args.policy,
+                       sac_run=args.sac_run, noise=args.noise, episodes=args.episodes,
+                       overwrite=args.overwrite, progress=not args.quiet)
+        except (FileNotFoundError, FileExistsError, KeyError, ValueError) as e:
+            print(f"error: {e}", file=sys.stderr)
+            return 1
+        print(json.dumps(out, indent=1, default=str))
+        return 0
+    rows = list_tasks()
+    if args.json:
+        print(json.dumps(rows, indent=1))
+    else:
+        _print_table(rows)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
