@@ -12,7 +12,7 @@ def get_config():
     config.grad_clip = 0.0        # global-norm clip (0 = off)
     config.ema_decay = 0.995      # Diffusion-QL's EMA actor; sampling uses the EMA weights
     config.ema_start = 1000       # gradient steps before the EMA starts tracking (Diffusion-QL)
-    config.actor.schedule = "linear"
+    config.actor.schedule = "cosine"   # DPPO's choice; DDPM's linear schedule assumes ~1000 steps
     config.actor.diffusion_steps = 20
     config.run.pretrain_steps = 20000
     config.run.eval_every = 5000

@@ -1,6 +1,6 @@
 """The pole task: a 2D point mass that must pass a pole on its way to a goal line.
 
-The multimodality proof. The agent starts below a pole and must reach the line ``y >= goal_y``;
+The multimodality proof. The agent starts just below a pole (two steps away) and must reach the line ``y >= GOAL_Y``;
 touching the pole ends the episode. Demonstrations pass on the left or on the right, half each,
 so a policy that averages modes (Gaussian BC) drives straight into the pole while a generative
 policy (diffusion BC) keeps both modes. Plain numpy: thousands of steps per second.
@@ -13,9 +13,9 @@ from __future__ import annotations
 import gymnasium as gym
 import numpy as np
 
-POLE_XY = np.array([0.0, 0.5])
-POLE_RADIUS = 0.15
-GOAL_Y = 1.0
+POLE_XY = np.array([0.0, 0.3])
+POLE_RADIUS = 0.18
+GOAL_Y = 0.7
 START_XY = np.array([0.0, 0.0])
 MAX_SPEED = 0.1
 MAX_STEPS = 40
@@ -23,7 +23,7 @@ SIDES = ("left", "right")
 
 
 class PoleEnv(gym.Env):
-    """Reach ``y >= 1`` without touching the pole at (0, 0.5).
+    """Reach ``y >= GOAL_Y`` (0.7) without touching the pole at (0, 0.3).
 
     Reward: +1 on reaching the goal line (only when passing on ``rewarded_side``, if given), 0
     otherwise. ``info`` carries ``success``, ``collision`` and ``side`` ('left', 'right' or None:
@@ -84,8 +84,8 @@ def _segment_hits_pole(a: np.ndarray, b: np.ndarray) -> bool:
 def demo_action(pos: np.ndarray, side: str, rng: np.random.Generator, noise: float = 0.1):
     """The scripted demonstrator: steer around the pole on ``side``, then to the goal line."""
     sign = -1.0 if side == "left" else 1.0
-    waypoint = np.array([sign * 0.3, POLE_XY[1]])
-    target = waypoint if pos[1] < POLE_XY[1] - 0.05 else np.array([sign * 0.15, GOAL_Y + 0.2])
+    waypoint = np.array([sign * 0.33, POLE_XY[1]])
+    target = waypoint if pos[1] < POLE_XY[1] - 0.05 else np.array([sign * 0.1, GOAL_Y + 0.2])
     direction = target - pos
     action = direction / max(np.linalg.norm(direction), 1e-6)
     return np.clip(action + noise * rng.standard_normal(2), -1.0, 1.0).astype(np.float32)
