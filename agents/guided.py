@@ -1,0 +1,273 @@
+"""Value-guided sampling: a frozen diffusion BC actor steered, while it samples, by a value on
+noisy actions (Diffuser, Janner et al. 2022; QGPO, Lu et al. 2023).
+
+  pretrain  diffusion BC of the actor. Afterwards the actor is frozen (unless ``finetune_actor``).
+  update    * twin critics ``Q(s, a)`` with target networks, trained by TD with next actions from
+              the guided sampler ('td'), or by IQL's expectile regression with a ``V(s)`` network
+              ('iql', Kostrikov et al. 2022; no sampling inside the update);
+            * the guide ``J(s, a^k, k)`` on noisy actions: regression of ``beta * Q(s, a^0)`` on
+              dataset actions noised to a random step ``k`` ('regression', Diffuser's value), or
+              QGPO's contrastive energy prediction over ``M`` actions sampled from the actor
+              ('contrastive': ``J -> log E[exp(beta Q)]``, the exact energy guidance);
+            * with ``finetune_actor``: BC of the actor on the batch chunks whose Q beats the
+              guided policy's at the same state (advantage > 0).
+  act       ``GenerativeActor.sample`` with ``guidance_fn = J(s, ., .)``: every denoising step's mean
+            moves by ``guidance_scale * std^2 * grad_x J`` ('mean', Diffuser) or the predicted noise
+            by ``-guidance_scale * sqrt(1 - abar) * grad_x J`` ('score', QGPO); steps below
+            ``guidance_min_step`` are not guided; optional best-of-N by Q on top.
+
+Shapes: B batch, H chunk length, A action dim, O observation dim, M support actions, N candidates.
+"""
+from __future__ import annotations
+
+import functools
+from typing import Any
+
+import flax.struct
+import jax
+import jax.numpy as jnp
+import ml_collections
+from flax.training.train_state import TrainState
+
+from dprl.actor import GenerativeActor, make_actor
+from dprl.diffusion import q_sample
+from dprl.nets import CriticEnsemble, NoisyActionValue, ValueMLP
+from dprl.training import apply_loss, create_state, ema, make_optimizer
+
+CRITIC_MODES = ("td", "iql")
+GUIDE_LOSSES = ("regression", "contrastive")
+
+
+# ---- networks (static: built from the config) --------------------------------------------------
+def _actor(config) -> GenerativeActor:
+    if not config.action_dim:
+        raise ValueError("config.action_dim is unset: the runner fills it from the dataset")
+    return make_actor(config.actor, config.horizon, int(config.action_dim))
+
+
+def _critic(config) -> CriticEnsemble:
+    return CriticEnsemble(config.num_critics, tuple(config.critic_hidden_dims),
+                          config.critic_activation, config.critic_layer_norm)
+
+
+def _value(config) -> ValueMLP:
+    return ValueMLP(tuple(config.critic_hidden_dims), config.critic_activation,
+                    config.critic_layer_norm)
+
+
+def _guide(config) -> NoisyActionValue:
+    return NoisyActionValue(tuple(config.guide_hidden_dims), config.critic_activation,
+                            config.actor.time_dim)
+
+
+def chunk_return(batch: dict, discount: float) -> tuple[jax.Array, jax.Array]:
+    """Discounted reward of each chunk ``[B]`` and the bootstrap factor ``gamma^n * mask [B]``
+    (``n`` = valid steps: a chunk cut by the episode's end bootstraps from where it ended)."""
+    H = batch["rewards"].shape[1]
+    powers = discount ** jnp.arange(H, dtype=jnp.float32)
+    ret = (batch["rewards"] * batch["valid"] * powers).sum(1)
+    boot = discount ** batch["valid"].sum(1) * batch["masks"]
+    return ret, boot
+
+
+class Agent(flax.struct.PyTreeNode):
+    actor: TrainState          # the BC denoiser (frozen after pretraining unless finetune_actor)
+    ema_params: Any            # sampling uses the EMA actor (Diffusion-QL)
+    critic: TrainState         # twin Q(s, chunk) -> [E, B]
+    target_critic: Any
+    value: TrainState          # V(s), used by the 'iql' critic mode only
+    guide: TrainState          # J(s, noisy chunk, k) -> [B]
+    key: jax.Array
+    step: jax.Array
+    config: Any = flax.struct.field(pytree_node=False)
+
+    on_policy = False
+
+    @property
+    def generative(self) -> GenerativeActor:
+        return _actor(self.config)
+
+    # ---- values -----------------------------------------------------------------------------
+    def q_min(self, params, observations, actions) -> jax.Array:
+        """Pessimistic ``min_e Q_e(s, a) [B]``."""
+        return _critic(self.config).apply(params, observations, actions).min(0)
+
+    def guidance_fn(self, guide_params, observations):
+        """``J(x [B, H, A], t [B]) -> [B]`` at fixed observations: the sampler differentiates it
+        in the noisy action ``x``."""
+        net = _guide(self.config)
+        return lambda x, t: net.apply(guide_params, observations, x, t)
+
+    # ---- sampling ---------------------------------------------------------------------------
+    @functools.partial(jax.jit, static_argnames=("num_samples", "return_chain"))
+    def sample_guided(self, observations: jax.Array, key: jax.Array, guidance_scale,
+                      num_samples: int = 1, return_chain: bool = False):
+        """Guided chunks ``[B, H, A]`` (and the chain, for inspection). ``guidance_scale`` is
+        traced (a sweep does not recompile); ``num_samples > 1`` draws N per observation and
+        keeps the argmax of ``min_e Q``."""
+        cfg = self.config
+        B = observations.shape[0]
+        obs = jnp.repeat(observations, num_samples, axis=0) if num_samples > 1 else observations
+        actions, chain = self.generative.sample(
+            self.ema_params, obs, key, guidance_fn=self.guidance_fn(self.guide.params, obs),
+            guidance_scale=guidance_scale, guidance_mode=cfg.guidance_mode,
+            guidance_min_step=cfg.guidance_min_step, return_chain=return_chain)
+        if num_samples > 1:
+            q = self.q_min(self.critic.params, obs, actions).reshape(B, num_samples)
+            best = jnp.argmax(q, axis=1)
+            actions = actions.reshape(B, num_samples, *actions.shape[1:])[jnp.arange(B), best]
+        return (actions, chain) if return_chain else actions
+
+    @jax.jit
+    def sample_actions(self, observations: jax.Array, key: jax.Array) -> tuple[jax.Array, dict]:
+        """``observations [B, (K,) O]`` -> guided chunks ``[B, H, A]`` (config's scale and N)."""
+        return self.sample_guided(observations, key, self.config.guidance_scale,
+                                  self.config.num_samples), {}
+
+    # ---- losses -----------------------------------------------------------------------------
+    def bc_loss(self, params, batch, key, weights=None):
+        valid = batch["valid"] if weights is None else batch["valid"] * weights[:, None]
+        loss = self.generative.loss(params, batch["observations"], batch["actions"], key, valid)
+        return loss, {"bc/loss": loss}
+
+    def critic_loss(self, params, batch, target_q):
+        q = _critic(self.config).apply(params, batch["observations"], batch["actions"])  # [E, B]
+        loss = ((q - target_q[None]) ** 2).mean()
+        return loss, {"critic/loss": loss, "critic/q_mean": q.mean(), "critic/q_std": q.std(),
+                      "critic/target_mean": target_q.mean()}
+
+    def value_loss(self, params, batch, q_data):
+        """IQL: expectile regression of ``V(s)`` on ``min Q_target(s, a_data)``."""
+        v = _value(self.config).apply(params, batch["observations"])
+        diff = q_data - v
+        weight = jnp.abs(self.config.expectile - (diff < 0).astype(jnp.float32))
+        loss = (weight * diff**2).mean()
+        return loss, {"value/loss": loss, "value/v_mean": v.mean()}
+
+    def guide_regression_loss(self, params, batch, q_data, key):
+        """``J(s, a^k, k) ~ beta * Q(s, a^0)`` on dataset chunks noised to a random step ``k``."""
+        sched = self.generative.schedule
+        B = batch["actions"].shape[0]
+        k_key, n_key = jax.random.split(key)
+        k = jax.random.randint(k_key, (B,), 0, sched.num_steps)
+        noisy = q_sample(sched, batch["actions"], k, jax.random.normal(n_key, batch["actions"].shape))
+        j = _guide(self.config).apply(params, batch["observations"], noisy, k.astype(jnp.float32))
+        target = self.config.beta * q_data
+        loss = ((j - target) ** 2).mean()
+        return loss, {"guide/loss": loss, "guide/j_mean": j.mean()}
+
+    def guide_contrastive_loss(self, params, observations, support, q_support, key):
+        """QGPO's contrastive energy prediction. ``support [b, M, H, A]`` are actor samples at
+        each state with values ``q_support [b, M]``; all M are noised to one step ``k`` per state
+        and ``softmax_M(J)`` is fitted to ``softmax_M(beta Q)`` by cross-entropy, so that
+        ``J(s, a^k, k) -> log E[exp(beta Q(s, a^0)) | a^k] + c(s)``."""
+        sched = self.generative.schedule
+        b, M = q_support.shape
+        k_key, n_key = jax.random.split(key)
+        k = jnp.repeat(jax.random.randint(k_key, (b,), 0, sched.num_steps), M)
+        flat = support.reshape(b * M, *support.shape[2:])
+        noisy = q_sample(sched, flat, k, jax.random.normal(n_key, flat.shape))
+        obs = jnp.repeat(observations, M, axis=0)
+        logits = _guide(self.config).apply(params, obs, noisy, k.astype(jnp.float32)).reshape(b, M)
+        weights = jax.nn.softmax(self.config.beta * q_support, axis=1)
+        loss = -(weights * jax.nn.log_softmax(logits, axis=1)).sum(1).mean()
+        return loss, {"guide/loss": loss, "guide/j_mean": logits.mean(),
+                      "guide/weight_max": weights.max(1).mean()}
+
+    # ---- update -----------------------------------------------------------------------------
+    @jax.jit
+    def pretrain(self, batch: dict) -> tuple["Agent", dict]:
+        """Diffusion BC of the actor (with its EMA)."""
+        key, loss_key = jax.random.split(self.key)
+        actor, info = apply_loss(self.actor, lambda p: self.bc_loss(p, batch, loss_key))
+        ema_params = self._ema_actor(actor)
+        info = {"bc/loss": info["bc/loss"], "bc/grad_norm": info["grad_norm"]}
+        return self.replace(actor=actor, ema_params=ema_params, key=key, step=self.step + 1), info
+
+    def _ema_actor(self, actor):
+        decay = jnp.where(self.step < self.config.ema_start, 0.0, self.config.ema_decay)
+        return ema(self.ema_params, actor.params, decay)
+
+    @jax.jit
+    def update(self, batch: dict) -> tuple["Agent", dict]:
+        """Critic (+ V) and guide J; the actor only with ``finetune_actor``."""
+        cfg = self.config
+        key, next_key, guide_key, sup_key, pi_key, bc_key = jax.random.split(self.key, 6)
+        ret, boot = chunk_return(batch, cfg.discount)
+        obs = batch["observations"]
+        info = {}
+
+        # Critic: TD target from the guided sampler's next chunk, or IQL's V(s').
+        value = self.value
+        q_data = self.q_min(self.target_critic, obs, batch["actions"])          # [B]
+        if cfg.critic_mode == "iql":
+            value, v_info = apply_loss(value, lambda p: self.value_loss(p, batch, q_data))
+            info.update({"value/loss": v_info["value/loss"], "value/v_mean": v_info["value/v_mean"]})
+            next_v = _value(cfg).apply(value.params, batch["next_observations"])
+        else:
+            next_actions = self.sample_guided(batch["next_observations"], next_key,
+                                              cfg.guidance_scale)
+            next_v = self.q_min(self.target_critic, batch["next_observations"], next_actions)
+        target_q = jax.lax.stop_gradient(ret + boot * next_v)
+        critic, c_info = apply_loss(self.critic, lambda p: self.critic_loss(p, batch, target_q))
+        info.update({k: v for k, v in c_info.items() if k.startswith("critic/")})
+        info["critic/grad_norm"] = c_info["grad_norm"]
+        target_critic = ema(self.target_critic, critic.params, 1.0 - cfg.tau)
+
+        # Guide J on noisy actions.
+        if cfg.guide_loss == "regression":
+            guide, g_info = apply_loss(
+                self.guide, lambda p: self.guide_regression_loss(p, batch, q_data, guide_key))
+        else:
+            b, M = min(cfg.contrastive_states, obs.shape[0]), cfg.support_actions
+            sub_obs = obs[:b]
+            support = self.generative.sample(self.ema_params, jnp.repeat(sub_obs, M, axis=0),
+                                             sup_key)[0]                       # [b M, H, A]
+            q_sup = self.q_min(self.target_critic, jnp.repeat(sub_obs, M, axis=0), support)
+            support = support.reshape(b, M, *support.shape[1:])
+            guide, g_info = apply_loss(self.guide, lambda p: self.guide_contrastive_loss(
+                p, sub_obs, support, q_sup.reshape(b, M), guide_key))
+        info.update({k: v for k, v in g_info.items() if k.startswith("guide/")})
+        info["guide/grad_norm"] = g_info["grad_norm"]
+
+        # Optional BC on the chunks that beat the current guided policy (advantage > 0).
+        actor, ema_params = self.actor, self.ema_params
+        if cfg.finetune_actor:
+            pi = self.sample_guided(obs, pi_key, cfg.guidance_scale)
+            better = (q_data > self.q_min(self.target_critic, obs, pi)).astype(jnp.float32)
+            actor, a_info = apply_loss(actor, lambda p: self.bc_loss(p, batch, bc_key, better))
+            ema_params = self._ema_actor(actor)
+            info.update({"bc/loss": a_info["bc/loss"], "bc/better_frac": better.mean()})
+
+        new = self.replace(actor=actor, ema_params=ema_params, critic=critic,
+                           target_critic=target_critic, value=value, guide=guide, key=key,
+                           step=self.step + 1)
+        return new, info
+
+    # ---- construction -----------------------------------------------------------------------
+    @classmethod
+    def create(cls, seed: int, example_batch: dict, config: ml_collections.ConfigDict) -> "Agent":
+        config = ml_collections.FrozenConfigDict(config)
+        if config.critic_mode not in CRITIC_MODES:
+            raise ValueError(f"critic_mode must be one of {CRITIC_MODES}, not {config.critic_mode!r}")
+        if config.guide_loss not in GUIDE_LOSSES:
+            raise ValueError(f"guide_loss must be one of {GUIDE_LOSSES}, not {config.guide_loss!r}")
+        if config.actor.model != "diffusion":
+            raise ValueError("guided sampling needs the diffusion actor (actor.model='diffusion')")
+        if config.num_samples < 1:
+            raise ValueError(f"num_samples must be >= 1, got {config.num_samples}")
+        key, a_key, c_key, v_key, g_key = jax.random.split(jax.random.PRNGKey(seed), 5)
+        obs = jnp.asarray(example_batch["observations"])
+        actions = jnp.asarray(example_batch["actions"])
+        t = jnp.zeros((obs.shape[0],), jnp.float32)
+        actor_params = _actor(config).init(a_key, obs)
+        critic_params = _critic(config).init(c_key, obs, actions)
+        value_params = _value(config).init(v_key, obs)
+        guide_params = _guide(config).init(g_key, obs, actions, t)
+        opt = lambda lr: make_optimizer(lr, grad_clip=config.grad_clip)  # noqa: E731
+        return cls(actor=create_state(actor_params, opt(config.actor_lr)), ema_params=actor_params,
+                   critic=create_state(critic_params, opt(config.critic_lr)),
+                   target_critic=critic_params,
+                   value=create_state(value_params, opt(config.critic_lr)),
+                   guide=create_state(guide_params, opt(config.guide_lr)),
+                   key=key, step=jnp.zeros((), jnp.int32), config=config)

@@ -1,0 +1,57 @@
+"""Value-guided sampling (agents/guided.py): a frozen diffusion BC actor steered by J(s, a^k, k).
+
+``python experiments/train.py --agent=configs/guided.py --task=hopper-medium --run_dir=runs/g \
+    --agent.guidance_scale=0.3 --agent.guide_loss=contrastive --agent.guidance_mode=score``
+
+Run defaults are sized for this 2-core CPU: the actor is Diffusion-QL's 3x256 Mish MLP over the VP
+schedule with N = 5 steps (cheap guided sampling: 5 denoiser calls + 5 J gradients per chunk),
+20k BC steps then 20k critic/guide steps, batch 256; online 20k env steps at UTD 1.
+"""
+from configs.common import base_config
+
+
+def get_config():
+    config = base_config("guided")
+    # ---- the frozen BC actor (pretrain) ----
+    config.actor.schedule = "vp"          # Diffusion-QL's VP schedule (Diffuser/QGPO use 100+ steps:
+    config.actor.diffusion_steps = 5      # too slow for a CPU guided sampler); Diffusion-QL N = 5
+    config.actor_lr = 3e-4                # Diffusion-QL / Diffuser actor learning rate
+    config.ema_decay = 0.995              # Diffusion-QL's EMA actor; sampling uses the EMA weights
+    config.ema_start = 1000               # gradient steps before the EMA tracks (Diffusion-QL)
+    config.grad_clip = 0.0                # global-norm clip on every network (0 = off)
+    # ---- critic Q(s, a): twin critics with target networks ----
+    config.critic_mode = "iql"            # 'iql' (expectile V, no sampling in the update) | 'td'
+                                          # (next chunk from the guided sampler)
+    config.num_critics = 2                # twin critics, min for targets (TD3 / IQL)
+    config.critic_hidden_dims = (256, 256, 256)  # Diffusion-QL critic: 3x256 Mish
+    config.critic_activation = "mish"
+    config.critic_layer_norm = False
+    config.critic_lr = 3e-4               # IQL / Diffusion-QL
+    config.discount = 0.99                # D4RL locomotion
+    config.tau = 0.005                    # target Polyak rate (IQL / TD3)
+    config.expectile = 0.7                # IQL's locomotion expectile
+    # ---- guide J(s, a^k, k) on noisy actions ----
+    config.guide_loss = "regression"      # 'regression' (J ~ beta Q(s, a^0), Diffuser's value) |
+                                          # 'contrastive' (QGPO's CEP: J -> log E[exp(beta Q)])
+    config.guide_hidden_dims = (256, 256, 256)  # QGPO's energy net is an MLP of this width
+    config.guide_lr = 3e-4                # QGPO / Diffuser value learning rate
+    config.beta = 1.0                     # inverse temperature of Q in J (QGPO sweeps beta; ~3
+                                          # on locomotion); regression: J's target is beta * Q
+    config.support_actions = 16           # contrastive: actor samples per state (QGPO: 16)
+    config.contrastive_states = 64        # contrastive: states of each batch used (CPU budget)
+    # ---- guided sampling ----
+    config.guidance_scale = 0.1           # step mean += scale * std^2 * grad J (Diffuser: 0.1 for
+                                          # returns-scale values); sweep it (experiments/guidance_sweep.py)
+    config.guidance_mode = "mean"         # 'mean' (Diffuser: std^2-scaled) | 'score' (QGPO)
+    config.guidance_min_step = 0          # no guidance at steps k < this (Diffuser: t_stopgrad)
+    config.num_samples = 1                # best-of-N by min Q on top of guidance (1 = off)
+    # ---- online ----
+    config.finetune_actor = False         # online: also BC the actor on chunks with advantage > 0
+    # ---- runner (2-core CPU budget) ----
+    config.run.pretrain_steps = 20000
+    config.run.offline_steps = 20000
+    config.run.online_steps = 20000
+    config.run.eval_every = 10000
+    config.run.online_eval_every = 5000
+    config.run.save_every = 5000
+    return config
