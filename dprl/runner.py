@@ -62,6 +62,9 @@ def resolve_task_dataset(task_name: str, task: dict, forced_id: str | None = Non
         return forced_id, "forced (--dataset)"
     if task_name in POLE_TASKS and not dataset_exists(task["dataset_id"]):
         make_pole_dataset(task_name)
+    from dprl.datasets.qc_toy import CHAIN_TASKS, make_chain_dataset  # QC's toy, seconds too
+    if task_name in CHAIN_TASKS and not dataset_exists(task["dataset_id"]):
+        make_chain_dataset(task_name)
     try:
         from dprl.datasets.registry import resolve_dataset
     except ImportError:
@@ -269,7 +272,7 @@ class Run:
         cfg_path = self.run_dir / "config.json"
         if self.ckpt.latest_step() is not None:
             state, meta = self.ckpt.restore(self._state())
-            if meta.get("config") != self.resolved["agent"]:
+            if _comparable(meta.get("config")) != _comparable(self.resolved["agent"]):
                 raise ValueError(
                     f"{self.run_dir} holds a run with a different agent config; resume it with "
                     f"the same command, or choose a new --run_dir.")
@@ -529,6 +532,16 @@ class Run:
             "env_steps_per_s": t["env_steps"] / t["env_s"] if t["env_s"] else None,
             "wall_s": time.perf_counter() - self.t0,
         }
+
+
+def _comparable(agent_config: dict | None) -> dict | None:
+    """A config without the phase lengths: a resumed run may be extended."""
+    if agent_config is None:
+        return None
+    cfg = json.loads(json.dumps(agent_config, default=str))
+    for k in ("pretrain_steps", "offline_steps", "online_steps"):
+        cfg.get("run", {}).pop(k, None)
+    return cfg
 
 
 def _postfix(info: dict, score: float | None) -> dict:

@@ -46,5 +46,18 @@ def main(_):
     print(json.dumps(summary, indent=2))
 
 
+def check_argv(argv):
+    """Fail fast, with the fix, on an unknown --agent.<key> (absl would raise a bare KeyError)."""
+    from dprl.config import check_override_keys, load_config_file, overrides_from_argv
+
+    path, keys = overrides_from_argv(argv)
+    if path and keys:
+        try:
+            check_override_keys(load_config_file(path), keys, path)
+        except (ValueError, FileNotFoundError) as e:
+            sys.exit(f"error: {e}")
+
+
 if __name__ == "__main__":
+    check_argv(sys.argv)
     app.run(main)
