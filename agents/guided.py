@@ -5,10 +5,12 @@ noisy actions (Diffuser, Janner et al. 2022; QGPO, Lu et al. 2023).
   update    * twin critics ``Q(s, a)`` with target networks, trained by TD with next actions from
               the guided sampler ('td'), or by IQL's expectile regression with a ``V(s)`` network
               ('iql', Kostrikov et al. 2022; no sampling inside the update);
-            * the guide ``J(s, a^k, k)`` on noisy actions: regression of ``beta * Q(s, a^0)`` on
+            * the guide ``J(s, a^k, k)`` on noisy actions: regression of ``beta * Q(s, a^0) / q`` on
               dataset actions noised to a random step ``k`` ('regression', Diffuser's value), or
               QGPO's contrastive energy prediction over ``M`` actions sampled from the actor
-              ('contrastive': ``J -> log E[exp(beta Q)]``, the exact energy guidance);
+              ('contrastive': ``J -> log E[exp(beta Q / q)]``, the exact energy guidance);
+              ``q`` = a running mean of |Q| (``normalize_q``; 1 otherwise), so that one guidance
+              scale means the same on tasks with different reward scales;
             * with ``finetune_actor``: BC of the actor on the batch chunks whose Q beats the
               guided policy's at the same state (advantage > 0).
   act       ``GenerativeActor.sample`` with ``guidance_fn = J(s, ., .)``: every denoising step's mean
@@ -77,6 +79,8 @@ class Agent(flax.struct.PyTreeNode):
     target_critic: Any
     value: TrainState          # V(s), used by the 'iql' critic mode only
     guide: TrainState          # J(s, noisy chunk, k) -> [B]
+    q_scale: jax.Array         # [] EMA of mean |Q| over batches: J sees Q / q_scale (normalize_q)
+    step_q: jax.Array          # [] critic/guide updates so far
     key: jax.Array
     step: jax.Array
     config: Any = flax.struct.field(pytree_node=False)
@@ -200,6 +204,11 @@ class Agent(flax.struct.PyTreeNode):
         # Critic: TD target from the guided sampler's next chunk, or IQL's V(s').
         value = self.value
         q_data = self.q_min(self.target_critic, obs, batch["actions"])          # [B]
+        # J sees Q in units of its typical size, so guidance scales transfer across reward scales.
+        batch_scale = jnp.abs(q_data).mean()
+        q_scale = jnp.where(self.step_q == 0, batch_scale,
+                            cfg.q_scale_decay * self.q_scale + (1 - cfg.q_scale_decay) * batch_scale)
+        unit = jnp.maximum(q_scale, 1e-3) if cfg.normalize_q else 1.0
         if cfg.critic_mode == "iql":
             value, v_info = apply_loss(value, lambda p: self.value_loss(p, batch, q_data))
             info.update({"value/loss": v_info["value/loss"], "value/v_mean": v_info["value/v_mean"]})
@@ -217,7 +226,7 @@ class Agent(flax.struct.PyTreeNode):
         # Guide J on noisy actions.
         if cfg.guide_loss == "regression":
             guide, g_info = apply_loss(
-                self.guide, lambda p: self.guide_regression_loss(p, batch, q_data, guide_key))
+                self.guide, lambda p: self.guide_regression_loss(p, batch, q_data / unit, guide_key))
         else:
             b, M = min(cfg.contrastive_states, obs.shape[0]), cfg.support_actions
             sub_obs = obs[:b]
@@ -226,9 +235,10 @@ class Agent(flax.struct.PyTreeNode):
             q_sup = self.q_min(self.target_critic, jnp.repeat(sub_obs, M, axis=0), support)
             support = support.reshape(b, M, *support.shape[1:])
             guide, g_info = apply_loss(self.guide, lambda p: self.guide_contrastive_loss(
-                p, sub_obs, support, q_sup.reshape(b, M), guide_key))
+                p, sub_obs, support, q_sup.reshape(b, M) / unit, guide_key))
         info.update({k: v for k, v in g_info.items() if k.startswith("guide/")})
         info["guide/grad_norm"] = g_info["grad_norm"]
+        info["guide/q_scale"] = q_scale
 
         # Optional BC on the chunks that beat the current guided policy (advantage > 0).
         actor, ema_params = self.actor, self.ema_params
@@ -240,8 +250,8 @@ class Agent(flax.struct.PyTreeNode):
             info.update({"bc/loss": a_info["bc/loss"], "bc/better_frac": better.mean()})
 
         new = self.replace(actor=actor, ema_params=ema_params, critic=critic,
-                           target_critic=target_critic, value=value, guide=guide, key=key,
-                           step=self.step + 1)
+                           target_critic=target_critic, value=value, guide=guide, q_scale=q_scale,
+                           step_q=self.step_q + 1, key=key, step=self.step + 1)
         return new, info
 
     # ---- construction -----------------------------------------------------------------------
@@ -270,4 +280,4 @@ class Agent(flax.struct.PyTreeNode):
                    target_critic=critic_params,
                    value=create_state(value_params, opt(config.critic_lr)),
                    guide=create_state(guide_params, opt(config.guide_lr)),
-                   key=key, step=jnp.zeros((), jnp.int32), config=config)
+                   q_scale=jnp.ones((), jnp.float32), step_q=jnp.zeros((), jnp.int32), key=key, step=jnp.zeros((), jnp.int32), config=config)

@@ -37,6 +37,9 @@ def get_config():
     config.guide_lr = 3e-4                # QGPO / Diffuser value learning rate
     config.beta = 1.0                     # inverse temperature of Q in J (QGPO sweeps beta; ~3
                                           # on locomotion); regression: J's target is beta * Q
+    config.normalize_q = True             # ours: J sees Q / EMA(mean |Q|) (scale-free guidance);
+                                          # False: raw Q as in Diffuser / QGPO
+    config.q_scale_decay = 0.995          # EMA decay of that running |Q| scale
     config.support_actions = 16           # contrastive: actor samples per state (QGPO: 16)
     config.contrastive_states = 64        # contrastive: states of each batch used (CPU budget)
     # ---- guided sampling ----
