@@ -98,7 +98,7 @@ def plot(demos, trajectories: dict, results: dict, path: str) -> None:
         ax.set_title(f"{name} BC: success {r['success_rate']:.0%} (L {r['left_rate']:.0%} / "
                      f"R {r['right_rate']:.0%}), collisions {r['collision_rate']:.0%}", fontsize=9)
         ax.set_xlim(-0.8, 0.8)
-        ax.set_ylim(-0.1, 1.3)
+        ax.set_ylim(-0.1, 0.9)
         ax.set_aspect("equal")
         ax.set_xlabel("x")
     np.atleast_1d(axes)[0].set_ylabel("y")

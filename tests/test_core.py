@@ -1,0 +1,199 @@
+"""Buffers, data loading and validation, envs and chunk execution, BC agents."""
+import json
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from dprl.buffer import Buffer, sample_mixed, transitions_from_chunks
+from dprl.data import Normalizer, OfflineData, check_compatible, load_dataset
+from dprl.datasets.io import write_minari_dataset
+from dprl.envs import ChunkExecutor, VecEnv, evaluate, make_env
+
+
+def index_data(episode_lengths, terminal_last=None):
+    """Flat transitions whose observation is their own index, so batches can be decoded."""
+    n = sum(episode_lengths)
+    dones = np.zeros(n, bool)
+    terminals = np.zeros(n, bool)
+    ends = np.cumsum(episode_lengths) - 1
+    dones[ends] = True
+    if terminal_last is not None:
+        terminals[ends[np.asarray(terminal_last)]] = True
+    idx = np.arange(n, dtype=np.float32)
+    return OfflineData(observations=idx[:, None], actions=np.stack([idx, -idx], 1),
+                       rewards=idx.copy(), terminals=terminals, timeouts=dones & ~terminals,
+                       dones=dones, next_observations=idx[:, None] + 0.5), ends
+
+
+@pytest.mark.parametrize("horizon", [1, 3, 7])
+def test_chunks_never_cross_an_episode_end(horizon):
+    data, ends = index_data([5, 1, 9, 4, 2], terminal_last=[0, 2])
+    buf = Buffer.from_offline(data, Normalizer.identity(1))
+    batch = jax.device_get(buf.gather(jnp.arange(data.size), horizon))
+    episode_of = np.searchsorted(ends, np.arange(data.size))
+    for i in range(data.size):
+        valid = batch["valid"][i].astype(bool)
+        assert valid[0]
+        n_valid = valid.sum()
+        # valid steps are exactly the rest of i's episode, up to H
+        assert n_valid == min(horizon, ends[episode_of[i]] - i + 1)
+        acts = batch["actions"][i, :, 0]
+        np.testing.assert_array_equal(acts[:n_valid], np.arange(i, i + n_valid))
+        # padding repeats the last valid action and carries no reward or terminal
+        np.testing.assert_array_equal(acts[n_valid:], i + n_valid - 1)
+        assert np.all(batch["rewards"][i, n_valid:] == 0)
+        assert np.all(batch["terminals"][i, n_valid:] == 0)
+        last = i + n_valid - 1
+        assert batch["next_observations"][i, 0] == last + 0.5
+        assert batch["masks"][i] == (0.0 if data.terminals[last] else 1.0)
+
+
+def test_observation_history_is_padded_with_the_episode_start():
+    data, ends = index_data([3, 4])
+    buf = Buffer.from_offline(data, Normalizer.identity(1))
+    batch = jax.device_get(buf.gather(jnp.arange(7), horizon=2, obs_history=3))
+    obs = batch["observations"][..., 0]
+    np.testing.assert_array_equal(obs[0], [0, 0, 0])
+    np.testing.assert_array_equal(obs[2], [0, 1, 2])
+    np.testing.assert_array_equal(obs[3], [3, 3, 3])   # a new episode: no frames from the last
+    np.testing.assert_array_equal(obs[5], [3, 4, 5])
+    nxt = batch["next_observations"][..., 0]
+    np.testing.assert_array_equal(nxt[3], [3, 4, 4.5])  # chunk 3..4, then the obs after step 4
+
+
+def test_online_buffer_add_and_mixed_sampling():
+    data, _ = index_data([10])
+    offline = Buffer.from_offline(data, Normalizer.identity(1))
+    online = Buffer.empty(20, 1, 2)
+    trans = {"observations": np.full((4, 1), 100.0, np.float32),
+             "actions": np.full((4, 2), 100.0, np.float32), "rewards": np.ones(4, np.float32),
+             "terminals": np.zeros(4, np.float32), "dones": np.array([0, 0, 0, 1], np.float32),
+             "next_observations": np.full((4, 1), 100.5, np.float32)}
+    online = online.add(trans)
+    assert int(online.size) == 4
+    batch = jax.device_get(sample_mixed(offline, online, jax.random.PRNGKey(0), 64, 0.25, 2))
+    from_online = batch["observations"][:, 0] == 100.0
+    assert from_online[:16].sum() == 0 and from_online[16:].all()
+
+
+def test_transitions_from_executed_chunks_keep_env_order():
+    executed = {
+        "observations": np.arange(6, dtype=np.float32).reshape(3, 2, 1),
+        "actions": np.zeros((3, 2, 2), np.float32), "rewards": np.ones((3, 2)),
+        "terminals": np.array([[0, 0], [1, 0], [0, 0]], bool),
+        "truncations": np.zeros((3, 2), bool),
+        "next_observations": np.arange(6, dtype=np.float32).reshape(3, 2, 1) + 0.5,
+        "valid": np.array([[1, 1], [1, 1], [0, 1]], bool),
+    }
+    t = transitions_from_chunks(executed, Normalizer.identity(1))
+    np.testing.assert_array_equal(t["observations"][:, 0], [0, 2, 1, 3, 5])
+    np.testing.assert_array_equal(t["dones"], [0, 1, 0, 0, 0])
+
+
+def test_pole_dataset_loads_with_metadata(pole_datasets):
+    data = load_dataset(pole_datasets["pole"])
+    assert data.observations.shape[1] == 4 and data.actions.shape[1] == 2
+    assert data.num_episodes == 200
+    assert data.ref_min_score == 0.0 and data.ref_max_score == 1.0
+    assert data.metadata["dprl"]["sides"] == {"left": 100, "right": 100}
+    assert np.all(data.episode_returns() == 1.0)
+    # dones split episodes exactly where terminals (success) are
+    assert np.array_equal(data.dones, data.terminals | data.timeouts)
+    check_compatible(data, make_env("dprl/Pole-v0"))
+
+
+def test_missing_dataset_names_the_make_command():
+    with pytest.raises(FileNotFoundError, match="python -m dprl.datasets make"):
+        load_dataset("dprl/hopper/medium-v0")
+
+
+def test_space_mismatch_is_a_clear_error(pole_datasets):
+    data = load_dataset(pole_datasets["pole"])
+    with pytest.raises(ValueError, match="does not match env"):
+        check_compatible(data, make_env("Hopper-v5"), "hopper-medium")
+
+
+def test_nan_observations_are_rejected():
+    ep = {"observations": np.zeros((4, 4), np.float32), "actions": np.zeros((3, 2), np.float32),
+          "rewards": np.zeros(3), "terminations": np.array([0, 0, 1], bool),
+          "truncations": np.zeros(3, bool)}
+    ep["observations"][2, 1] = np.nan
+    write_minari_dataset("dprl/nan-test/demos-v0", [ep], "dprl/Pole-v0")
+    with pytest.raises(ValueError, match="observations has 1 NaN"):
+        load_dataset("dprl/nan-test/demos-v0")
+
+
+def test_chunk_executor_runs_act_steps_and_resets_mid_chunk():
+    vec = VecEnv("dprl/Pole-v0", 2, seed=0)
+    ex = ChunkExecutor(vec, act_steps=3, obs_history=2)
+    ex.reset()
+    assert ex.policy_observations().shape == (2, 2, 4)
+    up = np.tile(np.array([0.0, 1.0], np.float32), (2, 5, 1))
+    steps = 0
+    while not ex.finished:
+        out = ex.step_chunks(up)
+        assert out["actions"].shape == (3, 2, 2)
+        steps += 1
+        assert steps < 20
+    # straight up hits the pole; the env is reset and its history restarts
+    assert ex.finished[0]["collision"]
+    i = ex.finished[0]["env"]
+    hist = ex.policy_observations()[i]
+    np.testing.assert_array_equal(hist[0], hist[1])
+
+
+def test_evaluate_reports_success_and_normalized_score():
+    def right_then_up(obs):
+        x, y = obs[:, 0], obs[:, 1]
+        a = np.where((y < 0.3)[:, None], [[1.0, 0.35]], [[-0.6, 1.0]])
+        a = np.where((x > 0.33)[:, None] & (y < 0.3)[:, None], [[0.0, 1.0]], a)
+        return a[:, None, :].astype(np.float32)
+
+    result = evaluate(right_then_up, "dprl/PoleRight-v0", 6, act_steps=1, ref_min_score=0.0,
+                      ref_max_score=1.0, return_episodes=True)
+    assert result["success_rate"] == 1.0
+    assert result["normalized_score"] == pytest.approx(100.0)
+    assert all(e["side"] == "right" for e in result["episodes"])
+
+
+@pytest.mark.parametrize("policy", ["diffusion", "flow", "gaussian"])
+def test_bc_agents_step_and_sample_chunks(policy, pole_datasets):
+    from agents import get_agent
+    from configs.bc import get_config
+    from tests.conftest import tiny
+
+    data = load_dataset(pole_datasets["pole"])
+    buf = Buffer.from_offline(data, Normalizer.fit(data.observations))
+    config = tiny(get_config())
+    config.policy, config.horizon, config.action_dim = policy, 4, 2
+    batch = buf.sample(jax.random.PRNGKey(0), 32, 4)
+    agent = get_agent("bc").create(0, batch, config)
+    losses = []
+    for i in range(60):
+        agent, info = agent.pretrain(buf.sample(jax.random.PRNGKey(i), 32, 4))
+        losses.append(float(info["bc/loss"]))
+    assert np.mean(losses[-10:]) < np.mean(losses[:10])
+    chunks, _ = agent.sample_actions(batch["observations"], jax.random.PRNGKey(1))
+    assert chunks.shape == (32, 4, 2)
+    assert float(jnp.abs(chunks).max()) <= 1.0
+
+
+def test_unknown_task_lists_known_tasks():
+    from configs.tasks import get_task
+    with pytest.raises(KeyError, match="Did you mean hopper-medium"):
+        get_task("hoper-medium")
+
+
+def test_metrics_logger_extends_header(tmp_path):
+    from dprl.logging import MetricsLogger
+    log = MetricsLogger(tmp_path, tensorboard=False)
+    log.log("pretrain", 1, 0, 0.1, {"bc/loss": 1.0}, 1)
+    log.log("pretrain", 2, 0, 0.2, {"bc/loss": 0.5, "eval/normalized_score": 50.0}, 2)
+    text = (tmp_path / "metrics.csv").read_text().splitlines()
+    assert text[0].split(",")[:4] == ["phase", "step", "env_steps", "wall_s"]
+    assert "eval/normalized_score" in text[0] and len(text) == 3
+    log.truncate_after(1)
+    assert len((tmp_path / "metrics.csv").read_text().splitlines()) == 2
+    json.dumps(log.rows)
