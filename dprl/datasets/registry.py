@@ -10,6 +10,8 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import numpy as np
+
 from dprl.datasets.io import DPRL_NAMESPACE, dataset_dir, datasets_root
 
 OFFICIAL, GENERATED = "official", "dprl-generated"
@@ -165,3 +167,71 @@ def resolve_dataset(task_name: str, forced_id: str | None = None) -> tuple[str, 
         f"No dataset for task {task_name!r} in {datasets_root()} (MINARI_DATASETS_PATH): neither "
         f"{(official + ' nor ') if official else ''}{generated} is stored. Run "
         f"`{task['make_command']}`{alt}.")
+
+
+def verify_dataset(dataset_id: str, replay_episodes: int = 2, atol: float = 1e-5) -> dict:
+    """Check a generated dataset against its env; raise ``AssertionError`` on the first mismatch.
+
+    Checks: observation/action spaces equal the env's; every episode ends exactly where the env
+    ended it (a termination or a time-limit truncation on its last step and nowhere else, the
+    truncation at the env's step limit); and for the first ``replay_episodes`` episodes, resetting
+    the env with the episode's stored seed and replaying its actions reproduces the stored
+    observations, rewards and terminal flags. Manipulation play data is replayed in its collection
+    env (``metadata['dprl']['collection_env_id']``); single-task rewards are recomputed with the
+    task env (``SingleTaskRelabeler``). Returns a small report.
+    """
+    import minari
+
+    from dprl.envs import make_env
+    check_dataset_dir(dataset_id)
+    ds = minari.load_dataset(dataset_id)
+    meta = json.loads((dataset_dir(dataset_id) / "data" / "metadata.json").read_text())
+    prov = meta.get("dprl", {})
+    spec = ds.spec.env_spec
+    env = make_env(spec.id, **(spec.kwargs or {}))
+    assert ds.observation_space == env.observation_space, (
+        f"observation space {ds.observation_space} != env's {env.observation_space}")
+    assert ds.action_space == env.action_space, (
+        f"action space {ds.action_space} != env's {env.action_space}")
+    relabel = None
+    if "collection_env_id" in prov:
+        replay_env = make_env(prov["collection_env_id"], **prov["collection_env_kwargs"])
+        if "singletask_env_id" in prov:
+            from dprl.datasets.ogbench_recipes import SingleTaskRelabeler
+            relabel = SingleTaskRelabeler(prov["singletask_env_id"])
+    else:
+        replay_env = env
+    limit = replay_env.spec.max_episode_steps
+    seeds = {int(m["id"]): m.get("seed") for m in ds.storage.get_episode_metadata(
+        range(ds.total_episodes))}
+    n_replayed = 0
+    for ep in ds.iterate_episodes():
+        T = len(ep.actions)
+        term, trunc = np.asarray(ep.terminations, bool), np.asarray(ep.truncations, bool)
+        assert not term[:-1].any() and not trunc[:-1].any(), (
+            f"episode {ep.id}: terminal or timeout before its last step")
+        assert term[-1] or trunc[-1], f"episode {ep.id} ends without terminal or timeout"
+        if trunc[-1] and not term[-1] and limit is not None:
+            assert T == limit, f"episode {ep.id} truncated at {T} steps, env limit {limit}"
+        assert len(ep.observations) == T + 1
+        if n_replayed >= replay_episodes:
+            continue
+        seed = seeds.get(int(ep.id))
+        assert seed is not None, f"episode {ep.id} has no reset seed"
+        obs, _ = replay_env.reset(seed=int(seed))
+        assert np.allclose(obs, ep.observations[0], atol=atol), f"episode {ep.id}: reset differs"
+        for t in range(T):
+            if relabel is not None:
+                r_single, _ = relabel.reward(replay_env)
+            obs, r, te, tr, _ = replay_env.step(ep.actions[t])
+            r = r_single if relabel is not None else r
+            assert np.allclose(obs, ep.observations[t + 1], atol=atol), (
+                f"episode {ep.id} step {t}: replayed observation differs")
+            assert abs(r - ep.rewards[t]) <= atol * max(1.0, abs(r)), (
+                f"episode {ep.id} step {t}: replayed reward {r} != stored {ep.rewards[t]}")
+            assert (bool(te), bool(tr)) == (bool(term[t]), bool(trunc[t])), (
+                f"episode {ep.id} step {t}: replayed (terminated, truncated) = {(te, tr)}, "
+                f"stored {(term[t], trunc[t])}")
+        n_replayed += 1
+    return {"dataset_id": dataset_id, "episodes": ds.total_episodes, "steps": ds.total_steps,
+            "replayed": n_replayed}

@@ -1,0 +1,340 @@
+"""dprl.datasets: policy format, SAC, locomotion and OGBench recipes, registry, CLI.
+
+Datasets go to the session's temporary MINARI_DATASETS_PATH (tests/conftest.py). Expert files
+are not part of the repo: tests that need them skip when ``$DPRL_EXPERTS_DIR`` (default
+``../shared/experts``) is absent; OGBench tests skip when ``ogbench`` is not installed.
+"""
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from configs.tasks import LOCOMOTION_ENVS, LOCOMOTION_RECIPES
+from dprl.datasets.io import dataset_dir, write_minari_dataset
+from dprl.datasets.policies import default_experts_dir, find_expert, load_policy, save_policy
+from dprl.datasets.registry import (DatasetError, check_dataset_dir, resolve_dataset,
+                                    verify_dataset)
+
+ROOT = Path(__file__).resolve().parents[1]
+EXPERTS = default_experts_dir()
+needs_experts = pytest.mark.skipif(
+    EXPERTS is None or not all((EXPERTS / f"{r}.npz").is_file() for r in LOCOMOTION_ENVS),
+    reason="expert policies absent: set DPRL_EXPERTS_DIR to a folder with hopper.npz, "
+           "halfcheetah.npz, walker2d.npz, ant.npz (see ../shared/experts/README.md)")
+
+
+# ----------------------------------------------------------------------------- policy format
+def _tiny_policy(path, squash="clip", obs_dim=4, act_dim=2, seed=0):
+    rng = np.random.default_rng(seed)
+    kw = dict(hidden=[(rng.normal(size=(obs_dim, 8)), rng.normal(size=8)),
+                      (rng.normal(size=(8, 8)), rng.normal(size=8))],
+              W_out=rng.normal(size=(8, act_dim)), b_out=rng.normal(size=act_dim),
+              obs_mean=rng.normal(size=obs_dim), obs_std=rng.uniform(0.5, 2, obs_dim))
+    if squash == "clip":
+        kw["log_std"] = np.full(act_dim, -1.0)
+    else:
+        kw.update(W_log_std=rng.normal(size=(8, act_dim)), b_log_std=np.zeros(act_dim),
+                  activation="relu")
+    return save_policy(path, squash=squash, meta={"note": "test"}, **kw), kw
+
+
+def test_policy_roundtrip_and_forward(tmp_path):
+    path, kw = _tiny_policy(tmp_path / "p.npz")
+    pol = load_policy(path)
+    obs = np.random.default_rng(1).normal(size=(5, 4)).astype(np.float32)
+    h = (obs - kw["obs_mean"]) / (kw["obs_std"] + 1e-6)
+    for W, b in kw["hidden"]:
+        h = np.tanh(h @ W + b)
+    expected = np.clip(h @ kw["W_out"] + kw["b_out"], -1, 1)
+    np.testing.assert_allclose(pol.act(obs, deterministic=True), expected, atol=1e-5)
+    assert pol.act(obs[0], deterministic=True).shape == (2,)          # unbatched
+    sampled = pol.act(obs, np.random.default_rng(0))
+    assert sampled.shape == (5, 2) and np.all(np.abs(sampled) <= 1)
+    assert pol.meta == {"note": "test"}
+
+    path_t, _ = _tiny_policy(tmp_path / "t.npz", squash="tanh")
+    pol_t = load_policy(path_t)
+    mean, std = pol_t.distribution(obs)
+    np.testing.assert_allclose(pol_t.act(obs, deterministic=True), np.tanh(mean), atol=1e-6)
+    assert std.shape == (5, 2)
+
+
+def test_policy_bad_files(tmp_path):
+    with pytest.raises(FileNotFoundError, match="dprl.datasets.sac"):
+        load_policy(tmp_path / "missing.npz")
+    (tmp_path / "junk.npz").write_bytes(b"not a zip")
+    with pytest.raises(ValueError, match="not a readable"):
+        load_policy(tmp_path / "junk.npz")
+
+
+@needs_experts
+def test_expert_files_load_and_act():
+    import gymnasium as gym
+    for robot in LOCOMOTION_ENVS:
+        pol = load_policy(find_expert(robot))
+        assert pol.activation == "tanh" and pol.log_std is not None
+    # The Ant expert (v4, 111-dim) acts on Ant-v5 (105-dim) through the zero-insertion adapter.
+    from dprl.datasets.locomotion import policy_obs_adapter
+    env = gym.make("Ant-v5")
+    obs, _ = env.reset(seed=0)
+    pol = load_policy(find_expert("ant"))
+    adapt = policy_obs_adapter(pol.obs_dim, env.observation_space.shape[0], "ant")
+    assert adapt(obs[None]).shape == (1, 111)
+    with pytest.raises(ValueError, match="expects"):
+        policy_obs_adapter(111, 27, "ant")
+
+
+# ----------------------------------------------------------------------------- SAC
+def test_sac_fused_update_matches_sequential():
+    """update_many (lax.scan under one jit) == the same updates one by one."""
+    import jax
+    import jax.numpy as jnp
+
+    from dprl.datasets.sac import SACAgent, SACConfig
+    agent = SACAgent.create(0, 3, 2, SACConfig(hidden=(16, 16), batch_size=8))
+    rng = np.random.default_rng(0)
+    N, B = 3, 8
+    batches = {"observations": rng.normal(size=(N, B, 3)), "actions": rng.uniform(-1, 1, (N, B, 2)),
+               "rewards": rng.normal(size=(N, B)), "masks": np.ones((N, B)),
+               "next_observations": rng.normal(size=(N, B, 3))}
+    batches = jax.tree_util.tree_map(lambda x: jnp.asarray(x, jnp.float32), batches)
+    fused, info = agent.update_many(batches)
+    seq, step = agent, jax.jit(SACAgent._update)
+    for i in range(N):
+        seq, _ = step(seq, jax.tree_util.tree_map(lambda x: x[i], batches))
+    for a, b in zip(jax.tree_util.tree_leaves(fused.actor_params),
+                    jax.tree_util.tree_leaves(seq.actor_params)):
+        np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-5)
+    assert set(info) >= {"critic/loss", "actor/loss", "alpha"}
+    assert all(np.isfinite(float(v)) for v in info.values())
+    # One compiled program serves every call (the update is jitted, not retraced).
+    fused.update_many(batches)
+    assert agent.update_many._cache_size() == 1
+
+
+@pytest.fixture(scope="module")
+def tiny_sac_run(tmp_path_factory):
+    from dprl.datasets.sac import SACConfig, train
+    out = tmp_path_factory.mktemp("sac")
+    # expert_return tiny so the first evaluation already counts as "medium" (files get written).
+    summary = train("Hopper-v5", 600, out, start_steps=200, fuse=50, eval_every=300,
+                    eval_episodes=2, snapshot_every=300, expert_return=1.0,
+                    config=SACConfig(hidden=(16, 16), batch_size=32), progress=False)
+    return out, summary
+
+
+def test_sac_train_writes_snapshots_and_replay(tiny_sac_run):
+    from dprl.datasets.sac import replay_to_episodes
+    out, summary = tiny_sac_run
+    # Updates run at steps 200, 250, ..., 600: 9 fused calls of 50.
+    assert summary["medium_step"] == 300 and summary["updates"] == 450
+    curve = (out / "curve.csv").read_text().splitlines()
+    assert curve[0].startswith("step,") and len(curve) == 3
+    pol = load_policy(out / "medium.npz")
+    assert pol.squash == "tanh" and pol.meta["step"] == 300 and pol.obs_dim == 11
+    assert (out / "snapshots" / "step_600.npz").is_file()
+    eps = replay_to_episodes(out / "replay.npz")
+    assert eps and all(e["terminations"][-1] or e["truncations"][-1] for e in eps)
+    for e in eps:
+        assert len(e["observations"]) == len(e["actions"]) + 1
+    assert len(replay_to_episodes(out / "medium_replay.npz")) <= len(eps)
+
+
+def test_sac_medium_replay_recipe(tiny_sac_run):
+    from dprl.datasets.locomotion import make_locomotion_dataset
+    out, _ = tiny_sac_run
+    res = make_locomotion_dataset("hopper-medium-replay", 10_000, sac_run=out,
+                                  dataset_id="dprl/hopper/sac-medium-replay-test-v0")
+    report = verify_dataset(res["dataset_id"], replay_episodes=2)
+    assert report["replayed"] == 2
+    meta = _meta(res["dataset_id"])
+    assert "SAC replay buffer" in meta["dprl"]["policy"]["source"]
+
+
+# ----------------------------------------------------------------------------- locomotion
+def _meta(dataset_id):
+    return json.loads((dataset_dir(dataset_id) / "data" / "metadata.json").read_text())
+
+
+def test_random_recipe_without_experts(monkeypatch, tmp_path):
+    """The random recipe needs no expert; expert recipes without one name what to do."""
+    from dprl.datasets.locomotion import make_locomotion_dataset
+    monkeypatch.setenv("DPRL_EXPERTS_DIR", str(tmp_path))        # an empty experts dir
+    res = make_locomotion_dataset("hopper-random", 2000, overwrite=True)
+    verify_dataset(res["dataset_id"], replay_episodes=3)
+    with pytest.raises(FileNotFoundError, match="--policy"):
+        make_locomotion_dataset("hopper-expert", 2000, overwrite=True)
+
+
+@needs_experts
+@pytest.mark.parametrize("robot", list(LOCOMOTION_ENVS))
+def test_locomotion_recipes(robot):
+    from dprl.datasets.locomotion import make_locomotion_dataset
+    for recipe in LOCOMOTION_RECIPES:
+        task = f"{robot}-{recipe}"
+        res = make_locomotion_dataset(task, 2000, seed=1, overwrite=True)
+        assert res["total_steps"] >= 2000
+        report = verify_dataset(res["dataset_id"], replay_episodes=1)
+        assert report["replayed"] == 1
+        meta = _meta(res["dataset_id"])
+        assert meta["dprl"]["recipe"] == recipe and meta["dprl"]["dprl_version"]
+        assert meta["ref_min_score"] < meta["ref_max_score"]
+        assert res["dataset_id"].startswith("dprl/")
+    med = _meta(f"dprl/{robot}/medium-v0")["dprl"]["normalized_score"]
+    exp = _meta(f"dprl/{robot}/expert-v0")["dprl"]["normalized_score"]
+    rnd = _meta(f"dprl/{robot}/random-v0")["dprl"]["normalized_score"]
+    assert rnd < med <= exp + 5
+
+
+# ----------------------------------------------------------------------------- OGBench
+@pytest.mark.parametrize("task", ["cube-single", "cube-double", "scene", "puzzle-3x3"])
+def test_manipulation_recipes(task):
+    pytest.importorskip("ogbench", reason="pip install -e '.[ogbench]'")
+    from configs.tasks import get_task
+    from dprl.datasets.ogbench_recipes import make_manipulation_dataset
+    res = make_manipulation_dataset(task, 1000, episode_length=500, seed=1, overwrite=True)
+    assert res["num_episodes"] == 2 and res["total_steps"] == 1000
+    preset = get_task(task)
+    assert res["dataset_id"] == preset["dataset_id"] and preset["score"] == "success"
+    report = verify_dataset(res["dataset_id"], replay_episodes=1)   # single-task rewards
+    assert report["replayed"] == 1
+    verify_dataset(res["play_dataset_id"], replay_episodes=0)
+    meta = _meta(res["dataset_id"])
+    assert meta["dprl"]["oracle_noise"] == 0.1
+    assert json.loads(meta["env_spec"])["id"] == preset["env_id"]
+
+
+# ----------------------------------------------------------------------------- registry
+def _write_fake(dataset_id, env_id="Hopper-v5", steps=30, seed=0):
+    import gymnasium as gym
+    env = gym.make(env_id)
+    rng = np.random.default_rng(seed)
+    obs = [env.reset(seed=seed)[0]]
+    acts, rews, terms, truncs = [], [], [], []
+    for t in range(steps):
+        a = rng.uniform(-1, 1, env.action_space.shape).astype(np.float32)
+        o, r, te, tr, _ = env.step(a)
+        obs.append(o), acts.append(a), rews.append(r), terms.append(te)
+        truncs.append(tr or t == steps - 1 and not te)
+        if te:
+            break
+    ep = {"observations": np.array(obs), "actions": np.array(acts), "rewards": np.array(rews),
+          "terminations": np.array(terms), "truncations": np.array(truncs), "seed": seed}
+    return write_minari_dataset(dataset_id, [ep], env_id, overwrite=True)
+
+
+def test_resolve_prefers_official_then_generated_then_errors():
+    task = "walker2d-medium"
+    for ds in ("mujoco/walker2d/medium-v0", "dprl/walker2d/medium-v0"):
+        shutil.rmtree(dataset_dir(ds), ignore_errors=True)
+    with pytest.raises(FileNotFoundError, match="python -m dprl.datasets make walker2d-medium"):
+        resolve_dataset(task)
+    _write_fake("dprl/walker2d/medium-v0", "Walker2d-v5")
+    assert resolve_dataset(task) == ("dprl/walker2d/medium-v0", "dprl-generated")
+    _write_fake("mujoco/walker2d/medium-v0", "Walker2d-v5")         # stands in for the official
+    assert resolve_dataset(task) == ("mujoco/walker2d/medium-v0", "official")
+    assert resolve_dataset(task, forced_id="dprl/walker2d/medium-v0") == (
+        "dprl/walker2d/medium-v0", "dprl-generated")
+    with pytest.raises(FileNotFoundError, match="not stored"):
+        resolve_dataset(task, forced_id="nowhere/at-all-v0")
+    shutil.rmtree(dataset_dir("mujoco/walker2d/medium-v0"))
+
+
+def test_corrupted_datasets_give_clear_errors():
+    ds = "dprl/hopper/expert-v0"
+    path = _write_fake(ds)
+    check_dataset_dir(ds)
+    data_file = path / "data" / "main_data.hdf5"
+    data_file.write_bytes(data_file.read_bytes()[:100])                # truncated
+    with pytest.raises(DatasetError, match="make hopper-expert"):
+        check_dataset_dir(ds)
+    data_file.unlink()
+    with pytest.raises(DatasetError, match="no data file"):
+        check_dataset_dir(ds)
+    path = _write_fake(ds)
+    (path / "data" / "metadata.json").write_text("{not json")
+    with pytest.raises(DatasetError, match="not valid JSON"):
+        check_dataset_dir(ds)
+    path = _write_fake(ds)
+    (path / "data" / "metadata.json").unlink()
+    with pytest.raises(DatasetError, match="half-written or corrupted"):
+        check_dataset_dir(ds)
+    # A generator killed mid-write leaves only its temporary directory.
+    shutil.rmtree(path)
+    tmp = path.parent / f".tmp-{path.name}-deadbeef"
+    tmp.mkdir(parents=True)
+    with pytest.raises(DatasetError, match="half-written.*make hopper-expert"):
+        check_dataset_dir(ds)
+    with pytest.raises(DatasetError, match="half-written"):
+        resolve_dataset("hopper-expert")
+    shutil.rmtree(tmp)
+
+
+def test_dataset_of_uninstalled_env():
+    ds = "dprl/hopper/medium-expert-v0"
+    path = _write_fake(ds)
+    meta_path = path / "data" / "metadata.json"
+    meta = json.loads(meta_path.read_text())
+    spec = json.loads(meta["env_spec"])
+    spec["id"] = "NotInstalledRobot-v9"
+    meta["env_spec"] = json.dumps(spec)
+    meta_path.write_text(json.dumps(meta))
+    with pytest.raises(DatasetError, match="NotInstalledRobot-v9.*not installed.*pip install"):
+        check_dataset_dir(ds)
+    shutil.rmtree(path)
+
+
+def test_unknown_ids():
+    with pytest.raises(DatasetError, match="minari download"):
+        check_dataset_dir("mujoco/nothing/here-v0")
+    with pytest.raises(KeyError, match="Known tasks"):
+        resolve_dataset("hopper-mediumm")
+
+
+# ----------------------------------------------------------------------------- CLI
+def test_cli_make_and_list(capsys):
+    from dprl.datasets.__main__ import main
+    assert main(["make", "halfcheetah-random", "--steps", "1000", "--quiet", "--overwrite"]) == 0
+    out = json.loads(capsys.readouterr().out)
+    assert out["dataset_id"] == "dprl/halfcheetah/random-v0" and out["total_steps"] >= 1000
+    assert main(["make", "halfcheetah-random", "--steps", "1000", "--quiet"]) == 1
+    assert "already exists" in capsys.readouterr().err
+    assert main(["list", "--json"]) == 0
+    rows = {r["task"]: r for r in json.loads(capsys.readouterr().out)}
+    assert rows["halfcheetah-random"]["generated"]["present"]
+    assert rows["halfcheetah-random"]["uses"] == "dprl-generated: dprl/halfcheetah/random-v0"
+    assert {"cube-double", "scene", "puzzle-3x3", "pole", "hopper-medium"} <= set(rows)
+
+
+def test_cli_subprocess_list():
+    env = {**os.environ}
+    proc = subprocess.run([sys.executable, "-m", "dprl.datasets", "list"], cwd=ROOT, env=env,
+                          capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr
+    assert "hopper-medium" in proc.stdout and "datasets root" in proc.stdout
+
+
+# ----------------------------------------------------------------------------- long checks
+@needs_experts
+@pytest.mark.slow
+def test_hopper_medium_acceptance():
+    """`make hopper-medium --steps 100000` in under 2 minutes, at medium level (D4RL ~44)."""
+    import time
+
+    from dprl.data import load_dataset
+    from dprl.datasets.__main__ import make
+    t0 = time.perf_counter()
+    make("hopper-medium", steps=100_000, policy=str(find_expert("hopper")), overwrite=True,
+         progress=False)
+    assert time.perf_counter() - t0 < 120
+    data = load_dataset("dprl/hopper/medium-v0")
+    score = 100 * (data.episode_returns().mean() - data.ref_min_score) / (
+        data.ref_max_score - data.ref_min_score)
+    assert 30 < score < 60, score
