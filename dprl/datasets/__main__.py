@@ -1,9 +1,9 @@
 """``python -m dprl.datasets make <task> [--steps N] [--seed S] [--policy FILE]`` and ``... list``.
 
 ``make`` writes dprl's stand-in dataset of a task preset (``configs/tasks.py``) into
-``$MINARI_DATASETS_PATH`` (Minari's default: ``~/.minari/datasets``), atomically, under the ``dprl/``
-namespace. ``list`` shows every task, which of its datasets are stored here, their size and which
-one a run would use.
+``$MINARI_DATASETS_PATH`` (Minari's default: ``~/.minari/datasets``), atomically, under the
+``dprl/`` namespace. ``list`` shows every task, which of its datasets are stored here, their
+size and which one a run would use.
 """
 from __future__ import annotations
 
@@ -30,8 +30,7 @@ def make(task: str, *, steps: int | None = None, seed: int = 0, policy: str | No
     elif task in ("pole", "pole-right"):
         from dprl.datasets.toy import make_pole_dataset
         kwargs = {} if episodes is None else {"num_episodes": episodes}
-        path = make_pole_dataset(task, seed=seed, overwrite=overwrite, **kwargs)
-        out = {"dataset_id": get_task(task)["dataset_id"], "path": str(path)}
+        out = {"dataset_id": make_pole_dataset(task, seed=seed, overwrite=overwrite, **kwargs)}
     else:
         from dprl.datasets.ogbench_recipes import MANIPULATION_TASKS, make_manipulation_dataset
         if task not in MANIPULATION_TASKS:

@@ -6,10 +6,10 @@ Recipes (D4RL, Fu et al. 2020), each ``steps`` transitions (1M by default) of wh
   medium         a policy at about 1/3 of the expert's level: a SAC snapshot (``--sac-run DIR``:
                  ``DIR/medium.npz``, sampled actions, as D4RL did) or, by default, the expert with
                  Gaussian action noise of the std in ``MEDIUM_NOISE`` (measured here)
-  medium-replay  the SAC replay buffer up to the medium snapshot (``DIR/medium_replay.npz``); without
-                 a SAC run, a documented stand-in: noisy-expert episodes whose noise std falls
-                 linearly from ``REPLAY_NOISE_START`` (near random) to the medium noise over the
-                 dataset, like a learner improving to medium level
+  medium-replay  the SAC replay buffer up to the medium snapshot (``DIR/medium_replay.npz``);
+                 without a SAC run, a documented stand-in: noisy-expert episodes whose noise
+                 std falls linearly from ``REPLAY_NOISE_START`` (near random) to the medium
+                 noise over the dataset, like a learner improving to medium level
   medium-expert  medium episodes (half the steps) then expert episodes (the other half)
 
 Every episode records its reset seed, so its actions can be replayed to recompute rewards.
@@ -72,7 +72,7 @@ def rollout_episodes(
     num_envs: int = 8,
     progress: bool = False,
 ) -> list[dict[str, np.ndarray]]:
-    """Run ``num_envs`` envs in lock-step until at least ``steps`` transitions are in whole episodes.
+    """Run ``num_envs`` envs in lock-step until whole episodes hold at least ``steps`` steps.
 
     ``policy_fn(obs [E, O], progress [E], rng) -> actions [E, A]`` in [-1, 1]; ``progress`` is the
     fraction of the step budget collected when each env's current episode started (for schedules).

@@ -164,7 +164,8 @@ def collect_play_episodes(task: str, num_episodes: int, *, seed: int = 0,
                 r_single, success = relabel.reward(env)
                 # float32 before stepping: the stored action is exactly the executed one, so a
                 # replay reproduces the episode bit for bit.
-                action = np.clip(np.asarray(agent.select_action(ob, info)), -1, 1).astype(np.float32)
+                action = np.clip(np.asarray(agent.select_action(ob, info)), -1, 1)
+                action = action.astype(np.float32)
                 ob, reward, terminated, truncated, info = env.step(action)
                 done = terminated or truncated
                 if agent.done:

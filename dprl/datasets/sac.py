@@ -249,7 +249,8 @@ class ReplayBuffer:
     def add(self, obs, action, reward, terminated, truncated, next_obs, episode: int):
         i = self.size
         self.obs[i], self.actions[i], self.rewards[i] = obs, action, reward
-        self.terminations[i], self.truncations[i], self.next_obs[i] = terminated, truncated, next_obs
+        self.terminations[i], self.truncations[i] = terminated, truncated
+        self.next_obs[i] = next_obs
         self.episode_id[i] = episode
         self.size += 1
 
@@ -296,7 +297,8 @@ def replay_to_episodes(path, drop_unfinished: bool = True) -> list[dict[str, np.
         if not done and drop_unfinished:
             continue
         episodes.append({
-            "observations": np.concatenate([d["observations"][s:e], d["next_observations"][e - 1:e]]),
+            "observations": np.concatenate([d["observations"][s:e],
+                                            d["next_observations"][e - 1:e]]),
             "actions": d["actions"][s:e], "rewards": d["rewards"][s:e].astype(np.float64),
             "terminations": d["terminations"][s:e], "truncations": d["truncations"][s:e],
             "seed": int(d["seeds"][ep[s]]),
