@@ -29,6 +29,8 @@ def register_dprl_envs() -> None:
     if "dprl/PoleRight-v0" not in ids:
         gym.register("dprl/PoleRight-v0", entry_point="dprl.toy:PoleEnv",
                      kwargs={"rewarded_side": "right"})
+    if "dprl/WaypointChain-v0" not in ids:  # QC's long-horizon sparse-reward toy
+        gym.register("dprl/WaypointChain-v0", entry_point="dprl.chain_tasks:WaypointChainEnv")
     _REGISTERED = True
 
 
