@@ -63,6 +63,11 @@ _register("pole", env_id="dprl/Pole-v0", dataset_id="dprl/pole/demos-v0", eval_e
 # The same demonstrations, but only passing on the right is rewarded (RL must pick a mode).
 _register("pole-right", env_id="dprl/PoleRight-v0", dataset_id="dprl/pole-right/demos-v0",
           eval_episodes=50, ref_min_score=0.0, ref_max_score=1.0)
+# QC's long-horizon sparse-reward toy (dprl/chain_tasks.py): visit 3 waypoints in order; random-order
+# play data, mostly unsuccessful. Score: 100 x success rate.
+_register("chain", env_id="dprl/WaypointChain-v0", dataset_id="dprl/chain/play-v0", score="success",
+          eval_episodes=50, ref_min_score=0.0, ref_max_score=1.0,
+          make_command="python -c 'from dprl.datasets.qc_toy import make_chain_dataset as m; m()'")
 
 # OGBench manipulation (dprl/datasets/ogbench_recipes.py): play data from ogbench's scripted plan
 # oracles, relabeled with the single-task reward QC and FQL evaluate on (the default task of
