@@ -52,7 +52,9 @@ def get_config():
     config.clip_base = 0.01            # paper: clip_ploss_coef_base 0.01 (hopper; 1e-3 default)
     config.clip_rate = 3.0             # paper: clip_ploss_coef_rate 3
     config.update_epochs = 5           # paper: update_epochs 5
-    config.ppo_batch_size = 5000       # paper: batch_size 5000 (env steps x all K steps each)
+    # paper: batch_size 5000 env steps (each with all K steps) of 20,000 = 4 minibatches per
+    # epoch; with our 500-sample rollouts, 125 keeps the paper's 4 minibatches per epoch.
+    config.ppo_batch_size = 125
     config.vf_coef = 0.5               # paper: vf_coef 0.5
     config.target_kl = 1.0             # paper: target_kl 1
     config.normalize_advantages = True  # paper: norm_adv True (per minibatch)
@@ -66,7 +68,7 @@ def get_config():
     config.run.rollout_steps = 50
     config.run.pretrain_steps = 30000
     config.run.online_steps = 500_000
-    config.run.online_eval_every = 20_000
+    config.run.online_eval_every = 10_000
     config.run.save_every = 20_000
     config.run.eval_every = 10_000
     return config
