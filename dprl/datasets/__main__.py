@@ -34,7 +34,9 @@ def make(task: str, *, steps: int | None = None, seed: int = 0, policy: str | No
     else:
         from dprl.datasets.ogbench_recipes import MANIPULATION_TASKS, make_manipulation_dataset
         if task not in MANIPULATION_TASKS:
-            raise SystemExit(f"Task {task!r} has a preset but no recipe in dprl.datasets.")
+            # Presets added elsewhere (e.g. toy tasks) name their own generator.
+            raise ValueError(f"Task {task!r} is not made by this CLI; run: "
+                             f"{get_task(task)['make_command']}")
         out = make_manipulation_dataset(task, steps or 1_000_000, seed=seed, overwrite=overwrite,
                                         progress=progress)
     out["wall_s"] = time.perf_counter() - t0
@@ -84,7 +86,7 @@ def list_tasks() -> list[dict]:
 def _print_table(rows: list[dict]) -> None:
     from dprl.datasets.io import datasets_root
     print(f"datasets root: {datasets_root()}")
-    print(f"{'task':28s} {'official (Minari)':34s} {'dprl stand-in':38s} uses")
+    print(f"{'task':26s} {'official (Minari)':38s} {'dprl stand-in':50s} uses")
     for r in rows:
         def cell(info):
             if not info:
@@ -92,7 +94,7 @@ def _print_table(rows: list[dict]) -> None:
             if not info["present"]:
                 return f"{info['id']} (absent)"
             return f"{info['id']} ({info['size_mib']} MiB, {info.get('steps')} steps)"
-        print(f"{r['task']:28s} {cell(r.get('official')):34s} {cell(r.get('generated')):38s} "
+        print(f"{r['task']:26s} {cell(r.get('official')):38s} {cell(r.get('generated')):50s} "
               f"{r['uses']}")
 
 
