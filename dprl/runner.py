@@ -249,8 +249,7 @@ class Run:
 
     # ---- bookkeeping --------------------------------------------------------------------------
     def _log(self, msg: str) -> None:
-        if self.progress:
-            print(f"[dprl] {msg}", file=sys.stderr, flush=True)
+        print(f"[dprl] {msg}", file=sys.stderr, flush=True)
 
     @property
     def global_step(self) -> int:

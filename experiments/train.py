@@ -41,8 +41,16 @@ def main(_):
         value = getattr(FLAGS, name)
         if value is not None:
             config.run[name] = value
-    summary = train(config, FLAGS.task, FLAGS.run_dir, seed=FLAGS.seed, dataset=FLAGS.dataset,
-                    progress=FLAGS.progress)
+    import gymnasium as gym
+
+    from dprl.runner import TrainingDiverged
+    try:
+        summary = train(config, FLAGS.task, FLAGS.run_dir, seed=FLAGS.seed,
+                        dataset=FLAGS.dataset, progress=FLAGS.progress)
+    except (FileNotFoundError, ValueError, KeyError, TrainingDiverged, gym.error.Error) as e:
+        # User-facing problems: say what is wrong and what to do, without a traceback.
+        message = e.args[0] if isinstance(e, KeyError) and e.args else str(e)
+        sys.exit(f"error ({type(e).__name__}): {message}")
     print(json.dumps(summary, indent=2))
 
 

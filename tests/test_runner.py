@@ -1,0 +1,120 @@
+"""The run contract end to end: train.py's outputs, resume after a kill, and clear failures."""
+import csv
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import jax
+import numpy as np
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+TINY = ["--agent.actor.hidden_dims=(32, 32)", "--agent.run.batch_size=32",
+        "--agent.run.steps_per_dispatch=20", "--agent.run.tensorboard=False",
+        "--agent.run.eval_episodes=4", "--noprogress"]
+
+
+def train_cmd(run_dir, *extra, agent="configs/bc.py", task="pole"):
+    return [sys.executable, str(ROOT / "experiments/train.py"), f"--agent={agent}",
+            f"--task={task}", f"--run_dir={run_dir}", *TINY, *extra]
+
+
+def run(cmd, check=True):
+    proc = subprocess.run(cmd, capture_output=True, text=True, cwd=ROOT, timeout=600,
+                          env=dict(os.environ))
+    if check and proc.returncode != 0:
+        raise AssertionError(f"{' '.join(cmd)} failed:\n{proc.stderr[-3000:]}")
+    return proc
+
+
+def test_train_writes_the_run_contract(tmp_path, pole_datasets):
+    run_dir = tmp_path / "run"
+    run(train_cmd(run_dir, "--pretrain_steps=60", "--online_steps=40",
+                  "--agent.run.eval_every=30", "--agent.run.log_every=20",
+                  "--agent.run.online_eval_every=20", "--agent.run.online_log_every=10"))
+    config = json.loads((run_dir / "config.json").read_text())
+    assert config["agent"]["agent_name"] == "bc" and config["dataset_id"] == "dprl/pole/demos-v0"
+    assert config["dataset_source"] == "dprl-generated" and "git_commit" in config
+    assert config["dprl_version"]
+    summary = json.loads((run_dir / "summary.json").read_text())
+    for key in ("agent", "task", "seed", "offline_steps", "online_steps", "offline_score",
+                "online_score", "best_score", "updates_per_s", "env_steps_per_s", "wall_s"):
+        assert key in summary, key
+    assert summary["online_score"] is not None and summary["updates_per_s"] > 0
+    rows = list(csv.DictReader(open(run_dir / "metrics.csv")))
+    assert list(rows[0])[:4] == ["phase", "step", "env_steps", "wall_s"]
+    assert {r["phase"] for r in rows} == {"pretrain", "online"}
+    evals = [r for r in rows if r.get("eval/normalized_score")]
+    assert len(evals) >= 3 and all(r["eval/return_mean"] for r in evals)
+    online = [r for r in rows if r["phase"] == "online"]
+    assert int(online[-1]["env_steps"]) == 40
+    assert (run_dir / "checkpoints").is_dir()
+
+
+def _params(run_dir):
+    from dprl.runner import load_run
+    agent, normalizer, _ = load_run(run_dir)
+    return jax.tree.leaves(agent.actor.params), normalizer
+
+
+def test_killed_run_resumes_to_the_same_parameters(tmp_path, pole_datasets):
+    args = ["--pretrain_steps=400", "--agent.run.save_every=100", "--agent.run.eval_every=1000",
+            "--agent.run.log_every=100"]
+    straight = tmp_path / "straight"
+    run(train_cmd(straight, *args))
+
+    killed = tmp_path / "killed"
+    proc = subprocess.Popen(train_cmd(killed, *args), cwd=ROOT, stdout=subprocess.DEVNULL,
+                            stderr=subprocess.DEVNULL)
+    deadline = time.time() + 300
+    while time.time() < deadline and not (killed / "checkpoints" / "200").exists():
+        time.sleep(0.2)
+        assert proc.poll() is None, "the run ended before it could be killed"
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    assert not (killed / "summary.json").exists()
+    resumed = run(train_cmd(killed, *args))
+    assert "resuming from checkpoint" in resumed.stderr
+
+    a, norm_a = _params(straight)
+    b, norm_b = _params(killed)
+    for x, y in zip(a, b):
+        np.testing.assert_allclose(np.asarray(x), np.asarray(y), rtol=1e-5, atol=1e-6)
+    np.testing.assert_array_equal(np.asarray(norm_a.mean), np.asarray(norm_b.mean))
+    steps = [int(r["step"]) for r in csv.DictReader(open(killed / "metrics.csv"))]
+    assert steps == sorted(steps) and len(steps) == len(set(steps))
+    # A finished run is not trained again.
+    again = run(train_cmd(killed, *args))
+    assert "already finished" in again.stderr
+
+
+@pytest.mark.parametrize("extra,message", [
+    (["--dataset=dprl/nowhere/demos-v0"], "python -m dprl.datasets"),
+    (["--task=hopper-medium", "--dataset=dprl/pole/demos-v0"], "does not match env"),
+    (["--agent.run.batch_sise=3"], "Did you mean --agent.run.batch_size"),
+    (["--task=pole-lft"], "Did you mean pole-right"),
+])
+def test_bad_input_fails_with_a_clear_message(tmp_path, pole_datasets, extra, message):
+    cmd = train_cmd(tmp_path / "bad", "--pretrain_steps=10")
+    cmd = [c for c in cmd if not (c.startswith("--task=") and any(e.startswith("--task=")
+                                                                  for e in extra))]
+    proc = run(cmd + extra, check=False)
+    assert proc.returncode != 0
+    assert message in proc.stderr, proc.stderr[-2000:]
+
+
+def test_missing_checkpoint_is_a_clear_error(tmp_path):
+    from dprl.runner import load_run
+    with pytest.raises(FileNotFoundError, match="config.json"):
+        load_run(tmp_path)
+
+
+def test_diverging_loss_stops_the_run_and_names_the_step(tmp_path, pole_datasets):
+    proc = run(train_cmd(tmp_path / "nan", "--pretrain_steps=200", "--agent.lr=1e9"),
+               check=False)
+    assert proc.returncode != 0
+    assert "TrainingDiverged" in proc.stderr and "in phase 'pretrain' at step" in proc.stderr
