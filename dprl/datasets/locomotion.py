@@ -170,6 +170,10 @@ def make_locomotion_episodes(robot: str, recipe: str, steps: int, *, seed: int =
     prov: dict = {"recipe": recipe, "robot": robot, "env_id": env_id, "env_kwargs": env_kwargs,
                   "seed": seed, "episode_seeds": "seed * 1_000_000 + k (k = episode start order)",
                   "steps_requested": steps}
+    if robot == "ant":
+        prov["policy_obs_adapter"] = ("a 111-dim (Ant-v4, use_contact_forces=True) policy sees the "
+                                      "105-dim Ant-v5 observation with 6 zeros inserted at index "
+                                      "27 (the world body's contact forces, always zero in v4)")
     from dprl.envs import make_env
     probe = make_env(env_id, **env_kwargs)
     env_obs_dim = probe.observation_space.shape[0]
