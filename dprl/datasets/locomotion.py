@@ -13,8 +13,9 @@ Recipes (D4RL, Fu et al. 2020), each ``steps`` transitions (1M by default) of wh
   medium-expert  medium episodes (half the steps) then expert episodes (the other half)
 
 Every episode records its reset seed, so its actions can be replayed to recompute rewards.
-Episodes are always whole (the last one is finished, so a dataset may exceed ``steps`` by less
-than one episode): every episode ends where the env ended it (terminated or time limit).
+Episodes are always whole: collection stops once finished episodes hold ``steps`` transitions (so
+a dataset exceeds ``steps`` by less than one episode) and episodes still running are dropped, so
+every episode ends where the env ended it (terminated or time limit).
 """
 from __future__ import annotations
 
@@ -72,7 +73,7 @@ def rollout_episodes(
     num_envs: int = 8,
     progress: bool = False,
 ) -> list[dict[str, np.ndarray]]:
-    """Run ``num_envs`` envs in lock-step until whole episodes hold at least ``steps`` steps.
+    """Run ``num_envs`` envs in lock-step until finished episodes hold at least ``steps`` steps.
 
     ``policy_fn(obs [E, O], progress [E], rng) -> actions [E, A]`` in [-1, 1]; ``progress`` is the
     fraction of the step budget collected when each env's current episode started (for schedules).
@@ -109,7 +110,9 @@ def rollout_episodes(
     if progress:
         from tqdm import tqdm
         bar = tqdm(total=steps, desc=f"rollout {env_id}", unit="step", mininterval=1.0)
-    while any(c is not None for c in cur):
+    # Stop as soon as finished episodes cover the budget; episodes still running then are dropped
+    # (never cut), so every stored episode ends where the env ended it.
+    while collected < steps and any(c is not None for c in cur):
         active = np.array([c is not None for c in cur])
         actions = np.asarray(policy_fn(obs.astype(np.float32), start_progress, rng), np.float32)
         # float32 before stepping: the stored action is exactly the executed one (exact replays).
@@ -137,7 +140,15 @@ def rollout_episodes(
                     start(i)
     if bar is not None:
         bar.close()
-    episodes.sort(key=lambda e: e["seed"])
+    # Lock-step envs finish several episodes on one step: keep the shortest prefix (in finishing
+    # order) that covers the budget, then restore start order.
+    kept, total = [], 0
+    for ep in episodes:
+        if total >= steps:
+            break
+        kept.append(ep)
+        total += len(ep["actions"])
+    episodes = sorted(kept, key=lambda e: e["seed"])
     return episodes
 
 
