@@ -158,8 +158,9 @@ def test_evaluate_reports_success_and_normalized_score():
     assert all(e["side"] == "right" for e in result["episodes"])
 
 
-@pytest.mark.parametrize("policy", ["diffusion", "flow", "gaussian"])
-def test_bc_agents_step_and_sample_chunks(policy, pole_datasets):
+@pytest.mark.parametrize("policy,backbone", [("diffusion", "mlp"), ("flow", "mlp"),
+                                             ("gaussian", "mlp"), ("diffusion", "unet")])
+def test_bc_agents_step_and_sample_chunks(policy, backbone, pole_datasets):
     from agents import get_agent
     from configs.bc import get_config
     from tests.conftest import tiny
@@ -168,6 +169,7 @@ def test_bc_agents_step_and_sample_chunks(policy, pole_datasets):
     buf = Buffer.from_offline(data, Normalizer.fit(data.observations))
     config = tiny(get_config())
     config.policy, config.horizon, config.action_dim = policy, 4, 2
+    config.actor.backbone, config.actor.unet_channels = backbone, (16, 32)
     batch = buf.sample(jax.random.PRNGKey(0), 32, 4)
     agent = get_agent("bc").create(0, batch, config)
     losses = []
