@@ -280,4 +280,5 @@ class Agent(flax.struct.PyTreeNode):
                    target_critic=critic_params,
                    value=create_state(value_params, opt(config.critic_lr)),
                    guide=create_state(guide_params, opt(config.guide_lr)),
-                   q_scale=jnp.ones((), jnp.float32), step_q=jnp.zeros((), jnp.int32), key=key, step=jnp.zeros((), jnp.int32), config=config)
+                   q_scale=jnp.ones((), jnp.float32), step_q=jnp.zeros((), jnp.int32),
+                   key=key, step=jnp.zeros((), jnp.int32), config=config)

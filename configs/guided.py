@@ -45,7 +45,9 @@ def get_config():
     # ---- guided sampling ----
     config.guidance_scale = 0.1           # step mean += scale * std^2 * grad J (Diffuser: 0.1 for
                                           # returns-scale values); sweep it (experiments/guidance_sweep.py)
-    config.guidance_mode = "mean"         # 'mean' (Diffuser: std^2-scaled) | 'score' (QGPO)
+    config.guidance_mode = "mean"         # 'mean' (Diffuser: std^2-scaled) | 'score' (QGPO; its
+                                          # shift goes through x0_hat, which actor.clip_x0 clips at
+                                          # the noisiest steps: raise clip_x0 to keep it there)
     config.guidance_min_step = 0          # no guidance at steps k < this (Diffuser: t_stopgrad)
     config.num_samples = 1                # best-of-N by min Q on top of guidance (1 = off)
     # ---- online ----
