@@ -134,14 +134,13 @@ def test_q_agg_min_and_mean():
 
 @pytest.mark.parametrize("horizon,model", [(1, "flow"), (4, "diffusion")])
 def test_variants_update_and_act(horizon, model):
-    """h = 1 (BFN) and a diffusion behaviour policy run through pretrain/update/act."""
+    """h = 1 (BFN) and a diffusion behaviour policy run through update and act."""
     config = _config(horizon=horizon)
     config.actor.model = model
     config.actor.diffusion_steps = 3
     batch = jax.tree.map(jnp.asarray, _batch(B=8, H=horizon, O=4))
     agent = Agent.create(0, batch, config)
-    agent, info = agent.pretrain(batch)
-    agent, info = agent.update(batch)
+    agent, info = agent.update(batch)  # includes the BC step that pretrain runs alone
     assert all(np.isfinite(float(v)) for v in info.values())
     chunks, _ = agent.sample_actions(batch["observations"], jax.random.PRNGKey(0))
     assert chunks.shape == (8, horizon, 2) and float(jnp.abs(chunks).max()) <= 1.0
