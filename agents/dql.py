@@ -53,7 +53,8 @@ class Agent(flax.struct.PyTreeNode):
     critic: TrainState
     target_critic_params: Any
     key: jax.Array
-    step: jax.Array
+    step: jax.Array          # gradient steps (pretrain + update): drives the EMA schedule
+    critic_step: jax.Array   # DQL updates so far: 0 = the critics are untrained
     config: Any = flax.struct.field(pytree_node=False)
 
     on_policy = False
@@ -149,7 +150,7 @@ class Agent(flax.struct.PyTreeNode):
                 "actor/grad_norm": a_info["grad_norm"]}
         return self.replace(actor=actor, ema_params=self._ema_step(actor.params), critic=critic,
                             target_critic_params=target_params, key=key,
-                            step=self.step + 1), info
+                            step=self.step + 1, critic_step=self.critic_step + 1), info
 
     # ---- acting ---------------------------------------------------------------------------
     @jax.jit
@@ -164,7 +165,8 @@ class Agent(flax.struct.PyTreeNode):
         if N == 1:
             return chunks, {}
         q = self.critic_net.apply(self.target_critic_params, rep, chunks).min(axis=0)
-        q = q.reshape(B, N)
+        # Untrained critics (BC pretraining only) would pick by noise: pick uniformly instead.
+        q = jnp.where(self.critic_step > 0, q.reshape(B, N), 0.0)
         if cfg.action_selection == "argmax":
             idx = q.argmax(axis=1)
         else:
@@ -192,8 +194,8 @@ class Agent(flax.struct.PyTreeNode):
         return cls(actor=create_state(actor_params, make_optimizer(config.lr, **opt)),
                    ema_params=actor_params,
                    critic=create_state(critic_params, make_optimizer(config.critic_lr, **opt)),
-                   target_critic_params=critic_params, key=key,
-                   step=jnp.zeros((), jnp.int32), config=config)
+                   target_critic_params=critic_params, key=key, step=jnp.zeros((), jnp.int32),
+                   critic_step=jnp.zeros((), jnp.int32), config=config)
 
 
 def _generative(config) -> GenerativeActor:

@@ -148,6 +148,7 @@ def test_sample_actions_argmax_picks_the_best_candidate():
     config = _config(horizon=3, action_selection="argmax", num_action_samples=8)
     batch = _batch(B=2, H=3)
     agent = Agent.create(0, batch, config)
+    agent = agent.replace(critic_step=jnp.ones((), jnp.int32))  # as if the critics were trained
     obs = jnp.asarray(np.random.default_rng(0).normal(size=(5, OBS)), jnp.float32)
     key = jax.random.PRNGKey(11)
     chunks, aux = agent.sample_actions(obs, key)
