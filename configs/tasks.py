@@ -41,6 +41,8 @@ def _register(name: str, **preset):
     preset.setdefault("score", "normalized_return")
     preset.setdefault("ref_min_score", None)
     preset.setdefault("ref_max_score", None)
+    # OGBench convention: no bootstrapping from successful states (masks = 1 - success).
+    preset.setdefault("success_masks", False)
     preset.setdefault("make_command", f"python -m dprl.datasets make {name}")
     TASKS[name] = preset
 

@@ -195,6 +195,9 @@ class Run:
         self.dataset_id, self.dataset_source = resolve_task_dataset(task_name, self.task, dataset)
         self._log(f"task {task_name}: dataset {self.dataset_id} ({self.dataset_source})")
         self.data: OfflineData = load_dataset(self.dataset_id)
+        if self.task.get("success_masks"):
+            # Sparse single-task rewards are 0 at success, negative before (OGBench, QC, FQL).
+            self.data.terminals = self.data.rewards >= 0
         env = make_env(self.task["env_id"], **self.task["env_kwargs"])
         check_compatible(self.data, env, task_name)
         env.close()
