@@ -19,7 +19,6 @@ from __future__ import annotations
 import functools
 import json
 import math
-import os
 import subprocess
 import sys
 import time
@@ -353,17 +352,22 @@ class Run:
                 self.save()
         bar.close()
 
+    def _executor(self, num_envs: int) -> ChunkExecutor:
+        """Online envs, seeded from the run's seed and progress (a resumed run gets fresh ones)."""
+        cfg = self.config
+        vec = VecEnv(self.task["env_id"], num_envs, env_kwargs=self.task["env_kwargs"],
+                     seed=self.seed * 7919 + self.counters["env_steps"])
+        executor = ChunkExecutor(vec, act_steps=cfg.act_steps, obs_history=cfg.obs_history,
+                                 normalize=self.normalizer)
+        executor.reset()
+        return executor
+
     def _online_off_policy(self) -> None:
-        run, cfg = self.config.run, self.config
+        run = self.config.run
         total = run.online_steps
         if self.counters["env_steps"] >= total:
             return
-        executor = ChunkExecutor(VecEnv(self.task["env_id"], 1, seed=self.seed * 7919 +
-                                        self.counters["env_steps"],
-                                        env_kwargs=self.task["env_kwargs"]),
-                                 act_steps=cfg.act_steps, obs_history=cfg.obs_history,
-                                 normalize=self.normalizer)
-        executor.reset()
+        executor = self._executor(1)
         bar = tqdm(total=total, initial=self.counters["env_steps"], desc="online", unit="env-step",
                    disable=not self.progress, dynamic_ncols=True)
         pending, chunks_since_update, info, last_score = [], 0, {}, None
@@ -436,18 +440,13 @@ class Run:
         return jax.tree.map(lambda *x: float(np.mean(x)), *infos)
 
     def _online_on_policy(self) -> None:
-        run, cfg = self.config.run, self.config
+        run = self.config.run
         total = run.online_steps
         if self.counters["env_steps"] >= total:
             return
         if run.rollout_steps <= 0:
             raise ValueError("On-policy agents need run.rollout_steps > 0")
-        executor = ChunkExecutor(VecEnv(self.task["env_id"], run.num_envs,
-                                        seed=self.seed * 7919 + self.counters["env_steps"],
-                                        env_kwargs=self.task["env_kwargs"]),
-                                 act_steps=cfg.act_steps, obs_history=cfg.obs_history,
-                                 normalize=self.normalizer)
-        executor.reset()
+        executor = self._executor(run.num_envs)
         bar = tqdm(total=total, initial=self.counters["env_steps"], desc="online", unit="env-step",
                    disable=not self.progress, dynamic_ncols=True)
         last_score = None
