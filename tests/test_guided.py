@@ -148,9 +148,9 @@ def test_td_contrastive_finetune_update_runs():
 
 
 def test_end_to_end_runner(pole_datasets, tmp_path):
-    """IQL critic, regression guide, best-of-N and actor finetuning through the runner."""
+    """The default agent (IQL critic, regression guide) through the runner, all three phases."""
     from dprl.runner import train
-    config = _config(num_samples=2, finetune_actor=True, guidance_scale=0.5)
+    config = _config(guidance_scale=0.5)
     config.action_dim = 0
     tiny(config, pretrain_steps=50, offline_steps=50, online_steps=100, start_online_updates=50,
          online_log_every=50, online_eval_every=100)
@@ -160,5 +160,37 @@ def test_end_to_end_runner(pole_datasets, tmp_path):
     saved = json.loads((tmp_path / "summary.json").read_text())
     assert saved["online_score"] == summary["online_score"]
     header = (tmp_path / "metrics.csv").read_text().splitlines()[0].split(",")
-    for col in ("critic/loss", "guide/loss", "bc/loss", "eval/normalized_score"):
+    for col in ("critic/loss", "value/loss", "guide/loss", "bc/loss", "eval/normalized_score"):
         assert col in header, col
+
+
+@pytest.mark.slow
+def test_pole_right_guidance_prefers_the_rewarded_side(pole_datasets, tmp_path):
+    """BC keeps both sides of the pole; guidance by the learned critic passes on the right."""
+    from configs.tasks import get_task
+    from dprl.envs import evaluate
+    from dprl.runner import load_run, train
+    config = _config(guidance_scale=1.0)
+    config.action_dim = 0
+    config.actor.hidden_dims = (128, 128)
+    config.critic_hidden_dims = config.guide_hidden_dims = (64, 64)
+    tiny(config, pretrain_steps=3000, offline_steps=2000, batch_size=128, steps_per_dispatch=250,
+         log_every=1000, eval_episodes=10)
+    train(config, "pole-right", str(tmp_path), progress=False)
+    agent, normalizer, _ = load_run(str(tmp_path))
+    task = get_task("pole-right")
+
+    def right_rate(scale):
+        key = jax.random.PRNGKey(5)
+
+        def policy(obs):
+            nonlocal key
+            key, k = jax.random.split(key)
+            return np.asarray(agent.sample_guided(jnp.asarray(obs), k, scale))
+        res = evaluate(policy, task["env_id"], 100, 1, seed=77, normalize=normalizer,
+                       score="success", return_episodes=True)
+        return np.mean([e["success"] and e.get("side") == "right" for e in res["episodes"]])
+
+    plain, guided = right_rate(0.0), right_rate(3.0)
+    assert plain < 0.8, plain                       # BC: both modes
+    assert guided > plain + 0.2 and guided > 0.7, (plain, guided)
