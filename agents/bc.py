@@ -14,7 +14,7 @@ import jax.numpy as jnp
 import ml_collections
 from flax.training.train_state import TrainState
 
-from dprl.actor import GenerativeActor, make_actor
+from dprl.actor import GenerativeActor, action_dim_of, actor_from_config
 from dprl.diffusion import masked_mean
 from dprl.nets import GaussianMLPPolicy
 from dprl.training import apply_loss, create_state, ema, make_optimizer
@@ -96,15 +96,9 @@ def _actor_config(config):
 
 
 def _generative(config) -> GenerativeActor:
-    return make_actor(_actor_config(config), config.horizon, _action_dim(config))
+    return actor_from_config(config, _actor_config(config))
 
 
 def _gaussian(config) -> GaussianMLPPolicy:
-    return GaussianMLPPolicy(config.horizon, _action_dim(config), tuple(config.actor.hidden_dims),
+    return GaussianMLPPolicy(config.horizon, action_dim_of(config), tuple(config.actor.hidden_dims),
                              config.actor.activation)
-
-
-def _action_dim(config) -> int:
-    if "action_dim" not in config or not config.action_dim:
-        raise ValueError("config.action_dim is unset: the runner fills it from the dataset")
-    return int(config.action_dim)

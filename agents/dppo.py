@@ -35,7 +35,7 @@ import numpy as np
 from flax.training.train_state import TrainState
 
 from dprl import diffusion
-from dprl.actor import GenerativeActor, make_actor
+from dprl.actor import GenerativeActor, actor_from_config
 from dprl.nets import ValueMLP
 from dprl.training import apply_loss, create_state, ema, make_optimizer
 
@@ -133,7 +133,7 @@ class Agent(flax.struct.PyTreeNode):
     # ---- networks -------------------------------------------------------------------------
     @property
     def generative(self) -> GenerativeActor:
-        return make_actor(self.config.actor, self.config.horizon, _action_dim(self.config))
+        return actor_from_config(self.config)
 
     @property
     def value_net(self) -> ValueMLP:
@@ -331,7 +331,7 @@ class Agent(flax.struct.PyTreeNode):
         config = ml_collections.FrozenConfigDict(config)
         if config.actor.model != "diffusion":
             raise ValueError("DPPO needs a diffusion actor (actor.model='diffusion')")
-        actor = make_actor(config.actor, config.horizon, _action_dim(config))
+        actor = actor_from_config(config)
         if not 1 <= config.ft_denoising_steps <= actor.num_sampling_steps:
             raise ValueError(f"ft_denoising_steps ({config.ft_denoising_steps}) must be in "
                              f"[1, {actor.num_sampling_steps}] (the sampling steps)")
@@ -347,9 +347,3 @@ class Agent(flax.struct.PyTreeNode):
             critic=create_state(critic_params, make_optimizer(config.critic_lr)),
             reward_scaler=RewardScaler.create(config.run.num_envs),
             key=key, step=jnp.zeros((), jnp.int32), config=config)
-
-
-def _action_dim(config) -> int:
-    if "action_dim" not in config or not config.action_dim:
-        raise ValueError("config.action_dim is unset: the runner fills it from the dataset")
-    return int(config.action_dim)

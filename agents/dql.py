@@ -28,8 +28,8 @@ import ml_collections
 import optax
 from flax.training.train_state import TrainState
 
-from dprl.actor import GenerativeActor, make_actor
-from dprl.nets import CriticEnsemble
+from dprl.actor import GenerativeActor, actor_from_config
+from dprl.nets import CriticEnsemble, critic_from_config
 from dprl.training import apply_loss, create_state, ema, make_optimizer
 
 
@@ -199,11 +199,8 @@ class Agent(flax.struct.PyTreeNode):
 
 
 def _generative(config) -> GenerativeActor:
-    if "action_dim" not in config or not config.action_dim:
-        raise ValueError("config.action_dim is unset: the runner fills it from the dataset")
-    return make_actor(config.actor, config.horizon, int(config.action_dim))
+    return actor_from_config(config)
 
 
 def _critic(config) -> CriticEnsemble:
-    return CriticEnsemble(int(config.num_critics), tuple(config.critic_hidden_dims),
-                          config.critic_activation, config.critic_layer_norm)
+    return critic_from_config(config)

@@ -31,9 +31,9 @@ import jax.numpy as jnp
 import ml_collections
 from flax.training.train_state import TrainState
 
-from dprl.actor import GenerativeActor, make_actor
+from dprl.actor import GenerativeActor, actor_from_config
 from dprl.diffusion import q_sample
-from dprl.nets import CriticEnsemble, NoisyActionValue, ValueMLP
+from dprl.nets import CriticEnsemble, NoisyActionValue, ValueMLP, critic_from_config
 from dprl.training import apply_loss, create_state, ema, make_optimizer
 
 CRITIC_MODES = ("td", "iql")
@@ -42,14 +42,11 @@ GUIDE_LOSSES = ("regression", "contrastive")
 
 # ---- networks (static: built from the config) --------------------------------------------------
 def _actor(config) -> GenerativeActor:
-    if not config.action_dim:
-        raise ValueError("config.action_dim is unset: the runner fills it from the dataset")
-    return make_actor(config.actor, config.horizon, int(config.action_dim))
+    return actor_from_config(config)
 
 
 def _critic(config) -> CriticEnsemble:
-    return CriticEnsemble(config.num_critics, tuple(config.critic_hidden_dims),
-                          config.critic_activation, config.critic_layer_norm)
+    return critic_from_config(config)
 
 
 def _value(config) -> ValueMLP:

@@ -100,3 +100,17 @@ class GenerativeActor:
 def make_actor(actor_config, horizon: int, action_dim: int) -> GenerativeActor:
     cfg = ml_collections.FrozenConfigDict(actor_config)
     return GenerativeActor(cfg, int(horizon), int(action_dim))
+
+
+def action_dim_of(config) -> int:
+    """``config.action_dim``, which the runner fills in from the dataset before ``create``."""
+    if "action_dim" not in config or not config.action_dim:
+        raise ValueError("config.action_dim is unset: the runner fills it from the dataset "
+                         "(set it yourself when creating an agent outside the runner)")
+    return int(config.action_dim)
+
+
+def actor_from_config(config, actor_config=None) -> GenerativeActor:
+    """The generative actor of an agent config (``config.actor``, ``horizon``, ``action_dim``)."""
+    return make_actor(config.actor if actor_config is None else actor_config, config.horizon,
+                      action_dim_of(config))

@@ -229,3 +229,9 @@ def make_denoiser(config) -> nn.Module:
         return UNet1DDenoiser(tuple(config.unet_channels), config.unet_kernel_size,
                               config.time_dim)
     raise ValueError(f"Unknown backbone {config.backbone!r}; use 'mlp' or 'unet'")
+
+
+def critic_from_config(config) -> CriticEnsemble:
+    """The Q ensemble of an agent config (num_critics, critic_hidden_dims/activation/layer_norm)."""
+    return CriticEnsemble(int(config.num_critics), tuple(config.critic_hidden_dims),
+                          config.critic_activation, config.critic_layer_norm)
