@@ -1,0 +1,315 @@
+"""Grids of runs: agent x task x seed (x any extra overrides), one run directory per cell.
+
+A cell is one ``experiments/train.py`` command (the run contract) run in its own subprocess, so a
+run never depends on which backend launched it:
+
+    python experiments/train.py --agent=configs/<agent>.py --task=<task> --seed=<k>
+        --run_dir=OUT/<agent>/<task>/seed<k> --agent.<key>=<value> ...
+
+Backends: ``local`` (a pool of ``workers`` subprocesses on this machine) and ``ray`` (one Ray task
+per cell, ``num_cpus`` each, on the cluster at ``ray_address`` or a local instance). Cells whose run
+directory holds ``summary.json`` are skipped, so re-running a killed grid finishes only the missing
+cells (an interrupted cell resumes from its last checkpoint). A failed cell writes its command,
+exit code and the tail of its log to ``<run_dir>/error.txt`` and does not stop the others. The grid
+writes ``OUT/grid_status.json`` (every cell's state) after every change.
+
+``--set`` overrides (``parse_sets``): ``key=value`` applies to every agent (``run.offline_steps=100``
+becomes ``--agent.run.offline_steps=100``); ``<agent>.key=value`` to that agent only (``dql.eta=2``).
+"""
+from __future__ import annotations
+
+import concurrent.futures as cf
+import dataclasses
+import json
+import os
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+from typing import Callable, Sequence
+
+ROOT = Path(__file__).resolve().parents[1]
+TRAIN_SCRIPT = ROOT / "experiments" / "train.py"
+STATUS_FILE = "grid_status.json"
+LOG_FILE = "log.txt"
+ERROR_FILE = "error.txt"
+
+
+@dataclasses.dataclass(frozen=True)
+class Cell:
+    """One run: an agent config file, a task, a seed, ``--agent.*`` overrides and its directory."""
+
+    agent: str
+    task: str
+    seed: int
+    run_dir: str
+    overrides: tuple[tuple[str, str], ...] = ()   # (key, value) -> --agent.key=value
+    config_file: str = ""                         # default configs/<agent>.py
+    name: str = ""                                # default <agent>/<task>/seed<k>
+
+    @property
+    def label(self) -> str:
+        return self.name or f"{self.agent}/{self.task}/seed{self.seed}"
+
+    def command(self, python: str = sys.executable) -> list[str]:
+        config_file = self.config_file or str(ROOT / "configs" / f"{self.agent}.py")
+        return [python, str(TRAIN_SCRIPT), f"--agent={config_file}", f"--task={self.task}",
+                f"--seed={self.seed}", f"--run_dir={self.run_dir}", "--noprogress",
+                *[f"--agent.{k}={v}" for k, v in self.overrides]]
+
+    def finished(self) -> bool:
+        return (Path(self.run_dir) / "summary.json").exists()
+
+
+# ---------------------------------------------------------------------------------------------
+# Building cells
+# ---------------------------------------------------------------------------------------------
+def parse_sets(sets: Sequence[str], agents: Sequence[str]) -> dict[str, list[tuple[str, str]]]:
+    """``['run.offline_steps=100', 'dql.eta=2']`` -> per-agent ``[(key, value), ...]``.
+
+    A key whose first component is an agent name (``agents`` or any registered agent) applies to
+    that agent only (and is dropped when the agent is not in the grid); later values
+    override earlier ones; agent-specific values come after the shared ones.
+    """
+    from agents import REGISTRY
+
+    shared, specific = [], {a: [] for a in agents}
+    for item in sets:
+        if "=" not in item:
+            raise ValueError(f"--set {item!r}: expected key=value (e.g. run.offline_steps=100)")
+        key, value = item.split("=", 1)
+        head, _, rest = key.partition(".")
+        if (head in specific or head in REGISTRY) and rest:
+            if head in specific:  # a registered agent that is not in this grid: ignored
+                specific[head].append((rest, value))
+        else:
+            shared.append((key, value))
+    return {a: _dedupe(shared + specific[a]) for a in agents}
+
+
+def _dedupe(pairs: list[tuple[str, str]]) -> list[tuple[str, str]]:
+    out: dict[str, str] = {}
+    for k, v in pairs:
+        out.pop(k, None)
+        out[k] = v
+    return list(out.items())
+
+
+def check_overrides(agent: str, overrides: Sequence[tuple[str, str]],
+                    config_file: str = "") -> None:
+    """Raise ValueError, naming the fix, if ``agent``'s config lacks an override key."""
+    from dprl.config import check_override_keys, load_config_file
+
+    path = config_file or str(ROOT / "configs" / f"{agent}.py")
+    try:
+        check_override_keys(load_config_file(path), [k for k, _ in overrides], path)
+    except ValueError as e:
+        raise ValueError(f"{e}\n(--set key=value applies to every agent; use --set "
+                         f"{agent}.key=value for keys only some agents have.)") from None
+
+
+def make_cells(agents: Sequence[str], tasks: Sequence[str], seeds: Sequence[int], out: str,
+               sets: Sequence[str] = (), check: bool = True) -> list[Cell]:
+    """The agent x task x seed cells, run directories ``out/<agent>/<task>/seed<k>``."""
+    per_agent = parse_sets(sets, agents)
+    if check:
+        for a in agents:
+            check_overrides(a, per_agent[a])
+    return [Cell(a, t, int(s), str(Path(out) / a / t / f"seed{s}"), tuple(per_agent[a]))
+            for a in agents for t in tasks for s in seeds]
+
+
+# ---------------------------------------------------------------------------------------------
+# Running cells
+# ---------------------------------------------------------------------------------------------
+def run_cell(cell: Cell, env: dict | None = None, python: str = sys.executable) -> dict:
+    """Run one cell to completion in a subprocess; log to ``<run_dir>/log.txt``.
+
+    Returns ``{'label', 'state': 'done'|'failed', 'returncode', 'wall_s', 'error'}``; a failure also
+    writes ``<run_dir>/error.txt``. Never raises for a failing run.
+    """
+    run_dir = Path(cell.run_dir)
+    run_dir.mkdir(parents=True, exist_ok=True)
+    (run_dir / ERROR_FILE).unlink(missing_ok=True)
+    cmd = cell.command(python)
+    start = time.perf_counter()
+    with open(run_dir / LOG_FILE, "a") as log:
+        log.write(f"$ {' '.join(cmd)}\n")
+        log.flush()
+        try:
+            rc = subprocess.run(cmd, stdout=log, stderr=subprocess.STDOUT, cwd=str(ROOT),
+                                env={**os.environ, **(env or {})}).returncode
+        except OSError as e:  # the interpreter itself could not start
+            rc, log_err = -1, str(e)
+        else:
+            log_err = ""
+    wall = time.perf_counter() - start
+    if rc == 0 and cell.finished():
+        return {"label": cell.label, "state": "done", "returncode": 0, "wall_s": wall,
+                "error": None}
+    tail = log_err or _tail(run_dir / LOG_FILE, 40)
+    reason = (f"exit code {rc}" if rc != 0 else "exit code 0 but no summary.json")
+    error = f"{reason}\ncommand: {' '.join(cmd)}\n--- last lines of {LOG_FILE} ---\n{tail}"
+    (run_dir / ERROR_FILE).write_text(error)
+    last = [line for line in tail.splitlines() if line.strip()]
+    return {"label": cell.label, "state": "failed", "returncode": rc, "wall_s": wall,
+            "error": last[-1] if last else reason}
+
+
+def _tail(path: Path, n: int) -> str:
+    try:
+        return "\n".join(path.read_text(errors="replace").splitlines()[-n:])
+    except OSError:
+        return ""
+
+
+class Progress:
+    """Cells done / running / failed / skipped, an ETA from the mean wall time of finished cells,
+    and ``grid_status.json`` rewritten on every change."""
+
+    def __init__(self, cells: Sequence[Cell], out: str, workers: int, backend: str,
+                 echo: Callable[[str], None] | None = None):
+        self.out = Path(out)
+        self.out.mkdir(parents=True, exist_ok=True)
+        self.workers, self.backend = max(1, workers), backend
+        self.echo = echo if echo is not None else (lambda s: print(s, file=sys.stderr, flush=True))
+        self.t0 = time.perf_counter()
+        self.lock = threading.Lock()
+        self.cells = {c.label: {"agent": c.agent, "task": c.task, "seed": c.seed,
+                                "run_dir": c.run_dir, "state": "pending"} for c in cells}
+        self.walls: list[float] = []
+
+    def counts(self) -> dict:
+        states = [c["state"] for c in self.cells.values()]
+        return {s: states.count(s) for s in ("pending", "running", "done", "failed", "skipped")}
+
+    def eta_s(self) -> float | None:
+        n = self.counts()
+        left = n["pending"] + n["running"]
+        if not self.walls:
+            return None
+        return sum(self.walls) / len(self.walls) * left / min(self.workers, max(left, 1))
+
+    def set(self, label: str, state: str, **extra) -> None:
+        with self.lock:
+            self.cells[label].update(state=state, **extra)
+            if state in ("done", "failed") and "wall_s" in extra:
+                self.walls.append(extra["wall_s"])
+            self._write()
+            if state != "running" or extra.get("announce", True):
+                self.echo(self.line(label, state))
+
+    def line(self, label: str, state: str) -> str:
+        n = self.counts()
+        total = len(self.cells)
+        eta = self.eta_s()
+        eta_s = "?" if eta is None else _hms(eta)
+        return (f"[grid] {n['done'] + n['skipped']}/{total} done ({n['skipped']} skipped), "
+                f"{n['running']} running, {n['failed']} failed, elapsed "
+                f"{_hms(time.perf_counter() - self.t0)}, ETA {eta_s} | {label}: {state}")
+
+    def _write(self) -> None:
+        status = {"backend": self.backend, "workers": self.workers,
+                  "elapsed_s": round(time.perf_counter() - self.t0, 1), "counts": self.counts(),
+                  "updated": time.strftime("%Y-%m-%d %H:%M:%S"), "cells": self.cells}
+        tmp = self.out / (STATUS_FILE + ".tmp")
+        tmp.write_text(json.dumps(status, indent=2))
+        os.replace(tmp, self.out / STATUS_FILE)
+
+
+def _hms(s: float) -> str:
+    s = int(round(s))
+    return f"{s // 3600}h{s % 3600 // 60:02d}m{s % 60:02d}s" if s >= 3600 else \
+        f"{s // 60}m{s % 60:02d}s"
+
+
+def run_grid(cells: Sequence[Cell], out: str, backend: str = "local", workers: int = 1,
+             ray_address: str | None = None, cpus_per_cell: float = 1.0,
+             env: dict | None = None, echo: Callable[[str], None] | None = None,
+             compile_cache: bool = True) -> dict:
+    """Run every unfinished cell; return the grid status (also in ``out/grid_status.json``).
+
+    ``env``: extra environment variables for the cells (MINARI_DATASETS_PATH travels anyway).
+    ``compile_cache``: share a persistent JAX compilation cache ``out/.jax_cache`` between cells
+    (unless JAX_COMPILATION_CACHE_DIR is set already); it changes no result, only compile time.
+    """
+    labels = [c.label for c in cells]
+    if len(set(labels)) != len(labels):
+        raise ValueError("two cells share a label; give them distinct names")
+    progress = Progress(cells, out, workers, backend, echo)
+    todo = []
+    for c in cells:
+        if c.finished():
+            progress.set(c.label, "skipped")
+        else:
+            todo.append(c)
+    cell_env = {k: os.environ[k] for k in ("MINARI_DATASETS_PATH",) if k in os.environ}
+    if compile_cache and "JAX_COMPILATION_CACHE_DIR" not in os.environ:
+        # Cells of a grid compile the same programs (same shapes across seeds and tasks): a
+        # shared persistent XLA cache turns most of each cell's compile time into a disk read.
+        cell_env.update(JAX_COMPILATION_CACHE_DIR=str(Path(out).resolve() / ".jax_cache"),
+                        JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS="0",
+                        JAX_PERSISTENT_CACHE_MIN_ENTRY_SIZE_BYTES="0")
+    cell_env.update(env or {})
+    if todo:
+        if backend == "local":
+            _run_local(todo, progress, workers, cell_env)
+        elif backend == "ray":
+            _run_ray(todo, progress, workers, cell_env, ray_address, cpus_per_cell)
+        else:
+            raise ValueError(f"backend must be 'local' or 'ray', not {backend!r}")
+    progress._write()
+    return json.loads((Path(out) / STATUS_FILE).read_text())
+
+
+def _run_local(cells, progress: Progress, workers: int, env: dict) -> None:
+    def one(cell):
+        progress.set(cell.label, "running")
+        result = run_cell(cell, env)
+        progress.set(cell.label, result["state"], wall_s=round(result["wall_s"], 1),
+                     error=result["error"])
+
+    with cf.ThreadPoolExecutor(max_workers=max(1, workers)) as pool:
+        for f in cf.as_completed([pool.submit(one, c) for c in cells]):
+            f.result()
+
+
+def _run_ray(cells, progress: Progress, workers: int, env: dict, address: str | None,
+             cpus_per_cell: float) -> None:
+    """One Ray task per cell. ``workers`` caps the cells in flight (0 = the cluster decides)."""
+    try:
+        import ray
+    except ImportError as e:
+        raise ImportError("--backend=ray needs Ray: pip install 'ray[default]' "
+                          "(or the project's [ray] extra)") from e
+    started_here = not ray.is_initialized()
+    if started_here:
+        kwargs = dict(address=address) if address else dict(num_cpus=max(1, workers))
+        ray.init(include_dashboard=False, log_to_driver=False, **kwargs)
+    try:
+        # The cells run this repository's train.py with the driver's interpreter: the cluster's
+        # nodes must share the checkout and the environment (a shared file system or an image).
+        remote = ray.remote(num_cpus=cpus_per_cell, max_retries=0)(run_cell)
+        pending = list(cells)
+        in_flight: dict = {}
+        limit = workers if workers > 0 else len(cells)
+        while pending or in_flight:
+            while pending and len(in_flight) < limit:
+                cell = pending.pop(0)
+                in_flight[remote.remote(cell, env, sys.executable)] = cell
+                progress.set(cell.label, "running")
+            ready, _ = ray.wait(list(in_flight), num_returns=1)
+            for ref in ready:
+                cell = in_flight.pop(ref)
+                try:
+                    result = ray.get(ref)
+                except Exception as e:  # the Ray task itself died (node lost, ...)
+                    result = {"state": "failed", "wall_s": 0.0, "error": f"ray: {e}"}
+                    Path(cell.run_dir).mkdir(parents=True, exist_ok=True)
+                    (Path(cell.run_dir) / ERROR_FILE).write_text(f"ray task failed: {e!r}")
+                progress.set(cell.label, result["state"], wall_s=round(result["wall_s"], 1),
+                             error=result["error"])
+    finally:
+        if started_here:
+            ray.shutdown()

@@ -1,0 +1,244 @@
+"""Tables and learning curves from a directory of runs (a grid, or any tree of run directories).
+
+``collect(root)`` finds every ``summary.json`` below ``root``; ``score_table`` gives, per agent x
+task and per phase (offline: the normalized score at the end of the offline phase; online: after
+online finetuning), the mean +- std over seeds, the interquartile mean (IQM) with a percentile
+bootstrap confidence interval, and the number of seeds. The aggregate row per agent is rliable's
+(Agarwal et al. 2021): IQM over all runs of all tasks, CI from a *stratified* bootstrap (runs are
+resampled with replacement within each task). ``plot_curves`` draws ``eval/normalized_score``
+from each run's metrics.csv against the global step, mean and a shaded +-1 std band over seeds.
+"""
+from __future__ import annotations
+
+import csv
+import json
+import math
+from pathlib import Path
+from typing import Sequence
+
+import numpy as np
+
+PHASES = ("offline", "online")
+
+
+# ---------------------------------------------------------------------------------------------
+# Statistics (rliable's definitions, in plain numpy)
+# ---------------------------------------------------------------------------------------------
+def iqm(scores) -> float:
+    """Interquartile mean: the mean of the middle 50% of the flattened scores.
+
+    Same as ``scipy.stats.trim_mean(x, 0.25)`` (what rliable uses): ``floor(0.25 n)`` scores are
+    cut from each end of the sorted array.
+    """
+    x = np.sort(np.asarray(scores, dtype=np.float64).ravel())
+    if x.size == 0:
+        return float("nan")
+    cut = int(0.25 * x.size)
+    return float(x[cut:x.size - cut].mean())
+
+
+def stratified_bootstrap_ci(scores_per_task: Sequence[Sequence[float]], statistic=iqm,
+                            reps: int = 2000, confidence: float = 0.95, seed: int = 0
+                            ) -> tuple[float, float, float]:
+    """``(point, low, high)``: ``statistic`` of all scores and its percentile bootstrap interval.
+
+    Each replicate resamples, independently for every task, that task's runs with replacement
+    (rliable's StratifiedBootstrap; with a single task it is the plain bootstrap over seeds),
+    concatenates them and applies ``statistic``. Draws: ``rng.integers(0, n_t, n_t)`` per task in
+    task order, replicate after replicate, from ``np.random.default_rng(seed)``.
+    """
+    tasks = [np.asarray(s, dtype=np.float64).ravel() for s in scores_per_task]
+    tasks = [s for s in tasks if s.size]
+    if not tasks:
+        return float("nan"), float("nan"), float("nan")
+    point = statistic(np.concatenate(tasks))
+    rng = np.random.default_rng(seed)
+    stats = np.empty(reps)
+    for r in range(reps):
+        stats[r] = statistic(np.concatenate([s[rng.integers(0, s.size, s.size)] for s in tasks]))
+    alpha = 100 * (1 - confidence) / 2
+    low, high = np.percentile(stats, [alpha, 100 - alpha])
+    return float(point), float(low), float(high)
+
+
+# ---------------------------------------------------------------------------------------------
+# Collecting runs
+# ---------------------------------------------------------------------------------------------
+def collect(root: str | Path) -> list[dict]:
+    """Every run below ``root`` (a directory holding summary.json): its summary plus ``run_dir``."""
+    runs = []
+    for path in sorted(Path(root).rglob("summary.json")):
+        try:
+            summary = json.loads(path.read_text())
+        except (OSError, json.JSONDecodeError):
+            continue
+        summary["run_dir"] = str(path.parent)
+        runs.append(summary)
+    return runs
+
+
+def _score(run: dict, phase: str) -> float | None:
+    v = run.get(f"{phase}_score")
+    if v is None or (isinstance(v, float) and not math.isfinite(v)):
+        return None
+    if phase == "online" and not run.get("online_steps"):
+        return None
+    return float(v)
+
+
+def score_table(runs: Sequence[dict], reps: int = 2000, confidence: float = 0.95,
+                seed: int = 0) -> list[dict]:
+    """One row per (agent, task, phase) with n, mean, std, iqm, iqm_low, iqm_high, seeds; plus one
+    row per (agent, phase) with task = 'IQM (all tasks)' from the stratified bootstrap."""
+    agents = sorted({r["agent"] for r in runs})
+    tasks = sorted({r["task"] for r in runs})
+    rows = []
+    for agent in agents:
+        for phase in PHASES:
+            per_task = []
+            for task in tasks:
+                cell = [r for r in runs if r["agent"] == agent and r["task"] == task]
+                scores = [(r["seed"], s) for r in cell if (s := _score(r, phase)) is not None]
+                if not scores:
+                    continue
+                x = np.array([s for _, s in scores])
+                per_task.append(x)
+                point, low, high = stratified_bootstrap_ci([x], reps=reps, confidence=confidence,
+                                                           seed=seed)
+                rows.append({"agent": agent, "task": task, "phase": phase, "n": int(x.size),
+                             "mean": float(x.mean()), "std": float(x.std(ddof=1)) if x.size > 1
+                             else 0.0, "iqm": point, "iqm_low": low, "iqm_high": high,
+                             "seeds": sorted(int(s) for s, _ in scores)})
+            if len(per_task) > 1:
+                point, low, high = stratified_bootstrap_ci(per_task, reps=reps,
+                                                           confidence=confidence, seed=seed)
+                allx = np.concatenate(per_task)
+                rows.append({"agent": agent, "task": "IQM (all tasks)", "phase": phase,
+                             "n": int(allx.size), "mean": float(allx.mean()),
+                             "std": float(allx.std(ddof=1)) if allx.size > 1 else 0.0,
+                             "iqm": point, "iqm_low": low, "iqm_high": high, "seeds": []})
+    return rows
+
+
+def write_csv(rows: Sequence[dict], path: str | Path) -> None:
+    cols = ["agent", "task", "phase", "n", "mean", "std", "iqm", "iqm_low", "iqm_high", "seeds"]
+    with open(path, "w", newline="") as f:
+        w = csv.DictWriter(f, cols)
+        w.writeheader()
+        for r in rows:
+            w.writerow({**r, "seeds": " ".join(map(str, r["seeds"]))})
+
+
+def markdown_table(rows: Sequence[dict], confidence: float = 0.95) -> str:
+    """Paper-style: a row per agent, a column per task (+ the aggregate), offline -> online."""
+    agents = sorted({r["agent"] for r in rows})
+    tasks = sorted({r["task"] for r in rows if r["task"] != "IQM (all tasks)"})
+    if any(r["task"] == "IQM (all tasks)" for r in rows):
+        tasks.append("IQM (all tasks)")
+    index = {(r["agent"], r["task"], r["phase"]): r for r in rows}
+
+    def fmt(r):
+        if r is None:
+            return "-"
+        return (f"{r['mean']:.1f} ± {r['std']:.1f}<br>IQM {r['iqm']:.1f} "
+                f"[{r['iqm_low']:.1f}, {r['iqm_high']:.1f}] (n={r['n']})")
+
+    lines = []
+    for phase in PHASES:
+        if not any(k[2] == phase for k in index):
+            continue
+        title = ("Offline (end of the offline phase)" if phase == "offline"
+                 else "Online (after online finetuning)")
+        lines += [f"**{title}**: normalized score, mean ± std over seeds; IQM "
+                  f"[{confidence:.0%} bootstrap CI]; n = seeds", "",
+                  "| agent | " + " | ".join(tasks) + " |",
+                  "|---|" + "---|" * len(tasks)]
+        for a in agents:
+            lines.append(f"| {a} | " + " | ".join(fmt(index.get((a, t, phase))) for t in tasks)
+                         + " |")
+        lines.append("")
+    return "\n".join(lines)
+
+
+# ---------------------------------------------------------------------------------------------
+# Learning curves
+# ---------------------------------------------------------------------------------------------
+def read_curve(run_dir: str | Path, x: str = "global_step") -> tuple[np.ndarray, np.ndarray]:
+    """``(steps, scores)`` of the evaluation rows of a run's metrics.csv."""
+    xs, ys = [], []
+    with open(Path(run_dir) / "metrics.csv", newline="") as f:
+        for row in csv.DictReader(f):
+            v = row.get("eval/normalized_score")
+            if v in (None, ""):
+                continue
+            xs.append(float(row.get(x) or row.get("step") or 0))
+            ys.append(float(v))
+    order = np.argsort(xs, kind="stable")
+    return np.asarray(xs)[order], np.asarray(ys)[order]
+
+
+def plot_curves(runs: Sequence[dict], out_dir: str | Path, x: str = "global_step") -> list[str]:
+    """One PNG per task (``curves_<task>.png``): a line per agent, mean over seeds with a shaded
+    +-1 std band; seeds are interpolated onto the union of their evaluation steps."""
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    paths = []
+    for task in sorted({r["task"] for r in runs}):
+        fig, ax = plt.subplots(figsize=(6, 4))
+        for agent in sorted({r["agent"] for r in runs if r["task"] == task}):
+            curves = []
+            for r in runs:
+                if r["task"] == task and r["agent"] == agent:
+                    try:
+                        c = read_curve(r["run_dir"], x)
+                    except OSError:
+                        continue
+                    if len(c[0]):
+                        curves.append(c)
+            if not curves:
+                continue
+            grid = np.unique(np.concatenate([c[0] for c in curves]))
+            ys = np.stack([np.interp(grid, cx, cy) for cx, cy in curves])
+            mean, std = ys.mean(0), ys.std(0)
+            (line,) = ax.plot(grid, mean, marker="o", ms=3, label=f"{agent} (n={len(curves)})")
+            ax.fill_between(grid, mean - std, mean + std, color=line.get_color(), alpha=0.2)
+        ax.set_xlabel({"global_step": "global step (gradient steps + env steps)",
+                       "env_steps": "env steps"}.get(x, x))
+        ax.set_ylabel("normalized score")
+        ax.set_title(f"{task}: mean ± std over seeds")
+        ax.legend(fontsize=8)
+        ax.grid(alpha=0.3)
+        fig.tight_layout()
+        path = out_dir / f"curves_{task}.png"
+        fig.savefig(path, dpi=100)
+        plt.close(fig)
+        paths.append(str(path))
+    return paths
+
+
+def report(root: str | Path, out_dir: str | Path | None = None, reps: int = 2000,
+           confidence: float = 0.95, seed: int = 0) -> dict:
+    """Write ``results.md``, ``results.csv`` and ``curves_<task>.png`` into ``out_dir``
+    (default: ``root``); return ``{'rows', 'markdown', 'files'}``."""
+    runs = collect(root)
+    if not runs:
+        raise FileNotFoundError(f"No finished runs (summary.json) below {root}")
+    out_dir = Path(out_dir or root)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    rows = score_table(runs, reps=reps, confidence=confidence, seed=seed)
+    md = markdown_table(rows, confidence)
+    budgets = sorted({(r["agent"], r.get("pretrain_steps"), r.get("offline_steps"),
+                       r.get("online_steps"), r.get("dataset_id"), r.get("dataset_source"))
+                      for r in runs}, key=str)
+    md += "\nBudgets and data (pretrain / offline gradient steps, online env steps):\n\n" + \
+        "\n".join(f"- {a}: {p} / {o} / {n}, dataset {d} ({s})" for a, p, o, n, d, s in budgets)
+    md += "\n"
+    (out_dir / "results.md").write_text(md)
+    write_csv(rows, out_dir / "results.csv")
+    files = [str(out_dir / "results.md"), str(out_dir / "results.csv")]
+    files += plot_curves(runs, out_dir)
+    return {"rows": rows, "markdown": md, "files": files}

@@ -1,0 +1,67 @@
+"""Run agent x task x seed, one run directory per cell (``OUT/<agent>/<task>/seed<k>``).
+
+    python experiments/grid.py --agents=dql,guided,dppo,qc --tasks=hopper-medium,cube-double \
+        --seeds=0,1,2 --out runs/grid [--set run.offline_steps=100000 --set dql.eta=2 ...] \
+        [--backend=local|ray] [--workers=2] [--ray-address=auto] [--cpus-per-cell=1] [--dry-run]
+
+Each cell is ``experiments/train.py`` in a subprocess (the run contract); finished cells
+(summary.json present) are skipped, so re-running after a kill finishes only the missing ones.
+Failed cells leave ``<run_dir>/error.txt`` and do not stop the others; ``OUT/grid_status.json``
+holds every cell's state. ``--set key=value`` applies to every agent, ``--set <agent>.key=value``
+to one. Then: ``python experiments/report.py OUT``.
+"""
+import argparse
+import os
+import sys
+
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+
+def _list(s: str) -> list[str]:
+    return [x.strip() for x in s.split(",") if x.strip()]
+
+
+def main(argv=None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--agents", required=True, help="comma-separated, configs/<agent>.py each")
+    p.add_argument("--tasks", required=True, help="comma-separated task presets")
+    p.add_argument("--seeds", default="0", help="comma-separated seeds (default 0)")
+    p.add_argument("--out", required=True, help="grid directory")
+    p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                   help="config override for every agent, or <agent>.key=value for one")
+    p.add_argument("--backend", choices=("local", "ray"), default="local")
+    p.add_argument("--workers", type=int, default=1,
+                   help="cells run at once (local processes; ray: in flight, 0 = no cap)")
+    p.add_argument("--ray-address", "--ray_address", default=None,
+                   help="Ray cluster address ('auto' = the running cluster); default: local Ray")
+    p.add_argument("--cpus-per-cell", "--cpus_per_cell", type=float, default=1.0,
+                   help="Ray resources per cell")
+    p.add_argument("--dry-run", "--dry_run", action="store_true", help="list the cells and exit")
+    args = p.parse_args(argv)
+
+    from dprl.grid import make_cells, run_grid
+    try:
+        cells = make_cells(_list(args.agents), _list(args.tasks),
+                           [int(s) for s in _list(args.seeds)], args.out, args.set)
+    except (ValueError, FileNotFoundError) as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    if args.dry_run:
+        for c in cells:
+            state = "finished" if c.finished() else "todo"
+            print(f"{c.label:40s} {state:8s} {' '.join(c.command()[1:])}")
+        print(f"{len(cells)} cells, {sum(c.finished() for c in cells)} finished")
+        return 0
+    status = run_grid(cells, args.out, backend=args.backend, workers=args.workers,
+                      ray_address=args.ray_address, cpus_per_cell=args.cpus_per_cell)
+    n = status["counts"]
+    print(f"grid {args.out}: {n['done']} done, {n['skipped']} skipped, {n['failed']} failed "
+          f"(status: {os.path.join(args.out, 'grid_status.json')})")
+    for label, c in status["cells"].items():
+        if c["state"] == "failed":
+            print(f"  FAILED {label}: {c.get('error')} (see {c['run_dir']}/error.txt)")
+    return 1 if n["failed"] else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
