@@ -24,6 +24,8 @@ flags.DEFINE_integer("pretrain_steps", None, "Shortcut for --agent.run.pretrain_
 flags.DEFINE_integer("offline_steps", None, "Shortcut for --agent.run.offline_steps")
 flags.DEFINE_integer("online_steps", None, "Shortcut for --agent.run.online_steps")
 flags.DEFINE_bool("progress", True, "Show progress bars")
+flags.DEFINE_integer("num_seeds", 1, "Train seeds seed..seed+S-1 in one program (vmap over seeds, "
+                     "dprl/multiseed.py); writes --run_dir/seed<k> for each")
 flags.mark_flags_as_required(["agent", "run_dir"])
 FLAGS = flags.FLAGS
 
@@ -45,8 +47,14 @@ def main(_):
 
     from dprl.runner import TrainingDiverged
     try:
-        summary = train(config, FLAGS.task, FLAGS.run_dir, seed=FLAGS.seed,
-                        dataset=FLAGS.dataset, progress=FLAGS.progress)
+        if FLAGS.num_seeds > 1:
+            from dprl.multiseed import seed_dirs, train_seeds
+            seeds = list(range(FLAGS.seed, FLAGS.seed + FLAGS.num_seeds))
+            summary = train_seeds(config, FLAGS.task, seed_dirs(FLAGS.run_dir, seeds), seeds,
+                                  dataset=FLAGS.dataset, progress=FLAGS.progress)
+        else:
+            summary = train(config, FLAGS.task, FLAGS.run_dir, seed=FLAGS.seed,
+                            dataset=FLAGS.dataset, progress=FLAGS.progress)
     except (FileNotFoundError, ValueError, KeyError, TrainingDiverged, gym.error.Error) as e:
         # User-facing problems: say what is wrong and what to do, without a traceback.
         message = e.args[0] if isinstance(e, KeyError) and e.args else str(e)
