@@ -10,6 +10,13 @@ import pytest
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+# Most of the suite's time is XLA compilation, and many tests (and the train.py subprocesses they
+# start, which inherit the environment) compile identical programs: share compiled programs through
+# JAX's persistent cache. Keyed by the program and the jax version, so it is never stale.
+os.environ.setdefault("JAX_COMPILATION_CACHE_DIR",
+                      str(Path.home() / ".cache" / "dprl" / "jax-compilation-cache"))
+os.environ.setdefault("JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS", "0.5")
+
 
 @pytest.fixture(scope="session", autouse=True)
 def minari_root(tmp_path_factory):
