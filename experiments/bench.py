@@ -70,6 +70,9 @@ def load_agent_config(name: str, quick: bool):
     config.run.batch_size = 256
     if quick:
         config.actor.hidden_dims = (32, 32)
+        for key in config:
+            if key.endswith("hidden_dims"):
+                config[key] = (32, 32)
         config.run.batch_size = 32
         config.run.num_envs = min(config.run.num_envs, 4)
         config.run.rollout_steps = min(config.run.rollout_steps, 4)
