@@ -290,6 +290,9 @@ def _run_ray(cells, progress: Progress, workers: int, env: dict, address: str | 
     try:
         # The cells run this repository's train.py with the driver's interpreter: the cluster's
         # nodes must share the checkout and the environment (a shared file system or an image).
+        # Ship this module's code by value: workers need not have dprl on their import path.
+        from ray import cloudpickle
+        cloudpickle.register_pickle_by_value(sys.modules[__name__])
         remote = ray.remote(num_cpus=cpus_per_cell, max_retries=0)(run_cell)
         pending = list(cells)
         in_flight: dict = {}
