@@ -13,8 +13,9 @@ cells (an interrupted cell resumes from its last checkpoint). A failed cell writ
 exit code and the tail of its log to ``<run_dir>/error.txt`` and does not stop the others. The grid
 writes ``OUT/grid_status.json`` (every cell's state) after every change.
 
-``--set`` overrides (``parse_sets``): ``key=value`` applies to every agent (``run.offline_steps=100``
-becomes ``--agent.run.offline_steps=100``); ``<agent>.key=value`` to that agent only (``dql.eta=2``).
+``--set`` overrides (``parse_sets``): ``key=value`` applies to every agent
+(``run.offline_steps=100`` becomes ``--agent.run.offline_steps=100``); ``<agent>.key=value`` to
+that agent only (``dql.eta=2``).
 """
 from __future__ import annotations
 
