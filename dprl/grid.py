@@ -228,17 +228,21 @@ def _hms(s: float) -> str:
 def run_grid(cells: Sequence[Cell], out: str, backend: str = "local", workers: int = 1,
              ray_address: str | None = None, cpus_per_cell: float = 1.0,
              env: dict | None = None, echo: Callable[[str], None] | None = None,
-             compile_cache: bool = True) -> dict:
+             compile_cache: bool = True, prepare_datasets: bool = True) -> dict:
     """Run every unfinished cell; return the grid status (also in ``out/grid_status.json``).
 
     ``env``: extra environment variables for the cells (MINARI_DATASETS_PATH travels anyway).
     ``compile_cache``: share a persistent JAX compilation cache ``out/.jax_cache`` between cells
     (unless JAX_COMPILATION_CACHE_DIR is set already); it changes no result, only compile time.
+    ``prepare_datasets``: make the tasks' auto-made datasets (toy tasks) here first, so that cells
+    running at once do not write the same dataset concurrently.
     """
     labels = [c.label for c in cells]
     if len(set(labels)) != len(labels):
         raise ValueError("two cells share a label; give them distinct names")
     progress = Progress(cells, out, workers, backend, echo)
+    if prepare_datasets:
+        _prepare_datasets({c.task for c in cells if not c.finished()}, progress.echo)
     todo = []
     for c in cells:
         if c.finished():
@@ -262,6 +266,20 @@ def run_grid(cells: Sequence[Cell], out: str, backend: str = "local", workers: i
             raise ValueError(f"backend must be 'local' or 'ray', not {backend!r}")
     progress._write()
     return json.loads((Path(out) / STATUS_FILE).read_text())
+
+
+def _prepare_datasets(tasks, echo) -> None:
+    """Resolve (and for the toy tasks, make) each task's dataset once, before the cells start.
+    Problems are left to the cells, which report them in their error.txt."""
+    from configs.tasks import get_task
+    from dprl.runner import resolve_task_dataset
+
+    for task in sorted(tasks):
+        try:
+            resolve_task_dataset(task, get_task(task))
+        except Exception as e:  # noqa: BLE001 -- the cell will fail with the full message
+            echo(f"[grid] dataset for {task!r} not ready here ({type(e).__name__}); its cells "
+                 f"will report it")
 
 
 def _run_local(cells, progress: Progress, workers: int, env: dict) -> None:
