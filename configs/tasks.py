@@ -43,6 +43,10 @@ def _register(name: str, **preset):
     preset.setdefault("ref_max_score", None)
     # OGBench convention: no bootstrapping from successful states (masks = 1 - success).
     preset.setdefault("success_masks", False)
+    # Toy tasks name their generator ("module:function(task_name, seed=, overwrite=)"); with
+    # auto_make a run makes the dataset on the spot when it is missing (seconds of work).
+    preset.setdefault("generator", None)
+    preset.setdefault("auto_make", False)
     preset.setdefault("make_command", f"python -m dprl.datasets make {name}")
     TASKS[name] = preset
 
@@ -60,16 +64,17 @@ for _robot, _env_id in LOCOMOTION_ENVS.items():
         )
 
 # The multimodality proof (dprl/toy.py): score = 100 * success rate.
+_POLE_GENERATOR = dict(generator="dprl.datasets.toy:make_pole_dataset", auto_make=True)
 _register("pole", env_id="dprl/Pole-v0", dataset_id="dprl/pole/demos-v0", eval_episodes=50,
-          ref_min_score=0.0, ref_max_score=1.0)
+          ref_min_score=0.0, ref_max_score=1.0, **_POLE_GENERATOR)
 # The same demonstrations, but only passing on the right is rewarded (RL must pick a mode).
 _register("pole-right", env_id="dprl/PoleRight-v0", dataset_id="dprl/pole-right/demos-v0",
-          eval_episodes=50, ref_min_score=0.0, ref_max_score=1.0)
+          eval_episodes=50, ref_min_score=0.0, ref_max_score=1.0, **_POLE_GENERATOR)
 # QC's long-horizon sparse-reward toy (dprl/chain_tasks.py): visit 3 waypoints in order; random-order
 # play data, mostly unsuccessful. Score: 100 x success rate.
 _register("chain", env_id="dprl/WaypointChain-v0", dataset_id="dprl/chain/play-v0", score="success",
           eval_episodes=50, ref_min_score=0.0, ref_max_score=1.0,
-          make_command="python -c 'from dprl.datasets.qc_toy import make_chain_dataset as m; m()'")
+          generator="dprl.datasets.qc_toy:make_chain_dataset", auto_make=True)
 
 # OGBench manipulation (dprl/datasets/ogbench_recipes.py): play data from ogbench's scripted plan
 # oracles, relabeled with the single-task reward QC and FQL evaluate on (the default task of

@@ -53,31 +53,14 @@ class TrainingDiverged(FloatingPointError):
 def resolve_task_dataset(task_name: str, task: dict, forced_id: str | None = None
                          ) -> tuple[str, str]:
     """``(dataset_id, source)`` for a task: the official Minari dataset when stored locally, else
-    dprl's generated stand-in (made on the spot for the seconds-cheap toy tasks)."""
+    dprl's generated stand-in (made on the spot for presets with ``auto_make``: the toy tasks)."""
     from dprl.datasets.io import dataset_exists
-    from dprl.datasets.toy import POLE_TASKS, make_pole_dataset
+    from dprl.datasets.registry import resolve_dataset
 
-    if forced_id:
-        return forced_id, "forced (--dataset)"
-    if task_name in POLE_TASKS and not dataset_exists(task["dataset_id"]):
-        make_pole_dataset(task_name)
-    from dprl.datasets.qc_toy import CHAIN_TASKS, make_chain_dataset  # QC's toy, seconds too
-    if task_name in CHAIN_TASKS and not dataset_exists(task["dataset_id"]):
-        make_chain_dataset(task_name)
-    try:
-        from dprl.datasets.registry import resolve_dataset
-    except ImportError:
-        resolve_dataset = None
-    if resolve_dataset is not None:
-        return resolve_dataset(task_name, forced_id)
-    if task.get("official_dataset_id") and dataset_exists(task["official_dataset_id"]):
-        return task["official_dataset_id"], "official"
-    if dataset_exists(task["dataset_id"]):
-        return task["dataset_id"], "dprl-generated"
-    raise FileNotFoundError(
-        f"No dataset for task {task_name!r}: neither the official "
-        f"{task.get('official_dataset_id')!r} nor dprl's {task['dataset_id']!r} is stored locally. "
-        f"Make it with: {task['make_command']}")
+    if task.get("auto_make") and not forced_id and not dataset_exists(task["dataset_id"]):
+        from dprl.datasets.__main__ import run_generator
+        run_generator(task_name, task)
+    return resolve_dataset(task_name, forced_id)
 
 
 # ---------------------------------------------------------------------------------------------

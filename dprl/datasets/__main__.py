@@ -19,7 +19,7 @@ def make(task: str, *, steps: int | None = None, seed: int = 0, policy: str | No
     """Make the dataset of ``task``; returns a summary dict (ids, sizes, timings, scores)."""
     from configs.tasks import LOCOMOTION_ENVS, LOCOMOTION_RECIPES, get_task
 
-    get_task(task)  # a clear error for an unknown task
+    preset = get_task(task)  # a clear error for an unknown task
     t0 = time.perf_counter()
     robot, _, recipe = task.partition("-")
     if robot in LOCOMOTION_ENVS and recipe in LOCOMOTION_RECIPES:
@@ -27,10 +27,9 @@ def make(task: str, *, steps: int | None = None, seed: int = 0, policy: str | No
         out = make_locomotion_dataset(task, steps or 1_000_000, seed=seed, policy_path=policy,
                                       sac_run=sac_run, noise=noise, overwrite=overwrite,
                                       progress=progress)
-    elif task in ("pole", "pole-right"):
-        from dprl.datasets.toy import make_pole_dataset
+    elif preset["generator"]:
         kwargs = {} if episodes is None else {"num_episodes": episodes}
-        out = {"dataset_id": make_pole_dataset(task, seed=seed, overwrite=overwrite, **kwargs)}
+        out = {"dataset_id": run_generator(task, preset, seed=seed, overwrite=overwrite, **kwargs)}
     else:
         from dprl.datasets.ogbench_recipes import MANIPULATION_TASKS, make_manipulation_dataset
         if task not in MANIPULATION_TASKS:
@@ -41,6 +40,14 @@ def make(task: str, *, steps: int | None = None, seed: int = 0, policy: str | No
                                         progress=progress)
     out["wall_s"] = time.perf_counter() - t0
     return out
+
+
+def run_generator(task: str, preset: dict, **kwargs) -> str:
+    """Call a toy preset's ``generator`` ("module:function"); returns the dataset id."""
+    import importlib
+
+    module, _, fn = preset["generator"].partition(":")
+    return getattr(importlib.import_module(module), fn)(task, **kwargs)
 
 
 def _dir_size(path) -> int:
@@ -113,7 +120,7 @@ def main(argv=None) -> int:
                         "medium_replay.npz are used for medium / medium-replay")
     m.add_argument("--noise", type=float, default=None,
                    help="override the Gaussian action-noise std of the recipe")
-    m.add_argument("--episodes", type=int, default=None, help="episodes (pole tasks)")
+    m.add_argument("--episodes", type=int, default=None, help="episodes (toy tasks: pole, pole-right, chain)")
     m.add_argument("--overwrite", action="store_true", help="replace an existing dataset")
     m.add_argument("--quiet", action="store_true", help="no progress bar")
     lp = sub.add_parser("list", help="show tasks and their local datasets")
