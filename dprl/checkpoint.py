@@ -13,19 +13,30 @@ from pathlib import Path
 from typing import Any
 
 import orbax.checkpoint as ocp
+from orbax.checkpoint import checkpoint_managers
 
 logging.getLogger("absl").setLevel(logging.WARNING)
 
 
 class Checkpointer:
-    """Saves ``{'state': pytree, 'meta': json dict}`` per step under ``run_dir/checkpoints``."""
+    """Saves ``{'state': pytree, 'meta': json dict}`` per step under ``run_dir/checkpoints``.
 
-    def __init__(self, run_dir: str | os.PathLike, max_to_keep: int = 2):
+    The latest ``max_to_keep`` checkpoints are kept, and also every step in ``keep_steps`` (the
+    runner passes the phase ends, so the BC actor and the offline-RL agent of a run that went on
+    online stay loadable with ``load_run(run_dir, step)``).
+    """
+
+    def __init__(self, run_dir: str | os.PathLike, max_to_keep: int = 2,
+                 keep_steps: tuple[int, ...] = ()):
         self.directory = Path(run_dir).absolute() / "checkpoints"
+        policies = [checkpoint_managers.LatestN(max_to_keep)]
+        if keep_steps:
+            policies.append(checkpoint_managers.CustomSteps(sorted(set(keep_steps))))
         self.manager = ocp.CheckpointManager(
             self.directory,
-            options=ocp.CheckpointManagerOptions(max_to_keep=max_to_keep, create=True,
-                                                 enable_async_checkpointing=False))
+            options=ocp.CheckpointManagerOptions(
+                create=True, enable_async_checkpointing=False,
+                preservation_policy=checkpoint_managers.AnyPreservationPolicy(policies)))
 
     def latest_step(self) -> int | None:
         return self.manager.latest_step()

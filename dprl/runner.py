@@ -217,7 +217,9 @@ class Run:
         self.scores: dict[str, Any] = {"offline_score": None, "online_score": None,
                                        "best_score": None}
         self.timing = {"update_s": 0.0, "updates": 0, "env_s": 0.0, "env_steps": 0}
-        self.ckpt = Checkpointer(self.run_dir)
+        # Phase ends (global steps) outlive the rolling window of checkpoints.
+        self.ckpt = Checkpointer(self.run_dir, keep_steps=tuple(
+            s for s in (run.pretrain_steps, run.pretrain_steps + run.offline_steps) if s > 0))
         self.resolved = {
             "agent": config.to_dict(), "task": task_name, "task_preset": self.task,
             "seed": self.seed, "dataset_id": self.dataset_id,

@@ -35,7 +35,8 @@ def test_train_writes_the_run_contract(tmp_path, pole_datasets):
     run_dir = tmp_path / "run"
     run(train_cmd(run_dir, "--pretrain_steps=60", "--online_steps=40",
                   "--agent.run.eval_every=30", "--agent.run.log_every=20",
-                  "--agent.run.online_eval_every=20", "--agent.run.online_log_every=10"))
+                  "--agent.run.online_eval_every=20", "--agent.run.online_log_every=10",
+                  "--agent.run.save_every=10"))
     config = json.loads((run_dir / "config.json").read_text())
     assert config["agent"]["agent_name"] == "bc" and config["dataset_id"] == "dprl/pole/demos-v0"
     assert config["dataset_source"] == "dprl-generated" and "git_commit" in config
@@ -52,7 +53,10 @@ def test_train_writes_the_run_contract(tmp_path, pole_datasets):
     assert len(evals) >= 3 and all(r["eval/return_mean"] for r in evals)
     online = [r for r in rows if r["phase"] == "online"]
     assert int(online[-1]["env_steps"]) == 40
-    assert (run_dir / "checkpoints").is_dir()
+    # The rolling window keeps the last two checkpoints; the end of pretraining (step 60) is kept
+    # too, so the BC actor of a run that went online stays loadable.
+    steps = sorted(int(p.name) for p in (run_dir / "checkpoints").iterdir() if p.name.isdigit())
+    assert steps == [60, 90, 100], steps
 
 
 def _params(run_dir):
