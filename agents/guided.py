@@ -121,9 +121,16 @@ class Agent(flax.struct.PyTreeNode):
 
     @jax.jit
     def sample_actions(self, observations: jax.Array, key: jax.Array) -> tuple[jax.Array, dict]:
-        """``observations [B, (K,) O]`` -> guided chunks ``[B, H, A]`` (config's scale and N)."""
-        return self.sample_guided(observations, key, self.config.guidance_scale,
-                                  self.config.num_samples), {}
+        """``observations [B, (K,) O]`` -> guided chunks ``[B, H, A]`` (config's scale and N).
+
+        Before the first critic/guide update (BC pretraining) J is random, so the actor samples
+        unguided: pretraining evaluations score the BC actor itself."""
+        trained = self.step_q > 0
+        return jax.lax.cond(
+            trained,
+            lambda: self.sample_guided(observations, key, self.config.guidance_scale,
+                                       self.config.num_samples),
+            lambda: self.sample_guided(observations, key, 0.0, 1)), {}
 
     # ---- losses -----------------------------------------------------------------------------
     def bc_loss(self, params, batch, key, weights=None):

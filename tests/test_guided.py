@@ -195,3 +195,16 @@ def test_pole_right_guidance_prefers_the_rewarded_side(pole_datasets, tmp_path):
     assert plain < 0.8, plain                       # BC: both modes
     # Measured once (2026-11, this budget): right-side success 0.14 unguided -> 0.35 guided.
     assert guided > plain + 0.15, (plain, guided)
+
+
+def test_untrained_guide_samples_unguided_bc():
+    """During BC pretraining J is random: acting must equal the unguided sampler (same key)."""
+    config = _config(guidance_scale=100.0, num_samples=4)
+    agent = _create(config)
+    obs = jnp.zeros((3, 1))
+    key = jax.random.PRNGKey(3)
+    acted, _ = agent.sample_actions(obs, key)
+    plain = agent.sample_guided(obs, key, 0.0, 1)
+    np.testing.assert_allclose(acted, plain)
+    trained = agent.replace(step_q=jnp.ones((), jnp.int32))
+    assert not np.allclose(trained.sample_actions(obs, key)[0], plain)
