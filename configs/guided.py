@@ -1,7 +1,7 @@
 """Value-guided sampling (agents/guided.py): a frozen diffusion BC actor steered by J(s, a^k, k).
 
 ``python experiments/train.py --agent=configs/guided.py --task=hopper-medium --run_dir=runs/g \
-    --agent.guidance_scale=0.3 --agent.guide_loss=contrastive --agent.guidance_mode=score``
+    --agent.guidance_scale=30 --agent.guide_loss=contrastive --agent.guidance_mode=score``
 
 Run defaults are sized for this 2-core CPU: the actor is Diffusion-QL's 3x256 Mish MLP over the VP
 schedule with N = 5 steps (cheap guided sampling: 5 denoiser calls + 5 J gradients per chunk),
@@ -43,8 +43,12 @@ def get_config():
     config.support_actions = 16           # contrastive: actor samples per state (QGPO: 16)
     config.contrastive_states = 64        # contrastive: states of each batch used (CPU budget)
     # ---- guided sampling ----
-    config.guidance_scale = 0.1           # step mean += scale * std^2 * grad J (Diffuser: 0.1 for
-                                          # returns-scale values); sweep it (experiments/guidance_sweep.py)
+    config.guidance_scale = 100.0         # step mean += scale * std^2 * grad J. J is in units of
+                                          # |Q| (normalize_q), so scales are large: Diffuser's 0.1
+                                          # was for returns-scale values. Measured on
+                                          # hopper-medium-replay: 0 -> 14.6, 10 -> 15.8, 30 -> 17.7,
+                                          # 100 -> 25.1, 300 -> 26.1 (experiments/guided_results.md);
+                                          # sweep it per task (experiments/guidance_sweep.py)
     config.guidance_mode = "mean"         # 'mean' (Diffuser: std^2-scaled) | 'score' (QGPO; its
                                           # shift goes through x0_hat, which actor.clip_x0 clips at
                                           # the noisiest steps: raise clip_x0 to keep it there)

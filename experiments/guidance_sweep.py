@@ -2,7 +2,7 @@
 guide J at several guidance scales (and best-of-N sizes).
 
     python experiments/guidance_sweep.py --agent=configs/guided.py --task=hopper-medium \
-        --run_dir=runs/guided-hopper --scales=0,0.03,0.1,0.3,1 [--num_samples=1,4] [--episodes=10] \
+        --run_dir=runs/guided-hopper --scales=0,10,30,100,300 [--num_samples=1,4] [--episodes=10] \
         [--pretrain_steps=N --offline_steps=N --online_steps=0] [--agent.<key>=value ...]
 
 The run directory is an ordinary ``dprl.runner`` run (trained, or resumed/skipped when finished);
@@ -25,7 +25,7 @@ config_flags.DEFINE_config_file("agent", "configs/guided.py", "Agent config (con
 flags.DEFINE_string("task", "hopper-medium", "Task preset (configs/tasks.py)")
 flags.DEFINE_string("run_dir", None, "Run directory: trained here, or loaded if finished")
 flags.DEFINE_string("out", None, "Where the JSON and PNG go (default: run_dir)")
-flags.DEFINE_list("scales", ["0", "0.03", "0.1", "0.3", "1"], "Guidance scales to evaluate")
+flags.DEFINE_list("scales", ["0", "10", "30", "100", "300"], "Guidance scales to evaluate")
 flags.DEFINE_list("num_samples", ["1"], "Best-of-N sizes to evaluate (1 = guidance only)")
 flags.DEFINE_integer("episodes", 0, "Evaluation episodes per point (0 = the task preset's)")
 flags.DEFINE_integer("seed", 0, "Training seed")
