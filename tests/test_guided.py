@@ -3,6 +3,9 @@ action, moves a bimodal actor's mass to the valued mode, and runs end to end thr
 from __future__ import annotations
 
 import json
+import subprocess
+import sys
+from pathlib import Path
 
 import jax
 import jax.numpy as jnp
@@ -12,6 +15,8 @@ import pytest
 from agents.guided import Agent, chunk_return
 from configs.guided import get_config
 from tests.conftest import tiny
+
+ROOT = Path(__file__).resolve().parents[1]
 
 
 def _config(**overrides):
@@ -162,6 +167,21 @@ def test_end_to_end_runner(pole_datasets, tmp_path):
     header = (tmp_path / "metrics.csv").read_text().splitlines()[0].split(",")
     for col in ("critic/loss", "value/loss", "guide/loss", "bc/loss", "eval/normalized_score"):
         assert col in header, col
+
+    # The guidance sweep loads the finished run (the offline-phase end: step 100) and scores
+    # every (scale, N) point on the same evaluation seeds.
+    out = tmp_path / "sweep"
+    proc = subprocess.run(
+        [sys.executable, str(ROOT / "experiments/guidance_sweep.py"), "--task=pole-right",
+         f"--run_dir={tmp_path}", "--train=False", "--step=100", f"--out={out}",
+         "--scales=0,30", "--num_samples=1,2", "--episodes=3", "--noprogress"],
+        cwd=ROOT, capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    rows = json.loads((out / "guidance_sweep.json").read_text())["rows"]
+    assert [(r["guidance_scale"], r["num_samples"]) for r in rows] == [
+        (0.0, 1), (30.0, 1), (0.0, 2), (30.0, 2)]
+    assert all(r["episodes"] == 3 and np.isfinite(r["normalized_score"]) for r in rows)
+    assert (out / "guidance_sweep.png").stat().st_size > 0
 
 
 @pytest.mark.slow
