@@ -32,6 +32,8 @@ def run_config() -> ml_collections.ConfigDict:
         num_envs=1,              # online envs (off-policy agents need 1; DPPO uses many)
         rollout_steps=0,         # on-policy: chunk-steps per env per update (DPPO)
         normalize_obs=True,      # standardize observations with the dataset's statistics
+        init_from="",            # 'RUN_DIR' or 'RUN_DIR:STEP': start from that run's checkpoint
+                                 # (agent and normalizer), e.g. online variants of one offline run
         tensorboard=True,
         wandb_project="",        # set to log to Weights & Biases too
     ))

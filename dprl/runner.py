@@ -228,6 +228,8 @@ class Run:
             "dprl_version": dprl.__version__, "git_commit": _git_commit(),
             "jax_backend": jax.default_backend(),
         }
+        if run.init_from and self.ckpt.latest_step() is None:
+            self.resolved["init_from"] = self._init_from(run.init_from)
         self._restore_or_start()
         self.logger = MetricsLogger(self.run_dir, tensorboard=run.tensorboard,
                                     wandb_project=run.wandb_project or None, config=self.resolved)
@@ -253,6 +255,31 @@ class Run:
     def save(self) -> None:
         self.ckpt.save(self.global_step, self._state(), self._meta())
 
+    def _init_from(self, spec: str) -> dict:
+        """Take the agent state (parameters, optimizers, EMA and targets) and the observation
+        normalizer from another run's checkpoint ``RUN_DIR[:STEP]``; this run's config applies
+        from here on, so its network shapes must match."""
+        source, sep, step = spec.rpartition(":")
+        if not (sep and step.isdigit()):
+            source, step = spec, ""
+        agent, normalizer, resolved = load_run(source, int(step) if step else None)
+        if resolved["agent"]["agent_name"] != self.config.agent_name:
+            raise ValueError(f"run.init_from={spec!r} holds a {resolved['agent']['agent_name']!r} "
+                             f"agent, but this run trains {self.config.agent_name!r}.")
+        own, theirs = jax.tree.leaves(self.agent), jax.tree.leaves(agent)
+        if [jnp.shape(x) for x in own] != [jnp.shape(x) for x in theirs]:
+            raise ValueError(f"run.init_from={spec!r}: its networks differ in shape from this "
+                             f"run's config; use the same network sizes (hidden_dims, horizon, "
+                             f"obs_history) as {source}/config.json.")
+        self.agent = jax.tree.unflatten(jax.tree.structure(self.agent), theirs)
+        self.normalizer = normalizer
+        self.offline = Buffer.from_offline(self.data, normalizer)
+        step = Checkpointer(source).latest_step() if not step else int(step)
+        self._log(f"initialized from {source} (checkpoint {step}, dataset "
+                  f"{resolved['dataset_id']})")
+        return {"run_dir": str(Path(source).absolute()), "step": step,
+                "dataset_id": resolved["dataset_id"]}
+
     def _restore_or_start(self) -> None:
         self.resumed_from = None
         cfg_path = self.run_dir / "config.json"
@@ -268,6 +295,8 @@ class Run:
             self.offline = Buffer.from_offline(self.data, self.normalizer)
             self.resumed_from = self.ckpt.latest_step()
             self._log(f"resuming from checkpoint at step {self.resumed_from}")
+            if cfg_path.exists() and "init_from" in json.loads(cfg_path.read_text()):
+                self.resolved["init_from"] = json.loads(cfg_path.read_text())["init_from"]
         cfg_path.write_text(json.dumps(self.resolved, indent=2, default=str))
 
     def _record(self, phase: str, step: int, metrics: dict) -> None:
@@ -480,6 +509,9 @@ class Run:
         self._gradient_phase("pretrain", run.pretrain_steps, "pretrain")
         self._gradient_phase("offline", run.offline_steps, "update")
         if self.scores["offline_score"] is None:
+            if self._latest_score() is None and run.init_from:
+                # Started from another run with no training before online: score the start.
+                self._record("offline", self.counters["offline"], self.evaluate())
             self.scores["offline_score"] = self._latest_score()
             self.save()
         if run.online_steps:

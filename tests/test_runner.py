@@ -122,3 +122,27 @@ def test_diverging_loss_stops_the_run_and_names_the_step(tmp_path, pole_datasets
                check=False)
     assert proc.returncode != 0
     assert "TrainingDiverged" in proc.stderr and "in phase 'pretrain' at step" in proc.stderr
+
+
+def test_init_from_starts_a_new_run_from_another_runs_checkpoint(tmp_path, pole_datasets):
+    """Online variants of one offline run: the new run starts from its phase-end agent."""
+    from dprl.runner import load_run
+    source = tmp_path / "offline"
+    run(train_cmd(source, "--pretrain_steps=40", "--online_steps=20",
+                  "--agent.run.save_every=10"))
+    child = tmp_path / "online"
+    run(train_cmd(child, "--pretrain_steps=0", "--online_steps=0",
+                  f"--agent.run.init_from={source}:40"))
+    config = json.loads((child / "config.json").read_text())
+    assert config["init_from"]["step"] == 40
+    summary = json.loads((child / "summary.json").read_text())
+    assert summary["offline_score"] is not None        # the starting agent was evaluated
+    started, _, _ = load_run(child)
+    at_40, _, _ = load_run(source, 40)
+    for a, b in zip(jax.tree.leaves(started.actor.params), jax.tree.leaves(at_40.actor.params)):
+        np.testing.assert_array_equal(a, b)
+    # A different network cannot take those parameters: a clear error, not a shape crash.
+    proc = run(train_cmd(tmp_path / "bad", "--pretrain_steps=0", "--online_steps=0",
+                         f"--agent.run.init_from={source}", "--agent.actor.hidden_dims=(16, 16)"),
+               check=False)
+    assert proc.returncode != 0 and "differ in shape" in proc.stderr
