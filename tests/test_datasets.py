@@ -137,6 +137,7 @@ def test_sac_train_writes_snapshots_and_replay(tiny_sac_run):
     assert summary["medium_step"] == 300 and summary["updates"] == 450
     curve = (out / "curve.csv").read_text().splitlines()
     assert curve[0].startswith("step,") and len(curve) == 3
+    assert (out / "curve.png").stat().st_size > 0
     pol = load_policy(out / "medium.npz")
     assert pol.squash == "tanh" and pol.meta["step"] == 300 and pol.obs_dim == 11
     assert (out / "snapshots" / "step_600.npz").is_file()

@@ -11,6 +11,7 @@ During training it writes, under ``--out``:
                              expert's return (D4RL's medium: a policy part-way through training)
   ``medium_replay.npz``      the replay buffer up to that snapshot (D4RL's medium-replay)
   ``final.npz``, ``replay.npz``  the last actor and the whole replay buffer
+  ``curve.png``              the learning curve (eval and training returns vs env steps)
 
 Usage: ``python -m dprl.datasets.sac --env Hopper-v5 --steps 300000 --out /tmp/sac_hopper``
 """
@@ -437,12 +438,45 @@ def train(env_id: str, steps: int, out: str | os.PathLike, *, seed: int = 0,
                "updates": updates, "medium_step": medium_step, "medium_target": medium_target,
                "final_eval_return": float(rets.mean())}
     (out / "summary.json").write_text(json.dumps(summary, indent=1))
+    plot_curve(out)
     return summary
+
+
+def plot_curve(out: str | os.PathLike) -> Path:
+    """Draw ``out/curve.csv`` into ``out/curve.png`` (returns vs env steps); returns its path."""
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    out = Path(out)
+    rows = list(csv.DictReader(open(out / "curve.csv")))
+    steps = np.array([int(r["step"]) for r in rows])
+    mean = np.array([float(r["eval_return_mean"]) for r in rows])
+    std = np.array([float(r["eval_return_std"]) for r in rows])
+    train_ret = np.array([float(r["train_return_mean"]) for r in rows])
+    fig, ax = plt.subplots(figsize=(6, 3.5))
+    ax.plot(steps, mean, marker="o", ms=3, label="eval (deterministic), mean ± std")
+    ax.fill_between(steps, mean - std, mean + std, alpha=0.2)
+    ax.plot(steps, train_ret, alpha=0.7, label="training episodes (sampled actions)")
+    ax.set_xlabel("env steps")
+    ax.set_ylabel("return")
+    ax.set_title(f"SAC: {out}", fontsize=8)
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(out / "curve.png", dpi=120)
+    plt.close(fig)
+    return out / "curve.png"
 
 
 def main(argv=None):
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0],
                                 formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    if argv is None:
+        argv = sys.argv[1:]
+    if argv[:1] == ["plot"]:        # python -m dprl.datasets.sac plot DIR: redraw curve.png
+        print(plot_curve(argv[1]))
+        return
     p.add_argument("--env", required=True, help="gymnasium env id, e.g. Hopper-v5")
     p.add_argument("--steps", type=int, default=1_000_000)
     p.add_argument("--out", required=True, help="output directory")
