@@ -28,7 +28,7 @@ import jax.numpy as jnp
 import ml_collections
 import numpy as np
 
-from dprl.runner import Run, _check_finite, _postfix, fused_updates
+from dprl.runner import Run, _check_finite, _postfix, dispatch_size, fused_updates
 
 
 def stack(trees):
@@ -72,11 +72,7 @@ def _vmapped_phase(runs: list[Run], phase: str, total: int, method: str) -> None
     agents = stack([r.agent for r in runs])
     last_scores = [None] * S
     while done < total:
-        boundaries = [total]
-        for every in (run.log_every, run.eval_every, run.save_every):
-            if every:
-                boundaries.append((done // every + 1) * every)
-        n = min(run.steps_per_dispatch, min(boundaries) - done)
+        n = dispatch_size(done, total, run)
         keys = []
         for r in runs:  # the same key stream as a separate run
             r.key, k = jax.random.split(r.key)

@@ -55,10 +55,9 @@ def resolve_task_dataset(task_name: str, task: dict, forced_id: str | None = Non
     """``(dataset_id, source)`` for a task: the official Minari dataset when stored locally, else
     dprl's generated stand-in (made on the spot for presets with ``auto_make``: the toy tasks)."""
     from dprl.datasets.io import dataset_exists
-    from dprl.datasets.registry import resolve_dataset
+    from dprl.datasets.registry import resolve_dataset, run_generator
 
     if task.get("auto_make") and not forced_id and not dataset_exists(task["dataset_id"]):
-        from dprl.datasets.__main__ import run_generator
         run_generator(task_name, task)
     return resolve_dataset(task_name, forced_id)
 
@@ -151,6 +150,16 @@ def _git_commit() -> str:
                               cwd=Path(__file__).parent, timeout=5).stdout.strip() or "unknown"
     except (OSError, subprocess.SubprocessError):
         return "unknown"
+
+
+def dispatch_size(done: int, total: int, run) -> int:
+    """Gradient steps in the next fused dispatch: at most ``run.steps_per_dispatch``, and never
+    past the next log / eval / save boundary (so they land on exact steps) or ``total``."""
+    boundaries = [total]
+    for every in (run.log_every, run.eval_every, run.save_every):
+        if every:
+            boundaries.append((done // every + 1) * every)
+    return min(run.steps_per_dispatch, min(boundaries) - done)
 
 
 def _check_finite(info: dict, phase: str, step: int, ckpt: Checkpointer) -> None:
@@ -274,7 +283,8 @@ class Run:
         self.agent = jax.tree.unflatten(jax.tree.structure(self.agent), theirs)
         self.normalizer = normalizer
         self.offline = Buffer.from_offline(self.data, normalizer)
-        step = Checkpointer(source).latest_step() if not step else int(step)
+        # load_run has checked that source is a run directory: reading its latest step is safe.
+        step = int(step) if step else Checkpointer(source).latest_step()
         self._log(f"initialized from {source} (checkpoint {step}, dataset "
                   f"{resolved['dataset_id']})")
         return {"run_dir": str(Path(source).absolute()), "step": step,
@@ -295,8 +305,9 @@ class Run:
             self.offline = Buffer.from_offline(self.data, self.normalizer)
             self.resumed_from = self.ckpt.latest_step()
             self._log(f"resuming from checkpoint at step {self.resumed_from}")
-            if cfg_path.exists() and "init_from" in json.loads(cfg_path.read_text()):
-                self.resolved["init_from"] = json.loads(cfg_path.read_text())["init_from"]
+            previous = json.loads(cfg_path.read_text()) if cfg_path.exists() else {}
+            if "init_from" in previous:
+                self.resolved["init_from"] = previous["init_from"]
         cfg_path.write_text(json.dumps(self.resolved, indent=2, default=str))
 
     def _record(self, phase: str, step: int, metrics: dict) -> None:
@@ -334,12 +345,7 @@ class Run:
                    dynamic_ncols=True)
         last_score = None
         while done < total:
-            # Dispatch up to the next log / eval / save boundary so they land on exact steps.
-            boundaries = [total]
-            for every in (run.log_every, run.eval_every, run.save_every):
-                if every:
-                    boundaries.append((done // every + 1) * every)
-            n = min(run.steps_per_dispatch, min(boundaries) - done)
+            n = dispatch_size(done, total, run)
             self.key, k = jax.random.split(self.key)
             start = time.perf_counter()
             self.agent, info = fused_updates(

@@ -314,14 +314,18 @@ def test_cli_make_and_list(capsys):
     assert {"cube-double", "scene", "puzzle-3x3", "pole", "hopper-medium"} <= set(rows)
 
 
-def test_cli_makes_every_toy_task_through_its_generator(capsys):
+def test_cli_makes_every_toy_task_through_its_generator(capsys, tmp_path, monkeypatch):
     from configs.tasks import TASKS
     from dprl.datasets.__main__ import main
+    from dprl.datasets.io import dataset_dir
+    # A private dataset root: the 4-episode datasets must not replace the session's shared ones.
+    monkeypatch.setenv("MINARI_DATASETS_PATH", str(tmp_path))
     toys = sorted(t for t, p in TASKS.items() if p["generator"])
     assert {"pole", "pole-right", "chain"} <= set(toys)
     for task in toys:
         assert main(["make", task, "--episodes", "4", "--quiet", "--overwrite"]) == 0
         assert json.loads(capsys.readouterr().out)["dataset_id"] == TASKS[task]["dataset_id"]
+        assert dataset_dir(TASKS[task]["dataset_id"]).is_relative_to(tmp_path)
     # Every preset is made by the CLI, so every error can name the same kind of command.
     assert all(p["make_command"] == f"python -m dprl.datasets make {t}" for t, p in TASKS.items())
 

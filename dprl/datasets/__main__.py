@@ -28,6 +28,7 @@ def make(task: str, *, steps: int | None = None, seed: int = 0, policy: str | No
                                       sac_run=sac_run, noise=noise, overwrite=overwrite,
                                       progress=progress)
     elif preset["generator"]:
+        from dprl.datasets.registry import run_generator
         kwargs = {} if episodes is None else {"num_episodes": episodes}
         out = {"dataset_id": run_generator(task, preset, seed=seed, overwrite=overwrite, **kwargs)}
     else:
@@ -40,14 +41,6 @@ def make(task: str, *, steps: int | None = None, seed: int = 0, policy: str | No
                                         progress=progress)
     out["wall_s"] = time.perf_counter() - t0
     return out
-
-
-def run_generator(task: str, preset: dict, **kwargs) -> str:
-    """Call a toy preset's ``generator`` ("module:function"); returns the dataset id."""
-    import importlib
-
-    module, _, fn = preset["generator"].partition(":")
-    return getattr(importlib.import_module(module), fn)(task, **kwargs)
 
 
 def _dir_size(path) -> int:

@@ -140,6 +140,14 @@ def _check_env(meta: dict, dataset_id: str) -> None:
             f"here ({e}). Run: {hint}") from e
 
 
+def run_generator(task: str, preset: dict, **kwargs) -> str:
+    """Call a toy preset's ``generator`` ("module:function"); returns the dataset id."""
+    import importlib
+
+    module, _, fn = preset["generator"].partition(":")
+    return getattr(importlib.import_module(module), fn)(task, **kwargs)
+
+
 def resolve_dataset(task_name: str, forced_id: str | None = None) -> tuple[str, str]:
     """``(dataset_id, source)`` for a task preset; source is ``'official'`` or ``'dprl-generated'``.
 
