@@ -67,7 +67,7 @@ def test_policy_roundtrip_and_forward(tmp_path):
 
 
 def test_policy_bad_files(tmp_path):
-    with pytest.raises(FileNotFoundError, match="dprl.datasets.sac"):
+    with pytest.raises(FileNotFoundError, match="dprl.sac"):
         load_policy(tmp_path / "missing.npz")
     (tmp_path / "junk.npz").write_bytes(b"not a zip")
     with pytest.raises(ValueError, match="not a readable"):
@@ -97,7 +97,7 @@ def test_sac_fused_update_matches_sequential():
     import jax
     import jax.numpy as jnp
 
-    from dprl.datasets.sac import SACAgent, SACConfig
+    from dprl.sac import SACAgent, SACConfig
     agent = SACAgent.create(0, 3, 2, SACConfig(hidden=(16, 16), batch_size=8))
     rng = np.random.default_rng(0)
     N, B = 3, 8
@@ -121,7 +121,7 @@ def test_sac_fused_update_matches_sequential():
 
 @pytest.fixture(scope="module")
 def tiny_sac_run(tmp_path_factory):
-    from dprl.datasets.sac import SACConfig, train
+    from dprl.sac import SACConfig, train
     out = tmp_path_factory.mktemp("sac")
     # expert_return tiny so the first evaluation already counts as "medium" (files get written).
     summary = train("Hopper-v5", 600, out, start_steps=200, fuse=50, eval_every=300,
@@ -131,7 +131,7 @@ def tiny_sac_run(tmp_path_factory):
 
 
 def test_sac_train_writes_snapshots_and_replay(tiny_sac_run):
-    from dprl.datasets.sac import replay_to_episodes
+    from dprl.sac import replay_to_episodes
     out, summary = tiny_sac_run
     # Updates run at steps 200, 250, ..., 600: 9 fused calls of 50.
     assert summary["medium_step"] == 300 and summary["updates"] == 450

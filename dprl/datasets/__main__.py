@@ -109,7 +109,7 @@ def main(argv=None) -> int:
                    help="expert policy .npz (default $DPRL_EXPERTS_DIR/<robot>.npz, "
                         "else ../shared/experts/<robot>.npz)")
     m.add_argument("--sac-run", default=None,
-                   help="a `python -m dprl.datasets.sac` output dir: medium.npz and "
+                   help="a `python -m dprl.sac` output dir: medium.npz and "
                         "medium_replay.npz are used for medium / medium-replay")
     m.add_argument("--noise", type=float, default=None,
                    help="override the Gaussian action-noise std of the recipe")

@@ -60,7 +60,7 @@ def policy_obs_adapter(policy_obs_dim: int, env_obs_dim: int, robot: str) -> Cal
             [obs[..., :27], np.zeros(obs.shape[:-1] + (6,), obs.dtype), obs[..., 27:]], -1)
     raise ValueError(f"The policy expects {policy_obs_dim}-dim observations but the {robot} env "
                      f"gives {env_obs_dim}; pass a policy trained on this env "
-                     f"(python -m dprl.datasets.sac --env ...).")
+                     f"(python -m dprl.sac --env ...).")
 
 
 def rollout_episodes(
@@ -172,7 +172,7 @@ def make_locomotion_episodes(robot: str, recipe: str, steps: int, *, seed: int =
                              ) -> tuple[list[dict], dict]:
     """Episodes and provenance for ``<robot>-<recipe>``; see the module docstring."""
     from dprl.datasets.policies import find_expert, load_policy
-    from dprl.datasets.sac import replay_to_episodes
+    from dprl.sac import replay_to_episodes
 
     if recipe not in LOCOMOTION_RECIPES:
         raise KeyError(f"Unknown recipe {recipe!r}; known: {', '.join(LOCOMOTION_RECIPES)}")
@@ -197,7 +197,7 @@ def make_locomotion_episodes(robot: str, recipe: str, steps: int, *, seed: int =
             raise FileNotFoundError(
                 f"The {robot}-{recipe} recipe needs an expert policy: pass --policy FILE, set "
                 f"$DPRL_EXPERTS_DIR to a folder with {robot}.npz, or train one with "
-                f"`python -m dprl.datasets.sac --env {env_id} --out DIR` and pass "
+                f"`python -m dprl.sac --env {env_id} --out DIR` and pass "
                 f"--sac-run DIR.")
         pol = load_policy(path)
         return pol, {"path": str(path.resolve()), "sha256_16": _file_digest(path),
@@ -260,7 +260,7 @@ def make_locomotion_episodes(robot: str, recipe: str, steps: int, *, seed: int =
             if not path.is_file():
                 raise FileNotFoundError(
                     f"{path} is missing: that SAC run never reached the medium target. Train "
-                    f"longer or pass --expert-return to python -m dprl.datasets.sac.")
+                    f"longer or pass --expert-return to python -m dprl.sac.")
             episodes = replay_to_episodes(path)
             kept, total = [], 0
             for ep in episodes:

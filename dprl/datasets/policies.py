@@ -145,7 +145,7 @@ def load_policy(path: str | os.PathLike) -> MLPGaussianPolicy:
         raise FileNotFoundError(
             f"Policy file {path} does not exist. Expert files live in $DPRL_EXPERTS_DIR "
             f"(default ../shared/experts); train one with "
-            f"`python -m dprl.datasets.sac --env <EnvId> --out DIR`.")
+            f"`python -m dprl.sac --env <EnvId> --out DIR`.")
     try:
         d = np.load(path, allow_pickle=False)
         arrays = {k: d[k] for k in d.files}

@@ -13,7 +13,7 @@ During training it writes, under ``--out``:
   ``final.npz``, ``replay.npz``  the last actor and the whole replay buffer
   ``curve.png``              the learning curve (eval and training returns vs env steps)
 
-Usage: ``python -m dprl.datasets.sac --env Hopper-v5 --steps 300000 --out /tmp/sac_hopper``
+Usage: ``python -m dprl.sac --env Hopper-v5 --steps 300000 --out /tmp/sac_hopper``
 """
 from __future__ import annotations
 
@@ -474,7 +474,7 @@ def main(argv=None):
                                 formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     if argv is None:
         argv = sys.argv[1:]
-    if argv[:1] == ["plot"]:        # python -m dprl.datasets.sac plot DIR: redraw curve.png
+    if argv[:1] == ["plot"]:        # python -m dprl.sac plot DIR: redraw curve.png
         print(plot_curve(argv[1]))
         return
     p.add_argument("--env", required=True, help="gymnasium env id, e.g. Hopper-v5")
