@@ -12,6 +12,9 @@ During training it writes, under ``--out``:
   ``medium_replay.npz``      the replay buffer up to that snapshot (D4RL's medium-replay)
   ``final.npz``, ``replay.npz``  the last actor and the whole replay buffer
   ``curve.png``              the learning curve (eval and training returns vs env steps)
+  ``checkpoint/``            the whole loop state every ``--checkpoint-every`` env steps (at the
+                             next episode end): kill the run and re-run the same command, it goes
+                             on bit for bit; a larger ``--steps`` extends a finished run
 
 Usage: ``python -m dprl.sac --env Hopper-v5 --steps 300000 --out /tmp/sac_hopper``
 """
@@ -258,6 +261,19 @@ class ReplayBuffer:
         self.episode_id[i] = episode
         self.size += 1
 
+    _FIELDS = ("obs", "next_obs", "actions", "rewards", "terminations", "truncations",
+               "episode_id")
+
+    def arrays(self, start: int, end: int) -> dict[str, np.ndarray]:
+        """Transitions ``[start, end)`` of every field (for incremental checkpoints)."""
+        return {k: getattr(self, k)[start:end] for k in self._FIELDS}
+
+    def load_arrays(self, start: int, arrays: dict[str, np.ndarray]) -> None:
+        n = len(arrays["obs"])
+        for k in self._FIELDS:
+            getattr(self, k)[start:start + n] = arrays[k]
+        self.size = max(self.size, start + n)
+
     def sample(self, rng: np.random.Generator, n: int, batch_size: int) -> dict[str, np.ndarray]:
         idx = rng.integers(0, self.size, size=(n, batch_size))
         return {"observations": self.obs[idx], "actions": self.actions[idx],
@@ -339,16 +355,85 @@ def default_expert_return(env_id: str) -> float | None:
     return None
 
 
+class _Checkpoint:
+    """Resumable training state under ``out/checkpoint/``, written at episode boundaries.
+
+    ``agent.msgpack`` (flax serialization of the agent pytree), ``replay_<start>_<end>.npz``
+    (the transitions added since the previous checkpoint: a 1M-step buffer is written once, not
+    every time) and ``progress.json`` (counters, numpy and JAX RNG states, wall time), written last
+    with an atomic rename: it is the commit point. Taken right after an env reset, the checkpoint
+    holds the whole state of the loop, so a resumed run continues bit for bit as if never stopped.
+    """
+
+    def __init__(self, out: Path):
+        self.dir = out / "checkpoint"
+
+    @staticmethod
+    def _atomic_write(path: Path, write) -> None:
+        tmp = path.with_name(f".tmp-{path.name}")
+        with open(tmp, "wb") as f:
+            write(f)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+
+    def exists(self) -> bool:
+        return (self.dir / "progress.json").exists()
+
+    def save(self, agent: "SACAgent", buffer: "ReplayBuffer", progress: dict) -> None:
+        from flax import serialization
+        self.dir.mkdir(parents=True, exist_ok=True)
+        saved = progress.get("buffer_saved", 0)
+        if buffer.size > saved:
+            seg = self.dir / f"replay_{saved:09d}_{buffer.size:09d}.npz"
+            self._atomic_write(seg, lambda f: np.savez(f, **buffer.arrays(saved, buffer.size)))
+        self._atomic_write(self.dir / "agent.msgpack",
+                           lambda f: f.write(serialization.to_bytes(agent)))
+        progress = {**progress, "buffer_saved": buffer.size, "seeds": list(buffer.seeds)}
+        self._atomic_write(self.dir / "progress.json",
+                           lambda f: f.write(json.dumps(progress).encode()))
+
+    def load(self, agent: "SACAgent", buffer: "ReplayBuffer") -> tuple["SACAgent", dict]:
+        """Restore into ``agent`` (a template of the same shapes) and the empty ``buffer``."""
+        from flax import serialization
+        progress = json.loads((self.dir / "progress.json").read_text())
+        agent = serialization.from_bytes(agent, (self.dir / "agent.msgpack").read_bytes())
+        n = progress["buffer_saved"]
+        if n > len(buffer.obs):
+            raise ValueError(f"{self.dir} holds {n} transitions, more than --steps allows; "
+                             f"pass --steps >= {progress['step']} to resume this run.")
+        segments = sorted(self.dir.glob("replay_*_*.npz"))
+        covered = 0
+        for seg in segments:
+            s, e = (int(x) for x in seg.stem.split("_")[1:])
+            if e > n:      # written by a save that never reached its commit point
+                seg.unlink()
+                continue
+            if s != covered:
+                raise ValueError(f"{self.dir}: replay segments do not join at {covered} "
+                                 f"({seg.name}); the checkpoint is damaged. Move {self.dir} "
+                                 f"aside to start this run over.")
+            buffer.load_arrays(s, dict(np.load(seg, allow_pickle=False)))
+            covered = e
+        if covered != n:
+            raise ValueError(f"{self.dir}: replay segments cover {covered} of {n} transitions; "
+                             f"the checkpoint is damaged. Move {self.dir} aside to start over.")
+        buffer.seeds = list(progress["seeds"])
+        return agent, progress
+
+
 def train(env_id: str, steps: int, out: str | os.PathLike, *, seed: int = 0,
           start_steps: int = 5000, fuse: int = 50, eval_every: int = 10_000,
-          eval_episodes: int = 5, snapshot_every: int = 10_000,
+          eval_episodes: int = 5, snapshot_every: int = 10_000, checkpoint_every: int = 10_000,
           expert_return: float | None = None, medium_fraction: float = 1 / 3,
           env_kwargs: dict | None = None, config: SACConfig = SACConfig(),
-          progress: bool = True) -> dict:
+          progress: bool = True, _interrupt_at: int | None = None) -> dict:
     """Train SAC on ``env_id`` for ``steps`` env steps; see the module docstring for outputs.
 
     ``fuse`` env steps are collected, then ``fuse`` gradient updates run in one jitted call.
-    Returns a summary dict (also written to ``out/summary.json``).
+    Every ``checkpoint_every`` env steps (at the next episode end) the whole loop state is
+    checkpointed; calling ``train`` again with the same ``out`` resumes from there (a larger
+    ``steps`` extends a finished run). Returns a summary dict (also ``out/summary.json``).
     """
     from tqdm import tqdm
 
@@ -370,23 +455,46 @@ def train(env_id: str, steps: int, out: str | os.PathLike, *, seed: int = 0,
     meta_base = {"env_id": env_id, "env_kwargs": env_kwargs or {}, "seed": seed,
                  "algorithm": "SAC", "config": {k: getattr(config, k) for k in
                                                  config.__dataclass_fields__}}
-
+    columns = ["step", "wall_s", "eval_return_mean", "eval_return_std", "train_return_mean",
+               "updates", "critic_loss", "q_mean", "alpha", "entropy"]
+    ckpt = _Checkpoint(out)
+    state = {"step": 0, "episode": 0, "updates": 0, "medium_step": None, "recent": [],
+             "wall_s": 0.0, "buffer_saved": 0}
+    if ckpt.exists():
+        agent, state = ckpt.load(agent, buffer)
+        if state["step"] > steps:
+            raise ValueError(f"{out} is checkpointed at env step {state['step']}, beyond "
+                             f"--steps {steps}; pass --steps >= {state['step']}.")
+        rng.bit_generator.state = state["rng"]
+        act_key = jnp.asarray(np.asarray(state["act_key"], np.uint32))
+        # Keep the curve rows up to the checkpoint: the steps after it are trained again.
+        rows = list(csv.DictReader(open(out / "curve.csv"))) if (out / "curve.csv").exists() \
+            else []
+        rows = [r for r in rows if int(r["step"]) <= state["step"]]
+        print(f"SAC {env_id}: resuming {out} from env step {state['step']} "
+              f"({buffer.size} transitions, {state['updates']} updates)", file=sys.stderr)
+    else:
+        rows = []
+        buffer.seeds.append(seed * 1_000_000)
     curve_f = open(out / "curve.csv", "w", newline="")
-    curve = csv.writer(curve_f)
-    curve.writerow(["step", "wall_s", "eval_return_mean", "eval_return_std",
-                    "train_return_mean", "updates", "critic_loss", "q_mean", "alpha",
-                    "entropy"])
-    start = time.perf_counter()
-    episode, ep_return, recent = 0, 0.0, []
-    buffer.seeds.append(seed * 1_000_000)
+    curve = csv.DictWriter(curve_f, columns)
+    curve.writeheader()
+    curve.writerows(rows)
+    curve_f.flush()
+    start = time.perf_counter() - state["wall_s"]
+    episode, updates, medium_step = state["episode"], state["updates"], state["medium_step"]
+    recent = list(state["recent"])
+    ep_return = 0.0
     obs, _ = env.reset(seed=buffer.seeds[-1])
     info: dict = {}
-    updates = 0
-    medium_step = None
+    rets = np.full(1, np.nan)
+    checkpoint_due = False
     # Logs (nohup) get a line every 30 s rather than a redraw per step.
-    bar = tqdm(total=steps, disable=not progress, desc=f"SAC {env_id}", smoothing=0.05,
-               mininterval=0.5 if sys.stderr.isatty() else 30.0)
-    for step in range(1, steps + 1):
+    bar = tqdm(total=steps, initial=state["step"], disable=not progress, desc=f"SAC {env_id}",
+               smoothing=0.05, mininterval=0.5 if sys.stderr.isatty() else 30.0)
+    for step in range(state["step"] + 1, steps + 1):
+        if step == _interrupt_at:                     # tests: a kill at a known step
+            raise KeyboardInterrupt(step)
         if step <= start_steps:
             action = rng.uniform(-1.0, 1.0, action_dim).astype(np.float32)
         else:
@@ -397,12 +505,6 @@ def train(env_id: str, steps: int, out: str | os.PathLike, *, seed: int = 0,
         buffer.add(obs, action, reward, terminated, truncated, next_obs, episode)
         ep_return += reward
         obs = next_obs
-        if terminated or truncated:
-            recent = (recent + [ep_return])[-10:]
-            episode += 1
-            ep_return = 0.0
-            buffer.seeds.append(seed * 1_000_000 + episode)
-            obs, _ = env.reset(seed=buffer.seeds[-1])
         if step >= start_steps and step % fuse == 0:
             batches = buffer.sample(rng, fuse, config.batch_size)
             agent, info = agent.update_many(jax.tree_util.tree_map(jnp.asarray, batches))
@@ -411,12 +513,14 @@ def train(env_id: str, steps: int, out: str | os.PathLike, *, seed: int = 0,
             rets = evaluate_agent(agent, env_id, eval_episodes, seed=10_000 + step,
                                   env_kwargs=env_kwargs)
             info_np = {k: float(v) for k, v in jax.device_get(info).items()}
-            curve.writerow([step, round(time.perf_counter() - start, 1), rets.mean(), rets.std(),
-                            np.mean(recent) if recent else float("nan"), updates,
-                            info_np.get("critic/loss"), info_np.get("critic/q_mean"),
-                            info_np.get("alpha"), info_np.get("actor/entropy")])
+            curve.writerow(dict(zip(columns, [
+                step, round(time.perf_counter() - start, 1), rets.mean(), rets.std(),
+                np.mean(recent) if recent else float("nan"), updates,
+                info_np.get("critic/loss"), info_np.get("critic/q_mean"), info_np.get("alpha"),
+                info_np.get("actor/entropy")])))
             curve_f.flush()
-            bar.set_postfix(eval=f"{rets.mean():.0f}", train=f"{np.mean(recent or [0]):.0f}")
+            bar.set_postfix(eval_return=f"{rets.mean():.0f}",
+                            train_return=f"{np.mean(recent or [0]):.0f}")
             meta = {**meta_base, "step": step, "eval_return_mean": float(rets.mean()),
                     "eval_return_std": float(rets.std())}
             if step % snapshot_every == 0 or step == steps:
@@ -428,10 +532,28 @@ def train(env_id: str, steps: int, out: str | os.PathLike, *, seed: int = 0,
                 medium_step = step
                 agent.save_policy(out / "medium.npz", {**meta, "medium_target": medium_target})
                 buffer.save(out / "medium_replay.npz", meta={**meta, "upto_step": step})
+        checkpoint_due |= step % checkpoint_every == 0
+        if terminated or truncated:
+            recent = (recent + [ep_return])[-10:]
+            episode += 1
+            ep_return = 0.0
+            buffer.seeds.append(seed * 1_000_000 + episode)
+            obs, _ = env.reset(seed=buffer.seeds[-1])
+            if checkpoint_due and step < steps:
+                state = {**state, "step": step, "episode": episode, "updates": updates,
+                         "medium_step": medium_step, "recent": recent,
+                         "wall_s": time.perf_counter() - start,
+                         "rng": rng.bit_generator.state,
+                         "act_key": np.asarray(jax.device_get(act_key)).tolist()}
+                ckpt.save(agent, buffer, state)
+                state["buffer_saved"] = buffer.size
+                checkpoint_due = False
         bar.update(1)
     bar.close()
     curve_f.close()
-    agent.save_policy(out / "final.npz", {**meta_base, "step": steps})
+    agent.save_policy(out / "final.npz", {**meta_base, "step": steps,
+                                          "eval_return_mean": float(rets.mean()),
+                                          "eval_return_std": float(rets.std())})
     buffer.save(out / "replay.npz", meta={**meta_base, "upto_step": steps})
     wall = time.perf_counter() - start
     summary = {"env_id": env_id, "steps": steps, "seed": seed, "wall_s": wall,
@@ -439,6 +561,7 @@ def train(env_id: str, steps: int, out: str | os.PathLike, *, seed: int = 0,
                "final_eval_return": float(rets.mean())}
     (out / "summary.json").write_text(json.dumps(summary, indent=1))
     plot_curve(out)
+    print(f"SAC {env_id}: wrote {out} (final.npz, curve.png, summary.json)", file=sys.stderr)
     return summary
 
 
@@ -485,6 +608,8 @@ def main(argv=None):
     p.add_argument("--fuse", type=int, default=50, help="updates per jitted call")
     p.add_argument("--eval-every", type=int, default=10_000)
     p.add_argument("--snapshot-every", type=int, default=10_000)
+    p.add_argument("--checkpoint-every", type=int, default=10_000,
+                   help="env steps between resumable checkpoints (taken at the next episode end)")
     p.add_argument("--expert-return", type=float, default=None,
                    help="expert return for the medium target (default: D4RL's ref max score)")
     p.add_argument("--medium-fraction", type=float, default=1 / 3)
@@ -492,7 +617,8 @@ def main(argv=None):
     args = p.parse_args(argv)
     summary = train(args.env, args.steps, args.out, seed=args.seed, start_steps=args.start_steps,
                     fuse=args.fuse, eval_every=args.eval_every,
-                    snapshot_every=args.snapshot_every, expert_return=args.expert_return,
+                    snapshot_every=args.snapshot_every,
+                    checkpoint_every=args.checkpoint_every, expert_return=args.expert_return,
                     medium_fraction=args.medium_fraction, env_kwargs=args.env_kwargs)
     print(json.dumps(summary, indent=1))
 
