@@ -326,17 +326,17 @@ def replay_to_episodes(path, drop_unfinished: bool = True) -> list[dict[str, np.
     return episodes
 
 
-def evaluate_agent(agent: SACAgent, env_id: str, episodes: int, seed: int,
-                   env_kwargs: dict | None = None) -> np.ndarray:
-    """Deterministic (tanh of the mean) returns of ``episodes`` episodes, run side by side."""
+def rollout_returns(act_fn, env_id: str, episodes: int, seed: int,
+                    env_kwargs: dict | None = None) -> np.ndarray:
+    """Returns ``[episodes]`` of ``act_fn(obs [E, O]) -> actions [E, A]`` in [-1, 1], the episodes
+    run side by side from reset seeds ``seed, seed + 1, ...``."""
     from dprl.envs import make_env
     envs = [make_env(env_id, **(env_kwargs or {})) for _ in range(episodes)]
+    low, high = envs[0].action_space.low, envs[0].action_space.high
     obs = np.stack([e.reset(seed=seed + i)[0] for i, e in enumerate(envs)])
     returns, done = np.zeros(episodes), np.zeros(episodes, bool)
-    key = jax.random.PRNGKey(0)
     while not done.all():
-        act = np.asarray(agent.sample_actions(jnp.asarray(obs, jnp.float32), key,
-                                              deterministic=True))
+        act = low + (np.asarray(act_fn(obs)) + 1.0) * 0.5 * (high - low)
         for i, env in enumerate(envs):
             if done[i]:
                 continue
@@ -344,6 +344,15 @@ def evaluate_agent(agent: SACAgent, env_id: str, episodes: int, seed: int,
             returns[i] += r
             done[i] = te or tr
     return returns
+
+
+def evaluate_agent(agent: SACAgent, env_id: str, episodes: int, seed: int,
+                   env_kwargs: dict | None = None) -> np.ndarray:
+    """Deterministic (tanh of the mean) returns of ``episodes`` episodes."""
+    key = jax.random.PRNGKey(0)
+    return rollout_returns(
+        lambda obs: agent.sample_actions(jnp.asarray(obs, jnp.float32), key, deterministic=True),
+        env_id, episodes, seed, env_kwargs)
 
 
 def default_expert_return(env_id: str) -> float | None:

@@ -106,8 +106,8 @@ def main(argv=None) -> int:
     m.add_argument("--steps", type=int, default=None, help="transitions (default 1M)")
     m.add_argument("--seed", type=int, default=0)
     m.add_argument("--policy", default=None,
-                   help="expert policy .npz (default $DPRL_EXPERTS_DIR/<robot>.npz, "
-                        "else ../shared/experts/<robot>.npz)")
+                   help="your own expert policy .npz (default: $DPRL_EXPERTS_DIR/<robot>.npz if "
+                        "set, else dprl's shipped SAC policies: python -m dprl.experts list)")
     m.add_argument("--sac-run", default=None,
                    help="a `python -m dprl.sac` output dir: medium.npz and "
                         "medium_replay.npz are used for medium / medium-replay")

@@ -3,14 +3,21 @@
 Recipes (D4RL, Fu et al. 2020), each ``steps`` transitions (1M by default) of whole episodes:
   random         uniform random actions in [-1, 1]
   expert         the expert policy's mean action plus small Gaussian noise (``EXPERT_NOISE``)
-  medium         a policy at about 1/3 of the expert's level: a SAC snapshot (``--sac-run DIR``:
-                 ``DIR/medium.npz``, sampled actions, as D4RL did) or, by default, the expert with
-                 Gaussian action noise of the std in ``MEDIUM_NOISE`` (measured here)
-  medium-replay  the SAC replay buffer up to the medium snapshot (``DIR/medium_replay.npz``);
-                 without a SAC run, a documented stand-in: noisy-expert episodes whose noise
-                 std falls linearly from ``REPLAY_NOISE_START`` (near random) to the medium
-                 noise over the dataset, like a learner improving to medium level
+  medium         a policy at about 1/3 of the expert's level, sampled actions (as D4RL did)
+  medium-replay  what a SAC learner saw on its way to the medium level
   medium-expert  medium episodes (half the steps) then expert episodes (the other half)
+
+Where the policies come from, first match wins:
+  ``--sac-run DIR``  a ``python -m dprl.sac`` run: ``DIR/medium.npz`` and the replay buffer up to
+                     it (``DIR/medium_replay.npz``); the expert as below
+  ``--policy FILE``  your own expert (or ``$DPRL_EXPERTS_DIR/<robot>.npz``): medium is the expert
+                     with Gaussian action noise of the std in ``MEDIUM_NOISE``; medium-replay a
+                     stand-in: noisy-expert episodes whose noise std falls linearly from
+                     ``REPLAY_NOISE_START`` (near random) to the medium noise over the dataset
+  (default)          dprl's shipped SAC policies (``dprl/experts``): expert and medium snapshots;
+                     medium-replay rolls out uniform random actions, then the shipped replay
+                     snapshots and the medium one, each for the share of the data SAC gathered
+                     while it was current (the buffer itself would weigh megabytes per robot)
 
 Every episode records its reset seed, so its actions can be replayed to recompute rewards.
 Episodes are always whole: collection stops once finished episodes hold ``steps`` transitions (so
@@ -28,7 +35,8 @@ import numpy as np
 
 from configs.tasks import D4RL_REF_SCORES, LOCOMOTION_ENVS, LOCOMOTION_RECIPES
 
-# Gaussian action-noise std that brings each expert file (../shared/experts) to about 1/3 of its
+# Gaussian action-noise std that brings a given expert (--policy; measured with the experts of the
+# Berkeley deep-RL course, 2x64 tanh MLPs) to about 1/3 of its
 # return on its v5 env (deterministic mean + N(0, std^2), clipped). Measured here (12k steps each,
 # D4RL-normalized): hopper 0.1 -> 77, 0.3 -> 30; walker2d 0.3 -> 60, 0.4 -> 34, 0.5 -> 20;
 # ant 0.2 -> 78, 0.3 -> 43, 0.4 -> 22. The halfcheetah expert already scores ~36 (D4RL
@@ -152,6 +160,45 @@ def rollout_episodes(
     return episodes
 
 
+def _scheduled(schedule: list[dict], pols: list, env_obs_dim: int, robot: str,
+               action_dim: int) -> Callable:
+    """A policy_fn that acts, per env, with the schedule entry its episode's start falls in
+    (``None``: uniform random actions); the policies' actions are sampled."""
+    adapts = [None if p is None else policy_obs_adapter(p.obs_dim, env_obs_dim, robot)
+              for p in pols]
+
+    def fn(obs, prog, rng):
+        out = np.empty((len(obs), action_dim), np.float32)
+        for k, (seg, pol) in enumerate(zip(schedule, pols)):
+            last = k == len(schedule) - 1
+            sel = (prog >= seg["start"]) & ((prog <= seg["end"]) if last else (prog < seg["end"]))
+            if sel.any():
+                out[sel] = (rng.uniform(-1, 1, (int(sel.sum()), action_dim)) if pol is None
+                            else pol.act(adapts[k](obs[sel]), rng))
+        return out
+    return fn
+
+
+def _sac_run_file(sac_run: Path, name: str, robot: str) -> Path:
+    """``sac_run/name``, or an error that says how far that SAC run got and what it needs."""
+    path = sac_run / name
+    if path.is_file():
+        return path
+    import csv
+    rows = list(csv.DictReader(open(sac_run / "curve.csv"))) if (sac_run / "curve.csv").is_file() \
+        else []
+    if not rows:
+        raise FileNotFoundError(f"{sac_run} is not a `python -m dprl.sac` run (no curve.csv).")
+    best = max(rows, key=lambda r: float(r["eval_return_mean"]))
+    target = D4RL_REF_SCORES[robot][1] / 3
+    raise FileNotFoundError(
+        f"{path} is missing: that SAC run never reached the medium level (1/3 of D4RL's expert "
+        f"return, {target:.0f}); its best evaluation return was "
+        f"{float(best['eval_return_mean']):.0f} at {best['step']} of {rows[-1]['step']} env "
+        f"steps. The README's expert table gives the env steps SAC needs for {robot}; train "
+        f"longer by re-running the SAC command with a larger --steps (it resumes).")
+
+
 def _file_digest(path: Path) -> str:
     return hashlib.sha256(Path(path).read_bytes()).hexdigest()[:16]
 
@@ -172,6 +219,7 @@ def make_locomotion_episodes(robot: str, recipe: str, steps: int, *, seed: int =
                              ) -> tuple[list[dict], dict]:
     """Episodes and provenance for ``<robot>-<recipe>``; see the module docstring."""
     from dprl.datasets.policies import find_expert, load_policy
+    from dprl.experts import shipped_policy, shipped_replay
     from dprl.sac import replay_to_episodes
 
     if recipe not in LOCOMOTION_RECIPES:
@@ -191,14 +239,10 @@ def make_locomotion_episodes(robot: str, recipe: str, steps: int, *, seed: int =
     action_dim = probe.action_space.shape[0]
     probe.close()
 
+    own_expert = Path(policy_path) if policy_path else find_expert(robot)
+
     def expert_policy():
-        path = Path(policy_path) if policy_path else find_expert(robot)
-        if path is None:
-            raise FileNotFoundError(
-                f"The {robot}-{recipe} recipe needs an expert policy: pass --policy FILE, set "
-                f"$DPRL_EXPERTS_DIR to a folder with {robot}.npz, or train one with "
-                f"`python -m dprl.sac --env {env_id} --out DIR` and pass "
-                f"--sac-run DIR.")
+        path = own_expert or shipped_policy(robot, "expert")
         pol = load_policy(path)
         return pol, {"path": str(path.resolve()), "sha256_16": _file_digest(path),
                      "meta": pol.meta}
@@ -217,8 +261,9 @@ def make_locomotion_episodes(robot: str, recipe: str, steps: int, *, seed: int =
         return lambda obs, prog, rng: pol.act(adapt(obs), rng)
 
     def medium_part(n, part_seed):
-        if sac_run is not None:
-            path = Path(sac_run) / "medium.npz"
+        if sac_run is not None or own_expert is None:
+            path = (_sac_run_file(Path(sac_run), "medium.npz", robot) if sac_run is not None
+                    else shipped_policy(robot, "medium"))
             pol = load_policy(path)
             prov["medium_policy"] = {"source": "SAC snapshot (sampled actions)", "path": str(path),
                                      "sha256_16": _file_digest(path), "meta": pol.meta}
@@ -256,11 +301,7 @@ def make_locomotion_episodes(robot: str, recipe: str, steps: int, *, seed: int =
         prov["composition"] = "medium episodes (first half of steps), then expert episodes"
     else:  # medium-replay
         if sac_run is not None:
-            path = Path(sac_run) / "medium_replay.npz"
-            if not path.is_file():
-                raise FileNotFoundError(
-                    f"{path} is missing: that SAC run never reached the medium target. Train "
-                    f"longer or pass --expert-return to python -m dprl.sac.")
+            path = _sac_run_file(Path(sac_run), "medium_replay.npz", robot)
             episodes = replay_to_episodes(path)
             kept, total = [], 0
             for ep in episodes:
@@ -271,6 +312,21 @@ def make_locomotion_episodes(robot: str, recipe: str, steps: int, *, seed: int =
             episodes = kept
             prov["policy"] = {"source": "SAC replay buffer up to the medium snapshot",
                               "path": str(path), "sha256_16": _file_digest(path)}
+        elif own_expert is None:
+            schedule = shipped_replay(robot)
+            pols = [None if seg["path"] is None else load_policy(seg["path"]) for seg in schedule]
+            episodes = rollout_episodes(env_id, _scheduled(schedule, pols, env_obs_dim, robot,
+                                                           action_dim),
+                                        steps, seed=seed, env_kwargs=env_kwargs,
+                                        num_envs=num_envs, progress=progress)
+            prov["policy"] = {
+                "source": "stand-in for the SAC replay buffer up to medium: uniform random "
+                          "actions, then dprl's shipped SAC snapshots (sampled actions), each "
+                          "for its share of the data (start/end: fractions of the dataset)",
+                "schedule": [{"file": None if p is None else seg["path"].name,
+                              "start": seg["start"], "end": seg["end"],
+                              "env_steps": None if p is None else p.meta.get("env_steps")}
+                             for seg, p in zip(schedule, pols)]}
         else:
             pol, info = expert_policy()
             lo = MEDIUM_NOISE[robot] if noise is None else noise

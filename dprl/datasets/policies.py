@@ -1,6 +1,6 @@
 """MLP Gaussian policies stored as plain ``.npz`` files (numpy only, no pickle).
 
-The format (a superset of the one in ``../shared/experts/README.md``, so those files load as is):
+The format (numpy arrays; 2x64 tanh experts with a state-independent log std load as they are):
 
     obs_mean [O], obs_std [O]   observation standardizer (optional: zeros / ones)
     W0 [O, H0], b0 [H0], W1 [H0, H1], b1 [H1], ...   hidden layers, applied in index order
@@ -105,17 +105,19 @@ class MLPGaussianPolicy:
 
 def save_policy(path: str | os.PathLike, *, hidden, W_out, b_out, obs_mean=None, obs_std=None,
                 log_std=None, W_log_std=None, b_log_std=None, activation="tanh", squash="clip",
-                log_std_min=-20.0, log_std_max=2.0, meta: dict | None = None) -> Path:
-    """Write a policy in the ``.npz`` format above (atomically: temp file + rename)."""
+                log_std_min=-20.0, log_std_max=2.0, meta: dict | None = None,
+                dtype=np.float32) -> Path:
+    """Write a policy in the ``.npz`` format above (atomically: temp file + rename). Weights are
+    stored as ``dtype`` (float16 halves a shipped file; loading always gives float32)."""
     path = Path(path)
-    hidden = [(np.asarray(W, np.float32), np.asarray(b, np.float32)) for W, b in hidden]
+    hidden = [(np.asarray(W, dtype), np.asarray(b, dtype)) for W, b in hidden]
     obs_dim = hidden[0][0].shape[0] if hidden else np.asarray(W_out).shape[0]
     arrays: dict[str, np.ndarray] = {
         "obs_mean": np.zeros(obs_dim, np.float32) if obs_mean is None
         else np.asarray(obs_mean, np.float32),
         "obs_std": np.ones(obs_dim, np.float32) if obs_std is None
         else np.asarray(obs_std, np.float32),
-        "W_out": np.asarray(W_out, np.float32), "b_out": np.asarray(b_out, np.float32),
+        "W_out": np.asarray(W_out, dtype), "b_out": np.asarray(b_out, dtype),
         "activation": np.array(activation), "squash": np.array(squash),
         "log_std_min": np.array(log_std_min, np.float32),
         "log_std_max": np.array(log_std_max, np.float32),
@@ -126,8 +128,8 @@ def save_policy(path: str | os.PathLike, *, hidden, W_out, b_out, obs_mean=None,
     if log_std is not None:
         arrays["log_std"] = np.asarray(log_std, np.float32)
     if W_log_std is not None:
-        arrays["W_log_std"] = np.asarray(W_log_std, np.float32)
-        arrays["b_log_std"] = np.asarray(b_log_std, np.float32)
+        arrays["W_log_std"] = np.asarray(W_log_std, dtype)
+        arrays["b_log_std"] = np.asarray(b_log_std, dtype)
     if "log_std" not in arrays and "W_log_std" not in arrays:
         raise ValueError("a policy needs log_std or W_log_std/b_log_std")
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -138,14 +140,17 @@ def save_policy(path: str | os.PathLike, *, hidden, W_out, b_out, obs_mean=None,
     return path
 
 
+def _float32_or_none(x):
+    return None if x is None else x.astype(np.float32)
+
+
 def load_policy(path: str | os.PathLike) -> MLPGaussianPolicy:
     """Load a policy ``.npz``; a clear error says what is wrong with a bad file."""
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(
-            f"Policy file {path} does not exist. Expert files live in $DPRL_EXPERTS_DIR "
-            f"(default ../shared/experts); train one with "
-            f"`python -m dprl.sac --env <EnvId> --out DIR`.")
+            f"Policy file {path} does not exist. `python -m dprl.experts list` shows dprl's "
+            f"shipped experts; train your own with `python -m dprl.sac --env <EnvId> --out DIR`.")
     try:
         d = np.load(path, allow_pickle=False)
         arrays = {k: d[k] for k in d.files}
@@ -166,7 +171,8 @@ def load_policy(path: str | os.PathLike) -> MLPGaussianPolicy:
         obs_mean=arrays.get("obs_mean", np.zeros(obs_dim)).astype(np.float32),
         obs_std=arrays.get("obs_std", np.ones(obs_dim)).astype(np.float32),
         log_std=arrays["log_std"].astype(np.float32) if "log_std" in arrays else None,
-        W_log_std=arrays.get("W_log_std"), b_log_std=arrays.get("b_log_std"),
+        W_log_std=_float32_or_none(arrays.get("W_log_std")),
+        b_log_std=_float32_or_none(arrays.get("b_log_std")),
         activation=str(arrays.get("activation", "tanh")),
         squash=str(arrays.get("squash", "clip")),
         log_std_min=float(arrays.get("log_std_min", -20.0)),
@@ -176,17 +182,14 @@ def load_policy(path: str | os.PathLike) -> MLPGaussianPolicy:
 
 
 def default_experts_dir() -> Path | None:
-    """``$DPRL_EXPERTS_DIR``, else ``../shared/experts`` beside the repo root if it exists."""
+    """``$DPRL_EXPERTS_DIR`` (a folder of ``<robot>.npz`` experts of your own), if set."""
     env = os.environ.get("DPRL_EXPERTS_DIR")
-    if env:
-        return Path(env)
-    repo_root = Path(__file__).resolve().parents[2]
-    candidate = repo_root.parent / "shared" / "experts"
-    return candidate if candidate.is_dir() else None
+    return Path(env) if env else None
 
 
 def find_expert(robot: str) -> Path | None:
-    """The expert file for ``robot`` (``hopper``, ...) in the default experts dir, if any."""
+    """Your expert file for ``robot`` (``hopper``, ...) in ``$DPRL_EXPERTS_DIR``, if any (dprl's
+    shipped experts are in ``dprl.experts``)."""
     d = default_experts_dir()
     if d is None:
         return None
