@@ -34,7 +34,12 @@ class MetricsLogger:
                 self.tb = None
         self.wandb = None
         if wandb_project:
-            import wandb
+            try:
+                import wandb
+            except ImportError as e:
+                raise ImportError(f"wandb_project={wandb_project!r} needs the wandb client: "
+                                  f"pip install -e '.[wandb]' (or leave wandb_project empty)"
+                                  ) from e
             self.wandb = wandb.init(project=wandb_project, config=config, dir=str(run_dir),
                                     resume="allow")
 
