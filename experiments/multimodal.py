@@ -117,6 +117,8 @@ def main():
     parser.add_argument("--no-progress", action="store_true")
     args = parser.parse_args()
     run(args.out, args.steps, args.episodes, args.seed, progress=not args.no_progress)
+    print(f"wrote {args.out}/result.json, {args.out}/trajectories.png and the two runs "
+          f"({args.out}/gaussian, {args.out}/diffusion)")
 
 
 if __name__ == "__main__":

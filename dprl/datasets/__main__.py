@@ -128,6 +128,9 @@ def main(argv=None) -> int:
             print(f"error: {e}", file=sys.stderr)
             return 1
         print(json.dumps(out, indent=1, default=str))
+        from dprl.datasets.io import dataset_dir
+        written = [out[k] for k in ("dataset_id", "play_dataset_id") if out.get(k)]
+        print("wrote " + ", ".join(f"{d} ({dataset_dir(d)})" for d in written), file=sys.stderr)
         return 0
     rows = list_tasks()
     if args.json:
