@@ -207,7 +207,7 @@ def check_compatible(data: OfflineData, env: gym.Env, task_name: str = "") -> No
             f"Dataset {data.dataset_id!r} does not match env {env_id!r}"
             + (f" of task {task_name!r}" if task_name else "") + ": " + "; ".join(problems)
             + ". Use the dataset made for this env (python -m dprl.datasets list), or fix the "
-            "task preset's env_id / env_kwargs in configs/tasks.py.")
+            "task preset's env_id / env_kwargs in dprl/tasks.py.")
 
 
 class Normalizer(flax.struct.PyTreeNode):

@@ -271,7 +271,7 @@ def run_grid(cells: Sequence[Cell], out: str, backend: str = "local", workers: i
 def _prepare_datasets(tasks, echo) -> None:
     """Resolve (and for the toy tasks, make) each task's dataset once, before the cells start.
     Problems are left to the cells, which report them in their error.txt."""
-    from configs.tasks import get_task
+    from dprl.tasks import get_task
     from dprl.runner import resolve_task_dataset
 
     for task in sorted(tasks):

@@ -33,7 +33,7 @@ from tqdm.auto import tqdm
 
 import dprl
 from agents import get_agent
-from configs.tasks import get_task
+from dprl.tasks import get_task
 from dprl.buffer import Buffer, sample_mixed, transitions_from_chunks
 from dprl.checkpoint import Checkpointer
 from dprl.data import Normalizer, OfflineData, check_compatible, load_dataset

@@ -22,7 +22,7 @@ from ml_collections import config_flags  # noqa: E402
 
 config_flags.DEFINE_config_file("agent", "configs/guided.py", "Agent config (configs/guided.py)",
                                 lock_config=True)
-flags.DEFINE_string("task", "hopper-medium", "Task preset (configs/tasks.py)")
+flags.DEFINE_string("task", "hopper-medium", "Task preset (dprl/tasks.py)")
 flags.DEFINE_string("run_dir", None, "Run directory: trained here, or loaded if finished")
 flags.DEFINE_string("out", None, "Where the JSON and PNG go (default: run_dir)")
 flags.DEFINE_list("scales", ["0", "10", "30", "100", "300"], "Guidance scales to evaluate")
@@ -47,7 +47,7 @@ def sweep(run_dir: str, scales, num_samples=(1,), episodes: int = 0, eval_seed: 
     import jax.numpy as jnp
     import numpy as np
 
-    from configs.tasks import get_task
+    from dprl.tasks import get_task
     from dprl.envs import evaluate
     from dprl.runner import load_run
 

@@ -16,7 +16,7 @@ from ml_collections import config_flags  # noqa: E402
 
 config_flags.DEFINE_config_file("agent", None, "Agent config file, e.g. configs/dql.py",
                                 lock_config=True)
-flags.DEFINE_string("task", "pole", "Task preset (configs/tasks.py), e.g. hopper-medium")
+flags.DEFINE_string("task", "pole", "Task preset (dprl/tasks.py), e.g. hopper-medium")
 flags.DEFINE_string("run_dir", None, "Output directory (resumes if it holds a checkpoint)")
 flags.DEFINE_integer("seed", 0, "Random seed")
 flags.DEFINE_string("dataset", None, "Force this Minari dataset id instead of the task's")

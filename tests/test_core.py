@@ -183,7 +183,7 @@ def test_bc_agents_step_and_sample_chunks(policy, backbone, pole_datasets):
 
 
 def test_unknown_task_lists_known_tasks():
-    from configs.tasks import get_task
+    from dprl.tasks import get_task
     with pytest.raises(KeyError, match="Did you mean hopper-medium"):
         get_task("hoper-medium")
 

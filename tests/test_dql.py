@@ -195,7 +195,7 @@ def test_end_to_end_chunked_run(tmp_path, pole_datasets):
 @pytest.mark.slow
 def test_pole_right_recovers_the_rewarded_mode(pole_datasets):
     """Demos pass left and right half each; only right is rewarded: DQL must go right."""
-    from configs.tasks import get_task
+    from dprl.tasks import get_task
     from dprl.buffer import Buffer
     from dprl.data import Normalizer, load_dataset
     from dprl.envs import evaluate

@@ -187,7 +187,7 @@ def test_end_to_end_runner(pole_datasets, tmp_path):
 @pytest.mark.slow
 def test_pole_right_guidance_prefers_the_rewarded_side(pole_datasets, tmp_path):
     """BC keeps both sides of the pole; guidance by the learned critic passes on the right."""
-    from configs.tasks import get_task
+    from dprl.tasks import get_task
     from dprl.envs import evaluate
     from dprl.runner import load_run, train
     config = _config(guidance_scale=1.0)

@@ -26,7 +26,7 @@ from typing import Callable
 
 import numpy as np
 
-from configs.tasks import D4RL_REF_SCORES, LOCOMOTION_ENVS, LOCOMOTION_RECIPES
+from dprl.tasks import D4RL_REF_SCORES, LOCOMOTION_ENVS, LOCOMOTION_RECIPES
 
 # Gaussian action-noise std that brings each expert file (../shared/experts) to about 1/3 of its
 # return on its v5 env (deterministic mean + N(0, std^2), clipped). Measured here (12k steps each,
@@ -291,7 +291,7 @@ def make_locomotion_dataset(task_name: str, steps: int = 1_000_000, *, seed: int
                             policy_path=None, sac_run=None, noise=None, overwrite=False,
                             progress: bool = False, dataset_id: str | None = None) -> dict:
     """Generate and write the dataset of a locomotion task preset; returns a summary."""
-    from configs.tasks import get_task
+    from dprl.tasks import get_task
     from dprl.datasets.io import write_minari_dataset
 
     task = get_task(task_name)

@@ -27,7 +27,7 @@ def source_of(dataset_id: str) -> str:
 
 
 def _task_for_dataset(dataset_id: str) -> str | None:
-    from configs.tasks import TASKS
+    from dprl.tasks import TASKS
     for name, preset in TASKS.items():
         if dataset_id in (preset["dataset_id"], preset.get("official_dataset_id")):
             return name
@@ -155,7 +155,7 @@ def resolve_dataset(task_name: str, forced_id: str | None = None) -> tuple[str, 
     is stored locally, else dprl's stand-in; a present but broken directory is an error (never a
     silent fallback). With neither, ``DatasetError`` names ``python -m dprl.datasets make <task>``.
     """
-    from configs.tasks import get_task
+    from dprl.tasks import get_task
 
     task = get_task(task_name)
     if forced_id:

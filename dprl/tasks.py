@@ -97,5 +97,5 @@ def get_task(name: str) -> dict:
         close = difflib.get_close_matches(name, TASKS, n=3)
         hint = f" Did you mean {', '.join(close)}?" if close else ""
         raise KeyError(f"Unknown task {name!r}.{hint} Known tasks: {', '.join(sorted(TASKS))}. "
-                       f"Add presets in configs/tasks.py.")
+                       f"Add presets in dprl/tasks.py.")
     return copy.deepcopy(TASKS[name])
