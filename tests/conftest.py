@@ -34,7 +34,7 @@ def minari_root(tmp_path_factory):
 @pytest.fixture(scope="session")
 def pole_datasets(minari_root):
     """The pole task's demonstrations (both reward variants), made once per session."""
-    from dprl.datasets.toy import make_pole_dataset
+    from dprl.datasets.pole import make_pole_dataset
     return {name: make_pole_dataset(name) for name in ("pole", "pole-right")}
 
 

@@ -205,7 +205,7 @@ def test_qc_prefers_the_rewarded_mode_on_pole_right(pole_datasets):
 
 # ---- the waypoint chain --------------------------------------------------------------------------
 def test_chain_env_rewards_only_the_ordered_chain():
-    from dprl.chain_tasks import WAYPOINTS
+    from dprl.chain import WAYPOINTS
     from dprl.envs import make_env
 
     env = make_env("dprl/WaypointChain-v0")
@@ -233,7 +233,7 @@ def test_chain_env_rewards_only_the_ordered_chain():
 
 
 def test_chain_play_data_is_mostly_unsuccessful():
-    from dprl.datasets.qc_toy import rollout_play
+    from dprl.datasets.chain import rollout_play
 
     episodes = rollout_play(40, seed=1)
     success = np.mean([e["success"] for e in episodes])

@@ -36,7 +36,7 @@ REPLAY = ["--agent.run.online_log_every=10", "--agent.run.online_eval_every=20",
 # agent -> (task, extra flags): pretrain -> offline -> online, each short.
 RUNS = {
     "bc": ("pole", ["--agent.actor.diffusion_steps=5", "--pretrain_steps=200"] + REPLAY),
-    "dql": ("pole", CRITIC + ["--agent.num_action_samples=4", "--pretrain_steps=50",
+    "dql": ("pole", CRITIC + ["--agent.num_samples=4", "--pretrain_steps=50",
                               "--offline_steps=150"] + REPLAY),
     "guided": ("pole", CRITIC + ["--agent.guide_hidden_dims=(32, 32)", "--pretrain_steps=50",
                                  "--offline_steps=150"] + REPLAY),
@@ -48,6 +48,21 @@ RUNS = {
     "qc": ("chain", CRITIC + ["--agent.num_samples=4", "--agent.actor.flow_steps=3",
                               "--offline_steps=200"] + REPLAY),
 }
+
+
+# Intended changes since the recording, applied to the reference before comparing:
+# (agent, metric) -> factor. DQL logs critic/loss as the mean over its 2 critics, as the other
+# agents do (it logged their sum, which is still what its gradient sees).
+CHANGED = {("dql", "critic/loss"): 0.5}
+
+
+def reference(agent: str) -> dict:
+    want = json.loads(REFERENCE.read_text())[agent]
+    for row in want["metrics"]:
+        for (a, key), factor in CHANGED.items():
+            if a == agent and key in row:
+                row[key] = str(float(row[key]) * factor)
+    return want
 
 
 def run_short(agent: str, run_dir: Path) -> dict:
@@ -95,7 +110,7 @@ def differences(got: dict, want: dict) -> list[str]:
 
 @pytest.mark.parametrize("agent", sorted(RUNS))
 def test_short_run_matches_the_recorded_reference(agent, tmp_path, pole_datasets):
-    want = json.loads(REFERENCE.read_text())[agent]
+    want = reference(agent)
     got = run_short(agent, tmp_path / agent)
     problems = differences(got, want)
     assert not problems, f"{agent}: {len(problems)} differences:\n" + "\n".join(problems[:40])
@@ -105,7 +120,7 @@ def record() -> None:
     """Write the reference (run from the repository root, with a scratch dataset root)."""
     with tempfile.TemporaryDirectory() as tmp:
         os.environ["MINARI_DATASETS_PATH"] = str(Path(tmp) / "minari")
-        from dprl.datasets.toy import make_pole_dataset
+        from dprl.datasets.pole import make_pole_dataset
         make_pole_dataset("pole")
         out = {agent: run_short(agent, Path(tmp) / agent) for agent in sorted(RUNS)}
     REFERENCE.parent.mkdir(exist_ok=True)
