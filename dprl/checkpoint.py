@@ -14,7 +14,7 @@ import logging
 import os
 import subprocess
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import jax
 import jax.numpy as jnp
@@ -23,6 +23,7 @@ import orbax.checkpoint as ocp
 from orbax.checkpoint import checkpoint_managers
 
 import dprl
+from dprl.agent import AgentLookup
 from dprl.buffer import Buffer, example_batch
 from dprl.data import Normalizer
 
@@ -152,7 +153,7 @@ def _comparable(agent_config: dict | None) -> dict | None:
     return cfg
 
 
-def init_from(spec: str, agent, agent_name: str, get_agent: Callable[[str], type]
+def init_from(spec: str, agent, agent_name: str, get_agent: AgentLookup
               ) -> tuple[Any, Normalizer, dict]:
     """``(agent, normalizer, record)`` taken from another run's checkpoint ``RUN_DIR[:STEP]``:
     its agent state (parameters, optimizers, EMA, targets) in the structure of ``agent``, whose
@@ -176,7 +177,7 @@ def init_from(spec: str, agent, agent_name: str, get_agent: Callable[[str], type
     return jax.tree.unflatten(jax.tree.structure(agent), leaves), normalizer, record
 
 
-def load_run(run_dir: str | os.PathLike, get_agent: Callable[[str], type],
+def load_run(run_dir: str | os.PathLike, get_agent: AgentLookup,
              step: int | None = None) -> tuple[Any, Normalizer, dict]:
     """``(agent, normalizer, resolved_config)`` from a run directory's checkpoint (the latest,
     or ``step``); ``get_agent`` maps the config's agent name to its class (``agents.get_agent``)."""

@@ -22,13 +22,14 @@ from __future__ import annotations
 
 import time
 from pathlib import Path
-from typing import Callable, Sequence
+from typing import Sequence
 
 import jax
 import jax.numpy as jnp
 import ml_collections
 import numpy as np
 
+from dprl.agent import AgentLookup
 from dprl.logging import check_finite, postfix
 from dprl.runner import Run, log
 from dprl.schedule import Schedule
@@ -85,7 +86,7 @@ def vmapped_phase(runs: list[Run], phase: str, method: str) -> None:
 
 
 def train_seeds(config: ml_collections.ConfigDict, task: str, run_dirs: Sequence[str],
-                seeds: Sequence[int], get_agent: Callable[[str], type],
+                seeds: Sequence[int], get_agent: AgentLookup,
                 dataset: str | None = None, progress: bool = True) -> list[dict]:
     """Train ``len(seeds)`` seeds with the gradient phases in one vmapped program; return the
     summaries (each also in its run directory's summary.json)."""

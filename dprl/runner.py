@@ -27,13 +27,12 @@ import math
 import sys
 import time
 from pathlib import Path
-from typing import Callable
-
 import jax
 import ml_collections
 import numpy as np
 
 from dprl import checkpoint
+from dprl.agent import AgentLookup
 from dprl.buffer import Buffer
 from dprl.collect import (collect_chunk, collect_rollout, evaluate_agent, make_executor,
                           recent_return)
@@ -46,7 +45,7 @@ from dprl.updates import fused_updates
 
 
 def train(config: ml_collections.ConfigDict, task: str, run_dir: str,
-          get_agent: Callable[[str], type], seed: int = 0, dataset: str | None = None,
+          get_agent: AgentLookup, seed: int = 0, dataset: str | None = None,
           progress: bool = True) -> dict:
     """Run (or resume) one training run and return its summary (see DESIGN.md's run contract)."""
     return Run(config, task, run_dir, get_agent, seed=seed, dataset=dataset,
@@ -61,7 +60,7 @@ class Run:
     """One run's data, agent, counters and loops. ``Run(...).train()`` is ``train``."""
 
     def __init__(self, config: ml_collections.ConfigDict, task_name: str, run_dir: str,
-                 get_agent: Callable[[str], type], seed: int = 0, dataset: str | None = None,
+                 get_agent: AgentLookup, seed: int = 0, dataset: str | None = None,
                  progress: bool = True):
         self.t0 = time.perf_counter()
         self.run_dir = Path(run_dir)

@@ -9,6 +9,9 @@ import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
+# Subprocesses (experiments/*.py) import this checkout's packages too, installed or not.
+os.environ["PYTHONPATH"] = os.pathsep.join(
+    [str(ROOT)] + [p for p in os.environ.get("PYTHONPATH", "").split(os.pathsep) if p])
 
 # Most of the suite's time is XLA compilation, and many tests (and the train.py subprocesses they
 # start, which inherit the environment) compile identical programs: share compiled programs through
