@@ -119,7 +119,7 @@ def test_missing_checkpoint_is_a_clear_error(tmp_path):
 
 
 def test_diverging_loss_stops_the_run_and_names_the_step(tmp_path, pole_datasets):
-    proc = run(train_cmd(tmp_path / "nan", "--pretrain_steps=200", "--agent.lr=1e9"),
+    proc = run(train_cmd(tmp_path / "nan", "--pretrain_steps=200", "--agent.actor_lr=1e9"),
                check=False)
     assert proc.returncode != 0
     assert "TrainingDiverged" in proc.stderr and "in phase 'pretrain' at step" in proc.stderr
