@@ -12,7 +12,7 @@ import jax.numpy as jnp
 import ml_collections
 
 from dprl.actor import policy_from_config
-from dprl.training import EMA, BCStage, make_optimizer
+from dprl.training import BCStage, EMA, make_optimizer, pretrain_step
 
 POLICY_MODELS = ("diffusion", "flow", "mse")
 
@@ -26,9 +26,7 @@ class Agent(flax.struct.PyTreeNode):
 
     @jax.jit
     def pretrain(self, batch: dict) -> tuple["Agent", dict]:
-        key, loss_key = jax.random.split(self.key)
-        actor, info = self.actor.pretrain(batch, loss_key)
-        return self.replace(actor=actor, key=key), info
+        return pretrain_step(self, batch)
 
     def update(self, batch: dict) -> tuple["Agent", dict]:
         """BC has no RL step: more behaviour cloning."""

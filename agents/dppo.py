@@ -35,7 +35,7 @@ from flax.training.train_state import TrainState
 from dprl import diffusion
 from dprl.actor import actor_from_config
 from dprl.nets import ValueMLP, value_from_config
-from dprl.training import EMA, BCStage, create_state, make_optimizer
+from dprl.training import BCStage, EMA, create_state, make_optimizer, pretrain_step
 
 
 # ---------------------------------------------------------------------------------------------
@@ -205,9 +205,8 @@ class Agent(flax.struct.PyTreeNode):
     @jax.jit
     def pretrain(self, batch: dict) -> tuple["Agent", dict]:
         """One diffusion-BC step; the finetuned copy starts from (tracks) its EMA."""
-        key, loss_key = jax.random.split(self.key)
-        bc, info = self.bc.pretrain(batch, loss_key)
-        return self.replace(bc=bc, actor=self.actor.replace(params=bc.ema_params), key=key), info
+        agent, info = pretrain_step(self, batch, "bc")
+        return agent.replace(actor=agent.actor.replace(params=agent.bc.ema_params)), info
 
     # ---- the PPO update -------------------------------------------------------------------
     def _loss(self, params, mb, key):

@@ -35,7 +35,8 @@ from dprl.actor import actor_from_config
 from dprl.buffer import chunk_return
 from dprl.diffusion import q_sample
 from dprl.nets import CriticEnsemble, NoisyActionValue, critic_from_config, value_from_config
-from dprl.training import EMA, BCStage, apply_loss, create_state, make_optimizer, polyak
+from dprl.training import (BCStage, EMA, apply_loss, create_state, make_optimizer, polyak,
+                          pretrain_step)
 
 CRITIC_MODES = ("td", "iql")
 GUIDE_LOSSES = ("regression", "contrastive")
@@ -158,9 +159,7 @@ class Agent(flax.struct.PyTreeNode):
     @jax.jit
     def pretrain(self, batch: dict) -> tuple["Agent", dict]:
         """Diffusion BC of the actor (with its EMA)."""
-        key, loss_key = jax.random.split(self.key)
-        actor, info = self.actor.pretrain(batch, loss_key)
-        return self.replace(actor=actor, key=key), info
+        return pretrain_step(self, batch)
 
     @jax.jit
     def update(self, batch: dict) -> tuple["Agent", dict]:

@@ -32,7 +32,7 @@ from flax.training.train_state import TrainState
 from dprl.actor import actor_from_config
 from dprl.buffer import chunk_return
 from dprl.nets import CriticEnsemble, critic_from_config
-from dprl.training import BCStage, apply_loss, create_state, make_optimizer, polyak
+from dprl.training import BCStage, apply_loss, create_state, make_optimizer, polyak, pretrain_step
 
 
 # ---- the pieces the tests check against plain Python --------------------------------------------
@@ -88,9 +88,7 @@ class Agent(flax.struct.PyTreeNode):
     @jax.jit
     def pretrain(self, batch: dict) -> tuple["Agent", dict]:
         """One BC step of the behaviour policy on chunks."""
-        key, bc_key = jax.random.split(self.key)
-        actor, info = self.actor.pretrain(batch, bc_key)
-        return self.replace(actor=actor, key=key), info
+        return pretrain_step(self, batch)
 
     @jax.jit
     def update(self, batch: dict) -> tuple["Agent", dict]:

@@ -121,3 +121,11 @@ class BCStage(TrainState):
     def sample(self, observations: jax.Array, key: jax.Array, **overrides):
         """``model.sample`` with the acting weights: ``(chunks [B, H, A], chain or None)``."""
         return self.model.sample(self.policy_params, observations, key, **overrides)
+
+
+def pretrain_step(agent, batch: dict, stage: str = "actor"):
+    """An agent's ``pretrain``: one BC step of its BC stage ``agent.<stage>``, with a key split
+    off the agent's own. Returns ``(agent, info)``."""
+    key, loss_key = jax.random.split(agent.key)
+    new, info = getattr(agent, stage).pretrain(batch, loss_key)
+    return agent.replace(key=key, **{stage: new}), info

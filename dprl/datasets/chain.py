@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from dprl.datasets.io import dataset_exists, write_minari_dataset
+from dprl.datasets.io import dataset_exists, record_episode, write_minari_dataset
 
 CHAIN_TASKS = {"chain": ("dprl/chain/play-v0", "dprl/WaypointChain-v0")}
 
@@ -23,26 +23,19 @@ def rollout_play(num_episodes: int, seed: int = 0, noise: float = 0.3) -> list[d
     rng = np.random.default_rng(seed)
     episodes = []
     for i in range(num_episodes):
-        ep_seed = seed * 100_000 + i
-        obs, _ = env.reset(seed=ep_seed)
         target = next_play_target(-1, rng)
-        observations, actions, rewards, terms, truncs = [obs], [], [], [], []
-        while True:
-            action = play_action(obs[:2], target, rng, noise)
-            obs, reward, terminated, truncated, info = env.step(action)
-            observations.append(obs)
-            actions.append(action)
-            rewards.append(reward)
-            terms.append(terminated)
-            truncs.append(truncated)
+
+        def head_for_target(obs):
+            return play_action(obs[:2], target, rng, noise)
+
+        def next_target_when_visited(info):
+            nonlocal target
             if info["visited"] == target:
                 target = next_play_target(target, rng)
-            if terminated or truncated:
-                break
-        episodes.append({"observations": np.stack(observations), "actions": np.stack(actions),
-                         "rewards": np.array(rewards), "terminations": np.array(terms),
-                         "truncations": np.array(truncs), "seed": ep_seed,
-                         "success": bool(info["success"])})
+
+        episode, info = record_episode(env, seed * 100_000 + i, head_for_target,
+                                       next_target_when_visited)
+        episodes.append({**episode, "success": bool(info["success"])})
     return episodes
 
 

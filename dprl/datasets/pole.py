@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from dprl.datasets.io import dataset_exists, write_minari_dataset
+from dprl.datasets.io import dataset_exists, record_episode, write_minari_dataset
 
 POLE_TASKS = {
     "pole": ("dprl/pole/demos-v0", "dprl/Pole-v0"),
@@ -26,22 +26,9 @@ def rollout_demos(env_id: str, num_episodes: int, seed: int = 0, noise: float = 
     episodes = []
     for i in range(num_episodes):
         side = ("left", "right")[i % 2]
-        ep_seed = seed * 100_000 + i
-        obs, _ = env.reset(seed=ep_seed)
-        observations, actions, rewards, terms, truncs = [obs], [], [], [], []
-        while True:
-            action = demo_action(obs[:2], side, rng, noise)
-            obs, reward, terminated, truncated, info = env.step(action)
-            observations.append(obs)
-            actions.append(action)
-            rewards.append(reward)
-            terms.append(terminated)
-            truncs.append(truncated)
-            if terminated or truncated:
-                break
-        episodes.append({"observations": np.stack(observations), "actions": np.stack(actions),
-                         "rewards": np.array(rewards), "terminations": np.array(terms),
-                         "truncations": np.array(truncs), "seed": ep_seed, "side": side})
+        episode, _ = record_episode(env, seed * 100_000 + i,
+                                    lambda obs: demo_action(obs[:2], side, rng, noise))
+        episodes.append({**episode, "side": side})
     return episodes
 
 
