@@ -27,6 +27,7 @@ import math
 import sys
 import time
 from pathlib import Path
+
 import jax
 import ml_collections
 import numpy as np
@@ -65,8 +66,8 @@ class Run:
         self.t0 = time.perf_counter()
         self.run_dir = Path(run_dir)
         self.run_dir.mkdir(parents=True, exist_ok=True)
-        self.task_name, self.task, self.seed, self.progress = task_name, get_task(task_name), \
-            int(seed), progress
+        self.task_name, self.task = task_name, get_task(task_name)
+        self.seed, self.progress = int(seed), progress
         self.data = load_task_data(task_name, dataset)
         log(f"task {task_name}: dataset {self.data.dataset_id} ({self.data.source})")
         self.agent_cls = get_agent(config.agent_name)
