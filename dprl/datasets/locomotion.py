@@ -142,18 +142,14 @@ def rollout_episodes(
         bar.close()
     # Lock-step envs finish several episodes on one step: keep the shortest prefix (in finishing
     # order) that covers the budget, then restore start order.
-    return sorted(covering_prefix(episodes, steps), key=lambda e: e["seed"])
-
-
-def covering_prefix(episodes: list[dict], steps: int) -> list[dict]:
-    """The shortest prefix of ``episodes`` with at least ``steps`` transitions (all if fewer)."""
     kept, total = [], 0
     for ep in episodes:
         if total >= steps:
             break
         kept.append(ep)
         total += len(ep["actions"])
-    return kept
+    episodes = sorted(kept, key=lambda e: e["seed"])
+    return episodes
 
 
 def _file_digest(path: Path) -> str:
@@ -265,7 +261,14 @@ def make_locomotion_episodes(robot: str, recipe: str, steps: int, *, seed: int =
                 raise FileNotFoundError(
                     f"{path} is missing: that SAC run never reached the medium target. Train "
                     f"longer or pass --expert-return to python -m dprl.sac.")
-            episodes = covering_prefix(replay_to_episodes(path), steps)
+            episodes = replay_to_episodes(path)
+            kept, total = [], 0
+            for ep in episodes:
+                if total >= steps:
+                    break
+                kept.append(ep)
+                total += len(ep["actions"])
+            episodes = kept
             prov["policy"] = {"source": "SAC replay buffer up to the medium snapshot",
                               "path": str(path), "sha256_16": _file_digest(path)}
         else:
