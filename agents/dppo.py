@@ -7,7 +7,8 @@ likelihood of a chunk is the product of the per-step Gaussians along the sampled
 applies to every denoising step as if it were an action.
 
   * Only the last ``ft_denoising_steps`` (K) steps are finetuned, with a copy of the pretrained
-    actor; the earlier steps keep the frozen pretrained (BC) actor.
+    actor; the earlier steps keep the frozen pretrained (BC) actor: the EMA of the shared BC stage
+    (``dprl.training.BCStage``) that ``pretrain`` trains.
   * Exploration comes from a floor on the sampling std (``min_sampling_std``); likelihoods use
     their own floor (``min_logprob_std``); the sampling noise is clipped (``noise_clip``) and
     per-element log-probs are clamped to ``[logprob_min, logprob_max]`` as in the paper's code.

@@ -1,7 +1,8 @@
 """Value-guided sampling: a frozen diffusion BC actor steered, while it samples, by a value on
 noisy actions (Diffuser, Janner et al. 2022; QGPO, Lu et al. 2023).
 
-  pretrain  diffusion BC of the actor. Afterwards the actor is frozen (unless ``finetune_actor``).
+  pretrain  diffusion BC of the actor (the BC stage every agent shares, ``dprl.training.BCStage``,
+            with its EMA). Afterwards the actor is frozen (unless ``finetune_actor``).
   update    * twin critics ``Q(s, a)`` with target networks, trained by TD with next actions from
               the guided sampler ('td'), or by IQL's expectile regression with a ``V(s)`` network
               ('iql', Kostrikov et al. 2022; no sampling inside the update);

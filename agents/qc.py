@@ -17,7 +17,8 @@ Departures from the reference code, both for chunks that run past an episode's e
     observation after its last valid step (the correct n-step return); a chunk cut by
     termination does not bootstrap.
 
-Phases: ``pretrain`` = flow BC on chunks; ``update`` = critic TD step + the same BC step.
+Phases: ``pretrain`` = flow BC on chunks (the shared ``dprl.training.BCStage``, without an EMA);
+``update`` = critic TD step + the same BC step. The target is ``dprl.buffer.chunk_return``'s.
 """
 from __future__ import annotations
 
