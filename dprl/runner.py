@@ -166,7 +166,7 @@ class Run:
 
     def online_replay(self) -> None:
         """Off-policy online: act a chunk, store it, then the updates it is owed."""
-        run, schedule = self.config.run, Schedule.of(self.config.run, "online")
+        schedule = Schedule.of(self.config.run, "online")
         if self.env_steps >= schedule.total:
             return
         executor = make_executor(self.task, self.config, self.normalizer, 1, self.env_seed())
@@ -182,24 +182,23 @@ class Run:
                 self.counters["env_steps"] += n
                 self.timing["env_steps"] += n
                 due = schedule.due(before, self.env_steps)
-                if len(pending) >= run.update_every or due.end:
-                    info = self.store_and_update(pending) or info
+                if schedule.store_due(len(pending), due):
+                    info = self.store_and_update(pending, schedule) or info
                     pending = []
                 self.at_boundary("online", self.env_steps, due, info, bar,
                                  recent_return(executor, 10))
 
-    def store_and_update(self, pending: list[dict]) -> dict | None:
-        """Add the pending transitions to the online buffer; run the ``utd`` updates per new env
-        step that they are owed (none before ``start_online_updates``). Their mean info."""
-        run = self.config.run
+    def store_and_update(self, pending: list[dict], schedule: Schedule) -> dict | None:
+        """Add the pending transitions to the online buffer, then run the updates they are owed
+        (in dispatches of at most ``schedule.dispatch``). Their mean info (None without any)."""
         batch = {k: np.concatenate([p[k] for p in pending]) for k in pending[0]}
         self.online = self.online.add(batch)
-        owed = int(round(run.utd * len(batch["actions"])))
-        if self.env_steps < run.start_online_updates or owed <= 0:
+        owed = schedule.updates_owed(len(batch["actions"]), self.env_steps)
+        if owed <= 0:
             return None
         infos = []
         while owed > 0:
-            n = min(owed, run.steps_per_dispatch)
+            n = min(owed, schedule.dispatch)
             infos.append(self.fused("update", n, "online", self.env_steps, mixed=True))
             owed -= n
         return jax.tree.map(lambda *x: float(np.mean(x)), *infos)

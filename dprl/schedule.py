@@ -6,7 +6,8 @@ online) and advances by dispatches: a fused run of gradient steps, one chunk of 
 (off-policy), one rollout (on-policy), the same fused steps for a stack of seeds (multiseed).
 Before a dispatch a gradient loop asks ``next_dispatch`` how many steps to fuse, so that it lands
 exactly on the next boundary; after it, every loop asks ``due(before, after)`` what the units
-just done crossed. A boundary is crossed when a multiple of its period lies in
+just done crossed. Off-policy online collection also asks when its stored chunks go to the
+buffer and how many updates they are owed (``store_due``, ``updates_owed``). A boundary is crossed when a multiple of its period lies in
 ``(before, after]``; a loop's last dispatch is due for everything (at every phase end a row is
 written, the agent evaluated and the run checkpointed).
 """
@@ -37,14 +38,18 @@ class Schedule:
     log_every: int
     eval_every: int
     save_every: int
-    dispatch: int = 0   # most units fused into one dispatch (0: the loop's own step decides)
+    dispatch: int           # most gradient steps fused into one dispatch
+    update_every: int = 1   # off-policy online: chunks collected between update dispatches
+    utd: float = 0.0        # off-policy online: gradient updates owed per new env step
+    start_updates: int = 0  # off-policy online: env steps collected before the first update
 
     @classmethod
     def of(cls, run, phase: str) -> "Schedule":
         """The schedule of ``phase`` ('pretrain', 'offline' or 'online') under ``config.run``."""
         if phase == "online":
             return cls(run.online_steps, run.online_log_every, run.online_eval_every,
-                       run.save_every)
+                       run.save_every, run.steps_per_dispatch, run.update_every, run.utd,
+                       run.start_online_updates)
         total = {"pretrain": run.pretrain_steps, "offline": run.offline_steps}[phase]
         return cls(total, run.log_every, run.eval_every, run.save_every, run.steps_per_dispatch)
 
@@ -62,6 +67,17 @@ class Schedule:
         return Due(log=_crossed(before, after, self.log_every) or end,
                    eval=_crossed(before, after, self.eval_every) or end,
                    save=_crossed(before, after, self.save_every) or end, end=end)
+
+
+    def store_due(self, chunks_pending: int, due: Due) -> bool:
+        """Off-policy online: store the pending chunks (and update) every ``update_every`` chunks
+        and at the end."""
+        return chunks_pending >= self.update_every or due.end
+
+    def updates_owed(self, new_steps: int, env_steps: int) -> int:
+        """Off-policy online: the updates owed for ``new_steps`` new env steps (``utd`` each,
+        none before ``start_updates`` env steps)."""
+        return int(round(self.utd * new_steps)) if env_steps >= self.start_updates else 0
 
 
 def _crossed(before: int, after: int, every: int) -> bool:

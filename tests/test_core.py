@@ -262,10 +262,16 @@ def test_schedule_lands_dispatches_on_boundaries_and_reports_crossings():
                      (50, True, False, False), (75, True, False, False),
                      (80, False, True, False), (100, True, True, True)]
     # A loop that moves in chunks (env steps) crosses boundaries instead of landing on them.
-    online = Schedule(total=50, log_every=10, eval_every=20, save_every=20)
+    online = Schedule(total=50, log_every=10, eval_every=20, save_every=20, dispatch=8,
+                      update_every=2, utd=0.5, start_updates=10)
     assert online.due(8, 12).log and not online.due(12, 19).log
     assert online.due(18, 23).eval and online.due(18, 23).save and not online.due(18, 23).end
     assert online.due(47, 53).end and online.due(47, 53).row
+    # Chunks go to the buffer every update_every chunks (and at the end), owed utd updates per
+    # new env step once start_updates env steps are in.
+    assert not online.store_due(1, online.due(4, 8)) and online.store_due(2, online.due(4, 8))
+    assert online.store_due(1, online.due(45, 50))
+    assert online.updates_owed(5, env_steps=8) == 0 and online.updates_owed(5, env_steps=12) == 2
 
 
 def test_renamed_config_keys_name_the_new_key():
