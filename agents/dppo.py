@@ -7,7 +7,8 @@ likelihood of a chunk is the product of the per-step Gaussians along the sampled
 applies to every denoising step as if it were an action.
 
   * Only the last ``ft_denoising_steps`` (K) steps are finetuned, with a copy of the pretrained
-    actor; the earlier steps keep the frozen pretrained (BC) actor.
+    actor; the earlier steps keep the frozen pretrained (BC) actor: the EMA of the shared BC stage
+    (``dprl.training.BCStage``) that ``pretrain`` trains.
   * Exploration comes from a floor on the sampling std (``min_sampling_std``); likelihoods use
     their own floor (``min_logprob_std``); the sampling noise is clipped (``noise_clip``) and
     per-element log-probs are clamped to ``[logprob_min, logprob_max]`` as in the paper's code.
@@ -24,8 +25,6 @@ length, A action dim, O observation dim.
 from __future__ import annotations
 
 import math
-from typing import Any
-
 import distrax
 import flax.struct
 import jax
@@ -35,9 +34,9 @@ import numpy as np
 from flax.training.train_state import TrainState
 
 from dprl import diffusion
-from dprl.actor import GenerativeActor, actor_from_config
-from dprl.nets import ValueMLP
-from dprl.training import apply_loss, create_state, ema, make_optimizer
+from dprl.actor import actor_from_config
+from dprl.nets import ValueMLP, value_from_config
+from dprl.training import BCStage, EMA, create_state, make_optimizer, pretrain_step
 
 
 # ---------------------------------------------------------------------------------------------
@@ -119,25 +118,20 @@ def ppo_policy_loss(new_logp, old_logp, advantages, clip):
 # The agent
 # ---------------------------------------------------------------------------------------------
 class Agent(flax.struct.PyTreeNode):
-    bc: TrainState          # the pretrained actor (trained by ``pretrain``, frozen online)
-    base_params: Any        # EMA of ``bc``: the frozen actor of the early denoising steps
-    actor: TrainState       # the finetuned copy (last K denoising steps)
+    bc: BCStage             # the pretrained actor (trained by ``pretrain``, frozen online); its
+                            # EMA is the frozen actor of the early denoising steps
+    actor: TrainState       # the finetuned copy of that EMA (last K denoising steps)
     critic: TrainState      # V(s)
     reward_scaler: RewardScaler
     key: jax.Array
-    step: jax.Array
-    config: Any = flax.struct.field(pytree_node=False)
+    config: ml_collections.FrozenConfigDict = flax.struct.field(pytree_node=False)
 
     on_policy = True
 
     # ---- networks -------------------------------------------------------------------------
     @property
-    def generative(self) -> GenerativeActor:
-        return actor_from_config(self.config)
-
-    @property
     def value_net(self) -> ValueMLP:
-        return ValueMLP(tuple(self.config.critic_hidden_dims), self.config.critic_activation)
+        return value_from_config(self.config)
 
     def _method_eta(self) -> tuple[str, float]:
         cfg = self.config.actor
@@ -145,7 +139,7 @@ class Agent(flax.struct.PyTreeNode):
 
     def _ft_steps(self) -> tuple[np.ndarray, np.ndarray]:
         """Step indices ``t`` and successors ``t_prev`` of the K finetuned steps, each ``[K]``."""
-        actor = self.generative
+        actor = self.bc.model
         ts, prevs = diffusion.sampling_steps(actor.schedule.num_steps, actor.num_sampling_steps)
         K = self.config.ft_denoising_steps
         return ts[-K:], prevs[-K:]
@@ -154,7 +148,7 @@ class Agent(flax.struct.PyTreeNode):
     def step_log_probs(self, params, observations, chain) -> jax.Array:
         """Per-element log-probs ``[B, K, H, A]`` of ``chain [B, K+1, H, A]`` under the
         finetuned denoising steps' Gaussians (std floored at ``min_logprob_std``)."""
-        actor, (method, eta) = self.generative, self._method_eta()
+        actor, (method, eta) = self.bc.model, self._method_eta()
         ts, prevs = self._ft_steps()
         B = chain.shape[0]
 
@@ -183,14 +177,14 @@ class Agent(flax.struct.PyTreeNode):
     # ---- sampling -------------------------------------------------------------------------
     def _sample(self, observations, key, ft_params, min_std):
         """Chunks ``[B, H, A]`` and the finetuned part of the chain ``[B, K+1, H, A]``."""
-        actor, (method, eta) = self.generative, self._method_eta()
+        actor, (method, eta) = self.bc.model, self._method_eta()
         ts, _ = self._ft_steps()
         t_split = float(ts[0])  # steps t <= t_split are the finetuned ones
 
         def denoise(o, x, t):
             return jax.lax.cond(t[0] <= t_split,
                                 lambda: actor.apply(ft_params, o, x, t),
-                                lambda: actor.apply(self.base_params, o, x, t))
+                                lambda: actor.apply(self.bc.ema_params, o, x, t))
 
         actions, chain = diffusion.sample(
             denoise, actor.schedule, observations, key, (actor.horizon, actor.action_dim),
@@ -211,21 +205,9 @@ class Agent(flax.struct.PyTreeNode):
     # ---- pretraining: diffusion BC --------------------------------------------------------
     @jax.jit
     def pretrain(self, batch: dict) -> tuple["Agent", dict]:
-        """One diffusion-BC step; the finetuned copy and the frozen actor track its EMA."""
-        key, loss_key = jax.random.split(self.key)
-        actor = self.generative
-
-        def loss_fn(params):
-            loss = actor.loss(params, batch["observations"], batch["actions"], loss_key,
-                              batch["valid"])
-            return loss, {"bc/loss": loss}
-
-        bc, info = apply_loss(self.bc, loss_fn)
-        decay = jnp.where(self.step < self.config.ema_start, 0.0, self.config.ema_decay)
-        base = ema(self.base_params, bc.params, decay)
-        return self.replace(bc=bc, base_params=base, actor=self.actor.replace(params=base),
-                            key=key, step=self.step + 1), \
-            {"bc/loss": info["bc/loss"], "bc/grad_norm": info["grad_norm"]}
+        """One diffusion-BC step; the finetuned copy starts from (tracks) its EMA."""
+        agent, info = pretrain_step(self, batch, "bc")
+        return agent.replace(actor=agent.actor.replace(params=agent.bc.ema_params)), info
 
     # ---- the PPO update -------------------------------------------------------------------
     def _loss(self, params, mb, key):
@@ -250,7 +232,7 @@ class Agent(flax.struct.PyTreeNode):
                 "ppo/clipfrac": clipfrac, "ppo/ratio": ratio}
         if cfg.bc_coef > 0:
             # Likelihood of the frozen actor's own chains under the finetuned actor.
-            base_chain = self._sample(obs, key, self.base_params, cfg.min_sampling_std)[1]
+            base_chain = self._sample(obs, key, self.bc.ema_params, cfg.min_sampling_std)[1]
             bc_loss = -self.ppo_log_probs(actor_params, obs,
                                           jax.lax.stop_gradient(base_chain)).mean()
             loss = loss + cfg.bc_coef * bc_loss
@@ -259,7 +241,7 @@ class Agent(flax.struct.PyTreeNode):
 
     @jax.jit
     def update(self, rollout: dict) -> tuple["Agent", dict]:
-        """One PPO iteration on a rollout (schema: ``dprl.runner.collect_rollout``)."""
+        """One PPO iteration on a rollout (``dprl.collect.Rollout``)."""
         cfg = self.config
         obs = jnp.asarray(rollout["observations"])
         chain = jnp.asarray(rollout["aux"]["chain"])
@@ -283,9 +265,9 @@ class Agent(flax.struct.PyTreeNode):
 
         scaler = self.reward_scaler
         if cfg.reward_scale_running:
-            scaler, rewards = scaler(rewards, dones, cfg.gamma)
+            scaler, rewards = scaler(rewards, dones, cfg.discount)
         advantages, returns = gae(rewards * cfg.reward_scale_const, values, next_values,
-                                  terminals, dones, cfg.gamma, cfg.gae_lambda)
+                                  terminals, dones, cfg.discount, cfg.gae_lambda)
 
         flat_obs, flat_chain = flat(obs), flat(chain)
         old_logp = self.ppo_log_probs(self.actor.params, flat_obs, flat_chain)
@@ -322,8 +304,7 @@ class Agent(flax.struct.PyTreeNode):
                      "ppo/adv_std": advantages.std(), "ppo/reward_std": jnp.sqrt(scaler.var),
                      "ppo/old_logp": old_logp.mean(), "ppo/chunk_reward": jnp.asarray(
                          rollout["rewards"]).mean()})
-        return self.replace(actor=actor, critic=critic, reward_scaler=scaler, key=key,
-                            step=self.step + 1), info
+        return self.replace(actor=actor, critic=critic, reward_scaler=scaler, key=key), info
 
     # ---- construction ---------------------------------------------------------------------
     @classmethod
@@ -337,13 +318,13 @@ class Agent(flax.struct.PyTreeNode):
                              f"[1, {actor.num_sampling_steps}] (the sampling steps)")
         key, actor_key, critic_key = jax.random.split(jax.random.PRNGKey(seed), 3)
         obs = jnp.asarray(example_batch["observations"])
-        params = actor.init(actor_key, obs)
-        critic_params = ValueMLP(tuple(config.critic_hidden_dims),
-                                 config.critic_activation).init(critic_key, obs)
+        bc = BCStage.init(actor, actor_key, obs,
+                          make_optimizer(config.actor_lr, grad_clip=config.grad_clip),
+                          EMA.from_config(config))
         return cls(
-            bc=create_state(params, make_optimizer(config.pretrain_lr, grad_clip=config.grad_clip)),
-            base_params=params,
-            actor=create_state(params, make_optimizer(config.actor_lr, grad_clip=config.grad_clip)),
-            critic=create_state(critic_params, make_optimizer(config.critic_lr)),
-            reward_scaler=RewardScaler.create(config.run.num_envs),
-            key=key, step=jnp.zeros((), jnp.int32), config=config)
+            bc=bc,
+            actor=create_state(bc.params, make_optimizer(config.ft_actor_lr,
+                                                         grad_clip=config.grad_clip)),
+            critic=create_state(value_from_config(config).init(critic_key, obs),
+                                make_optimizer(config.critic_lr)),
+            reward_scaler=RewardScaler.create(config.run.num_envs), key=key, config=config)

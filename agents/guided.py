@@ -1,7 +1,8 @@
 """Value-guided sampling: a frozen diffusion BC actor steered, while it samples, by a value on
 noisy actions (Diffuser, Janner et al. 2022; QGPO, Lu et al. 2023).
 
-  pretrain  diffusion BC of the actor. Afterwards the actor is frozen (unless ``finetune_actor``).
+  pretrain  diffusion BC of the actor (the BC stage every agent shares, ``dprl.training.BCStage``,
+            with its EMA). Afterwards the actor is frozen (unless ``finetune_actor``).
   update    * twin critics ``Q(s, a)`` with target networks, trained by TD with next actions from
               the guided sampler ('td'), or by IQL's expectile regression with a ``V(s)`` network
               ('iql', Kostrikov et al. 2022; no sampling inside the update);
@@ -31,72 +32,50 @@ import jax.numpy as jnp
 import ml_collections
 from flax.training.train_state import TrainState
 
-from dprl.actor import GenerativeActor, actor_from_config
+from dprl.actor import actor_from_config
+from dprl.buffer import chunk_return
 from dprl.diffusion import q_sample
-from dprl.nets import CriticEnsemble, NoisyActionValue, ValueMLP, critic_from_config
-from dprl.training import apply_loss, create_state, ema, make_optimizer
+from dprl.nets import CriticEnsemble, NoisyActionValue, critic_from_config, value_from_config
+from dprl.training import (BCStage, EMA, apply_loss, create_state, make_optimizer, polyak,
+                          pretrain_step)
 
 CRITIC_MODES = ("td", "iql")
 GUIDE_LOSSES = ("regression", "contrastive")
 
 
-# ---- networks (static: built from the config) --------------------------------------------------
-def _actor(config) -> GenerativeActor:
-    return actor_from_config(config)
-
-
-def _critic(config) -> CriticEnsemble:
-    return critic_from_config(config)
-
-
-def _value(config) -> ValueMLP:
-    return ValueMLP(tuple(config.critic_hidden_dims), config.critic_activation,
-                    config.critic_layer_norm)
-
-
-def _guide(config) -> NoisyActionValue:
+def guide_net(config) -> NoisyActionValue:
+    """The guide J(s, a^k, k) on noisy actions."""
     return NoisyActionValue(tuple(config.guide_hidden_dims), config.critic_activation,
                             config.actor.time_dim)
 
 
-def chunk_return(batch: dict, discount: float) -> tuple[jax.Array, jax.Array]:
-    """Discounted reward of each chunk ``[B]`` and the bootstrap factor ``gamma^n * mask [B]``
-    (``n`` = valid steps: a chunk cut by the episode's end bootstraps from where it ended)."""
-    H = batch["rewards"].shape[1]
-    powers = discount ** jnp.arange(H, dtype=jnp.float32)
-    ret = (batch["rewards"] * batch["valid"] * powers).sum(1)
-    boot = discount ** batch["valid"].sum(1) * batch["masks"]
-    return ret, boot
-
-
 class Agent(flax.struct.PyTreeNode):
-    actor: TrainState          # the BC denoiser (frozen after pretraining unless finetune_actor)
-    ema_params: Any            # sampling uses the EMA actor (Diffusion-QL)
+    actor: BCStage             # the BC denoiser and its EMA, which samples (Diffusion-QL); frozen
+                               # after pretraining unless finetune_actor
     critic: TrainState         # twin Q(s, chunk) -> [E, B]
-    target_critic: Any
+    target_critic_params: Any
     value: TrainState          # V(s), used by the 'iql' critic mode only
     guide: TrainState          # J(s, noisy chunk, k) -> [B]
     q_scale: jax.Array         # [] EMA of mean |Q| over batches: J sees Q / q_scale (normalize_q)
-    step_q: jax.Array          # [] critic/guide updates so far
+    critic_step: jax.Array     # [] critic/guide updates so far: 0 = J is untrained
     key: jax.Array
-    step: jax.Array
-    config: Any = flax.struct.field(pytree_node=False)
+    config: ml_collections.FrozenConfigDict = flax.struct.field(pytree_node=False)
 
     on_policy = False
 
     @property
-    def generative(self) -> GenerativeActor:
-        return _actor(self.config)
+    def critic_net(self) -> CriticEnsemble:
+        return critic_from_config(self.config)
 
     # ---- values -----------------------------------------------------------------------------
     def q_min(self, params, observations, actions) -> jax.Array:
         """Pessimistic ``min_e Q_e(s, a) [B]``."""
-        return _critic(self.config).apply(params, observations, actions).min(0)
+        return self.critic_net.apply(params, observations, actions).min(0)
 
     def guidance_fn(self, guide_params, observations):
         """``J(x [B, H, A], t [B]) -> [B]`` at fixed observations: the sampler differentiates it
         in the noisy action ``x``."""
-        net = _guide(self.config)
+        net = guide_net(self.config)
         return lambda x, t: net.apply(guide_params, observations, x, t)
 
     # ---- sampling ---------------------------------------------------------------------------
@@ -109,8 +88,8 @@ class Agent(flax.struct.PyTreeNode):
         cfg = self.config
         B = observations.shape[0]
         obs = jnp.repeat(observations, num_samples, axis=0) if num_samples > 1 else observations
-        actions, chain = self.generative.sample(
-            self.ema_params, obs, key, guidance_fn=self.guidance_fn(self.guide.params, obs),
+        actions, chain = self.actor.sample(
+            obs, key, guidance_fn=self.guidance_fn(self.guide.params, obs),
             guidance_scale=guidance_scale, guidance_mode=cfg.guidance_mode,
             guidance_min_step=cfg.guidance_min_step, return_chain=return_chain)
         if num_samples > 1:
@@ -125,7 +104,7 @@ class Agent(flax.struct.PyTreeNode):
 
         Before the first critic/guide update (BC pretraining) J is random, so the actor samples
         unguided: pretraining evaluations score the BC actor itself."""
-        trained = self.step_q > 0
+        trained = self.critic_step > 0
         return jax.lax.cond(
             trained,
             lambda: self.sample_guided(observations, key, self.config.guidance_scale,
@@ -133,20 +112,15 @@ class Agent(flax.struct.PyTreeNode):
             lambda: self.sample_guided(observations, key, 0.0, 1)), {}
 
     # ---- losses -----------------------------------------------------------------------------
-    def bc_loss(self, params, batch, key, weights=None):
-        valid = batch["valid"] if weights is None else batch["valid"] * weights[:, None]
-        loss = self.generative.loss(params, batch["observations"], batch["actions"], key, valid)
-        return loss, {"bc/loss": loss}
-
     def critic_loss(self, params, batch, target_q):
-        q = _critic(self.config).apply(params, batch["observations"], batch["actions"])  # [E, B]
+        q = self.critic_net.apply(params, batch["observations"], batch["actions"])  # [E, B]
         loss = ((q - target_q[None]) ** 2).mean()
         return loss, {"critic/loss": loss, "critic/q_mean": q.mean(), "critic/q_std": q.std(),
                       "critic/target_mean": target_q.mean()}
 
     def value_loss(self, params, batch, q_data):
         """IQL: expectile regression of ``V(s)`` on ``min Q_target(s, a_data)``."""
-        v = _value(self.config).apply(params, batch["observations"])
+        v = value_from_config(self.config).apply(params, batch["observations"])
         diff = q_data - v
         weight = jnp.abs(self.config.expectile - (diff < 0).astype(jnp.float32))
         loss = (weight * diff**2).mean()
@@ -154,12 +128,12 @@ class Agent(flax.struct.PyTreeNode):
 
     def guide_regression_loss(self, params, batch, q_data, key):
         """``J(s, a^k, k) ~ beta * Q(s, a^0)`` on dataset chunks noised to a random step ``k``."""
-        sched = self.generative.schedule
+        sched = self.actor.model.schedule
         B = batch["actions"].shape[0]
         k_key, n_key = jax.random.split(key)
         k = jax.random.randint(k_key, (B,), 0, sched.num_steps)
         noisy = q_sample(sched, batch["actions"], k, jax.random.normal(n_key, batch["actions"].shape))
-        j = _guide(self.config).apply(params, batch["observations"], noisy, k.astype(jnp.float32))
+        j = guide_net(self.config).apply(params, batch["observations"], noisy, k.astype(jnp.float32))
         target = self.config.beta * q_data
         loss = ((j - target) ** 2).mean()
         return loss, {"guide/loss": loss, "guide/j_mean": j.mean()}
@@ -169,14 +143,14 @@ class Agent(flax.struct.PyTreeNode):
         each state with values ``q_support [b, M]``; all M are noised to one step ``k`` per state
         and ``softmax_M(J)`` is fitted to ``softmax_M(beta Q)`` by cross-entropy, so that
         ``J(s, a^k, k) -> log E[exp(beta Q(s, a^0)) | a^k] + c(s)``."""
-        sched = self.generative.schedule
+        sched = self.actor.model.schedule
         b, M = q_support.shape
         k_key, n_key = jax.random.split(key)
         k = jnp.repeat(jax.random.randint(k_key, (b,), 0, sched.num_steps), M)
         flat = support.reshape(b * M, *support.shape[2:])
         noisy = q_sample(sched, flat, k, jax.random.normal(n_key, flat.shape))
         obs = jnp.repeat(observations, M, axis=0)
-        logits = _guide(self.config).apply(params, obs, noisy, k.astype(jnp.float32)).reshape(b, M)
+        logits = guide_net(self.config).apply(params, obs, noisy, k.astype(jnp.float32)).reshape(b, M)
         weights = jax.nn.softmax(self.config.beta * q_support, axis=1)
         loss = -(weights * jax.nn.log_softmax(logits, axis=1)).sum(1).mean()
         return loss, {"guide/loss": loss, "guide/j_mean": logits.mean(),
@@ -186,15 +160,7 @@ class Agent(flax.struct.PyTreeNode):
     @jax.jit
     def pretrain(self, batch: dict) -> tuple["Agent", dict]:
         """Diffusion BC of the actor (with its EMA)."""
-        key, loss_key = jax.random.split(self.key)
-        actor, info = apply_loss(self.actor, lambda p: self.bc_loss(p, batch, loss_key))
-        ema_params = self._ema_actor(actor)
-        info = {"bc/loss": info["bc/loss"], "bc/grad_norm": info["grad_norm"]}
-        return self.replace(actor=actor, ema_params=ema_params, key=key, step=self.step + 1), info
-
-    def _ema_actor(self, actor):
-        decay = jnp.where(self.step < self.config.ema_start, 0.0, self.config.ema_decay)
-        return ema(self.ema_params, actor.params, decay)
+        return pretrain_step(self, batch)
 
     @jax.jit
     def update(self, batch: dict) -> tuple["Agent", dict]:
@@ -207,55 +173,54 @@ class Agent(flax.struct.PyTreeNode):
 
         # Critic: TD target from the guided sampler's next chunk, or IQL's V(s').
         value = self.value
-        q_data = self.q_min(self.target_critic, obs, batch["actions"])          # [B]
+        q_data = self.q_min(self.target_critic_params, obs, batch["actions"])   # [B]
         # J sees Q in units of its typical size, so guidance scales transfer across reward scales.
         batch_scale = jnp.abs(q_data).mean()
-        q_scale = jnp.where(self.step_q == 0, batch_scale,
+        q_scale = jnp.where(self.critic_step == 0, batch_scale,
                             cfg.q_scale_decay * self.q_scale + (1 - cfg.q_scale_decay) * batch_scale)
         unit = jnp.maximum(q_scale, 1e-3) if cfg.normalize_q else 1.0
         if cfg.critic_mode == "iql":
-            value, v_info = apply_loss(value, lambda p: self.value_loss(p, batch, q_data))
+            value, v_info = apply_loss(value, lambda p: self.value_loss(p, batch, q_data), "value")
             info.update({"value/loss": v_info["value/loss"], "value/v_mean": v_info["value/v_mean"]})
-            next_v = _value(cfg).apply(value.params, batch["next_observations"])
+            next_v = value_from_config(self.config).apply(value.params, batch["next_observations"])
         else:
             next_actions = self.sample_guided(batch["next_observations"], next_key,
                                               cfg.guidance_scale)
-            next_v = self.q_min(self.target_critic, batch["next_observations"], next_actions)
+            next_v = self.q_min(self.target_critic_params, batch["next_observations"],
+                                next_actions)
         target_q = jax.lax.stop_gradient(ret + boot * next_v)
-        critic, c_info = apply_loss(self.critic, lambda p: self.critic_loss(p, batch, target_q))
-        info.update({k: v for k, v in c_info.items() if k.startswith("critic/")})
-        info["critic/grad_norm"] = c_info["grad_norm"]
-        target_critic = ema(self.target_critic, critic.params, 1.0 - cfg.tau)
+        critic, c_info = apply_loss(self.critic, lambda p: self.critic_loss(p, batch, target_q),
+                                    "critic")
+        info.update(c_info)
+        target_critic_params = polyak(self.target_critic_params, critic.params, cfg.tau)
 
         # Guide J on noisy actions.
         if cfg.guide_loss == "regression":
-            guide, g_info = apply_loss(
-                self.guide, lambda p: self.guide_regression_loss(p, batch, q_data / unit, guide_key))
+            guide, g_info = apply_loss(self.guide, lambda p: self.guide_regression_loss(
+                p, batch, q_data / unit, guide_key), "guide")
         else:
             b, M = min(cfg.contrastive_states, obs.shape[0]), cfg.support_actions
             sub_obs = obs[:b]
-            support = self.generative.sample(self.ema_params, jnp.repeat(sub_obs, M, axis=0),
-                                             sup_key)[0]                       # [b M, H, A]
-            q_sup = self.q_min(self.target_critic, jnp.repeat(sub_obs, M, axis=0), support)
+            support = self.actor.sample(jnp.repeat(sub_obs, M, axis=0), sup_key)[0]  # [b M, H, A]
+            q_sup = self.q_min(self.target_critic_params, jnp.repeat(sub_obs, M, axis=0), support)
             support = support.reshape(b, M, *support.shape[1:])
             guide, g_info = apply_loss(self.guide, lambda p: self.guide_contrastive_loss(
-                p, sub_obs, support, q_sup.reshape(b, M) / unit, guide_key))
-        info.update({k: v for k, v in g_info.items() if k.startswith("guide/")})
-        info["guide/grad_norm"] = g_info["grad_norm"]
+                p, sub_obs, support, q_sup.reshape(b, M) / unit, guide_key), "guide")
+        info.update(g_info)
         info["guide/q_scale"] = q_scale
 
         # Optional BC on the chunks that beat the current guided policy (advantage > 0).
-        actor, ema_params = self.actor, self.ema_params
+        actor = self.actor
         if cfg.finetune_actor:
             pi = self.sample_guided(obs, pi_key, cfg.guidance_scale)
-            better = (q_data > self.q_min(self.target_critic, obs, pi)).astype(jnp.float32)
-            actor, a_info = apply_loss(actor, lambda p: self.bc_loss(p, batch, bc_key, better))
-            ema_params = self._ema_actor(actor)
+            better = (q_data > self.q_min(self.target_critic_params, obs, pi)).astype(jnp.float32)
+            actor, a_info = apply_loss(actor, lambda p: actor.bc_loss(p, batch, bc_key, better),
+                                       "bc")
             info.update({"bc/loss": a_info["bc/loss"], "bc/better_frac": better.mean()})
 
-        new = self.replace(actor=actor, ema_params=ema_params, critic=critic,
-                           target_critic=target_critic, value=value, guide=guide, q_scale=q_scale,
-                           step_q=self.step_q + 1, key=key, step=self.step + 1)
+        new = self.replace(actor=actor, critic=critic, target_critic_params=target_critic_params,
+                           value=value, guide=guide, q_scale=q_scale,
+                           critic_step=self.critic_step + 1, key=key)
         return new, info
 
     # ---- construction -----------------------------------------------------------------------
@@ -274,15 +239,15 @@ class Agent(flax.struct.PyTreeNode):
         obs = jnp.asarray(example_batch["observations"])
         actions = jnp.asarray(example_batch["actions"])
         t = jnp.zeros((obs.shape[0],), jnp.float32)
-        actor_params = _actor(config).init(a_key, obs)
-        critic_params = _critic(config).init(c_key, obs, actions)
-        value_params = _value(config).init(v_key, obs)
-        guide_params = _guide(config).init(g_key, obs, actions, t)
         opt = lambda lr: make_optimizer(lr, grad_clip=config.grad_clip)  # noqa: E731
-        return cls(actor=create_state(actor_params, opt(config.actor_lr)), ema_params=actor_params,
-                   critic=create_state(critic_params, opt(config.critic_lr)),
-                   target_critic=critic_params,
+        actor = BCStage.init(actor_from_config(config), a_key, obs, opt(config.actor_lr),
+                             EMA.from_config(config))
+        critic_params = critic_from_config(config).init(c_key, obs, actions)
+        value_params = value_from_config(config).init(v_key, obs)
+        guide_params = guide_net(config).init(g_key, obs, actions, t)
+        return cls(actor=actor, critic=create_state(critic_params, opt(config.critic_lr)),
+                   target_critic_params=critic_params,
                    value=create_state(value_params, opt(config.critic_lr)),
                    guide=create_state(guide_params, opt(config.guide_lr)),
-                   q_scale=jnp.ones((), jnp.float32), step_q=jnp.zeros((), jnp.int32),
-                   key=key, step=jnp.zeros((), jnp.int32), config=config)
+                   q_scale=jnp.ones((), jnp.float32), critic_step=jnp.zeros((), jnp.int32),
+                   key=key, config=config)

@@ -17,7 +17,8 @@ Departures from the reference code, both for chunks that run past an episode's e
     observation after its last valid step (the correct n-step return); a chunk cut by
     termination does not bootstrap.
 
-Phases: ``pretrain`` = flow BC on chunks; ``update`` = critic TD step + the same BC step.
+Phases: ``pretrain`` = flow BC on chunks (the shared ``dprl.training.BCStage``, without an EMA);
+``update`` = critic TD step + the same BC step. The target is ``dprl.buffer.chunk_return``'s.
 """
 from __future__ import annotations
 
@@ -27,32 +28,15 @@ import flax.struct
 import jax
 import jax.numpy as jnp
 import ml_collections
-import optax
 from flax.training.train_state import TrainState
 
-from dprl.actor import GenerativeActor, actor_from_config
+from dprl.actor import actor_from_config
+from dprl.buffer import chunk_return
 from dprl.nets import CriticEnsemble, critic_from_config
-from dprl.training import apply_loss, create_state, make_optimizer
+from dprl.training import BCStage, apply_loss, create_state, make_optimizer, polyak, pretrain_step
 
 
 # ---- the pieces the tests check against plain Python --------------------------------------------
-def chunk_target(rewards: jax.Array, valid: jax.Array, terminals: jax.Array, masks: jax.Array,
-                 next_q: jax.Array, discount: float) -> jax.Array:
-    """The h-step TD target ``[B]``.
-
-    ``rewards, valid, terminals [B, H]``, ``masks [B]`` (1 - terminal at the last valid step),
-    ``next_q [B]`` = Q'(observation after the last valid step, a'). With n = #valid steps:
-    ``sum_{i<n} gamma^i r_i + gamma^n * bootstrap * next_q``, bootstrap = 0 if any valid step
-    terminated (n = h for every chunk inside an episode: the paper's target).
-    """
-    H = rewards.shape[-1]
-    powers = discount ** jnp.arange(H, dtype=jnp.float32)
-    returns = jnp.sum(rewards * valid * powers, axis=-1)
-    n_valid = jnp.sum(valid, axis=-1)
-    bootstrap = masks * (1.0 - jnp.max(terminals * valid, axis=-1))
-    return returns + discount ** n_valid * bootstrap * next_q
-
-
 def aggregate(qs: jax.Array, how: str) -> jax.Array:
     """Ensemble ``[E, ...]`` -> ``[...]`` by 'mean' (QC's default) or 'min' (clipped double Q)."""
     return qs.min(axis=0) if how == "min" else qs.mean(axis=0)
@@ -65,23 +49,17 @@ def select_best(candidates: jax.Array, scores: jax.Array) -> jax.Array:
 
 
 class Agent(flax.struct.PyTreeNode):
-    actor: TrainState           # the BC flow (or diffusion) policy over chunks
+    actor: BCStage              # the BC flow (or diffusion) policy over chunks (no EMA)
     critic: TrainState          # Q ensemble over (observation, flattened chunk) -> [E, B]
     target_critic_params: Any   # Polyak-averaged copy
     key: jax.Array
-    step: jax.Array
-    config: Any = flax.struct.field(pytree_node=False)
+    config: ml_collections.FrozenConfigDict = flax.struct.field(pytree_node=False)
 
     on_policy = False
 
-    # ---- networks -------------------------------------------------------------------------
     @property
-    def behaviour(self) -> GenerativeActor:
-        return _actor(self.config)
-
-    @property
-    def q_net(self) -> CriticEnsemble:
-        return _critic(self.config)
+    def critic_net(self) -> CriticEnsemble:
+        return critic_from_config(self.config)
 
     # ---- best-of-N ------------------------------------------------------------------------
     def candidates(self, critic_params, observations: jax.Array, key: jax.Array
@@ -92,8 +70,8 @@ class Agent(flax.struct.PyTreeNode):
         """
         B, N = observations.shape[0], self.config.num_samples
         obs = jnp.repeat(observations, N, axis=0)                        # [B*N, (K,) O]
-        chunks, _ = self.behaviour.sample(self.actor.params, obs, key)   # [B*N, H, A]
-        q = aggregate(self.q_net.apply(critic_params, obs, chunks), self.config.q_agg)
+        chunks, _ = self.actor.sample(obs, key)                          # [B*N, H, A]
+        q = aggregate(self.critic_net.apply(critic_params, obs, chunks), self.config.q_agg)
         return chunks.reshape(B, N, *chunks.shape[1:]), q.reshape(B, N)
 
     def best_of_n(self, critic_params, observations, key) -> tuple[jax.Array, jax.Array]:
@@ -101,13 +79,8 @@ class Agent(flax.struct.PyTreeNode):
         return select_best(chunks, q), q.max(axis=1)
 
     # ---- losses ---------------------------------------------------------------------------
-    def bc_loss(self, params, batch, key) -> tuple[jax.Array, dict]:
-        loss = self.behaviour.loss(params, batch["observations"], batch["actions"], key,
-                                   batch["valid"])
-        return loss, {"bc/loss": loss}
-
     def critic_loss(self, params, batch, target) -> tuple[jax.Array, dict]:
-        q = self.q_net.apply(params, batch["observations"], batch["actions"])   # [E, B]
+        q = self.critic_net.apply(params, batch["observations"], batch["actions"])   # [E, B]
         loss = jnp.mean((q - target[None]) ** 2)
         return loss, {"critic/loss": loss, "critic/q_mean": q.mean(), "critic/q_max": q.max(),
                       "critic/q_min": q.min()}
@@ -116,10 +89,7 @@ class Agent(flax.struct.PyTreeNode):
     @jax.jit
     def pretrain(self, batch: dict) -> tuple["Agent", dict]:
         """One BC step of the behaviour policy on chunks."""
-        key, bc_key = jax.random.split(self.key)
-        actor, info = apply_loss(self.actor, lambda p: self.bc_loss(p, batch, bc_key))
-        info = {"bc/loss": info["bc/loss"], "bc/grad_norm": info["grad_norm"]}
-        return self.replace(actor=actor, key=key, step=self.step + 1), info
+        return pretrain_step(self, batch)
 
     @jax.jit
     def update(self, batch: dict) -> tuple["Agent", dict]:
@@ -128,22 +98,21 @@ class Agent(flax.struct.PyTreeNode):
         key, next_key, bc_key = jax.random.split(self.key, 3)
         # a' is chosen with the online critic (as acting does) and valued by the target critic.
         next_chunks, _ = self.best_of_n(self.critic.params, batch["next_observations"], next_key)
-        next_q = aggregate(self.q_net.apply(self.target_critic_params,
-                                            batch["next_observations"], next_chunks), cfg.q_agg)
-        target = jax.lax.stop_gradient(chunk_target(
-            batch["rewards"], batch["valid"], batch["terminals"], batch["masks"], next_q,
-            cfg.discount))
-        critic, c_info = apply_loss(self.critic, lambda p: self.critic_loss(p, batch, target))
-        target_params = optax.incremental_update(critic.params, self.target_critic_params,
-                                                 cfg.tau)
-        info = {**{k: v for k, v in c_info.items() if k != "grad_norm"},
-                "critic/grad_norm": c_info["grad_norm"], "critic/target_mean": target.mean()}
+        next_q = aggregate(self.critic_net.apply(self.target_critic_params,
+                                                 batch["next_observations"], next_chunks),
+                           cfg.q_agg)
+        ret, boot = chunk_return(batch, cfg.discount)
+        target = jax.lax.stop_gradient(ret + boot * next_q)
+        critic, c_info = apply_loss(self.critic, lambda p: self.critic_loss(p, batch, target),
+                                    "critic")
+        target_params = polyak(self.target_critic_params, critic.params, cfg.tau)
+        info = {**c_info, "critic/target_mean": target.mean()}
         actor = self.actor
         if cfg.bc_in_update:  # the reference trains BC and critic jointly on every batch
-            actor, a_info = apply_loss(self.actor, lambda p: self.bc_loss(p, batch, bc_key))
+            actor, a_info = self.actor.pretrain(batch, bc_key)
             info["bc/loss"] = a_info["bc/loss"]
         return self.replace(actor=actor, critic=critic, target_critic_params=target_params,
-                            key=key, step=self.step + 1), info
+                            key=key), info
 
     # ---- acting ---------------------------------------------------------------------------
     @jax.jit
@@ -166,20 +135,12 @@ class Agent(flax.struct.PyTreeNode):
                              f"must equal horizon ({config.horizon})")
         key, actor_key, critic_key = jax.random.split(jax.random.PRNGKey(seed), 3)
         obs = jnp.asarray(example_batch["observations"])
-        actions = jnp.asarray(example_batch["actions"])
-        actor_params = _actor(config).init(actor_key, obs)
-        critic_params = _critic(config).init(critic_key, obs, actions)
+        critic_params = critic_from_config(config).init(critic_key, obs,
+                                                        jnp.asarray(example_batch["actions"]))
         return cls(
-            actor=create_state(actor_params, make_optimizer(config.lr, grad_clip=config.grad_clip)),
-            critic=create_state(critic_params, make_optimizer(config.lr,
+            actor=BCStage.init(actor_from_config(config), actor_key, obs,
+                               make_optimizer(config.actor_lr, grad_clip=config.grad_clip),
+                               ema=None),
+            critic=create_state(critic_params, make_optimizer(config.critic_lr,
                                                               grad_clip=config.grad_clip)),
-            target_critic_params=critic_params, key=key, step=jnp.zeros((), jnp.int32),
-            config=config)
-
-
-def _actor(config) -> GenerativeActor:
-    return actor_from_config(config)
-
-
-def _critic(config) -> CriticEnsemble:
-    return critic_from_config(config)
+            target_critic_params=critic_params, key=key, config=config)

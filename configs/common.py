@@ -1,8 +1,10 @@
-"""What every agent config shares: chunking, the generative actor, and the runner's settings.
+"""What agent configs share: chunking, the BC-stage actor, the EMA, critics, the runner.
 
-An agent config file calls ``base_config('<agent>')`` and adds its own hyperparameters. Keys of
-``config.run`` are the runner's (phases, batch, evaluation, logging); ``--offline_steps`` etc.
-on the command line are shortcuts for ``--agent.run.offline_steps``.
+An agent config file calls ``base_config('<agent>')``, then ``add_ema`` / ``add_critic`` if it
+has an EMA actor / a value network, and adds its own hyperparameters; it overrides a shared
+default only where its paper differs. Keys of ``config.run`` are the runner's (phases, batch,
+evaluation, logging); ``--offline_steps`` etc. on the command line are shortcuts for
+``--agent.run.offline_steps``.
 """
 from __future__ import annotations
 
@@ -47,5 +49,31 @@ def base_config(agent_name: str) -> ml_collections.ConfigDict:
     config.obs_history = 1       # K: frames of observation history (1 = none)
     config.action_dim = 0        # A: filled in by the runner from the dataset
     config.actor = default_actor_config()
+    config.actor_lr = 3e-4       # the actor's Adam learning rate (Diffusion-QL, QC: 3e-4)
+    config.grad_clip = 0.0       # global-norm gradient clip of every network (0 = off)
     config.run = run_config()
+    return config
+
+
+def add_ema(config: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
+    """The EMA of the actor's weights, which acts and (DQL) picks next actions (Diffusion-QL)."""
+    config.ema_decay = 0.995     # Diffusion-QL: 0.995
+    config.ema_start = 1000      # gradient steps during which the EMA is a copy of the actor
+                                 # (Diffusion-QL: step_start_ema 1000; see configs/dql.py)
+    config.ema_every = 1         # gradient steps between EMA updates (Diffusion-QL: 5)
+    return config
+
+
+def add_critic(config: ml_collections.ConfigDict, ensemble: bool = True
+               ) -> ml_collections.ConfigDict:
+    """The value network(s): Diffusion-QL's 3x256 Mish critics; with ``ensemble`` a Q ensemble
+    with Polyak-averaged targets, else one V(s) (DPPO)."""
+    config.critic_hidden_dims = (256, 256, 256)  # Diffusion-QL: 3x256
+    config.critic_activation = "mish"  # Diffusion-QL: Mish
+    config.critic_layer_norm = False   # Diffusion-QL: none
+    config.critic_lr = 3e-4            # Diffusion-QL, IQL, QC: 3e-4
+    config.discount = 0.99             # gamma (Diffusion-QL, QC, DPPO: 0.99)
+    if ensemble:
+        config.num_critics = 2         # twin critics (clipped double Q; QC: 2)
+        config.tau = 0.005             # Polyak rate of the target critics (Diffusion-QL, QC)
     return config

@@ -8,11 +8,11 @@ iterations); see experiments/dppo_results.md.
 
 ``python experiments/train.py --agent=configs/dppo.py --task=hopper-medium``
 """
-from configs.common import base_config
+from configs.common import add_critic, add_ema, base_config
 
 
 def get_config():
-    config = base_config("dppo")
+    config = add_critic(add_ema(base_config("dppo")), ensemble=False)
     config.horizon = 4                 # paper: horizon_steps 4
     config.act_steps = 4               # paper: act_steps 4 (the whole chunk is executed)
 
@@ -26,11 +26,10 @@ def get_config():
     config.actor.sampler = "ddpm"      # paper: DDPM for gym; 'ddim' with actor.ddim_eta also works
     config.actor.clip_x0 = 1.0         # paper: denoised_clip_value 1.0
 
-    # BC pretraining (the runner's pretrain phase)
-    config.pretrain_lr = 1e-3          # paper pretrain: learning_rate 1e-3 (cosine to 1e-4; ours constant)
-    config.ema_decay = 0.995           # paper pretrain: ema decay 0.995
-    config.ema_start = 1000            # gradient steps before the EMA starts (paper: epoch 10)
-    config.grad_clip = 0.0             # paper: no actor grad clipping (max_grad_norm unset)
+    # BC pretraining (the runner's pretrain phase). Shared defaults: EMA decay 0.995 (paper
+    # pretrain: ema decay 0.995), EMA a copy for the first 1000 steps (paper: epoch 10), no
+    # gradient clipping (paper: max_grad_norm unset).
+    config.actor_lr = 1e-3             # paper pretrain: learning_rate 1e-3 (cosine to 1e-4; ours constant)
 
     # DPPO sampling and likelihoods
     config.ft_denoising_steps = 10     # paper: ft_denoising_steps 10 (of 20)
@@ -40,12 +39,10 @@ def get_config():
     config.logprob_min = -5.0          # paper code: per-element log-prob clamp [-5, 2]
     config.logprob_max = 2.0
 
-    # PPO
-    config.actor_lr = 1e-4             # paper: actor_lr 1e-4 (cosine, min 1e-4 = constant)
+    # PPO. The value net V(s) is the shared 3x256 Mish critic (paper: mlp_dims [256, 256, 256],
+    # residual, Mish); discount 0.99 (paper: gamma 0.99).
+    config.ft_actor_lr = 1e-4          # paper: actor_lr 1e-4 for the finetuned copy (cosine, min 1e-4)
     config.critic_lr = 1e-3            # paper: critic_lr 1e-3
-    config.critic_hidden_dims = (256, 256, 256)  # paper: critic mlp_dims [256, 256, 256] (residual)
-    config.critic_activation = "mish"  # paper: Mish
-    config.gamma = 0.99                # paper: 0.99
     config.gae_lambda = 0.95           # paper: 0.95
     config.gamma_denoising = 0.99      # paper: 0.99
     config.clip_max = 0.01             # paper: clip_ploss_coef 0.01 (the action-emitting step)

@@ -7,28 +7,20 @@ Run defaults are sized for this 2-core CPU: the actor is Diffusion-QL's 3x256 Mi
 schedule with N = 5 steps (cheap guided sampling: 5 denoiser calls + 5 J gradients per chunk),
 20k BC steps then 20k critic/guide steps, batch 256; online 20k env steps at UTD 1.
 """
-from configs.common import base_config
+from configs.common import add_critic, add_ema, base_config
 
 
 def get_config():
-    config = base_config("guided")
+    # Shared defaults (configs/common.py): the EMA actor (Diffusion-QL's, sampling uses it), twin
+    # 3x256 Mish critics with Polyak targets (tau 0.005, as IQL / TD3), discount 0.99, actor and
+    # critic lr 3e-4 (Diffusion-QL / Diffuser / IQL), no gradient clipping.
+    config = add_critic(add_ema(base_config("guided")))
     # ---- the frozen BC actor (pretrain) ----
     config.actor.schedule = "vp"          # Diffusion-QL's VP schedule (Diffuser/QGPO use 100+ steps:
     config.actor.diffusion_steps = 5      # too slow for a CPU guided sampler); Diffusion-QL N = 5
-    config.actor_lr = 3e-4                # Diffusion-QL / Diffuser actor learning rate
-    config.ema_decay = 0.995              # Diffusion-QL's EMA actor; sampling uses the EMA weights
-    config.ema_start = 1000               # gradient steps before the EMA tracks (Diffusion-QL)
-    config.grad_clip = 0.0                # global-norm clip on every network (0 = off)
     # ---- critic Q(s, a): twin critics with target networks ----
     config.critic_mode = "iql"            # 'iql' (expectile V, no sampling in the update) | 'td'
                                           # (next chunk from the guided sampler)
-    config.num_critics = 2                # twin critics, min for targets (TD3 / IQL)
-    config.critic_hidden_dims = (256, 256, 256)  # Diffusion-QL critic: 3x256 Mish
-    config.critic_activation = "mish"
-    config.critic_layer_norm = False
-    config.critic_lr = 3e-4               # IQL / Diffusion-QL
-    config.discount = 0.99                # D4RL locomotion
-    config.tau = 0.005                    # target Polyak rate (IQL / TD3)
     config.expectile = 0.7                # IQL's locomotion expectile
     # ---- guide J(s, a^k, k) on noisy actions ----
     config.guide_loss = "regression"      # 'regression' (J ~ beta Q(s, a^0), Diffuser's value) |

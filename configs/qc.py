@@ -7,19 +7,14 @@ The networks are the paper's (4x512 GELU; about 1 update/s on the 2-core CPU); f
 shrink them, e.g. ``--agent.actor.hidden_dims='(128,128)' --agent.critic_hidden_dims='(128,128)'
 --agent.num_samples=8`` (what experiments/qc_results.md uses).
 """
-from configs.common import base_config
+from configs.common import add_critic, base_config
 
 
 def get_config():
-    config = base_config("qc")
+    config = add_critic(base_config("qc"))  # discount 0.99, tau 0.005, 2 critics, lr 3e-4: QC's
     config.horizon = 5                 # h: chunk length (QC: 5; 1 = BFN, no chunking)
     config.act_steps = 5               # whole chunks run open-loop: must equal horizon
     config.num_samples = 32            # N: best-of-N candidates from the BC policy (QC: 32)
-    config.discount = 0.99             # gamma (QC: 0.99)
-    config.tau = 0.005                 # Polyak rate of the target critic (QC: 0.005)
-    config.lr = 3e-4                   # actor and critic Adam learning rate (QC: 3e-4)
-    config.grad_clip = 0.0             # global-norm clip (QC: none)
-    config.num_critics = 2             # critic ensemble size (QC: 2)
     config.q_agg = "mean"              # ensemble aggregation for target and selection (QC: mean)
     config.critic_hidden_dims = (512, 512, 512, 512)  # QC: 4x512
     config.critic_activation = "gelu"  # QC: GELU

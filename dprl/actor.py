@@ -15,13 +15,17 @@ import jax.numpy as jnp
 import ml_collections
 
 from dprl import diffusion, flow
-from dprl.nets import make_denoiser
+from dprl.diffusion import masked_mean
+from dprl.nets import MSEPolicy, make_denoiser
+
+GENERATIVE_MODELS = ("diffusion", "flow")
 
 
 def default_actor_config() -> ml_collections.ConfigDict:
     """The actor hyperparameters that every agent config embeds as ``config.actor``."""
     return ml_collections.ConfigDict(dict(
-        model="diffusion",        # 'diffusion' (Diffusion-QL, DPPO) or 'flow' (QC, FQL)
+        model="diffusion",        # 'diffusion' (Diffusion-QL, DPPO) or 'flow' (QC, FQL); the BC
+                                  # agent also takes 'mse' (a deterministic MSE regressor)
         backbone="mlp",           # 'mlp' (Diffusion-QL: 3x256 Mish) or 'unet' (Chi et al. 2023)
         hidden_dims=(256, 256, 256),
         activation="mish",        # Diffusion-QL uses Mish
@@ -97,8 +101,37 @@ class GenerativeActor:
         return diffusion.sample(fn, self.schedule, observations, key, shape, **kwargs)
 
 
+@dataclasses.dataclass(frozen=True)
+class MSEActor:
+    """The generative actor's interface over a deterministic MSE policy (BC's unimodal
+    baseline): its loss is the masked squared error, its sample the network's output."""
+
+    horizon: int
+    action_dim: int
+    hidden_dims: tuple[int, ...]
+    activation: str
+
+    @property
+    def network(self) -> MSEPolicy:
+        return MSEPolicy(self.horizon, self.action_dim, self.hidden_dims, self.activation)
+
+    def init(self, key: jax.Array, observations: jax.Array):
+        return self.network.init(key, observations)
+
+    def loss(self, params, observations, actions, key, valid=None) -> jax.Array:
+        del key  # deterministic
+        return masked_mean((self.network.apply(params, observations) - actions) ** 2, valid)
+
+    def sample(self, params, observations, key, **overrides) -> tuple[jax.Array, None]:
+        del key, overrides
+        return self.network.apply(params, observations), None
+
+
 def make_actor(actor_config, horizon: int, action_dim: int) -> GenerativeActor:
     cfg = ml_collections.FrozenConfigDict(actor_config)
+    if cfg.model not in GENERATIVE_MODELS:
+        raise ValueError(f"actor.model must be 'diffusion' or 'flow', not {cfg.model!r} ('mse' is "
+                         f"the BC agent's regression baseline only)")
     return GenerativeActor(cfg, int(horizon), int(action_dim))
 
 
@@ -110,7 +143,14 @@ def action_dim_of(config) -> int:
     return int(config.action_dim)
 
 
-def actor_from_config(config, actor_config=None) -> GenerativeActor:
+def actor_from_config(config) -> GenerativeActor:
     """The generative actor of an agent config (``config.actor``, ``horizon``, ``action_dim``)."""
-    return make_actor(config.actor if actor_config is None else actor_config, config.horizon,
-                      action_dim_of(config))
+    return make_actor(config.actor, config.horizon, action_dim_of(config))
+
+
+def policy_from_config(config) -> GenerativeActor | MSEActor:
+    """``actor_from_config``, or the MSE regressor when ``actor.model == 'mse'``."""
+    if config.actor.model == "mse":
+        return MSEActor(int(config.horizon), action_dim_of(config),
+                        tuple(config.actor.hidden_dims), config.actor.activation)
+    return actor_from_config(config)

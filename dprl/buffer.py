@@ -57,6 +57,7 @@ class Buffer(flax.struct.PyTreeNode):
         return cls(z(capacity, obs_dim), z(capacity, action_dim), z(capacity), z(capacity),
                    z(capacity), z(capacity, obs_dim), jnp.zeros((), jnp.int32))
 
+    @jax.jit
     def add(self, transitions: dict) -> "Buffer":
         """Append ``n`` transitions (each field ``[n, ...]``, normalized) at ``size``.
 
@@ -118,6 +119,33 @@ class Buffer(flax.struct.PyTreeNode):
         ks = jnp.arange(K - 1, -1, -1)                                            # K-1 .. 0
         frames = idx[:, None] - jnp.minimum(ks[None, :], n_back[:, None])
         return self.observations[frames]
+
+
+def example_batch(obs_dim: int, action_dim: int, horizon: int, obs_history: int = 1,
+                  batch_size: int = 2) -> dict:
+    """A batch of zeros with the schema's shapes, for ``Agent.create`` (which reads shapes only)."""
+    obs_shape = (batch_size, obs_dim) if obs_history == 1 else (batch_size, obs_history, obs_dim)
+    z = lambda *shape: np.zeros(shape, np.float32)  # noqa: E731
+    return {"observations": z(*obs_shape), "actions": z(batch_size, horizon, action_dim),
+            "valid": z(batch_size, horizon) + 1, "rewards": z(batch_size, horizon),
+            "terminals": z(batch_size, horizon), "next_observations": z(*obs_shape),
+            "masks": z(batch_size) + 1}
+
+
+def chunk_return(batch: dict, discount: float) -> tuple[jax.Array, jax.Array]:
+    """The h-step backup of a batch of chunks: ``target = ret + boot * Q'(next_observations)``.
+
+    ``ret [B]`` = ``sum_j discount^j rewards_j`` over the chunk's valid steps; ``boot [B]`` =
+    ``discount^n * masks`` with ``n`` the number of valid steps. A chunk cut by its episode's end
+    bootstraps from the observation after its last valid step (the correct n-step return); one
+    cut by termination has ``masks = 0`` (a terminal can only sit at a chunk's last valid step,
+    since chunks stop at episode ends), so it does not bootstrap.
+    """
+    H = batch["rewards"].shape[1]
+    powers = discount ** jnp.arange(H, dtype=jnp.float32)
+    ret = (batch["rewards"] * batch["valid"] * powers).sum(1)
+    boot = discount ** batch["valid"].sum(1) * batch["masks"]
+    return ret, boot
 
 
 def sample_mixed(offline: Buffer, online: Buffer, key: jax.Array, batch_size: int,

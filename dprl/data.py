@@ -16,7 +16,10 @@ import gymnasium as gym
 import jax.numpy as jnp
 import numpy as np
 
-from dprl.envs import from_env_action
+from dprl.datasets.io import dataset_dir
+from dprl.datasets.registry import check_dataset_dir, resolve_task_dataset, source_of
+from dprl.envs import from_env_action, make_env
+from dprl.tasks import get_task
 
 
 @dataclasses.dataclass
@@ -36,6 +39,7 @@ class OfflineData:
     dones: np.ndarray              # [N] bool: terminals | timeouts | the dataset's last step
     next_observations: np.ndarray  # [N, O] raw
     dataset_id: str = ""
+    source: str = ""               # 'official' (Minari) or 'dprl-generated'
     env_id: str | None = None
     env_kwargs: dict = dataclasses.field(default_factory=dict)
     ref_min_score: float | None = None
@@ -66,27 +70,15 @@ def _flatten_obs(obs: Any) -> np.ndarray:
     return np.asarray(obs)
 
 
-def load_dataset(dataset_id: str, download: bool = False) -> OfflineData:
+def load_dataset(dataset_id: str) -> OfflineData:
     """Load a local Minari dataset by id into ``OfflineData``.
 
-    Raises FileNotFoundError, with the command to run, when the dataset is not stored locally
-    (and ``download`` is off or impossible); ValueError when it is corrupted or holds NaNs.
+    Raises ``DatasetError`` (a FileNotFoundError), naming the command to run, when the dataset is
+    not stored whole here; ValueError when it cannot be read or holds NaNs.
     """
     import minari
 
-    from dprl.datasets.io import dataset_dir, dataset_exists
-
-    _check_dir(dataset_id)
-    if not dataset_exists(dataset_id):
-        if download:
-            try:
-                minari.download_dataset(dataset_id)
-            except Exception as e:  # no network, unknown remote id, ...
-                raise FileNotFoundError(
-                    f"Dataset {dataset_id!r} is not stored locally and could not be downloaded "
-                    f"({type(e).__name__}: {e}).") from e
-        else:
-            raise FileNotFoundError(_missing_message(dataset_id))
+    check_dataset_dir(dataset_id)
     try:
         dataset = minari.load_dataset(dataset_id)
     except Exception as e:
@@ -136,6 +128,7 @@ def load_dataset(dataset_id: str, download: bool = False) -> OfflineData:
         dones=np.concatenate(dones),
         next_observations=np.concatenate(next_obs).astype(np.float32),
         dataset_id=dataset_id,
+        source=source_of(dataset_id),
         env_id=env_id,
         env_kwargs=env_kwargs,
         ref_min_score=meta.get("ref_min_score"),
@@ -146,35 +139,38 @@ def load_dataset(dataset_id: str, download: bool = False) -> OfflineData:
     return data
 
 
+def load_task_data(task_name: str, forced_id: str | None = None) -> OfflineData:
+    """The offline data a run of ``task_name`` trains on, checked against the task's env.
+
+    The dataset is the one ``resolve_task_dataset`` picks (or ``forced_id``). Reference scores
+    missing from its metadata come from the task preset; tasks with ``success_masks`` (OGBench's
+    sparse rewards: 0 at success, negative before) mark every successful step terminal, so that
+    no value is bootstrapped from a solved state (as QC and FQL do).
+    """
+    task = get_task(task_name)
+    dataset_id, _ = resolve_task_dataset(task_name, forced_id)
+    data = load_dataset(dataset_id)
+    if task["success_masks"]:
+        data.terminals = data.rewards >= 0
+    if data.ref_min_score is None:
+        data.ref_min_score = task["ref_min_score"]
+    if data.ref_max_score is None:
+        data.ref_max_score = task["ref_max_score"]
+    env = make_env(task["env_id"], **task["env_kwargs"])
+    try:
+        check_compatible(data, env, task_name)
+    finally:
+        env.close()
+    return data
+
+
 def _read_metadata(dataset_id: str) -> dict:
-    from dprl.datasets.io import dataset_dir
     path = dataset_dir(dataset_id) / "data" / "metadata.json"
     try:
         return json.loads(path.read_text())
     except (OSError, json.JSONDecodeError) as e:
         raise ValueError(f"metadata.json of dataset {dataset_id!r} is unreadable ({e}); delete "
                          f"{path.parent} and make the dataset again.") from e
-
-
-def _check_dir(dataset_id: str) -> None:
-    """Corruption checks (delegated to the datasets registry when it provides them)."""
-    try:
-        from dprl.datasets.registry import check_dataset_dir
-    except ImportError:
-        return
-    check_dataset_dir(dataset_id)
-
-
-def _missing_message(dataset_id: str) -> str:
-    from dprl.datasets.io import datasets_root
-    parts = dataset_id.split("/")
-    hint = ""
-    if parts[0] == "dprl" and len(parts) == 3:
-        name = parts[1] + ("" if parts[2].startswith("demos") else "-" + parts[2].rsplit("-v", 1)[0])
-        hint = f" Make it with: python -m dprl.datasets make {name}"
-    return (f"Dataset {dataset_id!r} is not stored under {datasets_root()} "
-            f"(MINARI_DATASETS_PATH).{hint} For an official Minari dataset, download it on a "
-            f"machine with internet (minari download {dataset_id}) and copy it there.")
 
 
 def check_finite(data: OfflineData) -> None:
@@ -207,7 +203,7 @@ def check_compatible(data: OfflineData, env: gym.Env, task_name: str = "") -> No
             f"Dataset {data.dataset_id!r} does not match env {env_id!r}"
             + (f" of task {task_name!r}" if task_name else "") + ": " + "; ".join(problems)
             + ". Use the dataset made for this env (python -m dprl.datasets list), or fix the "
-            "task preset's env_id / env_kwargs in configs/tasks.py.")
+            "task preset's env_id / env_kwargs in dprl/tasks.py.")
 
 
 class Normalizer(flax.struct.PyTreeNode):
@@ -224,6 +220,10 @@ class Normalizer(flax.struct.PyTreeNode):
     @classmethod
     def identity(cls, dim: int) -> "Normalizer":
         return cls(mean=np.zeros(dim, np.float32), std=np.ones(dim, np.float32))
+
+    @property
+    def dim(self) -> int:
+        return int(np.shape(self.mean)[0])
 
     def __call__(self, observations):
         return (observations - self.mean) / self.std

@@ -25,12 +25,12 @@ def register_dprl_envs() -> None:
         return
     ids = set(gym.registry)
     if "dprl/Pole-v0" not in ids:
-        gym.register("dprl/Pole-v0", entry_point="dprl.toy:PoleEnv")
+        gym.register("dprl/Pole-v0", entry_point="dprl.pole:PoleEnv")
     if "dprl/PoleRight-v0" not in ids:
-        gym.register("dprl/PoleRight-v0", entry_point="dprl.toy:PoleEnv",
+        gym.register("dprl/PoleRight-v0", entry_point="dprl.pole:PoleEnv",
                      kwargs={"rewarded_side": "right"})
     if "dprl/WaypointChain-v0" not in ids:  # QC's long-horizon sparse-reward toy
-        gym.register("dprl/WaypointChain-v0", entry_point="dprl.chain_tasks:WaypointChainEnv")
+        gym.register("dprl/WaypointChain-v0", entry_point="dprl.chain:WaypointChainEnv")
     _REGISTERED = True
 
 

@@ -1,10 +1,14 @@
 """Grids of runs: agent x task x seed (x any extra overrides), one run directory per cell.
 
-A cell is one ``experiments/train.py`` command (the run contract) run in its own subprocess, so a
-run never depends on which backend launched it:
+A cell is one command of the run contract (``train_script``, the entry point that trains one
+run: ``experiments/train.py``) run in its own subprocess, so a run never depends on which backend
+launched it:
 
-    python experiments/train.py --agent=configs/<agent>.py --task=<task> --seed=<k>
+    python <train_script> --agent=<config_file> --task=<task> --seed=<k>
         --run_dir=OUT/<agent>/<task>/seed<k> --agent.<key>=<value> ...
+
+The grid knows no agent, config directory or script by name: ``experiments/grid.py`` builds the
+cells with this checkout's (``configs/<agent>.py``, ``experiments/train.py``, the agent registry).
 
 Backends: ``local`` (a pool of ``workers`` subprocesses on this machine) and ``ray`` (one Ray task
 per cell, ``num_cpus`` each, on the cluster at ``ray_address`` or a local instance). Cells whose run
@@ -30,8 +34,6 @@ import time
 from pathlib import Path
 from typing import Callable, Sequence
 
-ROOT = Path(__file__).resolve().parents[1]
-TRAIN_SCRIPT = ROOT / "experiments" / "train.py"
 STATUS_FILE = "grid_status.json"
 LOG_FILE = "log.txt"
 ERROR_FILE = "error.txt"
@@ -39,14 +41,16 @@ ERROR_FILE = "error.txt"
 
 @dataclasses.dataclass(frozen=True)
 class Cell:
-    """One run: an agent config file, a task, a seed, ``--agent.*`` overrides and its directory."""
+    """One run: an agent config file, a task, a seed, ``--agent.*`` overrides and its directory,
+    trained by ``train_script``."""
 
     agent: str
     task: str
     seed: int
     run_dir: str
+    config_file: str                              # the agent's config, e.g. configs/dql.py
+    train_script: str                             # the run contract's entry point
     overrides: tuple[tuple[str, str], ...] = ()   # (key, value) -> --agent.key=value
-    config_file: str = ""                         # default configs/<agent>.py
     name: str = ""                                # default <agent>/<task>/seed<k>
 
     @property
@@ -54,8 +58,7 @@ class Cell:
         return self.name or f"{self.agent}/{self.task}/seed{self.seed}"
 
     def command(self, python: str = sys.executable) -> list[str]:
-        config_file = self.config_file or str(ROOT / "configs" / f"{self.agent}.py")
-        return [python, str(TRAIN_SCRIPT), f"--agent={config_file}", f"--task={self.task}",
+        return [python, self.train_script, f"--agent={self.config_file}", f"--task={self.task}",
                 f"--seed={self.seed}", f"--run_dir={self.run_dir}", "--noprogress",
                 *[f"--agent.{k}={v}" for k, v in self.overrides]]
 
@@ -66,22 +69,21 @@ class Cell:
 # ---------------------------------------------------------------------------------------------
 # Building cells
 # ---------------------------------------------------------------------------------------------
-def parse_sets(sets: Sequence[str], agents: Sequence[str]) -> dict[str, list[tuple[str, str]]]:
+def parse_sets(sets: Sequence[str], agents: Sequence[str], known_agents: Sequence[str] = ()
+               ) -> dict[str, list[tuple[str, str]]]:
     """``['run.offline_steps=100', 'dql.eta=2']`` -> per-agent ``[(key, value), ...]``.
 
-    A key whose first component is an agent name (``agents`` or any registered agent) applies to
-    that agent only (and is dropped when the agent is not in the grid); later values
-    override earlier ones; agent-specific values come after the shared ones.
+    A key whose first component is an agent name (``agents`` or ``known_agents``, the registered
+    ones) applies to that agent only (and is dropped when the agent is not in the grid); later
+    values override earlier ones; agent-specific values come after the shared ones.
     """
-    from agents import REGISTRY
-
     shared, specific = [], {a: [] for a in agents}
     for item in sets:
         if "=" not in item:
             raise ValueError(f"--set {item!r}: expected key=value (e.g. run.offline_steps=100)")
         key, value = item.split("=", 1)
         head, _, rest = key.partition(".")
-        if (head in specific or head in REGISTRY) and rest:
+        if (head in specific or head in known_agents) and rest:
             if head in specific:  # a registered agent that is not in this grid: ignored
                 specific[head].append((rest, value))
         else:
@@ -97,28 +99,33 @@ def _dedupe(pairs: list[tuple[str, str]]) -> list[tuple[str, str]]:
     return list(out.items())
 
 
-def check_overrides(agent: str, overrides: Sequence[tuple[str, str]],
-                    config_file: str = "") -> None:
-    """Raise ValueError, naming the fix, if ``agent``'s config lacks an override key."""
+def check_overrides(cell: Cell) -> None:
+    """Raise ValueError, naming the fix, if the cell's config lacks one of its override keys."""
     from dprl.config import check_override_keys, load_config_file
 
-    path = config_file or str(ROOT / "configs" / f"{agent}.py")
     try:
-        check_override_keys(load_config_file(path), [k for k, _ in overrides], path)
+        check_override_keys(load_config_file(cell.config_file), [k for k, _ in cell.overrides],
+                            cell.config_file)
     except ValueError as e:
         raise ValueError(f"{e}\n(--set key=value applies to every agent; use --set "
-                         f"{agent}.key=value for keys only some agents have.)") from None
+                         f"{cell.agent}.key=value for keys only some agents have.)") from None
 
 
 def make_cells(agents: Sequence[str], tasks: Sequence[str], seeds: Sequence[int], out: str,
-               sets: Sequence[str] = (), check: bool = True) -> list[Cell]:
-    """The agent x task x seed cells, run directories ``out/<agent>/<task>/seed<k>``."""
-    per_agent = parse_sets(sets, agents)
+               sets: Sequence[str] = (), *, config_file: Callable[[str], str],
+               train_script: str, known_agents: Sequence[str] = (), check: bool = True
+               ) -> list[Cell]:
+    """The agent x task x seed cells, run directories ``out/<agent>/<task>/seed<k>`` (absolute:
+    a cell may run anywhere); ``config_file(agent)`` is the agent's config file."""
+    per_agent = parse_sets(sets, agents, known_agents)
+    out = Path(out).absolute()
+    cells = [Cell(a, t, int(s), str(out / a / t / f"seed{s}"), config_file(a),
+                  str(train_script), tuple(per_agent[a]))
+             for a in agents for t in tasks for s in seeds]
     if check:
         for a in agents:
-            check_overrides(a, per_agent[a])
-    return [Cell(a, t, int(s), str(Path(out) / a / t / f"seed{s}"), tuple(per_agent[a]))
-            for a in agents for t in tasks for s in seeds]
+            check_overrides(next(c for c in cells if c.agent == a))
+    return cells
 
 
 # ---------------------------------------------------------------------------------------------
@@ -139,7 +146,7 @@ def run_cell(cell: Cell, env: dict | None = None, python: str = sys.executable) 
         log.write(f"$ {' '.join(cmd)}\n")
         log.flush()
         try:
-            rc = subprocess.run(cmd, stdout=log, stderr=subprocess.STDOUT, cwd=str(ROOT),
+            rc = subprocess.run(cmd, stdout=log, stderr=subprocess.STDOUT,
                                 env={**os.environ, **(env or {})}).returncode
         except OSError as e:  # the interpreter itself could not start
             rc, log_err = -1, str(e)
@@ -271,12 +278,11 @@ def run_grid(cells: Sequence[Cell], out: str, backend: str = "local", workers: i
 def _prepare_datasets(tasks, echo) -> None:
     """Resolve (and for the toy tasks, make) each task's dataset once, before the cells start.
     Problems are left to the cells, which report them in their error.txt."""
-    from configs.tasks import get_task
-    from dprl.runner import resolve_task_dataset
+    from dprl.datasets.registry import resolve_task_dataset
 
     for task in sorted(tasks):
         try:
-            resolve_task_dataset(task, get_task(task))
+            resolve_task_dataset(task)
         except Exception as e:  # noqa: BLE001 -- the cell will fail with the full message
             echo(f"[grid] dataset for {task!r} not ready here ({type(e).__name__}); its cells "
                  f"will report it")

@@ -1,17 +1,46 @@
-"""Run logs: metrics.csv always, TensorBoard by default, Weights & Biases when asked; progress.
+"""Run logs: metrics.csv always, TensorBoard by default, Weights & Biases when asked; progress bars.
 
 ``metrics.csv`` has one row per log step, columns ``phase, step, env_steps, wall_s`` and then
 every metric seen so far (a new metric rewrites the header; earlier rows get empty cells).
 """
 from __future__ import annotations
 
+import contextlib
 import csv
 import math
 import os
+import time
 from pathlib import Path
 from typing import Any
 
+from tqdm.auto import tqdm
+
 BASE_COLUMNS = ["phase", "step", "env_steps", "wall_s"]
+
+
+class TrainingDiverged(FloatingPointError):
+    """A loss or metric became NaN or inf."""
+
+
+def check_finite(info: dict, phase: str, step: int, ckpt) -> None:
+    """Stop the run (``TrainingDiverged``) when a metric of ``info`` is NaN or inf, saying
+    where and which checkpoint (of ``ckpt``, a ``Checkpointer``) holds the last good state."""
+    for k, v in info.items():
+        if not math.isfinite(float(v)):
+            last = ckpt.latest_step()
+            where = (f"the last checkpoint is step {last} in {ckpt.directory}"
+                     if last is not None else "no checkpoint was saved yet")
+            raise TrainingDiverged(
+                f"{k} became {float(v)} in phase {phase!r} at step {step}; {where}. Lower the "
+                f"learning rate, clip gradients (grad_clip) or check the data for outliers.")
+
+
+@contextlib.contextmanager
+def timed(timing: dict, field: str):
+    """Adds the seconds spent in the ``with`` block to ``timing[field]``."""
+    start = time.perf_counter()
+    yield
+    timing[field] += time.perf_counter() - start
 
 
 class MetricsLogger:
@@ -81,8 +110,33 @@ class MetricsLogger:
             w.writerows(self.rows)
         os.replace(tmp, self.path)
 
+    def latest(self, key: str) -> float | None:
+        """The last value logged under ``key`` (None if never)."""
+        for row in reversed(self.rows):
+            if row.get(key) not in (None, ""):
+                return float(row[key])
+        return None
+
     def close(self) -> None:
         if self.tb is not None:
             self.tb.close()
         if self.wandb is not None:
             self.wandb.finish()
+
+
+def progress_bar(desc: str, total: int, initial: int, unit: str, enabled: bool = True) -> tqdm:
+    return tqdm(total=total, initial=initial, desc=desc, unit=unit, disable=not enabled,
+                dynamic_ncols=True)
+
+
+def postfix(info: dict, score: float | None) -> dict:
+    """The progress bar's summary: the first two losses and the best score so far."""
+    out = {}
+    for k, v in info.items():
+        if "loss" in k:
+            out[k.split("/")[-1] if len(out) == 0 else k] = f"{float(v):.3g}"
+            if len(out) >= 2:
+                break
+    if score is not None:
+        out["score"] = f"{score:.1f}"
+    return out

@@ -157,8 +157,9 @@ class UNet1DDenoiser(nn.Module):
         return x[:, :H]
 
 
-class GaussianMLPPolicy(nn.Module):
-    """Deterministic (MSE) or Gaussian head: ``obs -> mean chunk [B, H, A]`` (Gaussian BC)."""
+class MSEPolicy(nn.Module):
+    """A deterministic policy ``obs -> chunk [B, H, A]`` in (-1, 1), regressed by MSE: the
+    unimodal baseline of BC (the mean of a fixed-variance Gaussian)."""
 
     horizon: int
     action_dim: int
@@ -235,3 +236,9 @@ def critic_from_config(config) -> CriticEnsemble:
     """The Q ensemble of an agent config (num_critics, critic_hidden_dims/activation/layer_norm)."""
     return CriticEnsemble(int(config.num_critics), tuple(config.critic_hidden_dims),
                           config.critic_activation, config.critic_layer_norm)
+
+
+def value_from_config(config) -> ValueMLP:
+    """V(s) with the critics' architecture (critic_hidden_dims/activation/layer_norm)."""
+    return ValueMLP(tuple(config.critic_hidden_dims), config.critic_activation,
+                    config.critic_layer_norm)

@@ -357,7 +357,7 @@ def evaluate_agent(agent: SACAgent, env_id: str, episodes: int, seed: int,
 
 def default_expert_return(env_id: str) -> float | None:
     """D4RL's reference expert score for a locomotion env (the medium target's base)."""
-    from configs.tasks import D4RL_REF_SCORES, LOCOMOTION_ENVS
+    from dprl.tasks import D4RL_REF_SCORES, LOCOMOTION_ENVS
     for robot, eid in LOCOMOTION_ENVS.items():
         if eid.split("-")[0] == env_id.split("-")[0]:
             return D4RL_REF_SCORES[robot][1]

@@ -19,7 +19,11 @@ import os
 import sys
 from pathlib import Path
 
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+from agents import REGISTRY
+from configs import config_file
+from dprl import grid
+
+TRAIN_SCRIPT = str(Path(__file__).with_name("train.py"))
 
 
 def _list(s: str) -> list[str]:
@@ -29,9 +33,7 @@ def _list(s: str) -> list[str]:
 def make_cells(agent: str, task: str, horizons, act_steps=("H",), seeds=(0,), out: str = ".",
                sets=()):
     """The ablation's grid cells: one per (H, act_steps, seed)."""
-    from dprl.grid import Cell, check_overrides, parse_sets
-
-    overrides = parse_sets(sets, [agent])[agent]
+    overrides = grid.parse_sets(sets, [agent], list(REGISTRY))[agent]
     cells, seen = [], set()
     for h in map(int, horizons):
         for a in act_steps:
@@ -42,10 +44,11 @@ def make_cells(agent: str, task: str, horizons, act_steps=("H",), seeds=(0,), ou
             o = tuple([(k, v) for k, v in overrides if k not in ("horizon", "act_steps")]
                       + [("horizon", str(h)), ("act_steps", str(a))])
             for s in map(int, seeds):
-                cells.append(Cell(agent, task, s, str(Path(out) / f"H{h}_a{a}" / f"seed{s}"), o,
-                                  name=f"H{h}_a{a}/seed{s}"))
+                cells.append(grid.Cell(
+                    agent, task, s, str(Path(out).absolute() / f"H{h}_a{a}" / f"seed{s}"),
+                    config_file(agent), TRAIN_SCRIPT, o, name=f"H{h}_a{a}/seed{s}"))
     if cells:
-        check_overrides(agent, cells[0].overrides)
+        grid.check_overrides(cells[0])
     return cells
 
 
@@ -72,10 +75,11 @@ def evaluate_run(run_dir: str, episodes: int = 20, seed: int = 10_000) -> dict:
     import jax.numpy as jnp
     import numpy as np
 
+    from agents import get_agent
+    from dprl.checkpoint import load_run
     from dprl.envs import evaluate
-    from dprl.runner import load_run
 
-    agent, normalizer, resolved = load_run(run_dir)
+    agent, normalizer, resolved = load_run(run_dir, get_agent)
     cfg, task = resolved["agent"], resolved["task_preset"]
     act_steps = int(cfg["act_steps"])
     key = jax.random.PRNGKey(seed)
@@ -174,14 +178,13 @@ def main(argv=None) -> int:
     p.add_argument("--dry-run", "--dry_run", action="store_true")
     args = p.parse_args(argv)
 
-    from dprl.grid import run_grid
     cells = make_cells(args.agent, args.task, _list(args.horizons), _list(args.act_steps),
                        _list(args.seeds), args.out, args.set)
     if args.dry_run:
         for c in cells:
             print(f"{c.label:24s} {' '.join(c.command()[1:])}")
         return 0
-    status = run_grid(cells, args.out, backend=args.backend, workers=args.workers,
+    status = grid.run_grid(cells, args.out, backend=args.backend, workers=args.workers,
                       ray_address=args.ray_address)
     result = analyze(args.out, args.episodes)
     plot(result, os.path.join(args.out, "ablation.png"))

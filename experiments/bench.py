@@ -23,11 +23,9 @@ import statistics
 import sys
 import time
 
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-
-import jax  # noqa: E402
-import jax.numpy as jnp  # noqa: E402
-import numpy as np  # noqa: E402
+import jax
+import jax.numpy as jnp
+import numpy as np
 
 OBS_DIM, ACT_DIM = 11, 3
 
@@ -90,7 +88,7 @@ def cost_flops(compiled) -> float | None:
 
 
 def bench_off_policy_updates(agent, buffer, config, fuse: int, repeats: int) -> dict:
-    from dprl.runner import fused_updates
+    from dprl.updates import fused_updates
 
     kwargs = dict(num_steps=fuse, method="update", batch_size=config.run.batch_size,
                   horizon=config.horizon, obs_history=config.obs_history)
@@ -142,18 +140,16 @@ def bench_env_steps(agent, config, num_envs: int, env_steps: int) -> float:
 
 
 def bench_on_policy(agent, config, repeats: int) -> dict:
-    from dprl.data import Normalizer
+    from dprl.collect import collect_rollout
     from dprl.envs import ChunkExecutor, VecEnv
-    from dprl.runner import collect_rollout
 
     E, T = config.run.num_envs, config.run.rollout_steps
     ex = ChunkExecutor(VecEnv("Hopper-v5", E, seed=0), act_steps=config.act_steps,
                        obs_history=config.obs_history)
     ex.reset()
-    norm = Normalizer.identity(OBS_DIM)
-    collect_rollout(agent, ex, 1, jax.random.PRNGKey(0), norm)  # compile the sampler
+    collect_rollout(agent, ex, 1, jax.random.PRNGKey(0))  # compile the sampler
     t = time.perf_counter()
-    rollout, n_env = collect_rollout(agent, ex, T, jax.random.PRNGKey(1), norm)
+    rollout, n_env = collect_rollout(agent, ex, T, jax.random.PRNGKey(1))
     collect_s = time.perf_counter() - t
     agent, info = agent.update(rollout)  # compile
     jax.block_until_ready(info)

@@ -13,8 +13,19 @@ to one. Then: ``python experiments/report.py OUT``.
 import argparse
 import os
 import sys
+from pathlib import Path
 
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+from agents import REGISTRY
+from configs import config_file
+from dprl import grid
+
+TRAIN_SCRIPT = str(Path(__file__).with_name("train.py"))
+
+
+def make_cells(agents, tasks, seeds, out, sets=()) -> list[grid.Cell]:
+    """``dprl.grid.make_cells`` for this checkout: configs/<agent>.py, trained by train.py."""
+    return grid.make_cells(agents, tasks, seeds, out, sets, config_file=config_file,
+                           train_script=TRAIN_SCRIPT, known_agents=list(REGISTRY))
 
 
 def _list(s: str) -> list[str]:
@@ -39,7 +50,6 @@ def main(argv=None) -> int:
     p.add_argument("--dry-run", "--dry_run", action="store_true", help="list the cells and exit")
     args = p.parse_args(argv)
 
-    from dprl.grid import make_cells, run_grid
     try:
         cells = make_cells(_list(args.agents), _list(args.tasks),
                            [int(s) for s in _list(args.seeds)], args.out, args.set)
@@ -52,7 +62,7 @@ def main(argv=None) -> int:
             print(f"{c.label:40s} {state:8s} {' '.join(c.command()[1:])}")
         print(f"{len(cells)} cells, {sum(c.finished() for c in cells)} finished")
         return 0
-    status = run_grid(cells, args.out, backend=args.backend, workers=args.workers,
+    status = grid.run_grid(cells, args.out, backend=args.backend, workers=args.workers,
                       ray_address=args.ray_address, cpus_per_cell=args.cpus_per_cell)
     n = status["counts"]
     print(f"grid {args.out}: {n['done']} done, {n['skipped']} skipped, {n['failed']} failed "

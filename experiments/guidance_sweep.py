@@ -6,23 +6,20 @@ guide J at several guidance scales (and best-of-N sizes).
         [--pretrain_steps=N --offline_steps=N --online_steps=0] [--agent.<key>=value ...]
 
 The run directory is an ordinary ``dprl.runner`` run (trained, or resumed/skipped when finished);
-the sweep then loads its last checkpoint with ``dprl.runner.load_run`` and writes
+the sweep then loads its last checkpoint with ``dprl.checkpoint.load_run`` and writes
 ``guidance_sweep.json`` (one row per (scale, N): normalized score, return mean/std) and
 ``guidance_sweep.png`` (score vs scale) into ``--out`` (default: the run directory). ``--step``
 picks an earlier checkpoint (e.g. the end of the offline phase of a run that went online).
 Every scale is evaluated on the same evaluation seeds (common random numbers).
 """
 import os
-import sys
 
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-
-from absl import app, flags  # noqa: E402
-from ml_collections import config_flags  # noqa: E402
+from absl import app, flags
+from ml_collections import config_flags
 
 config_flags.DEFINE_config_file("agent", "configs/guided.py", "Agent config (configs/guided.py)",
                                 lock_config=True)
-flags.DEFINE_string("task", "hopper-medium", "Task preset (configs/tasks.py)")
+flags.DEFINE_string("task", "hopper-medium", "Task preset (dprl/tasks.py)")
 flags.DEFINE_string("run_dir", None, "Run directory: trained here, or loaded if finished")
 flags.DEFINE_string("out", None, "Where the JSON and PNG go (default: run_dir)")
 flags.DEFINE_list("scales", ["0", "10", "30", "100", "300"], "Guidance scales to evaluate")
@@ -47,11 +44,12 @@ def sweep(run_dir: str, scales, num_samples=(1,), episodes: int = 0, eval_seed: 
     import jax.numpy as jnp
     import numpy as np
 
-    from configs.tasks import get_task
+    from agents import get_agent
+    from dprl.checkpoint import load_run
     from dprl.envs import evaluate
-    from dprl.runner import load_run
+    from dprl.tasks import get_task
 
-    agent, normalizer, resolved = load_run(run_dir, step)
+    agent, normalizer, resolved = load_run(run_dir, get_agent, step)
     task = get_task(resolved["task"])
     cfg = agent.config
     episodes = episodes or cfg.run.eval_episodes or task["eval_episodes"]
@@ -111,6 +109,7 @@ def main(_):
     from absl import logging
     logging.set_verbosity(logging.WARNING)
 
+    from agents import get_agent
     from dprl.runner import train
 
     if FLAGS.train:
@@ -119,7 +118,8 @@ def main(_):
             value = getattr(FLAGS, name)
             if value is not None:
                 config.run[name] = value
-        summary = train(config, FLAGS.task, FLAGS.run_dir, seed=FLAGS.seed, progress=FLAGS.progress)
+        summary = train(config, FLAGS.task, FLAGS.run_dir, get_agent, seed=FLAGS.seed,
+                        progress=FLAGS.progress)
         print(json.dumps(summary, indent=2))
     out = FLAGS.out or FLAGS.run_dir
     os.makedirs(out, exist_ok=True)

@@ -1,20 +1,17 @@
-"""The multimodality proof: Gaussian BC averages the two modes and hits the pole; diffusion BC
-passes on both sides.
+"""The multimodality proof: MSE BC (a deterministic policy regressed on the actions, the mean of a
+Gaussian) averages the two modes and hits the pole; diffusion BC passes on both sides.
 
     python experiments/multimodal.py --out DIR [--steps 8000] [--episodes 100]
 
 Trains both policies on the pole task's demonstrations (half pass left, half right) through the
-standard runner (DIR/gaussian, DIR/diffusion are ordinary run directories), rolls each out for
+standard runner (DIR/mse, DIR/diffusion are ordinary run directories), rolls each out for
 ``--episodes`` episodes and writes DIR/result.json (success/left/right/collision rates per
 policy) and DIR/trajectories.png (rollouts over the demonstrations).
 """
 import argparse
 import json
 import os
-import sys
 import time
-
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 
 def rollout_stats(episodes) -> dict:
@@ -33,24 +30,26 @@ def run(out: str, steps: int, episodes: int, seed: int = 0, progress: bool = Tru
     import jax.numpy as jnp
     import numpy as np
 
+    from agents import get_agent
     from configs.bc import get_config
+    from dprl.checkpoint import load_run
     from dprl.data import load_dataset
     from dprl.envs import evaluate
-    from dprl.runner import load_run, train
+    from dprl.runner import train
 
     os.makedirs(out, exist_ok=True)
     results, trajectories = {}, {}
-    for policy in ("gaussian", "diffusion"):
+    for policy in ("mse", "diffusion"):
         config = get_config()
-        config.policy = policy
+        config.actor.model = policy
         config.run.pretrain_steps = steps
         config.run.eval_every = steps
         config.run.save_every = steps
         config.run.log_every = max(steps // 10, 1)
         run_dir = os.path.join(out, policy)
         start = time.perf_counter()
-        train(config, "pole", run_dir, seed=seed, progress=progress)
-        agent, normalizer, _ = load_run(run_dir)
+        train(config, "pole", run_dir, get_agent, seed=seed, progress=progress)
+        agent, normalizer, _ = load_run(run_dir, get_agent)
         key = jax.random.PRNGKey(seed + 123)
 
         def act(obs, agent=agent):
@@ -80,7 +79,7 @@ def plot(demos, trajectories: dict, results: dict, path: str) -> None:
     import matplotlib.pyplot as plt
     import numpy as np
 
-    from dprl.toy import GOAL_Y, POLE_RADIUS, POLE_XY
+    from dprl.pole import GOAL_Y, POLE_RADIUS, POLE_XY
 
     fig, axes = plt.subplots(1, len(trajectories), figsize=(5 * len(trajectories), 5), sharey=True)
     ends = np.flatnonzero(demos.dones)

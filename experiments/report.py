@@ -7,10 +7,7 @@ with a percentile bootstrap CI (stratified over tasks for the aggregate, as rlia
 Writes results.md, results.csv and curves_<task>.png (default: into the grid directory).
 """
 import argparse
-import os
 import sys
-
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 
 def main(argv=None) -> int:

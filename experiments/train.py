@@ -6,17 +6,14 @@
 Writes config.json, metrics.csv, summary.json and checkpoints/ into --run_dir; running the same
 command again resumes from the last checkpoint.
 """
-import os
 import sys
 
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-
-from absl import app, flags  # noqa: E402
-from ml_collections import config_flags  # noqa: E402
+from absl import app, flags
+from ml_collections import config_flags
 
 config_flags.DEFINE_config_file("agent", None, "Agent config file, e.g. configs/dql.py",
                                 lock_config=True)
-flags.DEFINE_string("task", "pole", "Task preset (configs/tasks.py), e.g. hopper-medium")
+flags.DEFINE_string("task", "pole", "Task preset (dprl/tasks.py), e.g. hopper-medium")
 flags.DEFINE_string("run_dir", None, "Output directory (resumes if it holds a checkpoint)")
 flags.DEFINE_integer("seed", 0, "Random seed")
 flags.DEFINE_string("dataset", None, "Force this Minari dataset id instead of the task's")
@@ -36,6 +33,10 @@ def main(_):
     from absl import logging
     logging.set_verbosity(logging.WARNING)
 
+    import gymnasium as gym
+
+    from agents import get_agent
+    from dprl.logging import TrainingDiverged
     from dprl.runner import train
 
     config = FLAGS.agent
@@ -43,17 +44,14 @@ def main(_):
         value = getattr(FLAGS, name)
         if value is not None:
             config.run[name] = value
-    import gymnasium as gym
-
-    from dprl.runner import TrainingDiverged
     try:
         if FLAGS.num_seeds > 1:
             from dprl.multiseed import seed_dirs, train_seeds
             seeds = list(range(FLAGS.seed, FLAGS.seed + FLAGS.num_seeds))
             summary = train_seeds(config, FLAGS.task, seed_dirs(FLAGS.run_dir, seeds), seeds,
-                                  dataset=FLAGS.dataset, progress=FLAGS.progress)
+                                  get_agent, dataset=FLAGS.dataset, progress=FLAGS.progress)
         else:
-            summary = train(config, FLAGS.task, FLAGS.run_dir, seed=FLAGS.seed,
+            summary = train(config, FLAGS.task, FLAGS.run_dir, get_agent, seed=FLAGS.seed,
                             dataset=FLAGS.dataset, progress=FLAGS.progress)
     except (FileNotFoundError, ValueError, KeyError, TrainingDiverged, gym.error.Error) as e:
         # User-facing problems: say what is wrong and what to do, without a traceback.

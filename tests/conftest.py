@@ -9,6 +9,9 @@ import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
+# Subprocesses (experiments/*.py) import this checkout's packages too, installed or not.
+os.environ["PYTHONPATH"] = os.pathsep.join(
+    [str(ROOT)] + [p for p in os.environ.get("PYTHONPATH", "").split(os.pathsep) if p])
 
 # Most of the suite's time is XLA compilation, and many tests (and the train.py subprocesses they
 # start, which inherit the environment) compile identical programs: share compiled programs through
@@ -34,7 +37,7 @@ def minari_root(tmp_path_factory):
 @pytest.fixture(scope="session")
 def pole_datasets(minari_root):
     """The pole task's demonstrations (both reward variants), made once per session."""
-    from dprl.datasets.toy import make_pole_dataset
+    from dprl.datasets.pole import make_pole_dataset
     return {name: make_pole_dataset(name) for name in ("pole", "pole-right")}
 
 

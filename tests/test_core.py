@@ -1,8 +1,10 @@
-"""Buffers, data loading and validation, envs and chunk execution, BC agents."""
+"""Buffers, data loading and validation, envs and chunk execution, BC agents, the h-step
+return, the loop schedule, renamed config keys."""
 import json
 
 import jax
 import jax.numpy as jnp
+import ml_collections
 import numpy as np
 import pytest
 
@@ -159,7 +161,7 @@ def test_evaluate_reports_success_and_normalized_score():
 
 
 @pytest.mark.parametrize("policy,backbone", [("diffusion", "mlp"), ("flow", "mlp"),
-                                             ("gaussian", "mlp"), ("diffusion", "unet")])
+                                             ("mse", "mlp"), ("diffusion", "unet")])
 def test_bc_agents_step_and_sample_chunks(policy, backbone, pole_datasets):
     from agents import get_agent
     from configs.bc import get_config
@@ -168,7 +170,7 @@ def test_bc_agents_step_and_sample_chunks(policy, backbone, pole_datasets):
     data = load_dataset(pole_datasets["pole"])
     buf = Buffer.from_offline(data, Normalizer.fit(data.observations))
     config = tiny(get_config())
-    config.policy, config.horizon, config.action_dim = policy, 4, 2
+    config.actor.model, config.horizon, config.action_dim = policy, 4, 2
     config.actor.backbone, config.actor.unet_channels = backbone, (16, 32)
     batch = buf.sample(jax.random.PRNGKey(0), 32, 4)
     agent = get_agent("bc").create(0, batch, config)
@@ -183,7 +185,7 @@ def test_bc_agents_step_and_sample_chunks(policy, backbone, pole_datasets):
 
 
 def test_unknown_task_lists_known_tasks():
-    from configs.tasks import get_task
+    from dprl.tasks import get_task
     with pytest.raises(KeyError, match="Did you mean hopper-medium"):
         get_task("hoper-medium")
 
@@ -199,3 +201,91 @@ def test_metrics_logger_extends_header(tmp_path):
     log.truncate_after(1)
     assert len((tmp_path / "metrics.csv").read_text().splitlines()) == 2
     json.dumps(log.rows)
+
+
+def _python_chunk_target(rewards, valid, terminals, next_q, gamma):
+    """Plain loop: discounted rewards up to the first invalid step; bootstrap unless a step
+    terminated."""
+    out = []
+    for r, v, d, q in zip(rewards, valid, terminals, next_q):
+        total, n, ended = 0.0, 0, False
+        for i in range(len(r)):
+            if not v[i]:
+                break
+            total += gamma ** i * r[i]
+            n += 1
+            if d[i]:
+                ended = True
+                break
+        out.append(total if ended else total + gamma ** n * q)
+    return np.array(out)
+
+
+def test_chunk_return_matches_python_loop():
+    """The h-step backup every agent uses: ``ret + boot * Q'`` on buffer-shaped chunks."""
+    from dprl.buffer import chunk_return
+
+    gamma = 0.9
+    # (0) a full chunk; (1) terminal at step 2 (steps 3, 4 invalid, masks 0); (2) time-limit
+    # truncation after 3 steps (valid stops, masks 1); (3) terminal at the last step; (4) a
+    # one-step chunk cut by termination.
+    rewards = np.array([[1, 2, 3, 4, 5], [1, 0, 10, 0, 0], [0.5, 0.5, 0.5, 0, 0],
+                        [0, 0, 0, 0, 1], [7, 0, 0, 0, 0]], np.float32)
+    valid = np.array([[1, 1, 1, 1, 1], [1, 1, 1, 0, 0], [1, 1, 1, 0, 0],
+                      [1, 1, 1, 1, 1], [1, 0, 0, 0, 0]], np.float32)
+    terminals = np.array([[0, 0, 0, 0, 0], [0, 0, 1, 0, 0], [0, 0, 0, 0, 0],
+                          [0, 0, 0, 0, 1], [1, 0, 0, 0, 0]], np.float32)
+    masks = np.array([1, 0, 1, 0, 0], np.float32)
+    next_q = np.array([2.0, 100.0, 3.0, 100.0, 100.0], np.float32)
+    ret, boot = chunk_return({"rewards": jnp.asarray(rewards), "valid": jnp.asarray(valid),
+                              "masks": jnp.asarray(masks)}, gamma)
+    got = np.asarray(ret + boot * next_q)
+    np.testing.assert_allclose(got, _python_chunk_target(rewards, valid, terminals, next_q, gamma),
+                               rtol=1e-5)
+    # The full-chunk case explicitly: sum gamma^i r_i + gamma^5 Q'; the truncated one: gamma^3.
+    assert np.isclose(got[0], sum(gamma ** i * (i + 1) for i in range(5)) + gamma ** 5 * 2)
+    assert np.isclose(got[2], 0.5 * (1 + gamma + gamma ** 2) + gamma ** 3 * 3.0)
+
+
+def test_schedule_lands_dispatches_on_boundaries_and_reports_crossings():
+    from dprl.schedule import Schedule
+
+    s = Schedule(total=100, log_every=25, eval_every=40, save_every=0, dispatch=30)
+    done, stops = 0, []
+    while done < s.total:
+        n = s.next_dispatch(done)
+        due = s.due(done, done + n)
+        done += n
+        stops.append((done, due.log, due.eval, due.save))
+    # Never past a boundary: 25 (log), 40 (eval), 50 (log), 75 (log), 80 (eval), 100 (end).
+    assert stops == [(25, True, False, False), (40, False, True, False),
+                     (50, True, False, False), (75, True, False, False),
+                     (80, False, True, False), (100, True, True, True)]
+    # A loop that moves in chunks (env steps) crosses boundaries instead of landing on them.
+    online = Schedule(total=50, log_every=10, eval_every=20, save_every=20, dispatch=8,
+                      update_every=2, utd=0.5, start_updates=10)
+    assert online.due(8, 12).log and not online.due(12, 19).log
+    assert online.due(18, 23).eval and online.due(18, 23).save and not online.due(18, 23).end
+    assert online.due(47, 53).end and online.due(47, 53).row
+    # Chunks go to the buffer every update_every chunks (and at the end), owed utd updates per
+    # new env step once start_updates env steps are in.
+    assert not online.store_due(1, online.due(4, 8)) and online.store_due(2, online.due(4, 8))
+    assert online.store_due(1, online.due(45, 50))
+    assert online.updates_owed(5, env_steps=8) == 0 and online.updates_owed(5, env_steps=12) == 2
+
+
+def test_renamed_config_keys_name_the_new_key():
+    from configs.dql import get_config
+    from dprl.config import check_override_keys, check_renamed_keys
+
+    config = get_config()
+    with pytest.raises(ValueError, match="--agent.grad_norm was renamed: use --agent.grad_clip"):
+        check_override_keys(config, ["grad_norm"])
+    with pytest.raises(ValueError, match="num_samples"):
+        check_override_keys(config, ["num_action_samples"])
+    old = ml_collections.ConfigDict(config.to_dict())
+    old.gamma = 0.99  # an older config file
+    with pytest.raises(ValueError, match="gamma was renamed: use discount"):
+        check_renamed_keys(old)
+    check_renamed_keys(config)
+

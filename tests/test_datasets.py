@@ -16,7 +16,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from configs.tasks import LOCOMOTION_ENVS, LOCOMOTION_RECIPES
+from dprl.tasks import LOCOMOTION_ENVS, LOCOMOTION_RECIPES
 from dprl.datasets.io import dataset_dir, write_minari_dataset
 from dprl.datasets.policies import default_experts_dir, find_expert, load_policy, save_policy
 from dprl.datasets.registry import (DatasetError, check_dataset_dir, resolve_dataset,
@@ -198,7 +198,7 @@ def test_locomotion_recipes(robot):
 @pytest.mark.parametrize("task", ["cube-single", "cube-double", "scene", "puzzle-3x3"])
 def test_manipulation_recipes(task):
     pytest.importorskip("ogbench", reason="pip install -e '.[ogbench]'")
-    from configs.tasks import get_task
+    from dprl.tasks import get_task
     from dprl.datasets.ogbench_recipes import make_manipulation_dataset
     res = make_manipulation_dataset(task, 1000, episode_length=500, seed=1, overwrite=True)
     assert res["num_episodes"] == 2 and res["total_steps"] == 1000
@@ -315,7 +315,7 @@ def test_cli_make_and_list(capsys):
 
 
 def test_cli_makes_every_toy_task_through_its_generator(capsys, tmp_path, monkeypatch):
-    from configs.tasks import TASKS
+    from dprl.tasks import TASKS
     from dprl.datasets.__main__ import main
     from dprl.datasets.io import dataset_dir
     # A private dataset root: the 4-episode datasets must not replace the session's shared ones.

@@ -10,6 +10,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
+from agents import get_agent
 from agents.dppo import Agent, RewardScaler, clip_schedule, gae, ppo_policy_loss
 from configs.dppo import get_config
 from dprl import diffusion
@@ -47,7 +48,7 @@ def test_chain_log_prob_is_sum_of_per_step_distrax_log_probs(sampler):
     np.testing.assert_allclose(actions, jnp.clip(chain[:, -1], -1, 1), atol=1e-6)
 
     # A plain loop over the finetuned steps, one multivariate distrax Gaussian per step.
-    actor = agent.generative
+    actor = agent.bc.model
     ts, prevs = diffusion.sampling_steps(config.actor.diffusion_steps, None)
     ts, prevs = ts[-K:], prevs[-K:]
     eta = 0.5 if sampler == "ddim" else 1.0
@@ -144,9 +145,9 @@ def test_bandit_moves_actor_toward_rewarded_mode():
     """BC on two modes (a = -0.5 and a = +0.5); only a > 0 is rewarded. PPO must shift mass."""
     E = 128
     config = _config(action_dim=1, horizon=1, steps=5, ft=5, num_envs=E, clip_max=0.2,
-                     clip_base=0.1, actor_lr=3e-3, critic_lr=3e-3, ppo_batch_size=64,
+                     clip_base=0.1, ft_actor_lr=3e-3, critic_lr=3e-3, ppo_batch_size=64,
                      update_epochs=4, min_sampling_std=0.1, reward_scale_running=False)
-    config.pretrain_lr = 3e-3
+    config.actor_lr = 3e-3
     config.ema_start = 10**9  # EMA off: the actor is the last BC iterate
     agent = _agent(config, obs_dim=1)
 
@@ -165,7 +166,7 @@ def test_bandit_moves_actor_toward_rewarded_mode():
 
     before = right_share(agent, jax.random.PRNGKey(9))
     assert 0.25 < before < 0.75, before  # BC kept both modes
-    base = agent.base_params
+    base = agent.bc.ema_params
     key = jax.random.PRNGKey(1)
     for _ in range(25):
         key, k = jax.random.split(key)
@@ -180,7 +181,7 @@ def test_bandit_moves_actor_toward_rewarded_mode():
     assert after > before + 0.25 and after > 0.8, (before, after)
     assert all(np.isfinite(float(v)) for v in info.values())
     # The frozen actor did not move.
-    jax.tree.map(lambda a, b: np.testing.assert_array_equal(a, b), base, agent.base_params)
+    jax.tree.map(lambda a, b: np.testing.assert_array_equal(a, b), base, agent.bc.ema_params)
 
 
 # ---- end to end ----------------------------------------------------------------------------
@@ -193,7 +194,7 @@ def test_end_to_end_pole_right(tmp_path, pole_datasets):
     config.update_epochs = 1
     config = tiny(config, pretrain_steps=25, online_steps=40, rollout_steps=5, num_envs=2,
                   online_eval_every=10_000, eval_episodes=2)
-    summary = train(config, "pole-right", str(tmp_path), progress=False)
+    summary = train(config, "pole-right", str(tmp_path), get_agent, progress=False)
     assert summary["agent"] == "dppo" and summary["online_score"] is not None
     rows = list(csv.DictReader(open(tmp_path / "metrics.csv")))
     online = [r for r in rows if r["phase"] == "online"]

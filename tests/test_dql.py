@@ -1,4 +1,4 @@
-"""Diffusion Q-Learning: the h-step target against numpy, targets/EMA bookkeeping, the actor loss's
+"""Diffusion Q-Learning: the target critics' min of max over draws, targets/EMA bookkeeping, the actor loss's
 direction on a fixed critic, Q-based action selection, an end-to-end run, and (slow) pole-right.
 """
 from __future__ import annotations
@@ -11,7 +11,8 @@ import numpy as np
 import optax
 import pytest
 
-from agents.dql import Agent, chunk_backup
+from agents import get_agent
+from agents.dql import Agent
 from configs.dql import TASK_OVERRIDES, get_config
 from tests.conftest import tiny
 
@@ -42,28 +43,7 @@ def _batch(B=4, H=1, seed=0):
     }
 
 
-# ---- the target -------------------------------------------------------------------------------
-def test_chunk_backup_matches_numpy_loop():
-    # Chunks of 4: full; ending at a terminal after 2 steps; ended by a truncation after 3 steps.
-    rewards = np.array([[1.0, 2.0, 3.0, 4.0], [0.5, -1.0, 0.0, 0.0], [2.0, 2.0, 2.0, 0.0]],
-                       np.float32)
-    valid = np.array([[1, 1, 1, 1], [1, 1, 0, 0], [1, 1, 1, 0]], np.float32)
-    masks = np.array([1.0, 0.0, 1.0], np.float32)   # row 1 terminated at its last valid step
-    next_q = np.array([10.0, 99.0, -5.0], np.float32)
-    gamma = 0.9
-    expected = []
-    for b in range(3):
-        ret, n = 0.0, 0
-        for j in range(4):
-            if valid[b, j]:
-                ret += gamma**j * rewards[b, j]
-                n += 1
-        expected.append(ret + gamma**n * masks[b] * next_q[b])
-    got = chunk_backup(jnp.asarray(rewards), jnp.asarray(valid), jnp.asarray(masks),
-                       jnp.asarray(next_q), gamma)
-    np.testing.assert_allclose(np.asarray(got), expected, rtol=1e-5)
-
-
+# ---- the target ---------------------------------------------------------------------------------
 @pytest.mark.parametrize("max_q_backup", [False, True])
 def test_target_q_is_min_over_critics_of_max_over_draws(max_q_backup):
     config = _config(horizon=2, max_q_backup=max_q_backup, max_q_samples=4, num_critics=3)
@@ -76,7 +56,7 @@ def test_target_q_is_min_over_critics_of_max_over_draws(max_q_backup):
     got = np.asarray(agent.target_q(jnp.asarray(batch["next_observations"]), key))
     n = 4 if max_q_backup else 1
     rep = np.repeat(batch["next_observations"], n, axis=0)
-    actions, _ = agent.generative.sample(agent.ema_params, jnp.asarray(rep), key)
+    actions, _ = agent.actor.sample(jnp.asarray(rep), key)
     q = np.asarray(agent.critic_net.apply(agent.target_critic_params, rep, actions))  # [E, B*n]
     expected = [min(max(q[e, b * n + k] for k in range(n)) for e in range(3)) for b in range(5)]
     np.testing.assert_allclose(got, expected, rtol=1e-5, atol=1e-6)
@@ -90,18 +70,18 @@ def test_polyak_targets_and_ema_schedule():
     close = lambda a, b: jax.tree.map(  # noqa: E731
         lambda x, y: np.testing.assert_allclose(x, y, rtol=1e-5, atol=1e-6), a, b)
     for step in range(4):
-        old_target, old_ema = agent.target_critic_params, agent.ema_params
+        old_target, old_ema = agent.target_critic_params, agent.actor.ema_params
         agent, info = agent.update(batch)
-        assert int(agent.step) == step + 1
+        assert int(agent.actor.step) == step + 1
         close(agent.target_critic_params, jax.tree.map(lambda t, c: 0.9 * t + 0.1 * c,
                                                        old_target, agent.critic.params))
         if step < 2:      # before ema_start: a copy of the actor
-            close(agent.ema_params, agent.actor.params)
+            close(agent.actor.ema_params, agent.actor.params)
         elif step == 2:   # due: Polyak with decay 0.9
-            close(agent.ema_params, jax.tree.map(lambda e, p: 0.9 * e + 0.1 * p, old_ema,
-                                                 agent.actor.params))
+            close(agent.actor.ema_params, jax.tree.map(lambda e, p: 0.9 * e + 0.1 * p, old_ema,
+                                                       agent.actor.params))
         else:             # step 3: not due, unchanged
-            close(agent.ema_params, old_ema)
+            close(agent.actor.ema_params, old_ema)
     assert all(np.isfinite(float(v)) for v in info.values())
     for k in ("critic/loss", "critic/q_mean", "critic/target_mean", "actor/bc_loss",
               "actor/q_loss", "actor/grad_norm", "critic/grad_norm"):
@@ -125,7 +105,7 @@ def test_actor_loss_raises_q_on_a_fixed_critic():
     eval_key = jax.random.PRNGKey(7)
 
     def q_of_policy(params):
-        a, _ = agent.generative.sample(params, batch["observations"], eval_key)
+        a, _ = agent.actor.model.sample(params, batch["observations"], eval_key)
         return float(agent.critic_net.apply(critic_params, batch["observations"], a).mean())
 
     @jax.jit
@@ -145,7 +125,7 @@ def test_actor_loss_raises_q_on_a_fixed_critic():
 
 # ---- acting ------------------------------------------------------------------------------------
 def test_sample_actions_argmax_picks_the_best_candidate():
-    config = _config(horizon=3, action_selection="argmax", num_action_samples=8)
+    config = _config(horizon=3, action_selection="argmax", num_samples=8)
     batch = _batch(B=2, H=3)
     agent = Agent.create(0, batch, config)
     agent = agent.replace(critic_step=jnp.ones((), jnp.int32))  # as if the critics were trained
@@ -156,20 +136,20 @@ def test_sample_actions_argmax_picks_the_best_candidate():
     assert float(jnp.abs(chunks).max()) <= 1.0
     sample_key, _ = jax.random.split(key)
     rep = jnp.repeat(obs, 8, axis=0)
-    cands, _ = agent.generative.sample(agent.ema_params, rep, sample_key)
+    cands, _ = agent.actor.sample(rep, sample_key)
     q = agent.critic_net.apply(agent.target_critic_params, rep, cands).min(0).reshape(5, 8)
     best = np.asarray(cands).reshape(5, 8, 3, ACT)[np.arange(5), np.asarray(q.argmax(1))]
     np.testing.assert_allclose(np.asarray(chunks), best, atol=1e-6)
     # N = 1 is plain sampling from the EMA actor
-    plain = Agent.create(0, batch, _config(horizon=3, num_action_samples=1))
+    plain = Agent.create(0, batch, _config(horizon=3, num_samples=1))
     assert plain.sample_actions(obs, key)[0].shape == (5, 3, ACT)
 
 
 def test_config_task_overrides():
     config = get_config("walker2d-medium")
-    assert (config.task, config.eta, config.grad_norm) == ("walker2d-medium", 1.0, 1.0)
+    assert (config.task, config.eta, config.grad_clip) == ("walker2d-medium", 1.0, 1.0)
     assert get_config("antmaze-large-play").max_q_backup is True
-    assert TASK_OVERRIDES["hopper-medium"]["grad_norm"] == get_config().grad_norm == 9.0
+    assert TASK_OVERRIDES["hopper-medium"]["grad_clip"] == get_config().grad_clip == 9.0
     with pytest.raises(KeyError):
         get_config("hopper-nonsense")
 
@@ -178,10 +158,10 @@ def test_config_task_overrides():
 def test_end_to_end_chunked_run(tmp_path, pole_datasets):
     from dprl.runner import train
     config = _config(horizon=2)
-    config.num_action_samples = 4
+    config.num_samples = 4
     config = tiny(config, pretrain_steps=25, offline_steps=25, online_steps=30, eval_episodes=2,
                   online_log_every=10, online_eval_every=30)
-    summary = train(config, "pole-right", str(tmp_path), progress=False)
+    summary = train(config, "pole-right", str(tmp_path), get_agent, progress=False)
     assert summary["agent"] == "dql" and summary["online_steps"] == 30
     assert summary["offline_score"] is not None and summary["online_score"] is not None
     saved = json.loads((tmp_path / "summary.json").read_text())
@@ -195,17 +175,17 @@ def test_end_to_end_chunked_run(tmp_path, pole_datasets):
 @pytest.mark.slow
 def test_pole_right_recovers_the_rewarded_mode(pole_datasets):
     """Demos pass left and right half each; only right is rewarded: DQL must go right."""
-    from configs.tasks import get_task
     from dprl.buffer import Buffer
     from dprl.data import Normalizer, load_dataset
     from dprl.envs import evaluate
-    from dprl.runner import fused_updates
+    from dprl.tasks import get_task
+    from dprl.updates import fused_updates
 
     task = get_task("pole-right")
     data = load_dataset(task["dataset_id"])
     normalizer = Normalizer.fit(data.observations)
     buffer = Buffer.from_offline(data, normalizer)
-    config = _config(num_action_samples=1)
+    config = _config(num_samples=1)
     config.actor.hidden_dims = config.critic_hidden_dims = (64, 64)
     agent = Agent.create(0, jax.device_get(buffer.sample(jax.random.PRNGKey(0), 2)), config)
 

@@ -23,7 +23,7 @@ TINY_SETS = [
     "run.steps_per_dispatch=10", "run.log_every=10", "run.eval_every=1000",
     "run.save_every=1000", "run.eval_episodes=2", "run.tensorboard=False",
     "run.pretrain_steps=10", "run.offline_steps=10", "run.online_steps=0",
-    "dql.num_action_samples=4", "guided.guide_hidden_dims=(16,16)", "qc.num_samples=4",
+    "dql.num_samples=4", "guided.guide_hidden_dims=(16,16)", "qc.num_samples=4",
     "qc.horizon=2", "qc.act_steps=2", "dppo.run.offline_steps=0", "dppo.run.online_steps=32",
     "dppo.run.num_envs=2", "dppo.run.rollout_steps=4", "dppo.actor.diffusion_steps=4",
     "dppo.ft_denoising_steps=2", "dppo.ppo_batch_size=4",
@@ -50,7 +50,7 @@ def test_parse_sets_shared_and_per_agent():
     from dprl.grid import parse_sets
 
     out = parse_sets(["run.offline_steps=100", "dql.eta=2", "eta=3", "qc.num_samples=4",
-                      "bc.lr=1"], ["dql", "guided"])
+                      "bc.actor_lr=1"], ["dql", "guided"], ["bc", "dql", "guided", "qc"])
     assert out["dql"] == [("run.offline_steps", "100"), ("eta", "2")]   # agent value wins
     assert out["guided"] == [("run.offline_steps", "100"), ("eta", "3")]
     with pytest.raises(ValueError, match="key=value"):
@@ -59,38 +59,40 @@ def test_parse_sets_shared_and_per_agent():
 
 def test_cells_commands_and_dry_run(tmp_path, capsys):
     import grid as grid_cli
-    from dprl.grid import make_cells
 
-    cells = make_cells(["dql", "guided", "dppo", "qc"], ["pole", "pole-right"], [0, 1], tmp_path,
-                       TINY_SETS)
+    cells = grid_cli.make_cells(["dql", "guided", "dppo", "qc"], ["pole", "pole-right"], [0, 1],
+                                tmp_path, TINY_SETS)
     assert len(cells) == 16
     c = next(c for c in cells if c.agent == "dql" and c.seed == 1 and c.task == "pole")
     assert c.run_dir == str(tmp_path / "dql" / "pole" / "seed1")
     cmd = " ".join(c.command())
-    assert "--agent.run.offline_steps=10" in cmd and "--agent.num_action_samples=4" in cmd
-    assert "--agent.num_samples" not in cmd and "--seed=1" in cmd and "configs/dql.py" in cmd
+    assert "--agent.run.offline_steps=10" in cmd and "--agent.num_samples=4" in cmd
+    assert "--agent.guide_hidden_dims" not in cmd and "--seed=1" in cmd and "configs/dql.py" in cmd
+    assert "experiments/train.py" in cmd
     assert grid_cli.main(["--agents=dql,qc", "--tasks=pole", "--seeds=0,1", "--out", str(tmp_path),
                           "--dry-run", *sum([["--set", s] for s in TINY_SETS], [])]) == 0
     assert "4 cells, 0 finished" in capsys.readouterr().out
     # A shared key that one agent lacks is refused up front, naming the per-agent form.
     with pytest.raises(ValueError, match="qc.key=value"):
-        make_cells(["dql", "qc"], ["pole"], [0], tmp_path, ["num_action_samples=4"])
+        grid_cli.make_cells(["dql", "qc"], ["pole"], [0], tmp_path, ["max_q_samples=4"])
 
 
 # ---------------------------------------------------------------------------------------------
 # Grid: running (default suite: BC cells; the 4-agent acceptance grids are marked slow)
 # ---------------------------------------------------------------------------------------------
 def _bc_cells(out, seeds=(0, 1)):
-    from dprl.grid import make_cells
-    return make_cells(["bc"], ["pole"], list(seeds), out, BC_SETS)
+    import grid as grid_cli
+    return grid_cli.make_cells(["bc"], ["pole"], list(seeds), out, BC_SETS)
 
 
 def test_grid_local_failure_skip_and_resume(tmp_path, pole_datasets, xla_cache):
     from dprl.grid import Cell, run_grid
 
     out = tmp_path / "grid"
-    bad = Cell("bc", "no-such-task", 0, str(out / "bc" / "no-such-task" / "seed0"))
-    cells = _bc_cells(out) + [bad]
+    cells = _bc_cells(out)
+    bad = Cell("bc", "no-such-task", 0, str(out / "bc" / "no-such-task" / "seed0"),
+               cells[0].config_file, cells[0].train_script)
+    cells += [bad]
     status = run_grid(cells, str(out), workers=2, env=xla_cache, echo=lambda s: None)
     assert status["counts"]["done"] == 2 and status["counts"]["failed"] == 1
     error = (Path(bad.run_dir) / "error.txt").read_text()
@@ -167,11 +169,12 @@ def test_acceptance_grid_local_kill_and_resume(tmp_path, pole_datasets, xla_cach
 @pytest.mark.slow
 def test_acceptance_grid_ray(tmp_path, pole_datasets, xla_cache):
     ray = _ray()
-    from dprl.grid import make_cells, run_grid
+    import grid as grid_cli
+    from dprl.grid import run_grid
 
     out = tmp_path / "grid"
-    cells = make_cells(["dql", "guided", "dppo", "qc"], ["pole", "pole-right"], [0, 1], out,
-                       TINY_SETS)
+    cells = grid_cli.make_cells(["dql", "guided", "dppo", "qc"], ["pole", "pole-right"], [0, 1],
+                                out, TINY_SETS)
     ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
     try:
         status = run_grid(cells, str(out), backend="ray", workers=2, env=xla_cache,
@@ -271,26 +274,28 @@ def test_ablation_cells_and_jerk(tmp_path):
 def test_multiseed_matches_separate_runs(tmp_path, pole_datasets):
     import jax
 
+    from agents import get_agent
     from configs.bc import get_config
+    from dprl.checkpoint import load_run
     from dprl.multiseed import seed_dirs, train_seeds
-    from dprl.runner import load_run, train
+    from dprl.runner import train
 
     config = tiny(get_config(), pretrain_steps=20, steps_per_dispatch=10, log_every=10,
                   eval_every=20, save_every=20)
     config.actor.hidden_dims = (16, 16)
     config.actor.diffusion_steps = 5
     dirs = seed_dirs(tmp_path / "vmapped", [0, 1])
-    together = train_seeds(config, "pole", dirs, [0, 1], progress=False)
-    alone = train(config, "pole", str(tmp_path / "alone"), seed=1, progress=False)
+    together = train_seeds(config, "pole", dirs, [0, 1], get_agent, progress=False)
+    alone = train(config, "pole", str(tmp_path / "alone"), get_agent, seed=1, progress=False)
     assert [s["seed"] for s in together] == [0, 1]
     assert together[1]["offline_score"] == alone["offline_score"]
-    a, _, _ = load_run(dirs[1])
-    b, _, _ = load_run(tmp_path / "alone")
+    a, _, _ = load_run(dirs[1], get_agent)
+    b, _, _ = load_run(tmp_path / "alone", get_agent)
     for x, y in zip(jax.tree.leaves(a.actor.params), jax.tree.leaves(b.actor.params)):
         np.testing.assert_allclose(np.asarray(x), np.asarray(y), rtol=1e-4, atol=1e-5)
     np.testing.assert_array_equal(np.asarray(a.key), np.asarray(b.key))
     # Seeds differ from each other, and metrics.csv has the same rows as a separate run.
-    c, _, _ = load_run(dirs[0])
+    c, _, _ = load_run(dirs[0], get_agent)
     assert not np.allclose(jax.tree.leaves(c.actor.params)[0], jax.tree.leaves(a.actor.params)[0])
 
     def table(d):

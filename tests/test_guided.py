@@ -12,7 +12,8 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from agents.guided import Agent, chunk_return
+from agents import get_agent
+from agents.guided import Agent
 from configs.guided import get_config
 from tests.conftest import tiny
 
@@ -70,7 +71,7 @@ def test_scale_zero_equals_unguided_sampler():
                              "actions": np.zeros((2, 1, 2), np.float32)}, config)
     obs = jax.random.normal(jax.random.PRNGKey(1), (64, 3))
     key = jax.random.PRNGKey(7)
-    plain, _ = agent.generative.sample(agent.ema_params, obs, key)
+    plain, _ = agent.actor.sample(obs, key)
     guided = agent.sample_guided(obs, key, 0.0)
     np.testing.assert_array_equal(np.asarray(guided), np.asarray(plain))
     # ... and the config path (sample_actions) with scale 0 is the same sampler.
@@ -98,7 +99,7 @@ def test_guidance_uses_grad_of_j_at_the_noisy_action(mode):
     J = agent.guidance_fn(agent.guide.params, obs)
     grad = jax.grad(lambda x: J(x, jnp.full((8,), t_T, jnp.float32)).sum())(x_T)
     assert float(jnp.abs(grad).max()) > 1e-4
-    sched = agent.generative.schedule
+    sched = agent.actor.model.schedule
     if mode == "mean":
         expected = scale * guided.stds[0] ** 2 * grad
     else:  # eps -= s sqrt(1 - abar) g; the DDPM mean's eps coefficient turns it into a mean shift
@@ -132,14 +133,6 @@ def test_guidance_moves_mass_to_the_valued_mode(guide_loss, mode, scale):
     assert (best > 0).mean() > 0.95
 
 
-def test_chunk_return_discounts_and_bootstraps():
-    batch = {"rewards": jnp.array([[1.0, 1.0, 5.0]]), "valid": jnp.array([[1.0, 1.0, 0.0]]),
-             "masks": jnp.array([1.0])}
-    ret, boot = chunk_return(batch, 0.5)
-    np.testing.assert_allclose(ret, [1.5])
-    np.testing.assert_allclose(boot, [0.25])
-
-
 def test_td_contrastive_finetune_update_runs():
     """The TD critic (guided next chunks), the contrastive guide and actor finetuning: one update."""
     config = _config(critic_mode="td", guide_loss="contrastive", finetune_actor=True,
@@ -159,7 +152,7 @@ def test_end_to_end_runner(pole_datasets, tmp_path):
     config.action_dim = 0
     tiny(config, pretrain_steps=50, offline_steps=50, online_steps=100, start_online_updates=50,
          online_log_every=50, online_eval_every=100)
-    summary = train(config, "pole-right", str(tmp_path), progress=False)
+    summary = train(config, "pole-right", str(tmp_path), get_agent, progress=False)
     assert summary["agent"] == "guided" and summary["online_steps"] == 100
     assert summary["offline_score"] is not None and summary["online_score"] is not None
     saved = json.loads((tmp_path / "summary.json").read_text())
@@ -187,17 +180,18 @@ def test_end_to_end_runner(pole_datasets, tmp_path):
 @pytest.mark.slow
 def test_pole_right_guidance_prefers_the_rewarded_side(pole_datasets, tmp_path):
     """BC keeps both sides of the pole; guidance by the learned critic passes on the right."""
-    from configs.tasks import get_task
+    from dprl.checkpoint import load_run
     from dprl.envs import evaluate
-    from dprl.runner import load_run, train
+    from dprl.runner import train
+    from dprl.tasks import get_task
     config = _config(guidance_scale=1.0)
     config.action_dim = 0
     config.actor.hidden_dims = (128, 128)
     config.critic_hidden_dims = config.guide_hidden_dims = (64, 64)
     tiny(config, pretrain_steps=3000, offline_steps=2000, batch_size=128, steps_per_dispatch=250,
          log_every=1000, eval_episodes=10)
-    train(config, "pole-right", str(tmp_path), progress=False)
-    agent, normalizer, _ = load_run(str(tmp_path))
+    train(config, "pole-right", str(tmp_path), get_agent, progress=False)
+    agent, normalizer, _ = load_run(str(tmp_path), get_agent)
     task = get_task("pole-right")
 
     def right_rate(scale):
@@ -226,5 +220,5 @@ def test_untrained_guide_samples_unguided_bc():
     acted, _ = agent.sample_actions(obs, key)
     plain = agent.sample_guided(obs, key, 0.0, 1)
     np.testing.assert_allclose(acted, plain)
-    trained = agent.replace(step_q=jnp.ones((), jnp.int32))
+    trained = agent.replace(critic_step=jnp.ones((), jnp.int32))
     assert not np.allclose(trained.sample_actions(obs, key)[0], plain)

@@ -9,7 +9,8 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from agents.qc import Agent, aggregate, chunk_target, select_best
+from agents import get_agent
+from agents.qc import Agent, aggregate, select_best
 from configs.qc import get_config
 from tests.conftest import tiny
 
@@ -57,30 +58,8 @@ def _python_target(rewards, valid, terminals, next_q, gamma):
     return np.array(out)
 
 
-def test_chunk_target_matches_python_loop():
-    gamma = 0.9
-    # A buffer-shaped hand-made batch: (0) a full chunk; (1) terminal at step 2 (steps 3, 4
-    # invalid, masks 0); (2) time-limit truncation after 3 steps (valid stops, masks 1);
-    # (3) terminal at the last step; (4) a one-step chunk cut by termination.
-    rewards = np.array([[1, 2, 3, 4, 5], [1, 0, 10, 0, 0], [0.5, 0.5, 0.5, 0, 0],
-                        [0, 0, 0, 0, 1], [7, 0, 0, 0, 0]], np.float32)
-    valid = np.array([[1, 1, 1, 1, 1], [1, 1, 1, 0, 0], [1, 1, 1, 0, 0],
-                      [1, 1, 1, 1, 1], [1, 0, 0, 0, 0]], np.float32)
-    terminals = np.array([[0, 0, 0, 0, 0], [0, 0, 1, 0, 0], [0, 0, 0, 0, 0],
-                          [0, 0, 0, 0, 1], [1, 0, 0, 0, 0]], np.float32)
-    masks = np.array([1, 0, 1, 0, 0], np.float32)
-    next_q = np.array([2.0, 100.0, 3.0, 100.0, 100.0], np.float32)
-    got = chunk_target(jnp.asarray(rewards), jnp.asarray(valid), jnp.asarray(terminals),
-                       jnp.asarray(masks), jnp.asarray(next_q), gamma)
-    want = _python_target(rewards, valid, terminals, next_q, gamma)
-    np.testing.assert_allclose(np.asarray(got), want, rtol=1e-5)
-    # The paper's full-chunk case explicitly: sum gamma^i r_i + gamma^5 Q'.
-    assert np.isclose(float(got[0]), sum(gamma ** i * (i + 1) for i in range(5)) + gamma ** 5 * 2)
-    assert np.isclose(float(got[2]), 0.5 * (1 + gamma + gamma ** 2) + gamma ** 3 * 3.0)
-
-
 def test_update_regresses_on_the_h_step_target_from_the_target_critic():
-    """The update's target = chunk_target(r, ..., Q'(s', best-of-N a')) with the same key use."""
+    """The update's target = the h-step return of (r, ..., Q'(s', best-of-N a')), same keys."""
     config = _config(horizon=5, discount=0.9)
     batch = jax.tree.map(jnp.asarray, _batch(B=8, O=4))
     batch["terminals"] = batch["terminals"].at[1, 2].set(1.0)
@@ -92,8 +71,8 @@ def test_update_regresses_on_the_h_step_target_from_the_target_critic():
                                                             agent.target_critic_params))
     _, next_key, _ = jax.random.split(agent.key, 3)
     next_chunks, _ = agent.best_of_n(agent.critic.params, batch["next_observations"], next_key)
-    next_q = aggregate(agent.q_net.apply(agent.target_critic_params, batch["next_observations"],
-                                         next_chunks), "mean")
+    next_q = aggregate(agent.critic_net.apply(agent.target_critic_params,
+                                              batch["next_observations"], next_chunks), "mean")
     want = _python_target(np.asarray(batch["rewards"]), np.asarray(batch["valid"]),
                           np.asarray(batch["terminals"]), np.asarray(next_q), 0.9)
     _, info = agent.update(batch)
@@ -176,7 +155,7 @@ def test_qc_prefers_the_rewarded_mode_on_pole_right(pole_datasets):
 
     from dprl.buffer import Buffer
     from dprl.data import Normalizer, load_dataset
-    from dprl.runner import fused_updates
+    from dprl.updates import fused_updates
 
     data = load_dataset(pole_datasets["pole-right"])
     normalizer = Normalizer.fit(data.observations)
@@ -205,7 +184,7 @@ def test_qc_prefers_the_rewarded_mode_on_pole_right(pole_datasets):
 
 # ---- the waypoint chain --------------------------------------------------------------------------
 def test_chain_env_rewards_only_the_ordered_chain():
-    from dprl.chain_tasks import WAYPOINTS
+    from dprl.chain import WAYPOINTS
     from dprl.envs import make_env
 
     env = make_env("dprl/WaypointChain-v0")
@@ -233,7 +212,7 @@ def test_chain_env_rewards_only_the_ordered_chain():
 
 
 def test_chain_play_data_is_mostly_unsuccessful():
-    from dprl.datasets.qc_toy import rollout_play
+    from dprl.datasets.chain import rollout_play
 
     episodes = rollout_play(40, seed=1)
     success = np.mean([e["success"] for e in episodes])
@@ -248,7 +227,7 @@ def test_end_to_end_offline_to_online(tmp_path, pole_datasets):
     config = _config(horizon=5)
     config = tiny(config, pretrain_steps=25, offline_steps=25, online_steps=60,
                   online_eval_every=60, online_log_every=30, save_every=10_000)
-    summary = train(config, "pole-right", str(tmp_path), seed=0, progress=False)
+    summary = train(config, "pole-right", str(tmp_path), get_agent, seed=0, progress=False)
     assert summary["agent"] == "qc" and summary["online_steps"] == 60
     assert summary["offline_score"] is not None and summary["online_score"] is not None
     saved = json.loads((tmp_path / "summary.json").read_text())

@@ -12,6 +12,9 @@ import jax
 import numpy as np
 import pytest
 
+from agents import get_agent
+from dprl.checkpoint import load_run
+
 ROOT = Path(__file__).resolve().parents[1]
 TINY = ["--agent.actor.hidden_dims=(32, 32)", "--agent.run.batch_size=32",
         "--agent.run.steps_per_dispatch=20", "--agent.run.tensorboard=False",
@@ -60,8 +63,7 @@ def test_train_writes_the_run_contract(tmp_path, pole_datasets):
 
 
 def _params(run_dir):
-    from dprl.runner import load_run
-    agent, normalizer, _ = load_run(run_dir)
+    agent, normalizer, _ = load_run(run_dir, get_agent)
     return jax.tree.leaves(agent.actor.params), normalizer
 
 
@@ -112,13 +114,12 @@ def test_bad_input_fails_with_a_clear_message(tmp_path, pole_datasets, extra, me
 
 
 def test_missing_checkpoint_is_a_clear_error(tmp_path):
-    from dprl.runner import load_run
     with pytest.raises(FileNotFoundError, match="config.json"):
-        load_run(tmp_path)
+        load_run(tmp_path, get_agent)
 
 
 def test_diverging_loss_stops_the_run_and_names_the_step(tmp_path, pole_datasets):
-    proc = run(train_cmd(tmp_path / "nan", "--pretrain_steps=200", "--agent.lr=1e9"),
+    proc = run(train_cmd(tmp_path / "nan", "--pretrain_steps=200", "--agent.actor_lr=1e9"),
                check=False)
     assert proc.returncode != 0
     assert "TrainingDiverged" in proc.stderr and "in phase 'pretrain' at step" in proc.stderr
@@ -126,7 +127,6 @@ def test_diverging_loss_stops_the_run_and_names_the_step(tmp_path, pole_datasets
 
 def test_init_from_starts_a_new_run_from_another_runs_checkpoint(tmp_path, pole_datasets):
     """Online variants of one offline run: the new run starts from its phase-end agent."""
-    from dprl.runner import load_run
     source = tmp_path / "offline"
     run(train_cmd(source, "--pretrain_steps=40", "--online_steps=20",
                   "--agent.run.save_every=10"))
@@ -137,8 +137,8 @@ def test_init_from_starts_a_new_run_from_another_runs_checkpoint(tmp_path, pole_
     assert config["init_from"]["step"] == 40
     summary = json.loads((child / "summary.json").read_text())
     assert summary["offline_score"] is not None        # the starting agent was evaluated
-    started, _, _ = load_run(child)
-    at_40, _, _ = load_run(source, 40)
+    started, _, _ = load_run(child, get_agent)
+    at_40, _, _ = load_run(source, get_agent, 40)
     for a, b in zip(jax.tree.leaves(started.actor.params), jax.tree.leaves(at_40.actor.params)):
         np.testing.assert_array_equal(a, b)
     # A different network cannot take those parameters: a clear error, not a shape crash.

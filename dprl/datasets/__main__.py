@@ -1,6 +1,6 @@
 """``python -m dprl.datasets make <task> [--steps N] [--seed S] [--policy FILE]`` and ``... list``.
 
-``make`` writes dprl's stand-in dataset of a task preset (``configs/tasks.py``) into
+``make`` writes dprl's stand-in dataset of a task preset (``dprl/tasks.py``) into
 ``$MINARI_DATASETS_PATH`` (Minari's default: ``~/.minari/datasets``), atomically, under the
 ``dprl/`` namespace. ``list`` shows every task, which of its datasets are stored here, their
 size and which one a run would use.
@@ -17,7 +17,7 @@ def make(task: str, *, steps: int | None = None, seed: int = 0, policy: str | No
          sac_run: str | None = None, noise: float | None = None, episodes: int | None = None,
          overwrite: bool = False, progress: bool = True) -> dict:
     """Make the dataset of ``task``; returns a summary dict (ids, sizes, timings, scores)."""
-    from configs.tasks import LOCOMOTION_ENVS, LOCOMOTION_RECIPES, get_task
+    from dprl.tasks import LOCOMOTION_ENVS, LOCOMOTION_RECIPES, get_task
 
     preset = get_task(task)  # a clear error for an unknown task
     t0 = time.perf_counter()
@@ -49,7 +49,7 @@ def _dir_size(path) -> int:
 
 def list_tasks() -> list[dict]:
     """One row per task: its datasets, whether each is stored here, size, and what a run uses."""
-    from configs.tasks import TASKS
+    from dprl.tasks import TASKS
     from dprl.datasets.io import dataset_dir
     from dprl.datasets.registry import DatasetError, resolve_dataset
 

@@ -13,7 +13,7 @@ import shutil
 import time
 import uuid
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any, Callable, Sequence
 
 import gymnasium as gym
 import numpy as np
@@ -36,6 +36,30 @@ def dataset_exists(dataset_id: str) -> bool:
     """True when a complete dataset (metadata and data) is stored locally under this id."""
     path = dataset_dir(dataset_id)
     return (path / "data" / "metadata.json").is_file()
+
+
+def record_episode(env: gym.Env, seed: int, act: Callable[[np.ndarray], np.ndarray],
+                   after_step: Callable[[dict], None] = lambda info: None) -> tuple[dict, dict]:
+    """One episode of ``act(observation) -> action`` from ``env.reset(seed=seed)``, as the
+    episode dict ``write_minari_dataset`` takes (with its reset ``seed``), and the last step's
+    info. ``after_step(info)`` sees every step's info (a scripted policy that changes its goal)."""
+    obs, _ = env.reset(seed=seed)
+    observations, actions, rewards, terms, truncs = [obs], [], [], [], []
+    while True:
+        action = act(obs)
+        obs, reward, terminated, truncated, info = env.step(action)
+        observations.append(obs)
+        actions.append(action)
+        rewards.append(reward)
+        terms.append(terminated)
+        truncs.append(truncated)
+        after_step(info)
+        if terminated or truncated:
+            break
+    episode = {"observations": np.stack(observations), "actions": np.stack(actions),
+               "rewards": np.array(rewards), "terminations": np.array(terms),
+               "truncations": np.array(truncs), "seed": seed}
+    return episode, info
 
 
 def write_minari_dataset(

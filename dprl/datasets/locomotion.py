@@ -33,7 +33,7 @@ from typing import Callable
 
 import numpy as np
 
-from configs.tasks import D4RL_REF_SCORES, LOCOMOTION_ENVS, LOCOMOTION_RECIPES
+from dprl.tasks import D4RL_REF_SCORES, LOCOMOTION_ENVS, LOCOMOTION_RECIPES
 
 # Gaussian action-noise std that brings a given expert (--policy; measured with the experts of the
 # Berkeley deep-RL course, 2x64 tanh MLPs) to about 1/3 of its
@@ -347,7 +347,7 @@ def make_locomotion_dataset(task_name: str, steps: int = 1_000_000, *, seed: int
                             policy_path=None, sac_run=None, noise=None, overwrite=False,
                             progress: bool = False, dataset_id: str | None = None) -> dict:
     """Generate and write the dataset of a locomotion task preset; returns a summary."""
-    from configs.tasks import get_task
+    from dprl.tasks import get_task
     from dprl.datasets.io import write_minari_dataset
 
     task = get_task(task_name)

@@ -198,7 +198,7 @@ def make_manipulation_dataset(task: str, steps: int = 1_000_000, *, seed: int = 
                               episode_length: int = EPISODE_LENGTH, overwrite: bool = False,
                               progress: bool = False) -> dict:
     """Collect ``ceil(steps / episode_length)`` play episodes and write both datasets."""
-    from configs.tasks import get_task
+    from dprl.tasks import get_task
     from dprl.datasets.io import write_minari_dataset
 
     import ogbench

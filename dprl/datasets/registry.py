@@ -12,7 +12,8 @@ from pathlib import Path
 
 import numpy as np
 
-from dprl.datasets.io import DPRL_NAMESPACE, dataset_dir, datasets_root
+from dprl.datasets.io import DPRL_NAMESPACE, dataset_dir, dataset_exists, datasets_root
+from dprl.tasks import TASKS, get_task
 
 OFFICIAL, GENERATED = "official", "dprl-generated"
 
@@ -27,7 +28,6 @@ def source_of(dataset_id: str) -> str:
 
 
 def _task_for_dataset(dataset_id: str) -> str | None:
-    from configs.tasks import TASKS
     for name, preset in TASKS.items():
         if dataset_id in (preset["dataset_id"], preset.get("official_dataset_id")):
             return name
@@ -148,6 +148,15 @@ def run_generator(task: str, preset: dict, **kwargs) -> str:
     return getattr(importlib.import_module(module), fn)(task, **kwargs)
 
 
+def resolve_task_dataset(task_name: str, forced_id: str | None = None) -> tuple[str, str]:
+    """``resolve_dataset``, after making the dataset on the spot for presets with ``auto_make``
+    (the toy tasks: seconds of work) when it is missing and no other id is forced."""
+    task = get_task(task_name)
+    if task["auto_make"] and not forced_id and not dataset_exists(task["dataset_id"]):
+        run_generator(task_name, task)
+    return resolve_dataset(task_name, forced_id)
+
+
 def resolve_dataset(task_name: str, forced_id: str | None = None) -> tuple[str, str]:
     """``(dataset_id, source)`` for a task preset; source is ``'official'`` or ``'dprl-generated'``.
 
@@ -155,8 +164,6 @@ def resolve_dataset(task_name: str, forced_id: str | None = None) -> tuple[str, 
     is stored locally, else dprl's stand-in; a present but broken directory is an error (never a
     silent fallback). With neither, ``DatasetError`` names ``python -m dprl.datasets make <task>``.
     """
-    from configs.tasks import get_task
-
     task = get_task(task_name)
     if forced_id:
         check_dataset_dir(forced_id)

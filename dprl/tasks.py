@@ -63,18 +63,18 @@ for _robot, _env_id in LOCOMOTION_ENVS.items():
             ref_max_score=D4RL_REF_SCORES[_robot][1],
         )
 
-# The multimodality proof (dprl/toy.py): score = 100 * success rate.
-_POLE_GENERATOR = dict(generator="dprl.datasets.toy:make_pole_dataset", auto_make=True)
+# The multimodality proof (dprl/pole.py): score = 100 * success rate.
+_POLE_GENERATOR = dict(generator="dprl.datasets.pole:make_pole_dataset", auto_make=True)
 _register("pole", env_id="dprl/Pole-v0", dataset_id="dprl/pole/demos-v0", eval_episodes=50,
           ref_min_score=0.0, ref_max_score=1.0, **_POLE_GENERATOR)
 # The same demonstrations, but only passing on the right is rewarded (RL must pick a mode).
 _register("pole-right", env_id="dprl/PoleRight-v0", dataset_id="dprl/pole-right/demos-v0",
           eval_episodes=50, ref_min_score=0.0, ref_max_score=1.0, **_POLE_GENERATOR)
-# QC's long-horizon sparse-reward toy (dprl/chain_tasks.py): visit 3 waypoints in order; random-order
+# QC's long-horizon sparse-reward toy (dprl/chain.py): visit 3 waypoints in order; random-order
 # play data, mostly unsuccessful. Score: 100 x success rate.
 _register("chain", env_id="dprl/WaypointChain-v0", dataset_id="dprl/chain/play-v0", score="success",
           eval_episodes=50, ref_min_score=0.0, ref_max_score=1.0,
-          generator="dprl.datasets.qc_toy:make_chain_dataset", auto_make=True)
+          generator="dprl.datasets.chain:make_chain_dataset", auto_make=True)
 
 # OGBench manipulation (dprl/datasets/ogbench_recipes.py): play data from ogbench's scripted plan
 # oracles, relabeled with the single-task reward QC and FQL evaluate on (the default task of
@@ -97,5 +97,5 @@ def get_task(name: str) -> dict:
         close = difflib.get_close_matches(name, TASKS, n=3)
         hint = f" Did you mean {', '.join(close)}?" if close else ""
         raise KeyError(f"Unknown task {name!r}.{hint} Known tasks: {', '.join(sorted(TASKS))}. "
-                       f"Add presets in configs/tasks.py.")
+                       f"Add presets in dprl/tasks.py.")
     return copy.deepcopy(TASKS[name])

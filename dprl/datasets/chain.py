@@ -1,4 +1,4 @@
-"""Play data for the waypoint chain (dprl/chain_tasks.py), QC's long-horizon sparse-reward toy.
+"""Play data for the waypoint chain (dprl/chain.py), QC's long-horizon sparse-reward toy.
 
 ``make_chain_dataset()`` writes ``dprl/chain/play-v0``: episodes of a demonstrator that goes from
 waypoint to waypoint in random order (never the same one twice in a row) with steering noise,
@@ -9,40 +9,33 @@ from __future__ import annotations
 
 import numpy as np
 
-from dprl.datasets.io import dataset_exists, write_minari_dataset
+from dprl.datasets.io import dataset_exists, record_episode, write_minari_dataset
 
 CHAIN_TASKS = {"chain": ("dprl/chain/play-v0", "dprl/WaypointChain-v0")}
 
 
 def rollout_play(num_episodes: int, seed: int = 0, noise: float = 0.3) -> list[dict]:
     """Play episodes; each records its reset seed and whether it completed the chain."""
-    from dprl.chain_tasks import next_play_target, play_action
+    from dprl.chain import next_play_target, play_action
     from dprl.envs import make_env
 
     env = make_env(CHAIN_TASKS["chain"][1])
     rng = np.random.default_rng(seed)
     episodes = []
     for i in range(num_episodes):
-        ep_seed = seed * 100_000 + i
-        obs, _ = env.reset(seed=ep_seed)
         target = next_play_target(-1, rng)
-        observations, actions, rewards, terms, truncs = [obs], [], [], [], []
-        while True:
-            action = play_action(obs[:2], target, rng, noise)
-            obs, reward, terminated, truncated, info = env.step(action)
-            observations.append(obs)
-            actions.append(action)
-            rewards.append(reward)
-            terms.append(terminated)
-            truncs.append(truncated)
+
+        def head_for_target(obs):
+            return play_action(obs[:2], target, rng, noise)
+
+        def next_target_when_visited(info):
+            nonlocal target
             if info["visited"] == target:
                 target = next_play_target(target, rng)
-            if terminated or truncated:
-                break
-        episodes.append({"observations": np.stack(observations), "actions": np.stack(actions),
-                         "rewards": np.array(rewards), "terminations": np.array(terms),
-                         "truncations": np.array(truncs), "seed": ep_seed,
-                         "success": bool(info["success"])})
+
+        episode, info = record_episode(env, seed * 100_000 + i, head_for_target,
+                                       next_target_when_visited)
+        episodes.append({**episode, "success": bool(info["success"])})
     return episodes
 
 
@@ -58,7 +51,7 @@ def make_chain_dataset(task_name: str = "chain", num_episodes: int = 300, seed: 
     success = float(np.mean([e["success"] for e in episodes]))
     write_minari_dataset(
         dataset_id, episodes, env_id, ref_min_score=0.0, ref_max_score=1.0,
-        provenance={"recipe": "chain-play", "policy": "dprl.chain_tasks.play_action (scripted)",
+        provenance={"recipe": "chain-play", "policy": "dprl.chain.play_action (scripted)",
                     "seed": seed, "num_episodes": num_episodes, "chain_success_rate": success},
         description="Waypoint chain: random-order play between three waypoints; mostly "
                     "unsuccessful (sparse reward only for visiting A, B, C in order).",

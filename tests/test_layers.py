@@ -1,0 +1,116 @@
+"""The layers are true (dprl/ imports no agents, configs or experiments; agents and configs do
+not import each other) and every registered agent follows the interface ``dprl.agent.Agent``."""
+from __future__ import annotations
+
+import ast
+import inspect
+from pathlib import Path
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from conftest import ROOT
+
+# package -> the top-level packages it must never import (the layers: dprl < agents, configs <
+# experiments; tests may import anything).
+FORBIDDEN = {"dprl": {"agents", "configs", "experiments"},
+             "agents": {"configs", "experiments"},
+             "configs": {"agents", "experiments"}}
+
+
+def imported_packages(path: Path) -> set[str]:
+    """Top-level packages a module imports, wherever the import statement sits."""
+    tree = ast.parse(path.read_text(), filename=str(path))
+    names = set()
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Import):
+            names.update(alias.name.split(".")[0] for alias in node.names)
+        elif isinstance(node, ast.ImportFrom) and node.level == 0 and node.module:
+            names.add(node.module.split(".")[0])
+    return names
+
+
+@pytest.mark.parametrize("package", sorted(FORBIDDEN))
+def test_no_module_imports_a_higher_layer(package):
+    files = sorted((ROOT / package).rglob("*.py"))
+    assert files
+    wrong = {str(f.relative_to(ROOT)): sorted(imported_packages(f) & FORBIDDEN[package])
+             for f in files}
+    assert not {f: w for f, w in wrong.items() if w}
+
+
+def test_the_import_check_sees_imports_inside_functions(tmp_path):
+    module = tmp_path / "m.py"
+    module.write_text("import os\n\ndef f():\n    from agents import get_agent\n")
+    assert imported_packages(module) == {"os", "agents"}
+
+
+# ---- the agent interface --------------------------------------------------------------------
+def _tiny_config(name: str):
+    from configs import config_file
+    from dprl.config import load_config_file
+
+    config = load_config_file(config_file(name))
+    config.action_dim = 2
+    config.actor.hidden_dims = (8, 8)
+    config.actor.diffusion_steps = 3
+    config.actor.flow_steps = 2
+    for key in list(config):
+        if key.endswith("hidden_dims"):
+            config[key] = (8, 8)
+    for key, value in (("num_samples", 2), ("max_q_samples", 2), ("ft_denoising_steps", 2),
+                       ("support_actions", 2), ("contrastive_states", 4)):
+        if key in config:
+            config[key] = value
+    config.run.num_envs = 2 if config.run.num_envs > 1 else 1
+    return config
+
+
+def _signature(fn) -> list:
+    """Parameter kinds (names may differ: DPPO's update takes a ``rollout``)."""
+    return [p.kind for name, p in inspect.signature(fn).parameters.items()
+            if name not in ("self", "cls")]
+
+
+@pytest.mark.parametrize("name", ["bc", "dql", "guided", "dppo", "qc"])
+def test_registered_agent_follows_the_interface(name, pole_datasets):
+    """Method signatures of the protocol's shape; created, it is an ``Agent``; it acts in chunks
+    and its steps return flat finite scalars, on batches or (on-policy) on a collected Rollout."""
+    from agents import REGISTRY, get_agent
+    from dprl.agent import Agent
+    from dprl.buffer import Buffer
+    from dprl.collect import Rollout, collect_rollout, make_executor
+    from dprl.data import Normalizer, load_dataset
+    from dprl.tasks import get_task
+
+    assert set(REGISTRY) == {"bc", "dql", "guided", "dppo", "qc"}
+    cls = get_agent(name)
+    assert isinstance(cls.on_policy, bool)
+    for method in ("create", "pretrain", "update", "sample_actions"):
+        assert _signature(getattr(cls, method)) == _signature(getattr(Agent, method)), method
+
+    config = _tiny_config(name)
+    data = load_dataset(pole_datasets["pole"])
+    normalizer = Normalizer.fit(data.observations)
+    buffer = Buffer.from_offline(data, normalizer)
+    batch = buffer.sample(jax.random.PRNGKey(0), 8, config.horizon, config.obs_history)
+    agent = cls.create(0, jax.device_get(batch), config)
+    assert isinstance(agent, Agent)
+
+    chunks, aux = agent.sample_actions(batch["observations"], jax.random.PRNGKey(1))
+    assert chunks.shape == (8, config.horizon, 2) and float(jnp.abs(chunks).max()) <= 1.0
+    assert isinstance(aux, dict)
+    agent, info = agent.pretrain(batch)
+    if cls.on_policy:
+        executor = make_executor(get_task("pole"), agent.config, normalizer,
+                                 config.run.num_envs, seed=0)
+        rollout, _ = collect_rollout(agent, executor, 2, jax.random.PRNGKey(2))
+        assert set(rollout) == set(Rollout.__annotations__)
+        agent, update_info = agent.update(rollout)
+    else:
+        agent, update_info = agent.update(batch)
+    for scalars in (info, update_info):
+        assert scalars and all(np.ndim(v) == 0 and np.isfinite(float(v))
+                               for v in jax.device_get(scalars).values())
