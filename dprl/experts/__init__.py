@@ -77,7 +77,7 @@ def export(sac_run: str | Path, robot: str, *, out_dir: Path = SHIPPED_DIR,
     (float16) with their provenance into ``out_dir``; returns the robot's manifest entry."""
     from dprl.datasets.policies import load_policy, save_policy
     from dprl.sac import rollout_returns
-    from configs.tasks import D4RL_REF_SCORES, LOCOMOTION_ENVS
+    from dprl.tasks import D4RL_REF_SCORES, LOCOMOTION_ENVS
 
     sac_run = Path(sac_run)
     env_id = LOCOMOTION_ENVS[robot]
