@@ -36,14 +36,14 @@ def run_config() -> ml_collections.ConfigDict:
         normalize_obs=True,      # standardize observations with the dataset's statistics
         init_from="",            # 'RUN_DIR' or 'RUN_DIR:STEP': start from that run's checkpoint
                                  # (agent and normalizer), e.g. online variants of one offline run
-        tensorboard=True,
+        tensorboard=True,        # TensorBoard event files in run_dir/tb
         wandb_project="",        # set to log to Weights & Biases too
     ))
 
 
 def base_config(agent_name: str) -> ml_collections.ConfigDict:
     config = ml_collections.ConfigDict()
-    config.agent_name = agent_name
+    config.agent_name = agent_name  # the registered agent this config builds (agents/)
     config.horizon = 1           # H: action chunk length (1 = one-step control)
     config.act_steps = 1         # actions executed per chunk (receding horizon), <= horizon
     config.obs_history = 1       # K: frames of observation history (1 = none)

@@ -37,7 +37,7 @@ def get_config():
     config.min_logprob_std = 0.1       # paper: min_logprob_denoising_std 0.1
     config.noise_clip = 3.0            # paper: randn_clip_value 3
     config.logprob_min = -5.0          # paper code: per-element log-prob clamp [-5, 2]
-    config.logprob_max = 2.0
+    config.logprob_max = 2.0           # the clamp's upper end (paper code: 2)
 
     # PPO. The value net V(s) is the shared 3x256 Mish critic (paper: mlp_dims [256, 256, 256],
     # residual, Mish); discount 0.99 (paper: gamma 0.99).
@@ -51,7 +51,7 @@ def get_config():
     config.update_epochs = 5           # paper: update_epochs 5
     # paper: batch_size 5000 env steps (each with all K steps) of 20,000 = 4 minibatches per
     # epoch; with our 500-sample rollouts, 125 keeps the paper's 4 minibatches per epoch.
-    config.ppo_batch_size = 125
+    config.ppo_batch_size = 125        # PPO minibatch (samples): the paper's 4 per epoch, above
     config.vf_coef = 0.5               # paper: vf_coef 0.5
     config.target_kl = 1.0             # paper: target_kl 1
     config.normalize_advantages = True  # paper: norm_adv True (per minibatch)

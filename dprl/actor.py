@@ -27,11 +27,11 @@ def default_actor_config() -> ml_collections.ConfigDict:
         model="diffusion",        # 'diffusion' (Diffusion-QL, DPPO) or 'flow' (QC, FQL); the BC
                                   # agent also takes 'mse' (a deterministic MSE regressor)
         backbone="mlp",           # 'mlp' (Diffusion-QL: 3x256 Mish) or 'unet' (Chi et al. 2023)
-        hidden_dims=(256, 256, 256),
+        hidden_dims=(256, 256, 256),  # MLP denoiser widths (Diffusion-QL: 3x256)
         activation="mish",        # Diffusion-QL uses Mish
         time_dim=16,              # Diffusion-QL's time embedding size
         unet_channels=(64, 128, 256),  # Diffusion Policy's U-Net widths
-        unet_kernel_size=5,
+        unet_kernel_size=5,       # Diffusion Policy: 5
         schedule="vp",            # Diffusion-QL's VP schedule; 'linear' / 'cosine' for DDPM/DPPO
         diffusion_steps=5,        # Diffusion-QL: N = 5
         sampler="ddpm",           # 'ddpm' or 'ddim'

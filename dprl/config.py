@@ -102,3 +102,72 @@ def run_config(config: ml_collections.ConfigDict, action_dim: int, task: dict, o
         raise ValueError("On-policy agents need run.rollout_steps > 0 (chunk-steps per env "
                          "and update)")
     return config
+
+
+def _imported_files(path: Path, root: Path, seen: set[Path]) -> list[Path]:
+    """``path`` and the project files it imports (recursively), config file first."""
+    import ast
+    if path in seen or not path.is_file():
+        return []
+    seen.add(path)
+    files = [path]
+    for node in ast.walk(ast.parse(path.read_text())):
+        names = ([node.module] if isinstance(node, ast.ImportFrom) and node.module else
+                 [a.name for a in node.names] if isinstance(node, ast.Import) else [])
+        for name in names:
+            base = root.joinpath(*name.split("."))
+            for candidate in (base.with_suffix(".py"), base / "__init__.py"):
+                files += _imported_files(candidate, root, seen)
+    return files
+
+
+def _field_comments(files: list[Path]) -> list[tuple[str, str]]:
+    """``(target, comment)`` for every line that assigns a field and ends with a comment
+    (``config.x = 1  # ...``, ``x=1,  # ...`` in ``dict(...)``, ``"x": 1,  # ...``); comment-only
+    lines indented under a comment continue it."""
+    import io
+    import re
+    import tokenize
+    out: list[tuple[str, str]] = []
+    for path in files:
+        lines = path.read_text().splitlines()
+        last, last_col = None, -1
+        for tok in tokenize.generate_tokens(io.StringIO(path.read_text()).readline):
+            if tok.type != tokenize.COMMENT:
+                continue
+            row, col = tok.start
+            code = lines[row - 1][:col].strip()
+            text = tok.string.lstrip("#").strip()
+            if not code:
+                if last is not None and col >= last_col and row == last + 1:
+                    out[-1] = (out[-1][0], f"{out[-1][1]} {text}")
+                    last = row
+                continue
+            m = (re.match(r"^([\w.]+)\s*=(?!=)", code) or re.match(r"^[\"'](\w+)[\"']\s*:", code))
+            if m:
+                target = m.group(1)
+                out.append((target[len("config."):] if target.startswith("config.") else target,
+                            text))
+                last, last_col = row, col
+            else:
+                last = None
+    return out
+
+
+def describe_config(path: str) -> list[tuple[str, object, str]]:
+    """``(key, default, comment)`` for every leaf of the config file at ``path``: the comment is
+    the one on the line that sets the field, in the file or in the project files it imports."""
+    config = load_config_file(path)
+    root = Path(__file__).resolve().parents[1]
+    comments = _field_comments(_imported_files(Path(path.split(":")[0]).resolve(), root, set()))
+    rows = []
+    for key in config_keys(config):
+        leaf = key.split(".")[-1]
+        best = next((c for t, c in comments if t == key or t.endswith("." + key)), None)
+        if best is None:
+            best = next((c for t, c in comments if t.split(".")[-1] == leaf), "")
+        value = config
+        for part in key.split("."):
+            value = value[part]
+        rows.append((key, value, best))
+    return rows

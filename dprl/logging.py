@@ -130,7 +130,8 @@ def progress_bar(desc: str, total: int, initial: int, unit: str, enabled: bool =
 
 
 def postfix(info: dict, score: float | None) -> dict:
-    """The progress bar's summary: the first two losses and the best score so far."""
+    """The progress bar's summary: the first two losses and the best evaluation score so far
+    (``eval_score``: the normalized score, defined in ``train.py --help``)."""
     out = {}
     for k, v in info.items():
         if "loss" in k:
@@ -138,5 +139,5 @@ def postfix(info: dict, score: float | None) -> dict:
             if len(out) >= 2:
                 break
     if score is not None:
-        out["score"] = f"{score:.1f}"
+        out["eval_score"] = f"{score:.1f}"    # best normalized score so far (train.py --help)
     return out

@@ -1,6 +1,6 @@
 """Train one agent on one task: BC pretraining -> offline RL -> online finetuning.
 
-    python experiments/train.py --agent=configs/dql.py --task=hopper-medium --run_dir=runs/dql \
+    python experiments/train.py --agent=configs/dql.py --task=hopper-medium --run_dir=runs/dql
         [--seed=0] [--agent.eta=1.0 ...] [--pretrain_steps=N] [--offline_steps=N] [--online_steps=M]
 
 Writes config.json, metrics.csv, summary.json and checkpoints/ into --run_dir; running the same
@@ -60,11 +60,41 @@ def main(_):
     print(json.dumps(summary, indent=2))
 
 
+SCORE_HELP = """\
+Scores: `eval_score` on the progress bar and `eval/normalized_score` in metrics.csv are the
+D4RL-normalized return, 100 * (R - ref_min) / (ref_max - ref_min), with the task's reference
+returns (dprl/tasks.py; D4RL's random and expert scores for locomotion), so 0 = random and
+100 = expert; for success tasks (pole, chain, OGBench) it is 100 x the success rate."""
+
+
+def print_help(path: str | None) -> None:
+    """The flags, the score's definition and, with --agent, every --agent.<key>."""
+    from dprl.config import describe_config
+
+    print(__doc__)
+    print(FLAGS.module_help(sys.modules[__name__]))
+    print("\n" + SCORE_HELP)
+    if not path:
+        print("\nPass --agent=configs/<agent>.py (bc, dql, guided, dppo, qc) with --help to list "
+              "its --agent.<key> settings.")
+        return
+    print(f"\n--agent.<key> settings of {path} (default, then what it is):")
+    for key, value, comment in describe_config(path):
+        print(f"  --agent.{key}={value!r}\n      {comment}" if comment else
+              f"  --agent.{key}={value!r}")
+
+
 def check_argv(argv):
     """Fail fast, with the fix, on an unknown --agent.<key> (absl would raise a bare KeyError)."""
     from dprl.config import check_override_keys, load_config_file, overrides_from_argv
 
     path, keys = overrides_from_argv(argv)
+    if {"-h", "--help", "--helpfull", "-?"} & set(argv):
+        try:
+            print_help(path)
+        except FileNotFoundError as e:
+            sys.exit(f"error: {e}")
+        sys.exit(0)
     if path and keys:
         try:
             check_override_keys(load_config_file(path), keys, path)
