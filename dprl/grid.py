@@ -31,6 +31,8 @@ import subprocess
 import sys
 import threading
 import time
+import warnings
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Callable, Sequence
 
@@ -288,6 +290,22 @@ def _prepare_datasets(tasks, echo) -> None:
                  f"will report it")
 
 
+@contextmanager
+def _fork_exec_only():
+    """Silence JAX's fork warning for ``subprocess`` launches while workers start.
+
+    JAX warns on every fork of a process that has used it, because a forked copy of a
+    multithreaded program can deadlock. Cells (train.py) and Ray's daemons are started with
+    ``subprocess``, whose child replaces itself with a fresh interpreter (fork + exec): the
+    forked copy never runs JAX, so the warning does not apply. A bare ``os.fork()`` elsewhere
+    still warns. (A driver that never touched JAX, like ``experiments/grid.py``, gets none.)
+    """
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message=r"os\.fork\(\) was called",
+                                category=RuntimeWarning, module="subprocess")
+        yield
+
+
 def _run_local(cells, progress: Progress, workers: int, env: dict) -> None:
     def one(cell):
         progress.set(cell.label, "running")
@@ -295,7 +313,7 @@ def _run_local(cells, progress: Progress, workers: int, env: dict) -> None:
         progress.set(cell.label, result["state"], wall_s=round(result["wall_s"], 1),
                      error=result["error"])
 
-    with cf.ThreadPoolExecutor(max_workers=max(1, workers)) as pool:
+    with _fork_exec_only(), cf.ThreadPoolExecutor(max_workers=max(1, workers)) as pool:
         for f in cf.as_completed([pool.submit(one, c) for c in cells]):
             f.result()
 
@@ -311,7 +329,8 @@ def _run_ray(cells, progress: Progress, workers: int, env: dict, address: str | 
     started_here = not ray.is_initialized()
     if started_here:
         kwargs = dict(address=address) if address else dict(num_cpus=max(1, workers))
-        ray.init(include_dashboard=False, log_to_driver=False, **kwargs)
+        with _fork_exec_only():
+            ray.init(include_dashboard=False, log_to_driver=False, **kwargs)
     try:
         # The cells run this repository's train.py with the driver's interpreter: the cluster's
         # nodes must share the checkout and the environment (a shared file system or an image).

@@ -39,3 +39,21 @@ def test_train_help_without_an_agent_says_how_to_list_its_keys():
                          capture_output=True, text=True, timeout=120)
     assert out.returncode == 0, out.stderr
     assert "--agent=configs/<agent>.py" in out.stdout
+
+
+def test_grid_starts_workers_without_jax_fork_warnings(tmp_path, pole_datasets):
+    """A driver that has used JAX (a notebook, this test process) launches cells with no
+    'os.fork() ... JAX is multithreaded' warning: cells are fork + exec, never a bare fork."""
+    import warnings
+
+    import jax.numpy as jnp
+
+    from dprl.grid import Cell, run_grid
+    jnp.ones(3).block_until_ready()        # JAX initialized: its fork hook is armed
+    cell = Cell("bc", "no-such-task", 0, str(tmp_path / "cell"), str(ROOT / "configs/bc.py"),
+                str(ROOT / "experiments/train.py"))
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        status = run_grid([cell], str(tmp_path), workers=1, env={}, echo=lambda s: None)
+    assert status["counts"]["failed"] == 1         # the cell ran (and failed on its task)
+    assert [str(w.message) for w in caught if "fork" in str(w.message)] == []
