@@ -292,13 +292,13 @@ def _prepare_datasets(tasks, echo) -> None:
 
 @contextmanager
 def _fork_exec_only():
-    """Silence JAX's fork warning for ``subprocess`` launches while workers start.
+    """Silence JAX's fork warning for ``subprocess`` launches while Ray starts.
 
     JAX warns on every fork of a process that has used it, because a forked copy of a
-    multithreaded program can deadlock. Cells (train.py) and Ray's daemons are started with
-    ``subprocess``, whose child replaces itself with a fresh interpreter (fork + exec): the
-    forked copy never runs JAX, so the warning does not apply. A bare ``os.fork()`` elsewhere
-    still warns. (A driver that never touched JAX, like ``experiments/grid.py``, gets none.)
+    multithreaded program can deadlock. ``ray.init`` starts its daemons with ``subprocess``,
+    whose child replaces itself with a new program (fork + exec): the forked copy never runs
+    JAX, so the warning does not apply. A bare ``os.fork()`` elsewhere still warns. (A driver
+    that never touched JAX, like ``experiments/grid.py``, gets none; local cells start without.)
     """
     with warnings.catch_warnings():
         warnings.filterwarnings("ignore", message=r"os\.fork\(\) was called",
@@ -313,7 +313,7 @@ def _run_local(cells, progress: Progress, workers: int, env: dict) -> None:
         progress.set(cell.label, result["state"], wall_s=round(result["wall_s"], 1),
                      error=result["error"])
 
-    with _fork_exec_only(), cf.ThreadPoolExecutor(max_workers=max(1, workers)) as pool:
+    with cf.ThreadPoolExecutor(max_workers=max(1, workers)) as pool:
         for f in cf.as_completed([pool.submit(one, c) for c in cells]):
             f.result()
 

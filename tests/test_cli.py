@@ -41,19 +41,18 @@ def test_train_help_without_an_agent_says_how_to_list_its_keys():
     assert "--agent=configs/<agent>.py" in out.stdout
 
 
-def test_grid_starts_workers_without_jax_fork_warnings(tmp_path, pole_datasets):
-    """A driver that has used JAX (a notebook, this test process) launches cells with no
-    'os.fork() ... JAX is multithreaded' warning: cells are fork + exec, never a bare fork."""
+def test_grid_starts_ray_without_jax_fork_warnings(tmp_path):
+    """A driver that has used JAX (a notebook, this test process) starts Ray with no
+    'os.fork() ... JAX is multithreaded' warning: Ray's daemons are fork + exec launches."""
     import warnings
 
     import jax.numpy as jnp
+    pytest.importorskip("ray", reason="the [ray] extra")
 
-    from dprl.grid import Cell, run_grid
+    from dprl.grid import Progress, _run_ray
     jnp.ones(3).block_until_ready()        # JAX initialized: its fork hook is armed
-    cell = Cell("bc", "no-such-task", 0, str(tmp_path / "cell"), str(ROOT / "configs/bc.py"),
-                str(ROOT / "experiments/train.py"))
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
-        status = run_grid([cell], str(tmp_path), workers=1, env={}, echo=lambda s: None)
-    assert status["counts"]["failed"] == 1         # the cell ran (and failed on its task)
+        _run_ray([], Progress([], str(tmp_path), 1, "ray", echo=lambda s: None), workers=1, env={}, address=None,
+                 cpus_per_cell=1)
     assert [str(w.message) for w in caught if "fork" in str(w.message)] == []
