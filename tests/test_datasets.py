@@ -288,10 +288,15 @@ def test_make_manipulation_dataset_resumes_and_records_statistics():
     assert ours["observation_dim"] == 37 and ours["action_dim"] == 5
     assert ours["transitions"] == 180 and ours["transitions_in_ogbench_layout"] == 177
     assert set(ours["per_task"]) == {f"task{i}" for i in range(1, 6)}
-    # OGBench's relabeling of the stored float32 qpos agrees with the collection-time labels.
-    assert ours["default_task_label_agreement"] == 1.0
-    assert stats["comparison"]["observation_dim"] == {"ours": 37, "ogbench": 37, "match": True}
-    assert stats["comparison"]["num_episodes"]["match"] is False     # a tiny test collection
+    # OGBench's relabeling of the stored float32 qpos agrees with the collection-time labels of
+    # the default task (task2 for cube-double).
+    assert ours["collected_rewards_label_agreement"] == 1.0
+    assert "task2" in ours["tasks_matching_collected_rewards"]
+    cmp = stats["comparison"]
+    assert cmp["observation_dim"] == {"ours": 37, "ogbench": 37, "match": True}
+    assert cmp["evaluation_episode_length"]["match"] and cmp["default_task"]["match"]
+    assert cmp["num_episodes"]["match"] is False and cmp["transitions"]["ogbench"] == 1_000_000
+    assert "Q-chunking" in stats["ogbench_documented"]["transitions"]["source"]
     import minari
     ep = next(minari.load_dataset(res["play_dataset_id"]).iterate_episodes())
     assert ep.infos["qpos"].shape == (61, 28) and ep.infos["qpos"].dtype == np.float32

@@ -435,23 +435,48 @@ def collect_play_episodes_resumable(task: str, num_episodes: int, partial_dir, *
 
 
 # ----------------------------------------------------------------------------- statistics
-# What OGBench documents about its own play datasets (the numbers its repository and paper give;
-# see ``OGBENCH_SOURCES``). Observation/action sizes are those of the ogbench package's envs.
+# What OGBench (and the Q-chunking paper, which trains on these datasets) document about the
+# published play datasets, each with its source. Neither documents success or coverage statistics
+# of the data (we found none in OGBench's README or data scripts, nor in QC's Appendix B), so the
+# per-task success numbers in ``play_statistics`` are ours alone.
 OGBENCH_SOURCES = {
-    "recipe": "github.com/seohongpark/ogbench data_gen_scripts/generate_manipspace.py and "
-              "commands.sh (--num_episodes=1000 --max_episode_steps=1001 --dataset_type=play)",
-    "layout": "ogbench README, 'Dataset APIs': each stored trajectory keeps its last observation "
-              "without a successor, so a 1001-step episode gives 1000 (s, a, s') transitions",
-    "dims": "the ogbench package's env observation_space / action_space",
+    "ogbench_recipe": "github.com/seohongpark/ogbench data_gen_scripts/commands.sh and "
+                      "generate_manipspace.py: --num_episodes=1000 --max_episode_steps=1001 "
+                      "--dataset_type=play, noise 0.1, noise_smoothing 0.5, p_random_action 0",
+    "ogbench_readme": "ogbench README: 'Dataset APIs' (a stored trajectory's last observation "
+                      "has no successor: 1001 steps give 1000 (s, a, s') transitions) and the "
+                      "table of default tasks",
+    "qc_table2": "Q-chunking paper (Li, Zhou, Levine 2025), Appendix B, Table 2 'Domain "
+                 "metadata': dataset size (transitions), episode length (evaluation), action "
+                 "dimension 5",
+    "ogbench_package": "the ogbench package's envs (observation_space, max_episode_steps); "
+                       "not a published number, the same code",
 }
-OGBENCH_DOCUMENTED = {
-    "num_episodes": 1000,
-    "env_steps_per_episode": 1001,
-    "transitions": 1_000_000,   # 1000 episodes x 1000 (s, a, s') transitions
-    "action_dim": 5,
-    "observation_dim": {"cube-single": 28, "cube-double": 37, "scene": 40, "puzzle-3x3": 55},
-    "default_task": {"cube-single": 2, "cube-double": 2, "scene": 2, "puzzle-3x3": 4},
+OGBENCH_DOCUMENTED = {   # quantity -> (value, or {task: value}; source key)
+    "num_episodes": (1000, "ogbench_recipe"),
+    "env_steps_per_episode": (1001, "ogbench_recipe"),
+    "transitions": ({"cube-double": 1_000_000, "scene": 1_000_000, "puzzle-3x3": 1_000_000},
+                    "qc_table2"),
+    "action_dim": (5, "qc_table2"),
+    "evaluation_episode_length": ({"cube-double": 500, "scene": 750, "puzzle-3x3": 500},
+                                  "qc_table2"),
+    "observation_dim": ({"cube-single": 28, "cube-double": 37, "scene": 40, "puzzle-3x3": 55},
+                        "ogbench_package"),
+    "default_task": ({"cube-single": 2, "cube-double": 2, "scene": 2, "puzzle-3x3": 4},
+                     "ogbench_readme"),
 }
+
+
+def ogbench_documented(task: str) -> dict:
+    """``{quantity: {"value": ..., "source": ...}}`` that OGBench/QC document for ``task``."""
+    out = {}
+    for key, (value, source) in OGBENCH_DOCUMENTED.items():
+        if isinstance(value, dict):
+            if task not in value:
+                continue
+            value = value[task]
+        out[key] = {"value": value, "source": OGBENCH_SOURCES[source]}
+    return out
 
 
 def relabel_successes(task: str, task_id: int, qpos: np.ndarray,
@@ -479,18 +504,17 @@ def play_statistics(task: str, episodes: list[dict]) -> dict:
     T + 1 observations). ``per_task`` relabels every state s_0 .. s_{T-1} with each of the five
     single-task goals (OGBench's ``relabel_dataset`` on the float32 qpos stored in the play
     dataset): the fraction of transitions at a success state (mask 0) and of episodes that reach
-    one. ``default_task_label_agreement``: fraction of transitions where that relabeling equals
-    the single-task rewards computed during collection (float64 state)."""
+    one. ``collected_rewards_label_agreement``: the largest fraction of transitions where a task's
+    relabeling equals the single-task rewards computed during collection (float64 state), and
+    ``tasks_matching_collected_rewards`` the task(s) reaching it (OGBench's default task)."""
     T = np.array([len(e["actions"]) for e in episodes])
-    collect_id, _ = MANIPULATION_TASKS[task]
     actions = np.concatenate([e["actions"] for e in episodes])
     qpos = np.concatenate([e["qpos"][:-1] for e in episodes]).astype(np.float32)
     buttons = (np.concatenate([e["button_states"][:-1] for e in episodes])
                if "button_states" in episodes[0] else None)
     ends = np.cumsum(T)
-    per_task = {}
-    default = OGBENCH_DOCUMENTED["default_task"][task]
-    agreement = None
+    per_task, agreement = {}, {}
+    collected = np.concatenate([e["singletask_rewards"] for e in episodes])
     for task_id in range(1, 6):
         rewards, masks = relabel_successes(task, task_id, qpos, buttons)
         success = masks == 0
@@ -499,9 +523,12 @@ def play_statistics(task: str, episodes: list[dict]) -> dict:
             "success_fraction_of_transitions": round(float(success.mean()), 5),
             "episodes_reaching_success": round(float(per_episode.mean()), 5),
             "mean_reward": round(float(rewards.mean()), 4)}
-        if task_id == default:
-            ours = np.concatenate([e["singletask_rewards"] for e in episodes])
-            agreement = float((ours == rewards).mean())
+        agreement[task_id] = float((collected == rewards).mean())
+    # Which single task our collection-time rewards (env <task>-singletask-v0) are: the one(s)
+    # whose relabeling they equal best (short collections can tie); OGBench's README names the
+    # default task of every env.
+    best = max(agreement.values())
+    default_tasks = [k for k, a in agreement.items() if a == best]
     ours = {
         "num_episodes": len(episodes),
         "env_steps_per_episode": sorted(set(T.tolist())),
@@ -518,20 +545,23 @@ def play_statistics(task: str, episodes: list[dict]) -> dict:
             [e["rewards"] for e in episodes]))), 5),
         "redone_episodes": int(sum(e["attempt"] for e in episodes)),
         "per_task": per_task,
-        "default_task": f"task{default}",
-        "default_task_label_agreement": agreement,
+        "tasks_matching_collected_rewards": [f"task{k}" for k in default_tasks],
+        "collected_rewards_label_agreement": best,
     }
-    documented = {k: (v[task] if isinstance(v, dict) else v)
-                  for k, v in OGBENCH_DOCUMENTED.items()}
-    comparison = {}
-    for key, ogb in documented.items():
-        if key == "default_task":
-            continue
-        mine = {"transitions": ours["transitions_in_ogbench_layout"]}.get(key, ours.get(key))
-        mine = mine[0] if isinstance(mine, list) and len(mine) == 1 else mine
-        comparison[key] = {"ours": mine, "ogbench": ogb, "match": mine == ogb}
-    return {"ours": ours, "ogbench_documented": documented, "comparison": comparison,
-            "ogbench_sources": OGBENCH_SOURCES}
+    import gymnasium as gym
+    _, single_id = MANIPULATION_TASKS[task]
+    mine = {**ours, "env_steps_per_episode": ours["env_steps_per_episode"][0] if len(
+                ours["env_steps_per_episode"]) == 1 else ours["env_steps_per_episode"],
+            # OGBench counts (s, a, s') pairs: the last step of an episode has no successor.
+            "transitions": ours["transitions_in_ogbench_layout"],
+            "evaluation_episode_length": gym.spec(single_id).max_episode_steps,
+            "default_task": default_tasks[0] if len(default_tasks) == 1 else default_tasks}
+    documented = ogbench_documented(task)
+    comparison = {key: {"ours": mine[key], "ogbench": doc["value"],
+                        "match": mine[key] == doc["value"]} for key, doc in documented.items()}
+    if len(default_tasks) > 1:   # a tie: ours is consistent with the default, not proof of it
+        comparison["default_task"]["match"] = documented["default_task"]["value"] in default_tasks
+    return {"ours": ours, "ogbench_documented": documented, "comparison": comparison}
 
 
 # ----------------------------------------------------------------------------- datasets
