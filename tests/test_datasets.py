@@ -269,7 +269,8 @@ def test_play_collection_resumes_bit_for_bit(tmp_path):
 
 def test_make_manipulation_dataset_resumes_and_records_statistics():
     pytest.importorskip("ogbench", reason="pip install -e '.[ogbench]'")
-    from dprl.datasets.ogbench_recipes import default_partial_dir, make_manipulation_dataset
+    from dprl.datasets.ogbench_recipes import (default_partial_dir, make_manipulation_dataset,
+                                               unfinished_collections)
     task, kw = "cube-double", dict(num_episodes=3, episode_length=60, seed=2, chunk_episodes=2)
     partial = default_partial_dir(task, seed=2, episode_length=60)
     for ds in ("dprl/cube-double/play-v0", "dprl/cube-double/play-singletask-v0"):
@@ -278,8 +279,9 @@ def test_make_manipulation_dataset_resumes_and_records_statistics():
         make_manipulation_dataset(task, on_chunk=_interrupt_after(2), **kw)
     assert len(list(partial.glob("episodes-*.npz"))) == 1
     assert not dataset_dir("dprl/cube-double/play-v0").exists()
+    assert unfinished_collections(task) == [(partial, 2)]     # shown by `datasets list`
     res = make_manipulation_dataset(task, **kw)
-    assert not partial.exists()                    # removed once both datasets are stored
+    assert not partial.exists() and not unfinished_collections(task)   # removed once stored
     assert res["num_episodes"] == 3 and res["total_steps"] == 180
     verify_dataset(res["dataset_id"], replay_episodes=3)
     verify_dataset(res["play_dataset_id"], replay_episodes=0)

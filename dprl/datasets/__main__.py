@@ -86,6 +86,9 @@ def list_tasks() -> list[dict]:
                            if "No dataset for task" in msg else "broken: " + msg.split(". ")[0])
         except Exception as e:  # noqa: BLE001  list must show every task whatever is broken
             row["uses"] = f"error: {e}"
+        from dprl.datasets.ogbench_recipes import unfinished_collections
+        for path, done in unfinished_collections(name):
+            row.setdefault("collecting", []).append({"dir": str(path), "episodes_saved": done})
         rows.append(row)
     return rows
 
@@ -103,6 +106,9 @@ def _print_table(rows: list[dict]) -> None:
             return f"{info['id']} ({info['size_mib']} MiB, {info.get('steps')} steps)"
         print(f"{r['task']:26s} {cell(r.get('official')):38s} {cell(r.get('generated')):50s} "
               f"{r['uses']}")
+        for c in r.get("collecting", []):
+            print(f"{'':26s} unfinished collection: {c['episodes_saved']} episodes saved in "
+                  f"{c['dir']} (run the same `make` command to go on)")
 
 
 def main(argv=None) -> int:

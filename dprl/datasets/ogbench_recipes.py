@@ -297,6 +297,21 @@ def default_partial_dir(task: str, seed: int = 0, episode_length: int = EPISODE_
     return datasets_root() / DPRL_NAMESPACE / task / f".partial-play-seed{seed}-len{episode_length}"
 
 
+def unfinished_collections(task: str) -> list[tuple[Path, int]]:
+    """``(partial directory, episodes saved)`` of every unfinished collection of ``task``."""
+    from dprl.datasets.io import DPRL_NAMESPACE, datasets_root
+    if task not in MANIPULATION_TASKS:
+        return []
+    out = []
+    for path in sorted((datasets_root() / DPRL_NAMESPACE / task).glob(".partial-play-*")):
+        try:
+            chunks = _list_chunks(path)
+        except ValueError:
+            chunks = []
+        out.append((path, chunks[-1][1] if chunks else 0))
+    return out
+
+
 def _open_partial_dir(partial_dir: Path, config: dict) -> None:
     cfg_path = partial_dir / "config.json"
     if cfg_path.is_file():
