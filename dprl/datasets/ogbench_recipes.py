@@ -23,8 +23,17 @@ Two datasets come out of one collection:
                                       (OGBench's ``success_timing='pre'``), so 0 means success.
                                       OGBench uses ``masks = 1 - success`` (= ``reward < 0``) for
                                       these; episodes still end only at the 1001-step time limit.
-Every episode records its reset seed: replaying its actions in the collection env reproduces the
-observations, and relabeling the replayed states reproduces the single-task rewards.
+The play dataset also stores, as Minari episode infos, ``qpos`` (float32) and ``button_states`` at
+every state, as OGBench's files do, so any of the five single tasks can be relabeled without
+replaying (``relabel_successes``). Every episode records its reset seed: replaying its actions in
+the collection env reproduces the observations, and relabeling the replayed states reproduces the
+single-task rewards.
+
+Collection is resumable (``collect_play_episodes_resumable``): episode k's randomness comes only
+from ``episode_seeds(seed, k)`` (the env's reset seed and the seed of numpy's global RNG, from
+which the oracles draw their noise and OGBench draws p_stack), and episodes are saved in chunks,
+so a collection that is stopped and started again gives the same data, bit for bit, as one that
+ran through. ``play_statistics`` compares the data with what OGBench documents.
 """
 from __future__ import annotations
 
