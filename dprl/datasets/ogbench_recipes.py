@@ -255,8 +255,6 @@ def _check_collection_args(task: str, num_episodes: int, seed: int, episode_leng
 
 
 def _progress_bar(task: str, total: int, initial: int, enabled: bool):
-    import sys
-
     from tqdm import tqdm
     # In a log file (nohup) a redraw every half minute is plenty.
     interactive = sys.stderr.isatty()
@@ -276,6 +274,8 @@ def collect_play_episodes(task: str, num_episodes: int, *, seed: int = 0,
     and ``index``, ``seed`` (env reset seed), ``noise_seed``, ``attempt``, ``num_subtasks``,
     ``seconds``. Episode k is the same whichever call or process collects it."""
     _check_collection_args(task, num_episodes, seed, episode_length)
+    if first_episode < 0:
+        raise ValueError(f"first_episode must be >= 0, got {first_episode}")
     collector = _PlayCollector(task, episode_length)
     bar = _progress_bar(task, num_episodes, 0, progress)
     episodes = []
