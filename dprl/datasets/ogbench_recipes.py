@@ -689,7 +689,11 @@ def make_manipulation_dataset(task: str, steps: int = 1_000_000, *, seed: int = 
                     "rewards": "collection env reward: 1 while the oracle's current "
                                "sub-task is achieved (goal-conditioned play data)"},
         description=f"dprl stand-in for OGBench {task}-play-v0 (plan oracles, noise 0.1)")
-    shutil.rmtree(partial_dir, ignore_errors=True)
+    # Renamed first, so a kill during the removal cannot leave a partial directory with chunks
+    # missing (which a rerun would take for an unfinished collection).
+    doomed = partial_dir.with_name(f".removing-{partial_dir.name}-{os.getpid()}")
+    os.replace(partial_dir, doomed)
+    shutil.rmtree(doomed, ignore_errors=True)
     return {"dataset_id": single_ds, "play_dataset_id": play_id, "rollout_s": t_collect,
             "collection_seconds": prov["collection_seconds"],
             "collection_steps_per_second": prov["collection_steps_per_second"],
