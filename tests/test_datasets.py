@@ -212,6 +212,135 @@ def test_manipulation_recipes(task):
     assert json.loads(meta["env_spec"])["id"] == preset["env_id"]
 
 
+def _assert_same_episodes(a, b):
+    """Bit-for-bit equality of two lists of collected play episodes (wall times aside)."""
+    assert len(a) == len(b)
+    for x, y in zip(a, b):
+        assert set(x) == set(y)
+        for k in x:
+            if k == "seconds":
+                continue
+            vx, vy = np.asarray(x[k]), np.asarray(y[k])
+            assert vx.dtype == vy.dtype and np.array_equal(vx, vy), (x["index"], k)
+
+
+class _Interrupt(Exception):
+    pass
+
+
+def _interrupt_after(episodes_done):
+    def on_chunk(done, total):
+        if done >= episodes_done:
+            raise _Interrupt
+    return on_chunk
+
+
+def test_play_collection_resumes_bit_for_bit(tmp_path):
+    """Interrupted after its first chunk and run again, a collection gives exactly the episodes
+    of an uninterrupted one; every episode depends only on (seed, index)."""
+    pytest.importorskip("ogbench", reason="pip install -e '.[ogbench]'")
+    from dprl.datasets.ogbench_recipes import (collect_play_episodes,
+                                               collect_play_episodes_resumable)
+    np.random.seed(123)
+    caller_rng = np.random.get_state()
+    whole = collect_play_episodes("scene", 4, seed=5, episode_length=50)
+    assert np.array_equal(np.random.get_state()[1], caller_rng[1])  # caller's RNG untouched
+    assert [e["index"] for e in whole] == [0, 1, 2, 3]
+    assert whole[0]["observations"].shape == (51, 40) and whole[0]["actions"].shape == (50, 5)
+    assert whole[0]["qpos"].shape[0] == 51 and whole[0]["button_states"].shape == (51, 2)
+    assert len({e["seed"] for e in whole}) == 4
+    part = tmp_path / "partial"
+    with pytest.raises(_Interrupt):
+        collect_play_episodes_resumable("scene", 4, part, seed=5, episode_length=50,
+                                        chunk_episodes=2, on_chunk=_interrupt_after(2))
+    assert sorted(p.name for p in part.glob("*.npz")) == ["episodes-000000-000002.npz"]
+    resumed = collect_play_episodes_resumable("scene", 4, part, seed=5, episode_length=50,
+                                              chunk_episodes=2)
+    _assert_same_episodes(resumed, whole)
+    # A later slice collected on its own (fresh env, fresh process state) is the same data.
+    _assert_same_episodes(collect_play_episodes("scene", 2, seed=5, episode_length=50,
+                                                first_episode=2), whole[2:])
+    # Another seed is other data; the saved chunks refuse other settings.
+    other = collect_play_episodes("scene", 1, seed=6, episode_length=50)
+    assert not np.array_equal(other[0]["actions"], whole[0]["actions"])
+    with pytest.raises(ValueError, match="other settings"):
+        collect_play_episodes_resumable("scene", 4, part, seed=6, episode_length=50)
+
+
+def test_make_manipulation_dataset_resumes_and_records_statistics():
+    pytest.importorskip("ogbench", reason="pip install -e '.[ogbench]'")
+    from dprl.datasets.ogbench_recipes import (default_partial_dir, make_manipulation_dataset,
+                                               unfinished_collections)
+    task, kw = "cube-double", dict(num_episodes=3, episode_length=60, seed=2, chunk_episodes=2)
+    partial = default_partial_dir(task, seed=2, episode_length=60)
+    for ds in ("dprl/cube-double/play-v0", "dprl/cube-double/play-singletask-v0"):
+        shutil.rmtree(dataset_dir(ds), ignore_errors=True)
+    with pytest.raises(_Interrupt):
+        make_manipulation_dataset(task, on_chunk=_interrupt_after(2), **kw)
+    assert len(list(partial.glob("episodes-*.npz"))) == 1
+    assert not dataset_dir("dprl/cube-double/play-v0").exists()
+    assert unfinished_collections(task) == [(partial, 2)]     # shown by `datasets list`
+    res = make_manipulation_dataset(task, **kw)
+    assert not partial.exists() and not unfinished_collections(task)   # removed once stored
+    assert res["num_episodes"] == 3 and res["total_steps"] == 180
+    verify_dataset(res["dataset_id"], replay_episodes=3)
+    verify_dataset(res["play_dataset_id"], replay_episodes=0)
+    stats = _meta(res["dataset_id"])["dprl"]["statistics"]
+    ours = stats["ours"]
+    assert ours["observation_dim"] == 37 and ours["action_dim"] == 5
+    assert ours["transitions"] == 180 and ours["transitions_in_ogbench_layout"] == 177
+    assert set(ours["per_task"]) == {f"task{i}" for i in range(1, 6)}
+    # OGBench's relabeling of the stored float32 qpos agrees with the collection-time labels of
+    # the default task (task2 for cube-double).
+    assert ours["collected_rewards_label_agreement"] == 1.0
+    assert "task2" in ours["tasks_matching_collected_rewards"]
+    cmp = stats["comparison"]
+    assert cmp["observation_dim"] == {"ours": 37, "ogbench": 37, "match": True}
+    assert cmp["evaluation_episode_length"]["match"] and cmp["default_task"]["match"]
+    assert cmp["num_episodes"]["match"] is False and cmp["transitions"]["ogbench"] == 1_000_000
+    assert "Q-chunking" in stats["ogbench_documented"]["transitions"]["source"]
+    import minari
+    ep = next(minari.load_dataset(res["play_dataset_id"]).iterate_episodes())
+    assert ep.infos["qpos"].shape == (61, 28) and ep.infos["qpos"].dtype == np.float32
+    # Made, and its partial directory gone: making it again needs --overwrite, before any work.
+    with pytest.raises(FileExistsError, match="overwrite"):
+        make_manipulation_dataset(task, **kw)
+    assert not partial.exists()
+
+
+def test_cli_collection_survives_kill_9(tmp_path):
+    """`make` killed with SIGKILL mid-collection keeps its saved chunks; the same command then
+    finishes from them, and the dataset holds exactly the episodes saved before the kill."""
+    pytest.importorskip("ogbench", reason="pip install -e '.[ogbench]'")
+    import signal
+    import time
+
+    import minari
+    env = {**os.environ, "MINARI_DATASETS_PATH": str(tmp_path), "PYTHONPATH": str(ROOT)}
+    cmd = [sys.executable, "-m", "dprl.datasets", "make", "puzzle-3x3", "--episodes", "6",
+           "--episode-length", "60", "--chunk-episodes", "1", "--quiet"]
+    proc = subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=subprocess.DEVNULL,
+                            stderr=subprocess.PIPE)
+    partial = tmp_path / "dprl" / "puzzle-3x3" / ".partial-play-seed0-len60"
+    deadline = time.time() + 300
+    while not list(partial.glob("episodes-*.npz")) and time.time() < deadline:
+        assert proc.poll() is None, proc.communicate()[1]
+        time.sleep(0.05)
+    os.kill(proc.pid, signal.SIGKILL)
+    proc.wait()
+    saved = {p.name: np.load(p)["actions"] for p in sorted(partial.glob("episodes-*.npz"))}
+    assert saved and len(saved) < 6
+    proc = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr
+    assert "resuming puzzle-3x3" in proc.stderr and not partial.exists()
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("MINARI_DATASETS_PATH", str(tmp_path))
+        episodes = list(minari.load_dataset("dprl/puzzle-3x3/play-v0").iterate_episodes())
+    assert len(episodes) == 6
+    for k, actions in enumerate(saved.values()):
+        assert np.array_equal(episodes[k].actions, actions)
+
+
 # ----------------------------------------------------------------------------- registry
 def _write_fake(dataset_id, env_id="Hopper-v5", steps=30, seed=0):
     import gymnasium as gym

@@ -4,6 +4,10 @@
 ``$MINARI_DATASETS_PATH`` (Minari's default: ``~/.minari/datasets``), atomically, under the
 ``dprl/`` namespace. ``list`` shows every task, which of its datasets are stored here, their
 size and which one a run would use.
+
+The OGBench manipulation tasks (cube-single, cube-double, scene, puzzle-3x3) are collected
+resumably: episodes are saved in chunks under ``<root>/dprl/<task>/.partial-play-*``; run the
+same command again after an interruption and it goes on from the last saved chunk.
 """
 from __future__ import annotations
 
@@ -15,7 +19,8 @@ import time
 
 def make(task: str, *, steps: int | None = None, seed: int = 0, policy: str | None = None,
          sac_run: str | None = None, noise: float | None = None, episodes: int | None = None,
-         overwrite: bool = False, progress: bool = True) -> dict:
+         overwrite: bool = False, progress: bool = True, chunk_episodes: int | None = None,
+         episode_length: int | None = None) -> dict:
     """Make the dataset of ``task``; returns a summary dict (ids, sizes, timings, scores)."""
     from dprl.tasks import LOCOMOTION_ENVS, LOCOMOTION_RECIPES, get_task
 
@@ -37,8 +42,10 @@ def make(task: str, *, steps: int | None = None, seed: int = 0, policy: str | No
             # Presets added elsewhere (e.g. toy tasks) name their own generator.
             raise ValueError(f"Task {task!r} is not made by this CLI; run: "
                              f"{get_task(task)['make_command']}")
+        kwargs = {k: v for k, v in (("chunk_episodes", chunk_episodes),
+                                    ("episode_length", episode_length)) if v is not None}
         out = make_manipulation_dataset(task, steps or 1_000_000, seed=seed, overwrite=overwrite,
-                                        progress=progress)
+                                        progress=progress, num_episodes=episodes, **kwargs)
     out["wall_s"] = time.perf_counter() - t0
     return out
 
@@ -79,6 +86,9 @@ def list_tasks() -> list[dict]:
                            if "No dataset for task" in msg else "broken: " + msg.split(". ")[0])
         except Exception as e:  # noqa: BLE001  list must show every task whatever is broken
             row["uses"] = f"error: {e}"
+        from dprl.datasets.ogbench_recipes import unfinished_collections
+        for path, done in unfinished_collections(name):
+            row.setdefault("collecting", []).append({"dir": str(path), "episodes_saved": done})
         rows.append(row)
     return rows
 
@@ -96,6 +106,9 @@ def _print_table(rows: list[dict]) -> None:
             return f"{info['id']} ({info['size_mib']} MiB, {info.get('steps')} steps)"
         print(f"{r['task']:26s} {cell(r.get('official')):38s} {cell(r.get('generated')):50s} "
               f"{r['uses']}")
+        for c in r.get("collecting", []):
+            print(f"{'':26s} unfinished collection: {c['episodes_saved']} episodes saved in "
+                  f"{c['dir']} (run the same `make` command to go on)")
 
 
 def main(argv=None) -> int:
@@ -113,7 +126,15 @@ def main(argv=None) -> int:
                         "medium_replay.npz are used for medium / medium-replay")
     m.add_argument("--noise", type=float, default=None,
                    help="override the Gaussian action-noise std of the recipe")
-    m.add_argument("--episodes", type=int, default=None, help="episodes (toy tasks: pole, pole-right, chain)")
+    m.add_argument("--episodes", type=int, default=None,
+                   help="episodes (toy tasks: pole, pole-right, chain; OGBench manipulation: "
+                        "overrides --steps, default 1000 episodes of 1001 steps)")
+    m.add_argument("--chunk-episodes", type=int, default=None,
+                   help="OGBench manipulation: episodes per saved chunk of a resumable "
+                        "collection (default 10)")
+    m.add_argument("--episode-length", type=int, default=None,
+                   help="OGBench manipulation: env steps per episode (OGBench's: 1001, the "
+                        "default; shorter only for quick looks and tests)")
     m.add_argument("--overwrite", action="store_true", help="replace an existing dataset")
     m.add_argument("--quiet", action="store_true", help="no progress bar")
     lp = sub.add_parser("list", help="show tasks and their local datasets")
@@ -123,7 +144,8 @@ def main(argv=None) -> int:
         try:
             out = make(args.task, steps=args.steps, seed=args.seed, policy=args.policy,
                        sac_run=args.sac_run, noise=args.noise, episodes=args.episodes,
-                       overwrite=args.overwrite, progress=not args.quiet)
+                       overwrite=args.overwrite, progress=not args.quiet,
+                       chunk_episodes=args.chunk_episodes, episode_length=args.episode_length)
         except (FileNotFoundError, FileExistsError, KeyError, ValueError) as e:
             print(f"error: {e}", file=sys.stderr)
             return 1

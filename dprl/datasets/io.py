@@ -81,7 +81,8 @@ def write_minari_dataset(
       dataset_id: ``namespace/name/dataset-vN``.
       episodes: each a dict with ``observations [T+1, O]`` (the reset observation first),
         ``actions [T, A]``, ``rewards [T]``, ``terminations [T]``, ``truncations [T]`` and
-        optionally ``seed`` (the reset seed, so episodes can be replayed).
+        optionally ``seed`` (the reset seed, so episodes can be replayed) and ``infos`` (a dict
+        of per-state arrays ``[T+1, ...]``, stored as Minari's episode infos).
       env_id: a registered gymnasium id; its spec (with ``env_kwargs``) is stored.
       provenance: recipe, policy, seeds, ...; stored under ``metadata['dprl']``.
     Returns:
@@ -131,7 +132,7 @@ def write_minari_dataset(
                 rewards=list(np.asarray(ep["rewards"], np.float64)),
                 terminations=list(np.asarray(ep["terminations"], bool)),
                 truncations=list(np.asarray(ep["truncations"], bool)),
-                infos={}))
+                infos=ep.get("infos") or {}))
         storage.update_episodes(buffers)
         # dprl's provenance lives in its own key of metadata.json (Minari keeps unknown keys).
         meta_path = tmp / "data" / "metadata.json"
