@@ -75,17 +75,43 @@ def flatten_observations(observations: jax.Array, obs_dim_rank: int = 1) -> jax.
     return observations
 
 
+class ResidualMLP(nn.Module):
+    """``Dense(d)``, then pre-activation residual blocks ``x + Dense(act(Dense(act(x))))`` (IBC's
+    blocks, DPPO's ``residual_style``), then ``Dense(out_dim)``; no activation at the output.
+
+    ``hidden_dims = (d,) * (1 + 2 * blocks)``: DPPO's 3x512 is one block.
+    """
+
+    hidden_dims: Sequence[int]
+    out_dim: int
+    activation: str = "relu"
+
+    @nn.compact
+    def __call__(self, x: jax.Array) -> jax.Array:
+        dims = tuple(self.hidden_dims)
+        if len(dims) % 2 != 1 or len(set(dims)) != 1:
+            raise ValueError(f"a residual MLP needs an odd number of equal hidden dims (one input "
+                             f"layer, then blocks of two), got {dims}")
+        act = get_activation(self.activation)
+        x = nn.Dense(dims[0])(x)
+        for _ in range(len(dims) // 2):
+            h = nn.Dense(dims[0])(act(x))
+            x = x + nn.Dense(dims[0])(act(h))
+        return nn.Dense(self.out_dim)(x)
+
+
 class MLPDenoiser(nn.Module):
     """eps (or velocity) prediction ``f(obs [B, (K,) O], x [B, H, A], t [B]) -> [B, H, A]``.
 
     The chunk is flattened; the time embedding and the observation are concatenated to it
-    (the Diffusion-QL actor, 3x256 Mish by default).
+    (the Diffusion-QL actor, 3x256 Mish by default; ``residual``: DPPO's residual MLP).
     """
 
     hidden_dims: Sequence[int] = (256, 256, 256)
     activation: str = "mish"
     time_dim: int = 16
     layer_norm: bool = False
+    residual: bool = False
 
     @nn.compact
     def __call__(self, observations, noisy_actions, t):
@@ -93,8 +119,11 @@ class MLPDenoiser(nn.Module):
         t_emb = TimeEmbedding(self.time_dim, self.activation)(t)
         x = jnp.concatenate([noisy_actions.reshape(B, H * A), t_emb,
                              flatten_observations(observations)], axis=-1)
-        x = MLP(self.hidden_dims, self.activation, self.layer_norm, activate_final=True)(x)
-        x = nn.Dense(H * A)(x)
+        if self.residual:
+            x = ResidualMLP(self.hidden_dims, H * A, self.activation)(x)
+        else:
+            x = MLP(self.hidden_dims, self.activation, self.layer_norm, activate_final=True)(x)
+            x = nn.Dense(H * A)(x)
         return x.reshape(B, H, A)
 
 
@@ -224,7 +253,8 @@ class NoisyActionValue(nn.Module):
 def make_denoiser(config) -> nn.Module:
     """Build the actor's denoiser from ``config.backbone`` ('mlp' or 'unet')."""
     if config.backbone == "mlp":
-        return MLPDenoiser(tuple(config.hidden_dims), config.activation, config.time_dim)
+        return MLPDenoiser(tuple(config.hidden_dims), config.activation, config.time_dim,
+                           residual=bool(config.get("residual", False)))
     if config.backbone == "unet":
         return UNet1DDenoiser(tuple(config.unet_channels), config.unet_kernel_size,
                               config.time_dim)
