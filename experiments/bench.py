@@ -309,7 +309,7 @@ def markdown(results: list[dict], machine: dict) -> str:
             ratio = f"{r['ratio']:.2f}x (>= {ref['target_ratio']}x)"
         else:
             ref_s = "none"
-        lines.append(f"| {r['agent']} | {r['updates_per_s']:.2f}{unit} | {r["update_gflop"]:.3g} "
+        lines.append(f"| {r['agent']} | {r['updates_per_s']:.2f}{unit} | {r['update_gflop']:.3g} "
                      f"| {100 * r['achieved_gflop_s'] / peak:.0f}% | {r['latency_ms_b1']:.2f} | "
                      f"{r['env_steps_per_s']:.0f} | {ref_s} | {ratio} |")
     return "\n".join(lines)
