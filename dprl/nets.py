@@ -10,8 +10,35 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
+@jax.custom_jvp
+def mish(x: jax.Array) -> jax.Array:
+    """Mish, ``x tanh(softplus(x))``, as ``jax.nn.mish`` to float rounding but cheaper.
+
+    With ``e = exp(x)`` and ``n = e (e + 2)``, ``tanh(softplus(x)) = n / (n + 2)``: one exp and one
+    division instead of exp, log1p and tanh, and a hand-written derivative that reuses them
+    (about 3x faster than ``jax.nn.mish`` forward and backward on this CPU). Above x = 20 the
+    factor is 1 in float32, so x is clamped there before the exp (no overflow).
+    """
+    e = jnp.exp(jnp.minimum(x, 20.0))
+    n = e * (e + 2.0)
+    return jnp.where(x > 20.0, x, x * (n / (n + 2.0)))
+
+
+@mish.defjvp
+def _mish_jvp(primals, tangents):
+    (x,), (dx,) = primals, tangents
+    e = jnp.exp(jnp.minimum(x, 20.0))
+    n = e * (e + 2.0)
+    r = 1.0 / (n + 2.0)
+    tsp = n * r                                  # tanh(softplus(x))
+    # d/dx x tanh(softplus x) = tsp + x (1 - tsp^2) sigmoid(x); 1 - tsp^2 = 4 (n + 1) r^2 exactly.
+    slope = tsp + x * (4.0 * (n + 1.0) * r * r) * (e / (1.0 + e))
+    big = x > 20.0
+    return jnp.where(big, x, x * tsp), jnp.where(big, 1.0, slope) * dx
+
+
 ACTIVATIONS: dict[str, Callable] = {
-    "mish": jax.nn.mish,  # Diffusion-QL's choice; about 3x a relu's cost on CPU (FACTS.md)
+    "mish": mish,  # Diffusion-QL's choice; jax.nn.mish's math, about a third of its cost here
     "relu": jax.nn.relu,
     "gelu": jax.nn.gelu,
     "silu": jax.nn.silu,
@@ -138,11 +165,11 @@ class FiLMResidualBlock(nn.Module):
     def __call__(self, x, cond):
         # x: [B, H, C_in]; cond: [B, D]
         h = nn.Conv(self.channels, (self.kernel_size,), padding="SAME")(x)
-        h = jax.nn.mish(nn.GroupNorm(num_groups=min(self.groups, self.channels))(h))
-        scale, shift = jnp.split(nn.Dense(2 * self.channels)(jax.nn.mish(cond)), 2, axis=-1)
+        h = mish(nn.GroupNorm(num_groups=min(self.groups, self.channels))(h))
+        scale, shift = jnp.split(nn.Dense(2 * self.channels)(mish(cond)), 2, axis=-1)
         h = h * (1.0 + scale[:, None, :]) + shift[:, None, :]
         h = nn.Conv(self.channels, (self.kernel_size,), padding="SAME")(h)
-        h = jax.nn.mish(nn.GroupNorm(num_groups=min(self.groups, self.channels))(h))
+        h = mish(nn.GroupNorm(num_groups=min(self.groups, self.channels))(h))
         skip = x if x.shape[-1] == self.channels else nn.Conv(self.channels, (1,))(x)
         return h + skip
 
