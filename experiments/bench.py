@@ -10,6 +10,8 @@ Per agent, through the agent interface (so every registered agent is measured th
   update_gflop         matmul FLOPs of one update (GFLOP), counted from the program's jaxpr with
                        every scan iteration counted (XLA's cost analysis counts a loop body once)
   roofline_frac        update_gflop x updates/s over the machine's fp32 matmul GFLOP/s (2048^3)
+  cpu_ms_per_update    process CPU time (all threads) per update: steadier than wall time on a
+                       shared machine, where other jobs take turns on the cores
   latency_ms_b1        ``sample_actions`` on one observation (median of many calls, ms)
   env_steps_per_s      online env steps per second on Hopper-v5 with the agent acting
   reference            the reference implementation's figure (``REFERENCES``: where it comes from)
@@ -176,14 +178,16 @@ def bench_off_policy_updates(agent, buffer, config, fuse: int, repeats: int) -> 
     flops = matmul_flops(one, agent, buffer, None, key)
     agent, info = fused_updates(agent, buffer, None, key, **kwargs)  # warm up
     jax.block_until_ready(info)
-    times = []
+    times, cpu = [], []
     for i in range(repeats):
-        t = time.perf_counter()
+        t, c = time.perf_counter(), time.process_time()
         agent, info = fused_updates(agent, buffer, None, jax.random.PRNGKey(i), **kwargs)
         jax.block_until_ready(info)
         times.append(time.perf_counter() - t)
+        cpu.append(time.process_time() - c)
     per_update = statistics.median(times) / fuse
     return {"updates_per_s": 1.0 / per_update, "fused_updates_per_dispatch": fuse,
+            "cpu_ms_per_update": 1e3 * statistics.median(cpu) / fuse,
             "update_gflop": flops / 1e9, "achieved_gflop_s": flops / 1e9 / per_update}, agent
 
 
@@ -246,15 +250,17 @@ def bench_on_policy(agent, config, repeats: int) -> dict:
     flops = matmul_flops(lambda a, r: a.update(r), agent, rollout)
     agent2, info = agent.update(rollout)  # compile
     jax.block_until_ready(info)
-    times = []
+    times, cpu = [], []
     for _ in range(repeats):
-        t = time.perf_counter()
+        t, c = time.perf_counter(), time.process_time()
         agent2, info = agent.update(rollout)
         jax.block_until_ready(info)
         times.append(time.perf_counter() - t)
+        cpu.append(time.process_time() - c)
     upd = statistics.median(times)
     K = config.ft_denoising_steps
     return {"updates_per_s": steps / upd, "update_s": upd, "minibatch_steps_per_update": steps,
+            "cpu_ms_per_update": 1e3 * statistics.median(cpu) / steps,
             "minibatch_pairs": mb * K, "applied_fraction": float(info["ppo/applied"]),
             "rollout": f"{config.run.rollout_steps} chunk-steps x {config.run.num_envs} envs",
             "update_gflop": flops / 1e9 / steps, "achieved_gflop_s": flops / 1e9 / upd}
@@ -274,9 +280,11 @@ def bench_agent(name: str, args) -> dict:
               "denoising_steps": (config.actor.flow_steps if config.actor.model == "flow"
                                   else config.actor.sampling_steps or config.actor.diffusion_steps)}
     if get_agent(name).on_policy:
-        result.update(bench_on_policy(agent, config, args.repeats))
+        result.update(bench_on_policy(agent, config, min(args.repeats, 2)))  # ~20 s an update
     else:
-        stats, agent = bench_off_policy_updates(agent, buffer, config, args.fuse, args.repeats)
+        # A QC update is ~165 GFLOP (about a second here): a few per dispatch are plenty.
+        fuse = min(args.fuse, 5) if name == "qc" else args.fuse
+        stats, agent = bench_off_policy_updates(agent, buffer, config, fuse, args.repeats)
         result.update(stats)
     result["latency_ms_b1"] = bench_latency(agent, config)
     result["env_steps_per_s"] = bench_env_steps(agent, config, 1, args.env_steps)
@@ -291,12 +299,13 @@ def markdown(results: list[dict], machine: dict) -> str:
     peak = machine["matmul_gflop_s"]
     lines = [f"Machine: {machine['processor']} ({machine['cpus']} CPUs, JAX {machine['jax']} on "
              f"{machine['backend']}); fp32 matmul {peak:.0f} GFLOP/s (2048^3).", "",
-             "| agent | updates/s | matmul GFLOP/update | % of matmul roofline | latency b=1 (ms) "
-             "| env steps/s (Hopper, acting) | reference | dprl / reference (target) |",
-             "|---|---|---|---|---|---|---|---|"]
+             "| agent | updates/s | CPU ms/update | matmul GFLOP/update | % of matmul roofline "
+             "| latency b=1 (ms) | env steps/s (Hopper, acting) | reference "
+             "| dprl / reference (target) |",
+             "|---|---|---|---|---|---|---|---|---|"]
     for r in results:
         if "error" in r:
-            lines.append(f"| {r['agent']} | error: {r['error']} | | | | | | |")
+            lines.append(f"| {r['agent']} | error: {r['error']} | | | | | | | |")
             continue
         unit = ""
         if "minibatch_pairs" in r:
@@ -309,7 +318,8 @@ def markdown(results: list[dict], machine: dict) -> str:
             ratio = f"{r['ratio']:.2f}x (>= {ref['target_ratio']}x)"
         else:
             ref_s = "none"
-        lines.append(f"| {r['agent']} | {r['updates_per_s']:.2f}{unit} | {r['update_gflop']:.3g} "
+        lines.append(f"| {r['agent']} | {r['updates_per_s']:.2f}{unit} | "
+                     f"{r['cpu_ms_per_update']:.1f} | {r['update_gflop']:.3g} "
                      f"| {100 * r['achieved_gflop_s'] / peak:.0f}% | {r['latency_ms_b1']:.2f} | "
                      f"{r['env_steps_per_s']:.0f} | {ref_s} | {ratio} |")
     return "\n".join(lines)
