@@ -29,6 +29,7 @@ def default_actor_config() -> ml_collections.ConfigDict:
         backbone="mlp",           # 'mlp' (Diffusion-QL: 3x256 Mish) or 'unet' (Chi et al. 2023)
         hidden_dims=(256, 256, 256),  # MLP denoiser widths (Diffusion-QL: 3x256)
         activation="mish",        # Diffusion-QL uses Mish
+        residual=False,           # DPPO: residual_style (pre-activation blocks of two layers)
         time_dim=16,              # Diffusion-QL's time embedding size
         unet_channels=(64, 128, 256),  # Diffusion Policy's U-Net widths
         unet_kernel_size=5,       # Diffusion Policy: 5

@@ -56,6 +56,8 @@ def sample(
     x = (jax.random.normal(init_key, (B, *action_shape)) if initial_noise is None
          else initial_noise)
     dt = 1.0 / num_steps
+    # A static zero std (QC's sampler): skip the noise, the same x_next = mean exactly.
+    deterministic = not isinstance(min_std, jax.Array) and float(min_std) == 0.0
     times = jnp.arange(num_steps, dtype=jnp.float32) * dt
 
     def step(x, inputs):
@@ -66,6 +68,8 @@ def sample(
             v = v + guidance_scale * jax.grad(lambda x_: guidance_fn(x_, t_vec).sum())(x)
         mean = x + v * dt
         std = jnp.asarray(min_std, jnp.float32)
+        if deterministic:  # no noise to draw: Gaussian draws cost as much as a big matmul on CPU
+            return mean, (mean, mean, std)
         x_next = mean + std * jax.random.normal(step_key, x.shape)
         return x_next, (x_next, mean, std)
 

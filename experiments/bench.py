@@ -1,21 +1,30 @@
-"""Speed of every agent on this machine, next to its matmul throughput.
+"""Speed of every agent on this machine at the reference implementations' configs, next to the
+references' own figures and to the machine's matmul throughput.
 
     python experiments/bench.py [--agents=bc,dql,guided,dppo,qc] [--out bench.json] [--quick]
 
-Per agent, through the agent interface only (so every registered agent is measured the same way):
-  updates_per_s        fused gradient updates per second (batch 256, its config's networks,
-                       ``--fuse`` updates per jit dispatch via lax.scan); DPPO: PPO updates per
-                       second over a collected rollout, with samples/s
-  update_gflops        XLA's FLOP count of one update (cost analysis of the compiled program)
-  achieved_gflop_s     update_gflops x updates_per_s, beside the machine's matmul GFLOP/s
+Per agent, through the agent interface (so every registered agent is measured the same way):
+  updates_per_s        fused gradient updates per second (batch 256, ``--fuse`` updates per jit
+                       dispatch via lax.scan); DPPO: PPO minibatch steps per second at the paper's
+                       minibatch of 50,000 (sample, denoising step) pairs, whole update included
+  update_gflop         matmul FLOPs of one update (GFLOP), counted from the program's jaxpr with
+                       every scan iteration counted (XLA's cost analysis counts a loop body once)
+  roofline_frac        update_gflop x updates/s over the machine's fp32 matmul GFLOP/s (2048^3)
+  cpu_ms_per_update    process CPU time (all threads) per update: steadier than wall time on a
+                       shared machine, where other jobs take turns on the cores
   latency_ms_b1        ``sample_actions`` on one observation (median of many calls, ms)
-  env_steps_per_s      online env steps per second on Hopper-v5 with the agent acting (policy
-                       calls + MuJoCo), with its chunking (act_steps actions per call)
+  env_steps_per_s      online env steps per second on Hopper-v5 with the agent acting
+  reference            the reference implementation's figure (``REFERENCES``: where it comes from)
+                       and dprl / reference
 Observations and actions are Hopper-shaped (O = 11, A = 3); data are random (speed only).
+Configs are the references' (``REFERENCE_CONFIGS``): Diffusion-QL's T = 5 VP 3x256 Mish actor with
+twin critics, QC's best-of-32 over 10-step flows of 4x512 GELU nets, DPPO's hopper finetuning
+(20 denoising steps, last 10 finetuned, 3x512 residual MLP, horizon 4, 40 envs x 500 steps).
 """
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 import os
 import platform
@@ -28,6 +37,83 @@ import jax.numpy as jnp
 import numpy as np
 
 OBS_DIM, ACT_DIM = 11, 3
+
+# The reference implementations' figures on this machine kind (2 vCPU AMD EPYC, batch 256,
+# Hopper-sized synthetic data), each timed with a small driver around the reference's own update
+# and action functions (not in this repository; see issue 16 for how).
+REFERENCES = {
+    "dql": dict(code="Diffusion-QL (PyTorch)", updates_per_s=31.3, latency_ms_b1=2.25,
+                unit="updates/s", latency_note="50 candidates",
+                source="issue 16 table (side by side with bench.py, idle 2 vCPU AMD EPYC)",
+                target_ratio=3.0, target_latency_ms=0.75),
+    "qc": dict(code="qc (JAX)", updates_per_s=1.66, latency_ms_b1=2.66, unit="updates/s",
+               latency_note="best-of-32 chunk",
+               source="issue 16 table (side by side with bench.py, idle 2 vCPU AMD EPYC)",
+               target_ratio=1.3, target_latency_ms=2.0),
+    "dppo": dict(code="dppo (PyTorch)", updates_per_s=0.38, latency_ms_b1=None,
+                 unit="minibatch steps/s at 50,000", latency_note="",
+                 source="issue 16 table (an earlier machine of this kind)",
+                 target_ratio=2.0, target_latency_ms=None),
+}
+
+
+def reference_config(name: str, config):
+    """The reference implementation's settings where the agent config differs (speed only)."""
+    if name == "dppo":
+        config.actor.residual = True     # dppo hopper: residual_style True (3x512, one block)
+        config.run.num_envs = 40         # dppo hopper: n_envs 40
+        config.run.rollout_steps = 500   # dppo hopper: n_steps 500
+        config.ppo_batch_size = 5000     # x 10 finetuned steps = dppo's batch_size 50,000
+    return config
+
+
+def _sub_jaxprs(params: dict) -> list:
+    subs = []
+    for v in params.values():
+        for item in (v if isinstance(v, (tuple, list)) else [v]):
+            if hasattr(item, "jaxpr") and hasattr(item, "consts"):   # ClosedJaxpr
+                subs.append(item.jaxpr)
+            elif type(item).__name__ == "Jaxpr":
+                subs.append(item)
+    return subs
+
+
+def jaxpr_matmul_flops(jaxpr) -> tuple[float, int]:
+    """Matmul/conv FLOPs of a jaxpr with every loop iteration counted: a scan's body times its
+    length, a cond's costliest branch. Returns ``(flops, while_loops)``; a while loop's trip count
+    is unknown, so its body is counted once and reported in ``while_loops``."""
+    total, whiles = 0.0, 0
+    for e in jaxpr.eqns:
+        name = e.primitive.name
+        if name == "dot_general":
+            (lhs_contract, _), _ = e.params["dimension_numbers"]
+            lhs = e.invars[0].aval.shape
+            k = float(np.prod([lhs[i] for i in lhs_contract])) if lhs_contract else 1.0
+            total += 2.0 * float(np.prod(e.outvars[0].aval.shape)) * k
+        elif name == "conv_general_dilated":
+            rhs = e.invars[1].aval.shape
+            spec = e.params["dimension_numbers"].rhs_spec   # (out, in, spatial...)
+            total += 2.0 * float(np.prod(e.outvars[0].aval.shape)) * float(
+                np.prod([rhs[i] for i in spec[1:]]))
+        counts = [jaxpr_matmul_flops(j) for j in _sub_jaxprs(e.params)]
+        whiles += sum(w for _, w in counts) + (name == "while")
+        flops = [f for f, _ in counts]
+        if name == "scan":
+            total += e.params["length"] * sum(flops)
+        elif name == "cond":
+            total += max(flops, default=0.0)
+        else:
+            total += sum(flops)
+    return total, whiles
+
+
+def matmul_flops(fn, *args) -> float:
+    """Matmul FLOPs of ``fn(*args)`` (every scan iteration counted)."""
+    flops, whiles = jaxpr_matmul_flops(jax.make_jaxpr(fn)(*args).jaxpr)
+    if whiles:
+        print(f"[bench] note: {whiles} while loop(s) counted once", file=sys.stderr)
+    return flops
+
 
 
 def matmul_gflops(n: int = 2048, repeats: int = 5) -> float:
@@ -66,25 +152,18 @@ def load_agent_config(name: str, quick: bool):
     config = load_config_file(os.path.join(root, "configs", f"{name}.py"))
     config.action_dim = ACT_DIM
     config.run.batch_size = 256
+    config = reference_config(name, config)
     if quick:
-        config.actor.hidden_dims = (32, 32)
+        config.actor.hidden_dims = (32, 32, 32) if config.actor.get("residual") else (32, 32)
         for key in config:
             if key.endswith("hidden_dims"):
                 config[key] = (32, 32)
         config.run.batch_size = 32
         config.run.num_envs = min(config.run.num_envs, 4)
         config.run.rollout_steps = min(config.run.rollout_steps, 4)
+        if "ppo_batch_size" in config:
+            config.ppo_batch_size = 4
     return config
-
-
-def cost_flops(compiled) -> float | None:
-    try:
-        cost = compiled.cost_analysis()
-    except Exception:  # noqa: BLE001  not every backend reports costs
-        return None
-    if isinstance(cost, (list, tuple)):
-        cost = cost[0] if cost else {}
-    return float(cost.get("flops", 0.0)) or None
 
 
 def bench_off_policy_updates(agent, buffer, config, fuse: int, repeats: int) -> dict:
@@ -93,23 +172,21 @@ def bench_off_policy_updates(agent, buffer, config, fuse: int, repeats: int) -> 
     kwargs = dict(num_steps=fuse, method="update", batch_size=config.run.batch_size,
                   horizon=config.horizon, obs_history=config.obs_history)
     key = jax.random.PRNGKey(1)
-    # XLA's cost analysis counts a loop body once, so count one update (a scan of length 1).
-    one = dict(kwargs, num_steps=1)
-    flops = cost_flops(fused_updates.lower(agent, buffer, None, key, **one).compile())
+    one = functools.partial(fused_updates, **dict(kwargs, num_steps=1))
+    flops = matmul_flops(one, agent, buffer, None, key)
     agent, info = fused_updates(agent, buffer, None, key, **kwargs)  # warm up
     jax.block_until_ready(info)
-    times = []
+    times, cpu = [], []
     for i in range(repeats):
-        t = time.perf_counter()
+        t, c = time.perf_counter(), time.process_time()
         agent, info = fused_updates(agent, buffer, None, jax.random.PRNGKey(i), **kwargs)
         jax.block_until_ready(info)
         times.append(time.perf_counter() - t)
+        cpu.append(time.process_time() - c)
     per_update = statistics.median(times) / fuse
-    out = {"updates_per_s": 1.0 / per_update, "fused_updates_per_dispatch": fuse}
-    if flops:
-        out["update_gflops"] = flops / 1e9
-        out["achieved_gflop_s"] = out["update_gflops"] / per_update
-    return out, agent
+    return {"updates_per_s": 1.0 / per_update, "fused_updates_per_dispatch": fuse,
+            "cpu_ms_per_update": 1e3 * statistics.median(cpu) / fuse,
+            "update_gflop": flops / 1e9, "achieved_gflop_s": flops / 1e9 / per_update}, agent
 
 
 def bench_latency(agent, config, repeats: int = 50) -> float:
@@ -139,29 +216,52 @@ def bench_env_steps(agent, config, num_envs: int, env_steps: int) -> float:
     return done / (time.perf_counter() - t)
 
 
-def bench_on_policy(agent, config, repeats: int) -> dict:
-    from dprl.collect import collect_rollout
-    from dprl.envs import ChunkExecutor, VecEnv
+def synthetic_rollout(agent, config, key) -> dict:
+    """A rollout of ``rollout_steps x num_envs`` chunk-steps in ``collect_rollout``'s schema:
+    random observations, chunks and chains from the agent's own sampler, random rewards."""
+    T, E = config.run.rollout_steps, config.run.num_envs
+    rng = np.random.default_rng(0)
+    obs = rng.standard_normal((T, E, OBS_DIM)).astype(np.float32)
+    sample = jax.jit(lambda o, k: agent.sample_actions(o, k))
+    keys = jax.random.split(key, T)
+    chunks, aux = [], []
+    for t in range(T):  # one env step at a time, as when collecting
+        c, a = sample(jnp.asarray(obs[t]), keys[t])
+        chunks.append(c)
+        aux.append(a)
+    dones = rng.random((T, E)) < 0.01
+    return {"observations": obs, "actions": jnp.stack(chunks),
+            "aux": jax.tree.map(lambda *x: jnp.stack(x), *aux),
+            "rewards": rng.standard_normal((T, E)).astype(np.float32),
+            "terminals": (dones & (rng.random((T, E)) < 0.5)).astype(np.float32),
+            "dones": dones.astype(np.float32), "next_observations": obs.copy(),
+            "last_observations": rng.standard_normal((E, OBS_DIM)).astype(np.float32)}
 
-    E, T = config.run.num_envs, config.run.rollout_steps
-    ex = ChunkExecutor(VecEnv("Hopper-v5", E, seed=0), act_steps=config.act_steps,
-                       obs_history=config.obs_history)
-    ex.reset()
-    collect_rollout(agent, ex, 1, jax.random.PRNGKey(0))  # compile the sampler
-    t = time.perf_counter()
-    rollout, n_env = collect_rollout(agent, ex, T, jax.random.PRNGKey(1))
-    collect_s = time.perf_counter() - t
-    agent, info = agent.update(rollout)  # compile
+
+def bench_on_policy(agent, config, repeats: int) -> dict:
+    """PPO: one whole update (values, GAE, old log-probs, epochs x minibatches) on a synthetic
+    rollout of the config's size, reported per minibatch step."""
+    rollout = synthetic_rollout(agent, config, jax.random.PRNGKey(0))
+    N = config.run.rollout_steps * config.run.num_envs
+    mb = min(config.ppo_batch_size, N)
+    steps = config.update_epochs * (N // mb)
+    flops = matmul_flops(lambda a, r: a.update(r), agent, rollout)
+    agent2, info = agent.update(rollout)  # compile
     jax.block_until_ready(info)
-    times = []
+    times, cpu = [], []
     for _ in range(repeats):
-        t = time.perf_counter()
-        agent, info = agent.update(rollout)
+        t, c = time.perf_counter(), time.process_time()
+        agent2, info = agent.update(rollout)
         jax.block_until_ready(info)
         times.append(time.perf_counter() - t)
+        cpu.append(time.process_time() - c)
     upd = statistics.median(times)
-    return {"updates_per_s": 1.0 / upd, "update_samples_per_s": T * E / upd,
-            "rollout": f"{T} chunk-steps x {E} envs", "collect_env_steps_per_s": n_env / collect_s}
+    K = config.ft_denoising_steps
+    return {"updates_per_s": steps / upd, "update_s": upd, "minibatch_steps_per_update": steps,
+            "cpu_ms_per_update": 1e3 * statistics.median(cpu) / steps,
+            "minibatch_pairs": mb * K, "applied_fraction": float(info["ppo/applied"]),
+            "rollout": f"{config.run.rollout_steps} chunk-steps x {config.run.num_envs} envs",
+            "update_gflop": flops / 1e9 / steps, "achieved_gflop_s": flops / 1e9 / upd}
 
 
 def bench_agent(name: str, args) -> dict:
@@ -178,33 +278,48 @@ def bench_agent(name: str, args) -> dict:
               "denoising_steps": (config.actor.flow_steps if config.actor.model == "flow"
                                   else config.actor.sampling_steps or config.actor.diffusion_steps)}
     if get_agent(name).on_policy:
-        result.update(bench_on_policy(agent, config, args.repeats))
+        result.update(bench_on_policy(agent, config, min(args.repeats, 2)))  # ~20 s an update
     else:
-        stats, agent = bench_off_policy_updates(agent, buffer, config, args.fuse, args.repeats)
+        # A QC update is ~165 GFLOP (about a second here): a few per dispatch are plenty.
+        fuse = min(args.fuse, 5) if name == "qc" else args.fuse
+        stats, agent = bench_off_policy_updates(agent, buffer, config, fuse, args.repeats)
         result.update(stats)
     result["latency_ms_b1"] = bench_latency(agent, config)
     result["env_steps_per_s"] = bench_env_steps(agent, config, 1, args.env_steps)
+    ref = REFERENCES.get(name)
+    if ref and not args.quick:
+        result["reference"] = ref
+        result["ratio"] = result["updates_per_s"] / ref["updates_per_s"]
     return result
 
 
 def markdown(results: list[dict], machine: dict) -> str:
+    peak = machine["matmul_gflop_s"]
     lines = [f"Machine: {machine['processor']} ({machine['cpus']} CPUs, JAX {machine['jax']} on "
-             f"{machine['backend']}); fp32 matmul {machine['matmul_gflop_s']:.0f} GFLOP/s "
-             f"(2048^3).", "",
-             "| agent | updates/s | GFLOP/update | achieved GFLOP/s (% of matmul) | latency b=1 (ms) "
-             "| env steps/s (Hopper, acting) |", "|---|---|---|---|---|---|"]
+             f"{machine['backend']}); fp32 matmul {peak:.0f} GFLOP/s (2048^3).", "",
+             "| agent | updates/s | CPU ms/update | matmul GFLOP/update | % of matmul roofline "
+             "| latency b=1 (ms) | env steps/s (Hopper, acting) | reference "
+             "| dprl / reference (target) |",
+             "|---|---|---|---|---|---|---|---|---|"]
     for r in results:
         if "error" in r:
-            lines.append(f"| {r['agent']} | error: {r['error']} | | | | |")
+            lines.append(f"| {r['agent']} | error: {r['error']} | | | | | | | |")
             continue
-        ach = r.get("achieved_gflop_s")
-        pct = f"{ach:.1f} ({100 * ach / machine['matmul_gflop_s']:.0f}%)" if ach else "n/a"
-        gf = f"{r['update_gflops']:.3f}" if r.get("update_gflops") else "n/a"
-        extra = (f" ({r['update_samples_per_s']:.0f} samples/s; collect "
-                 f"{r['collect_env_steps_per_s']:.0f} env steps/s)" if "update_samples_per_s" in r
-                 else "")
-        lines.append(f"| {r['agent']} | {r['updates_per_s']:.1f}{extra} | {gf} | {pct} | "
-                     f"{r['latency_ms_b1']:.2f} | {r['env_steps_per_s']:.0f} |")
+        unit = ""
+        if "minibatch_pairs" in r:
+            unit = f" minibatch steps/s at {r['minibatch_pairs']:,} pairs ({r['rollout']})"
+        ref, ratio = r.get("reference"), ""
+        if ref:
+            lat = (f"; {ref['latency_ms_b1']:.2f} ms ({ref['latency_note']}), target <= "
+                   f"{ref['target_latency_ms']} ms" if ref.get("latency_ms_b1") else "")
+            ref_s = f"{ref['code']}: {ref['updates_per_s']:g} {ref['unit']}{lat} [{ref['source']}]"
+            ratio = f"{r['ratio']:.2f}x (>= {ref['target_ratio']}x)"
+        else:
+            ref_s = "none"
+        lines.append(f"| {r['agent']} | {r['updates_per_s']:.2f}{unit} | "
+                     f"{r['cpu_ms_per_update']:.1f} | {r['update_gflop']:.3g} "
+                     f"| {100 * r['achieved_gflop_s'] / peak:.0f}% | {r['latency_ms_b1']:.2f} | "
+                     f"{r['env_steps_per_s']:.0f} | {ref_s} | {ratio} |")
     return "\n".join(lines)
 
 

@@ -20,3 +20,31 @@ def test_bench_quick_reports_every_agent(tmp_path):
     for r in report["results"]:
         assert r["updates_per_s"] > 0 and r["latency_ms_b1"] > 0 and r["env_steps_per_s"] > 0
     assert "| dql |" in proc.stdout
+
+
+def test_matmul_flops_count_every_scan_iteration_and_the_backward_pass():
+    import jax
+    import jax.numpy as jnp
+
+    sys.path.insert(0, str(ROOT / "experiments"))
+    import bench
+
+    m, k, n, steps = 4, 8, 6, 7
+    w_in, w = jnp.ones((k, n)), jnp.ones((n, n))
+
+    def f(x, w):
+        def body(h, _):
+            return jnp.tanh(h @ w), None
+        return jax.lax.scan(body, x @ w_in, None, length=steps)[0].sum()
+
+    x = jnp.ones((m, k))
+    forward = 2 * m * k * n + steps * 2 * m * n * n
+    assert bench.matmul_flops(f, x, w) == forward
+    # Backward: each scanned matmul gives two (input and weight gradients); w_in only its input's.
+    assert bench.matmul_flops(jax.grad(f, argnums=(0, 1)), x, w) == (
+        forward + steps * 2 * (2 * m * n * n) + 2 * m * k * n)
+
+    def g(x, flag):  # a cond counts its costliest branch
+        return jax.lax.cond(flag, lambda: (x @ w_in @ w).sum(), lambda: (x @ w_in).sum())
+
+    assert bench.matmul_flops(g, x, True) == 2 * m * k * n + 2 * m * n * n
