@@ -162,8 +162,8 @@ def check_dataset_env(meta: dict, dataset_id: str, task_name: str, task_env_id: 
     raise DatasetEnvMismatch(
         f"Dataset {dataset_id!r} {what}, but task {task_name!r} runs in {task_env_id!r}: its "
         f"data belong to another task. Use the task's own dataset (`python -m dprl.datasets "
-        f"list`), or pass --allow_env_mismatch to train on it anyway (scores then use task "
-        f"{task_name!r}'s reference scores).")
+        f"list`), or pass --allow_env_mismatch to train on it anyway (scores then use the "
+        f"reference scores of task {task_name}).")
 
 
 def episode_boundary_problem(episode_id, terminations, truncations, num_steps: int,
