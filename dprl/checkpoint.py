@@ -4,14 +4,18 @@
 A checkpoint holds the run state ``{'agent', 'online' (replay buffer or None), 'key'}`` and a JSON
 ``meta`` (counters, scores, timing, the observation normalizer, the agent config). Orbax writes
 each step into a temporary directory and renames it when complete (and marks it with
-``commit_success.txt``), so a run killed mid-save keeps its previous checkpoint. Restoring needs
-a target pytree of the same structure: ``initial_state`` builds it the way a run starts.
+``commit_success.txt``), so a run killed mid-save keeps its previous checkpoint; a save that fails
+(a full disk) removes its temporary directory. Restoring needs a target pytree of the same
+structure: ``initial_state`` builds it the way a run starts. ``resume`` restores the newest
+readable checkpoint: an unreadable newer one (truncated file, empty metadata) is moved to
+``run_dir/corrupt_checkpoints/`` with one line saying which and why.
 """
 from __future__ import annotations
 
 import json
 import logging
 import os
+import shutil
 import subprocess
 from pathlib import Path
 from typing import Any
@@ -26,8 +30,14 @@ import dprl
 from dprl.agent import AgentLookup
 from dprl.buffer import Buffer, example_batch
 from dprl.data import Normalizer
+from dprl.logging import log
 
 logging.getLogger("absl").setLevel(logging.WARNING)
+CORRUPT_DIR = "corrupt_checkpoints"
+
+
+class CheckpointError(RuntimeError):
+    """No checkpoint of a run can be read; the message names them and the fix."""
 
 
 class Checkpointer:
@@ -53,14 +63,37 @@ class Checkpointer:
     def latest_step(self) -> int | None:
         return self.manager.latest_step()
 
+    def all_steps(self) -> list[int]:
+        return sorted(self.manager.all_steps())
+
     def save(self, step: int, state: Any, meta: dict) -> None:
         if step in self.manager.all_steps():
             # Same step saved again (e.g. end-of-phase scores added): replace it; the previous
             # checkpoint (max_to_keep >= 2) stays on disk meanwhile.
             self.manager.delete(step)
-        self.manager.save(step, args=ocp.args.Composite(
-            state=ocp.args.StandardSave(state), meta=ocp.args.JsonSave(meta)), force=True)
-        self.manager.wait_until_finished()
+        try:
+            self.manager.save(step, args=ocp.args.Composite(
+                state=ocp.args.StandardSave(state), meta=ocp.args.JsonSave(meta)), force=True)
+            self.manager.wait_until_finished()
+        except BaseException:
+            # A failed save (disk full, interrupted) leaves no half-written directory behind.
+            for tmp in self.directory.glob("*.orbax-checkpoint-tmp*"):
+                shutil.rmtree(tmp, ignore_errors=True)
+            raise
+
+    def path(self, step: int) -> Path:
+        return self.directory / str(step)
+
+    def move_aside(self, step: int) -> Path:
+        """Move checkpoint ``step`` out of the way (kept for inspection, not deleted)."""
+        target = self.directory.parent / CORRUPT_DIR / str(step)
+        n = 1
+        while target.exists():
+            target, n = target.with_name(f"{step}.{n}"), n + 1
+        target.parent.mkdir(exist_ok=True)
+        shutil.move(str(self.path(step)), str(target))
+        self.manager.reload()
+        return target
 
     def read_meta(self, step: int) -> dict:
         """The JSON meta of checkpoint ``step`` alone (no target state needed)."""
@@ -103,13 +136,35 @@ def initial_state(agent_cls, config, obs_dim: int, seed: int) -> dict:
             "key": run_keys(seed)[0]}
 
 
-def run_record(config, task_name: str, task: dict, seed: int, data) -> dict:
-    """config.json: the resolved config and where the data and the code came from."""
+def run_record(config, task_name: str, task: dict, seed: int, dataset, num_seeds: int = 1
+               ) -> dict:
+    """config.json: what identifies the run (``dprl.rundir.IDENTITY``: the agent config, task,
+    dataset id and fingerprint, seed, num_seeds), where the data and the code came from.
+    ``dataset`` is the run's ``dprl.data.TaskDataset``."""
     return {"agent": config.to_dict(), "task": task_name, "task_preset": task, "seed": seed,
-            "dataset_id": data.dataset_id, "dataset_source": data.source,
-            "dataset_provenance": data.metadata.get("dprl", {}),
+            "num_seeds": num_seeds, "dataset_id": dataset.dataset_id,
+            "dataset_source": dataset.source, "dataset_fingerprint": dataset.fingerprint,
+            "task_env_id": task["env_id"], "dataset_env_id": dataset.env_id,
             "dprl_version": dprl.__version__, "git_commit": git_commit(),
             "jax_backend": jax.default_backend()}
+
+
+def summary_record(config, task_name: str, task: dict, seed: int, record: dict, scores: dict,
+                   timing: dict, wall_s: float) -> dict:
+    """summary.json: the run's scores, budgets, data (both env ids: the task's and the one the
+    dataset was recorded in), throughput and wall time (``wall_s``: every process of the run)."""
+    run, t = config.run, timing
+    return {
+        "agent": config.agent_name, "task": task_name, "seed": seed,
+        "dataset_id": record["dataset_id"], "dataset_source": record["dataset_source"],
+        "task_env_id": record["task_env_id"], "dataset_env_id": record["dataset_env_id"],
+        "pretrain_steps": run.pretrain_steps, "offline_steps": run.offline_steps,
+        "online_steps": run.online_steps, **scores,
+        "score_unit": ("100 x success rate" if task["score"] == "success"
+                       else "D4RL normalized return (0 = ref min, 100 = ref max)"),
+        "updates_per_s": t["updates"] / t["update_s"] if t["update_s"] else None,
+        "env_steps_per_s": t["env_steps"] / t["env_s"] if t["env_s"] else None,
+        "wall_s": wall_s}
 
 
 def git_commit() -> str:
@@ -124,15 +179,33 @@ def git_commit() -> str:
 # Resume, init_from, load_run
 # ---------------------------------------------------------------------------------------------
 def resume(ckpt: Checkpointer, target: dict, record: dict) -> tuple[dict, dict] | None:
-    """The latest checkpoint restored into ``target`` as ``(state, meta)``; None without one.
+    """The newest readable checkpoint restored into ``target`` as ``(state, meta)``; None without
+    any checkpoint.
 
-    ``record`` is this run's config.json-to-be: a checkpoint of another agent config is refused
-    (the phase lengths may differ: a finished run can be extended), and the record keeps how the
-    run started (``init_from``) from the config.json already there.
+    Unreadable newer checkpoints are moved aside (``Checkpointer.move_aside``), one line each;
+    when none can be read, ``CheckpointError`` names them all. ``record`` is this run's
+    config.json-to-be: a checkpoint of another agent config is refused (the phase lengths may
+    differ: a finished run can be extended), and the record keeps how the run started
+    (``init_from``) from the config.json already there.
     """
-    if ckpt.latest_step() is None:
+    unreadable = []
+    for step in reversed(ckpt.all_steps()):
+        try:
+            state, meta = ckpt.restore(target, step)
+        except Exception as e:  # noqa: BLE001  orbax/tensorstore raise many types for bad files
+            unreadable.append((step, _first_line(e)))
+            continue
+        for bad, why in unreadable:
+            log(f"checkpoint {bad} in {ckpt.directory} is unreadable ({why}); moved to "
+                f"{ckpt.move_aside(bad)}; resuming from the newest readable checkpoint")
+        break
+    else:
+        if unreadable:
+            raise CheckpointError(
+                "no checkpoint of this run can be read: " + "; ".join(
+                    f"{ckpt.path(s)} ({why})" for s, why in unreadable) + ". Start the run "
+                "over with --restart (its contents are moved aside), or use another --run_dir")
         return None
-    state, meta = ckpt.restore(target)
     if _comparable(meta.get("config")) != _comparable(record["agent"]):
         raise ValueError(f"{ckpt.directory.parent} holds a run with a different agent config; "
                          f"resume it with the same command, or choose a new --run_dir.")
@@ -141,6 +214,11 @@ def resume(ckpt: Checkpointer, target: dict, record: dict) -> tuple[dict, dict] 
     if "init_from" in previous:
         record["init_from"] = previous["init_from"]
     return state, meta
+
+
+def _first_line(e: BaseException, limit: int = 160) -> str:
+    text = f"{type(e).__name__}: {str(e).strip().splitlines()[0] if str(e).strip() else ''}"
+    return text if len(text) <= limit else text[:limit - 3] + "..."
 
 
 def _comparable(agent_config: dict | None) -> dict | None:

@@ -1,8 +1,10 @@
-"""Config files and command-line overrides, with errors that name the bad key and the fix."""
+"""Config files and command-line overrides, with errors that name the bad key and the fix;
+``validate_config``: every value in its allowed range before a run does any work."""
 from __future__ import annotations
 
 import difflib
 import importlib.util
+import math
 from pathlib import Path
 
 import ml_collections
@@ -84,23 +86,105 @@ def overrides_from_argv(argv: list[str], flag: str = "agent") -> tuple[str | Non
     return path, keys
 
 
-def run_config(config: ml_collections.ConfigDict, action_dim: int, task: dict, on_policy: bool
+def run_config(config: ml_collections.ConfigDict, task: dict, on_policy: bool
                ) -> ml_collections.ConfigDict:
-    """A private copy of ``config`` with what the run fills in (``action_dim``, the task's
-    evaluation episodes), checked before any work is done."""
+    """A private copy of ``config`` with the task's evaluation episodes filled in, checked
+    (``validate_config``) before any work is done. The runner sets ``action_dim`` from the data."""
     check_renamed_keys(config)
     config = ml_collections.ConfigDict(config.to_dict())
-    config.action_dim = int(action_dim)
-    if config.act_steps > config.horizon:
-        raise ValueError(f"act_steps ({config.act_steps}) must be <= horizon ({config.horizon})")
+    validate_config(config, on_policy)
     if not config.run.eval_episodes:
         config.run.eval_episodes = task["eval_episodes"]
-    if config.run.online_steps and not on_policy and config.run.num_envs != 1:
-        raise ValueError("Off-policy online finetuning collects with one env "
-                         "(run.num_envs=1); on-policy agents use many.")
-    if config.run.online_steps and on_policy and config.run.rollout_steps <= 0:
-        raise ValueError("On-policy agents need run.rollout_steps > 0 (chunk-steps per env "
-                         "and update)")
+    return config
+
+
+# ---------------------------------------------------------------------------------------------
+# Allowed values. A rule applies to every key of that name, wherever it sits in the config
+# (``hidden_dims`` of the actor, the critic, the guide, ...).
+# ---------------------------------------------------------------------------------------------
+def _at_least(n):
+    return (lambda v: v >= n), f"an integer >= {n}"
+
+
+def _in(lo, hi, lo_open=False, hi_open=False):
+    ok = (lambda v: (v > lo if lo_open else v >= lo) and (v < hi if hi_open else v <= hi))
+    return ok, f"in {'(' if lo_open else '['}{lo}, {hi}{')' if hi_open else ']'}"
+
+
+_POSITIVE = ((lambda v: math.isfinite(v) and v > 0), "a finite number > 0")
+RULES = {
+    **{k: _at_least(0) for k in ("pretrain_steps", "offline_steps", "online_steps",
+                                 "start_online_updates", "rollout_steps", "sampling_steps",
+                                 "ema_start", "lr_decay_steps")},
+    **{k: _at_least(1) for k in ("batch_size", "log_every", "eval_every", "online_eval_every",
+                                 "online_log_every", "save_every", "steps_per_dispatch",
+                                 "update_every", "num_envs", "horizon", "act_steps",
+                                 "obs_history", "diffusion_steps", "flow_steps", "num_samples",
+                                 "max_q_samples", "num_critics", "support_actions",
+                                 "contrastive_states", "update_epochs", "ppo_batch_size",
+                                 "ft_denoising_steps", "ema_every", "unet_kernel_size")},
+    "eval_episodes": ((lambda v: v >= 0), "an integer >= 1 (or 0: the task preset's number)"),
+    "utd": _POSITIVE,
+    "offline_ratio": _in(0, 1),
+    "discount": _in(0, 1, lo_open=True),
+    "tau": _in(0, 1, lo_open=True),
+    "gamma_denoising": _in(0, 1, lo_open=True),
+    "gae_lambda": _in(0, 1),
+    "ema_decay": _in(0, 1),
+    "q_scale_decay": _in(0, 1),
+    "expectile": _in(0, 1, lo_open=True, hi_open=True),
+    "grad_clip": ((lambda v: math.isfinite(v) and v >= 0), "a finite number >= 0 (0 = off)"),
+}
+_SIZES = ((lambda v: all(isinstance(d, int) and d >= 1 for d in v)), "sizes that are each >= 1")
+
+
+def _rule(key: str):
+    leaf = key.rsplit(".", 1)[-1]
+    if leaf.endswith("hidden_dims") or leaf == "unet_channels":
+        return _SIZES
+    if leaf.endswith("_lr"):
+        return _POSITIVE
+    return RULES.get(leaf)
+
+
+def validate_config(config: ml_collections.ConfigDict, on_policy: bool) -> None:
+    """Raise ValueError naming every out-of-range value (key, value, allowed range) and the
+    combinations a run cannot do, before any data is loaded or program compiled."""
+    problems = []
+    for key in config_keys(config):
+        value, rule = _get(config, key), _rule(key)
+        if rule is None or value is None or isinstance(value, str):
+            continue
+        ok, allowed = rule
+        try:
+            good = ok(value) and not isinstance(value, bool)
+        except TypeError:
+            good = False
+        if not good:
+            shown = tuple(value) if isinstance(value, (list, tuple)) else value
+            problems.append(f"--agent.{key}={shown}: must be {allowed}")
+    run = config.run
+    if config.act_steps > config.horizon:
+        problems.append(f"--agent.act_steps={config.act_steps}: must be <= horizon "
+                        f"({config.horizon}): a chunk cannot run more actions than it holds")
+    if on_policy and run.offline_steps > 0:
+        problems.append(f"--agent.run.offline_steps={run.offline_steps}: must be 0 for the "
+                        f"on-policy agent {config.agent_name!r}: it has no offline RL phase "
+                        f"(its BC stage is run.pretrain_steps)")
+    if run.online_steps and not on_policy and run.num_envs != 1:
+        problems.append(f"--agent.run.num_envs={run.num_envs}: must be 1: off-policy online "
+                        f"finetuning collects with one env (on-policy agents use many)")
+    if run.online_steps and on_policy and run.rollout_steps <= 0:
+        problems.append(f"--agent.run.rollout_steps={run.rollout_steps}: must be >= 1 for an "
+                        f"on-policy agent's online phase (chunk-steps per env and update)")
+    if problems:
+        raise ValueError("; ".join(problems) + " (nothing was run; fix the config or the "
+                         "command line)")
+
+
+def _get(config, dotted: str):
+    for part in dotted.split("."):
+        config = config[part]
     return config
 
 

@@ -2,8 +2,11 @@
 
 ``load_dataset(id)`` reads any Minari dataset stored locally (dprl's generated stand-ins and
 official downloads alike) into an ``OfflineData`` of flat numpy arrays in episode order, with
-actions mapped to [-1, 1]. ``check_compatible`` and the NaN checks stop a run early with a
-message that says what to do.
+actions mapped to [-1, 1]. ``task_dataset(task)`` says which dataset a run of a task uses and
+refuses one recorded in another env, from its metadata alone; ``load_task_data`` then loads it.
+Their checks (the directory is whole, episode boundaries, finite values, the env id, the spaces)
+stop a run early with a message that says what to do, and are the checks of
+``python -m dprl.datasets verify`` (``dprl.datasets.verify``).
 """
 from __future__ import annotations
 
@@ -17,7 +20,9 @@ import jax.numpy as jnp
 import numpy as np
 
 from dprl.datasets.io import dataset_dir
-from dprl.datasets.registry import check_dataset_dir, resolve_task_dataset, source_of
+from dprl.datasets.registry import (check_dataset_dir, check_dataset_env, dataset_fingerprint,
+                                    env_id_of, episode_boundary_problem, read_metadata,
+                                    resolve_task_dataset, source_of)
 from dprl.envs import from_env_action, make_env
 from dprl.tasks import get_task
 
@@ -91,6 +96,12 @@ def load_dataset(dataset_id: str) -> OfflineData:
     for ep in dataset.iterate_episodes():
         o = _flatten_obs(ep.observations)
         T = len(ep.actions)
+        # An episode cut by the dataset's end may lack a final flag (its last step still ends it).
+        problem = episode_boundary_problem(ep.id, ep.terminations, ep.truncations, T,
+                                           len(o), require_end=False)
+        if problem:
+            raise ValueError(f"Dataset {dataset_id!r}: {problem}. Regenerate it ({dataset_id} "
+                             f"at {dataset_dir(dataset_id)}), or drop that episode.")
         obs.append(o[:T])
         next_obs.append(o[1:T + 1])
         acts.append(np.asarray(ep.actions).reshape(T, -1))
@@ -112,7 +123,7 @@ def load_dataset(dataset_id: str) -> OfflineData:
         if np.all(np.isfinite(low)) and np.all(np.isfinite(high)):
             actions = from_env_action(actions, low, high).astype(np.float32)
 
-    meta = _read_metadata(dataset_id)
+    meta = read_metadata(dataset_id)
     env_spec = meta.get("env_spec")
     env_id, env_kwargs = None, {}
     if env_spec:
@@ -139,38 +150,51 @@ def load_dataset(dataset_id: str) -> OfflineData:
     return data
 
 
-def load_task_data(task_name: str, forced_id: str | None = None) -> OfflineData:
+@dataclasses.dataclass(frozen=True)
+class TaskDataset:
+    """The dataset a run of a task uses, known from its metadata before it is loaded."""
+
+    dataset_id: str
+    source: str               # 'official' (Minari) or 'dprl-generated'
+    env_id: str | None        # the env the dataset was recorded in
+    fingerprint: dict         # metadata and file sizes: a regenerated dataset differs
+
+
+def task_dataset(task_name: str, forced_id: str | None = None,
+                 allow_env_mismatch: bool = False) -> TaskDataset:
+    """Which dataset a run of ``task_name`` trains on (``resolve_task_dataset``, or
+    ``forced_id``). A dataset recorded in another env than the task's is refused, even when the
+    shapes match, unless ``allow_env_mismatch`` (``check_dataset_env``)."""
+    task = get_task(task_name)
+    dataset_id, source = resolve_task_dataset(task_name, forced_id)
+    meta = read_metadata(dataset_id)
+    if not allow_env_mismatch:
+        check_dataset_env(meta, dataset_id, task_name, task["env_id"])
+    return TaskDataset(dataset_id, source, env_id_of(meta), dataset_fingerprint(dataset_id, meta))
+
+
+def load_task_data(task_name: str, forced_id: str | None = None,
+                   allow_env_mismatch: bool = False) -> OfflineData:
     """The offline data a run of ``task_name`` trains on, checked against the task's env.
 
-    The dataset is the one ``resolve_task_dataset`` picks (or ``forced_id``). Reference scores
-    missing from its metadata come from the task preset; tasks with ``success_masks`` (OGBench's
-    sparse rewards: 0 at success, negative before) mark every successful step terminal, so that
-    no value is bootstrapped from a solved state (as QC and FQL do).
+    The dataset is ``task_dataset``'s. Scores always use the task's reference scores (a dataset
+    may record others: Minari's official ones, or another task's); tasks with ``success_masks``
+    (OGBench's sparse rewards: 0 at success, negative before) mark every successful step
+    terminal, so that no value is bootstrapped from a solved state (as QC and FQL do).
     """
     task = get_task(task_name)
-    dataset_id, _ = resolve_task_dataset(task_name, forced_id)
-    data = load_dataset(dataset_id)
+    ref = task_dataset(task_name, forced_id, allow_env_mismatch)
+    data = load_dataset(ref.dataset_id)
     if task["success_masks"]:
         data.terminals = data.rewards >= 0
-    if data.ref_min_score is None:
-        data.ref_min_score = task["ref_min_score"]
-    if data.ref_max_score is None:
-        data.ref_max_score = task["ref_max_score"]
+    if task["ref_min_score"] is not None and task["ref_max_score"] is not None:
+        data.ref_min_score, data.ref_max_score = task["ref_min_score"], task["ref_max_score"]
     env = make_env(task["env_id"], **task["env_kwargs"])
     try:
         check_compatible(data, env, task_name)
     finally:
         env.close()
     return data
-
-
-def _read_metadata(dataset_id: str) -> dict:
-    path = dataset_dir(dataset_id) / "data" / "metadata.json"
-    try:
-        return json.loads(path.read_text())
-    except (OSError, json.JSONDecodeError) as e:
-        raise ValueError(f"metadata.json of dataset {dataset_id!r} is unreadable ({e}); delete "
-                         f"{path.parent} and make the dataset again.") from e
 
 
 def check_finite(data: OfflineData) -> None:

@@ -13,9 +13,12 @@ cells with this checkout's (``configs/<agent>.py``, ``experiments/train.py``, th
 Backends: ``local`` (a pool of ``workers`` subprocesses on this machine) and ``ray`` (one Ray task
 per cell, ``num_cpus`` each, on the cluster at ``ray_address`` or a local instance). Cells whose run
 directory holds ``summary.json`` are skipped, so re-running a killed grid finishes only the missing
-cells (an interrupted cell resumes from its last checkpoint). A failed cell writes its command,
-exit code and the tail of its log to ``<run_dir>/error.txt`` and does not stop the others. The grid
-writes ``OUT/grid_status.json`` (every cell's state) after every change.
+cells (an interrupted cell resumes from its last checkpoint). A failed cell writes its exit code,
+command, the exception it died of and the tail of its log to ``<run_dir>/error.txt`` and does not
+stop the others. The exception is the train script's last words: a line ``error (Type): message``
+and, for an unexpected one, the frames in this repository's code (``error_block``); the grid
+reports them (``error_summary``), not the last log line (JAX ends its tracebacks with a note about
+filtered frames). The grid writes ``OUT/grid_status.json`` (every cell's state) after every change.
 
 ``--set`` overrides (``parse_sets``): ``key=value`` applies to every agent
 (``run.offline_steps=100`` becomes ``--agent.run.offline_steps=100``); ``<agent>.key=value`` to
@@ -27,10 +30,13 @@ import concurrent.futures as cf
 import dataclasses
 import json
 import os
+import re
+import signal
 import subprocess
 import sys
 import threading
 import time
+import traceback
 import warnings
 from contextlib import contextmanager
 from pathlib import Path
@@ -147,6 +153,7 @@ def run_cell(cell: Cell, env: dict | None = None, python: str = sys.executable) 
     with open(run_dir / LOG_FILE, "a") as log:
         log.write(f"$ {' '.join(cmd)}\n")
         log.flush()
+        offset = log.tell()   # this attempt's output starts here (the log keeps earlier ones)
         try:
             rc = subprocess.run(cmd, stdout=log, stderr=subprocess.STDOUT,
                                 env={**os.environ, **(env or {})}).returncode
@@ -158,18 +165,72 @@ def run_cell(cell: Cell, env: dict | None = None, python: str = sys.executable) 
     if rc == 0 and cell.finished():
         return {"label": cell.label, "state": "done", "returncode": 0, "wall_s": wall,
                 "error": None}
-    tail = log_err or _tail(run_dir / LOG_FILE, 40)
-    reason = (f"exit code {rc}" if rc != 0 else "exit code 0 but no summary.json")
-    error = f"{reason}\ncommand: {' '.join(cmd)}\n--- last lines of {LOG_FILE} ---\n{tail}"
+    output = log_err or _read_from(run_dir / LOG_FILE, offset)
+    tail = "\n".join(output.splitlines()[-40:])
+    reason = (f"exit code {rc}" if rc > 0 else f"killed by {_signal_name(-rc)}" if rc < -1
+              else "could not start" if rc == -1 else "exit code 0 but no summary.json")
+    headline, block = error_summary(output)
+    error = (f"{reason}\ncommand: {' '.join(cmd)}\n{block or '(no error line in the log)'}\n"
+             f"--- last lines of {LOG_FILE} ---\n{tail}")
     (run_dir / ERROR_FILE).write_text(error)
     last = [line for line in tail.splitlines() if line.strip()]
     return {"label": cell.label, "state": "failed", "returncode": rc, "wall_s": wall,
-            "error": last[-1] if last else reason}
+            "error": headline or (last[-1] if last else reason)}
 
 
-def _tail(path: Path, n: int) -> str:
+PROJECT_DIRS = ("dprl", "agents", "configs", "experiments")   # the frames worth reporting
+
+
+def error_block(e: BaseException) -> str:
+    """What a train script prints last for an exception: ``error (Type): message`` and the frames
+    in this repository's code (``PROJECT_DIRS``), innermost first, from the exception and what it
+    wraps (JAX attaches the traced function's frames as a cause)."""
+    root = Path(__file__).resolve().parents[1]
+    frames, seen = [], set()
+    exc, chain = e, set()
+    while exc is not None and id(exc) not in chain:
+        chain.add(id(exc))
+        for f in reversed(traceback.extract_tb(exc.__traceback__)):
+            path = Path(f.filename).resolve()
+            if path.is_relative_to(root) and path.relative_to(root).parts[0] in PROJECT_DIRS:
+                line = f"  at {path.relative_to(root)}:{f.lineno} in {f.name}"
+                if line not in seen:
+                    seen.add(line)
+                    frames.append(line)
+        exc = exc.__cause__ or exc.__context__
+    return "\n".join([f"error ({type(e).__name__}): {e}", *frames])
+
+
+_ERROR_LINE = re.compile(r"^error(?: \(([\w.]+)\))?: (.*)$")
+
+
+def error_summary(output: str) -> tuple[str | None, str | None]:
+    """``(headline, block)`` of a train script's output: from its last ``error (Type): message``
+    line to the end (``error_block``); the headline is ``Type: message (at file:line in f)``.
+    ``(None, None)`` without such a line (killed, crashed in the interpreter)."""
+    lines = output.splitlines()
+    starts = [i for i, line in enumerate(lines) if _ERROR_LINE.match(line)]
+    if not starts:
+        return None, None
+    block = lines[starts[-1]:]
+    kind, message = _ERROR_LINE.match(block[0]).groups()
+    where = next((line.strip()[3:] for line in block[1:] if line.startswith("  at ")), None)
+    headline = f"{kind or 'error'}: {message}" + (f" (at {where})" if where else "")
+    return headline, "\n".join(block)
+
+
+def _signal_name(num: int) -> str:
     try:
-        return "\n".join(path.read_text(errors="replace").splitlines()[-n:])
+        return signal.Signals(num).name
+    except ValueError:
+        return f"signal {num}"
+
+
+def _read_from(path: Path, offset: int) -> str:
+    try:
+        with open(path, errors="replace") as f:
+            f.seek(offset)
+            return f.read()
     except OSError:
         return ""
 

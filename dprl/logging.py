@@ -2,6 +2,8 @@
 
 ``metrics.csv`` has one row per log step, columns ``phase, step, env_steps, wall_s`` and then
 every metric seen so far (a new metric rewrites the header; earlier rows get empty cells).
+Every row is there once: a resumed run cuts metrics.csv back to the step it resumed from and
+rewrites TensorBoard's events from the rows kept; a run that starts from zero starts both afresh.
 """
 from __future__ import annotations
 
@@ -9,6 +11,7 @@ import contextlib
 import csv
 import math
 import os
+import sys
 import time
 from pathlib import Path
 from typing import Any
@@ -16,6 +19,11 @@ from typing import Any
 from tqdm.auto import tqdm
 
 BASE_COLUMNS = ["phase", "step", "env_steps", "wall_s"]
+
+
+def log(msg: str) -> None:
+    """A line for the user on stderr, marked ``[dprl]``."""
+    print(f"[dprl] {msg}", file=sys.stderr, flush=True)
 
 
 class TrainingDiverged(FloatingPointError):
@@ -44,23 +52,24 @@ def timed(timing: dict, field: str):
 
 
 class MetricsLogger:
+    """metrics.csv (+ TensorBoard, W&B) of a run. ``resume_step``: the global step a resumed run
+    restarts from (rows after it are dropped); None starts a fresh log."""
+
     def __init__(self, run_dir: str | os.PathLike, tensorboard: bool = True,
-                 wandb_project: str | None = None, config: dict | None = None):
+                 wandb_project: str | None = None, config: dict | None = None,
+                 resume_step: int | None = None):
         self.path = Path(run_dir) / "metrics.csv"
         self.rows: list[dict[str, Any]] = []
         self.columns = list(BASE_COLUMNS)
-        if self.path.exists():
+        if resume_step is not None and self.path.exists():
             with open(self.path, newline="") as f:
                 reader = csv.DictReader(f)
                 self.columns = list(reader.fieldnames or BASE_COLUMNS)
                 self.rows = list(reader)
+        self.truncate_after(-1 if resume_step is None else resume_step)
         self.tb = None
         if tensorboard:
-            try:
-                from tensorboardX import SummaryWriter
-                self.tb = SummaryWriter(str(Path(run_dir) / "tb"))
-            except ImportError:
-                self.tb = None
+            self.tb = _tensorboard(Path(run_dir) / "tb", self.rows, self.columns)
         self.wandb = None
         if wandb_project:
             try:
@@ -74,12 +83,7 @@ class MetricsLogger:
 
     def truncate_after(self, global_step: int) -> None:
         """Drop rows logged after a checkpoint (a resumed run logs them again)."""
-        def g(row):
-            try:
-                return int(float(row.get("global_step") or 0))
-            except ValueError:
-                return 0
-        self.rows = [r for r in self.rows if g(r) <= global_step]
+        self.rows = [r for r in self.rows if _global_step(r) <= global_step]
         self._rewrite()
 
     def log(self, phase: str, step: int, env_steps: int, wall_s: float, metrics: dict,
@@ -103,6 +107,7 @@ class MetricsLogger:
                 csv.DictWriter(f, self.columns).writerow(row)
 
     def _rewrite(self) -> None:
+        """metrics.csv from ``self.rows``, atomically."""
         tmp = self.path.with_suffix(".csv.tmp")
         with open(tmp, "w", newline="") as f:
             w = csv.DictWriter(f, self.columns)
@@ -122,6 +127,35 @@ class MetricsLogger:
             self.tb.close()
         if self.wandb is not None:
             self.wandb.finish()
+
+
+def _global_step(row: dict) -> int:
+    """A row's global step; a row cut mid-write by a crash (missing cells) sorts after all."""
+    try:
+        if None in row.values():
+            raise ValueError(row)
+        return int(float(row.get("global_step") or 0))
+    except ValueError:
+        return 1 << 62
+
+
+def _tensorboard(tb_dir: Path, rows: list[dict], columns: list[str]):
+    """A TensorBoard writer on fresh event files holding ``rows`` (the metrics.csv rows kept):
+    TensorBoard then shows every step once, as metrics.csv does. None without tensorboardX."""
+    try:
+        from tensorboardX import SummaryWriter
+    except ImportError:
+        return None
+    for old in tb_dir.glob("events.out.tfevents.*"):
+        old.unlink()
+    writer = SummaryWriter(str(tb_dir))
+    for row in rows:
+        for k in columns[len(BASE_COLUMNS):]:
+            if k != "global_step" and row.get(k) not in (None, "") and \
+                    math.isfinite(float(row[k])):
+                writer.add_scalar(k, float(row[k]), _global_step(row))
+    writer.flush()
+    return writer
 
 
 def progress_bar(desc: str, total: int, initial: int, unit: str, enabled: bool = True) -> tqdm:

@@ -29,6 +29,7 @@ import jax.numpy as jnp
 import ml_collections
 import numpy as np
 
+from dprl import rundir
 from dprl.agent import AgentLookup
 from dprl.logging import check_finite, postfix
 from dprl.runner import Run, log
@@ -67,16 +68,22 @@ def vmapped_phase(runs: list[Run], phase: str, method: str) -> None:
         elapsed = time.perf_counter() - start
         due = schedule.due(done, done + n)
         done += n
-        if due.eval or due.save:
+        if due.eval or due.save or rundir.stop_requested():
             for r, a in zip(runs, unstack(agents, len(runs))):
                 r.agent = a
+        interrupted = None
         for i, r in enumerate(runs):
             info = {k: np.asarray(v)[i] for k, v in infos.items()}
             r.timing["update_s"] += elapsed
             r.timing["updates"] += n
             r.counters[phase] = done
             check_finite(info, phase, done, r.ckpt)
-            r.at_boundary(phase, done, due, info)
+            try:
+                r.at_boundary(phase, done, due, info)
+            except rundir.Interrupted as e:  # every seed checkpoints before the stop
+                interrupted = e
+        if interrupted is not None:
+            raise interrupted
         if lead.progress:
             log(f"{phase} {done}/{schedule.total} x{len(runs)} seeds "
                 f"{postfix({k: np.mean(v) for k, v in infos.items()}, None)} "
@@ -87,16 +94,26 @@ def vmapped_phase(runs: list[Run], phase: str, method: str) -> None:
 
 def train_seeds(config: ml_collections.ConfigDict, task: str, run_dirs: Sequence[str],
                 seeds: Sequence[int], get_agent: AgentLookup,
-                dataset: str | None = None, progress: bool = True) -> list[dict]:
+                dataset: str | None = None, progress: bool = True, **options) -> list[dict]:
     """Train ``len(seeds)`` seeds with the gradient phases in one vmapped program; return the
-    summaries (each also in its run directory's summary.json)."""
+    summaries (each also in its run directory's summary.json). Every seed's directory is locked
+    before any data is loaded; ``options`` as ``dprl.runner.train`` (``restart``,
+    ``allow_env_mismatch``)."""
     if len(run_dirs) != len(seeds):
         raise ValueError("one run directory per seed")
-    runs = [Run(config, task, d, get_agent, seed=s, dataset=dataset, progress=progress)
-            for d, s in zip(run_dirs, seeds)]
-    unfinished = [r for r in runs if not (r.run_dir / "summary.json").exists()]
-    if unfinished:
-        vmapped_phase(unfinished, "pretrain", "pretrain")
-        vmapped_phase(unfinished, "offline", "update")
-    # The rest (offline score, online phase, summary) is the ordinary runner's, seed by seed.
-    return [r.train() for r in runs]
+    runs = []
+    with rundir.owned(*run_dirs), rundir.stop_signals():
+        try:
+            for d, s in zip(run_dirs, seeds):
+                runs.append(Run(config, task, d, get_agent, seed=s, dataset=dataset,
+                                progress=progress, num_seeds=len(seeds), **options))
+            unfinished = [r for r in runs if not (r.run_dir / "summary.json").exists()]
+            if unfinished:
+                vmapped_phase(unfinished, "pretrain", "pretrain")
+                vmapped_phase(unfinished, "offline", "update")
+            # The rest (offline score, online phase, summary) is the ordinary runner's, seed by
+            # seed.
+            return [r.train() for r in runs]
+        finally:
+            for r in runs:
+                r.close()

@@ -7,6 +7,8 @@ bootstrap confidence interval, and the number of seeds. The aggregate row per ag
 (Agarwal et al. 2021): IQM over all runs of all tasks, CI from a *stratified* bootstrap (runs are
 resampled with replacement within each task). ``plot_curves`` draws ``eval/normalized_score``
 from each run's metrics.csv against the global step, mean and a shaded +-1 std band over seeds.
+``unfinished`` lists what the tables leave out: a grid's failed and missing cells (from
+``grid_status.json``) and run directories without summary.json, with the error when known.
 """
 from __future__ import annotations
 
@@ -64,10 +66,17 @@ def stratified_bootstrap_ci(scores_per_task: Sequence[Sequence[float]], statisti
 # ---------------------------------------------------------------------------------------------
 # Collecting runs
 # ---------------------------------------------------------------------------------------------
+def _replaced(path: Path, root: Path) -> bool:
+    """A run moved aside by ``--restart`` (``<run_dir>.replaced-<time>``): not a result."""
+    return any(".replaced-" in part for part in path.relative_to(root).parts)
+
+
 def collect(root: str | Path) -> list[dict]:
     """Every run below ``root`` (a directory holding summary.json): its summary plus ``run_dir``."""
     runs = []
     for path in sorted(Path(root).rglob("summary.json")):
+        if _replaced(path, Path(root)):
+            continue
         try:
             summary = json.loads(path.read_text())
         except (OSError, json.JSONDecodeError):
@@ -75,6 +84,37 @@ def collect(root: str | Path) -> list[dict]:
         summary["run_dir"] = str(path.parent)
         runs.append(summary)
     return runs
+
+
+def unfinished(root: str | Path) -> list[dict]:
+    """Runs the tables leave out, ``{'label', 'state', 'why', 'run_dir'}`` each: every cell of
+    ``root/grid_status.json`` without a summary.json (failed: its error; pending / running /
+    never started: missing), then run directories below ``root`` with a config.json but no
+    summary.json (a run stopped before it finished)."""
+    root = Path(root)
+    out, seen = [], set()
+    status_path = root / "grid_status.json"
+    cells = json.loads(status_path.read_text()).get("cells", {}) if status_path.exists() else {}
+    for label, cell in cells.items():
+        run_dir = Path(cell.get("run_dir", ""))
+        seen.add(run_dir.resolve())
+        if (run_dir / "summary.json").exists():
+            continue
+        failed = cell.get("state") == "failed"
+        why = (cell.get("error") or "failed") if failed else "no summary.json (never finished)"
+        out.append({"label": label, "state": cell.get("state", "?"), "why": why,
+                    "run_dir": str(run_dir)})
+    for config in sorted(root.rglob("config.json")):
+        run_dir = config.parent
+        if run_dir.resolve() in seen or _replaced(config, root) or \
+                (run_dir / "summary.json").exists():
+            continue
+        error = run_dir / "error.txt"
+        why = (error.read_text().splitlines()[0] if error.exists() else
+               "no summary.json (stopped before it finished)")
+        out.append({"label": str(run_dir.relative_to(root)), "state": "unfinished", "why": why,
+                    "run_dir": str(run_dir)})
+    return out
 
 
 def _score(run: dict, phase: str) -> float | None:
@@ -223,22 +263,29 @@ def plot_curves(runs: Sequence[dict], out_dir: str | Path, x: str = "global_step
 def report(root: str | Path, out_dir: str | Path | None = None, reps: int = 2000,
            confidence: float = 0.95, seed: int = 0) -> dict:
     """Write ``results.md``, ``results.csv`` and ``curves_<task>.png`` into ``out_dir``
-    (default: ``root``); return ``{'rows', 'markdown', 'files'}``."""
-    runs = collect(root)
-    if not runs:
+    (default: ``root``); return ``{'rows', 'markdown', 'files', 'unfinished'}``. results.md lists
+    the failed and missing runs (``unfinished``) after the tables."""
+    runs, missing = collect(root), unfinished(root)
+    if not runs and not missing:
         raise FileNotFoundError(f"No finished runs (summary.json) below {root}")
     out_dir = Path(out_dir or root)
     out_dir.mkdir(parents=True, exist_ok=True)
-    rows = score_table(runs, reps=reps, confidence=confidence, seed=seed)
-    md = markdown_table(rows, confidence)
+    rows = score_table(runs, reps=reps, confidence=confidence, seed=seed) if runs else []
+    md = markdown_table(rows, confidence) if runs else "No finished runs.\n"
     budgets = sorted({(r["agent"], r.get("pretrain_steps"), r.get("offline_steps"),
                        r.get("online_steps"), r.get("dataset_id"), r.get("dataset_source"))
                       for r in runs}, key=str)
-    md += "\nBudgets and data (pretrain / offline gradient steps, online env steps):\n\n" + \
-        "\n".join(f"- {a}: {p} / {o} / {n}, dataset {d} ({s})" for a, p, o, n, d, s in budgets)
-    md += "\n"
+    if budgets:
+        md += "\nBudgets and data (pretrain / offline gradient steps, online env steps):\n\n" + \
+            "\n".join(f"- {a}: {p} / {o} / {n}, dataset {d} ({s})"
+                      for a, p, o, n, d, s in budgets) + "\n"
+    if missing:
+        md += (f"\n**Failed or missing cells** ({len(missing)}; not in the tables above):\n\n"
+               "| cell | state | why | run_dir |\n|---|---|---|---|\n" + "".join(
+                   f"| {m['label']} | {m['state']} | {m['why'].replace('|', '/')} | "
+                   f"{m['run_dir']} |\n" for m in missing))
     (out_dir / "results.md").write_text(md)
     write_csv(rows, out_dir / "results.csv")
     files = [str(out_dir / "results.md"), str(out_dir / "results.csv")]
     files += plot_curves(runs, out_dir)
-    return {"rows": rows, "markdown": md, "files": files}
+    return {"rows": rows, "markdown": md, "files": files, "unfinished": missing}

@@ -17,29 +17,28 @@
 
 ``train(config, task, run_dir, get_agent)`` writes DESIGN.md's run contract into ``run_dir``
 (config.json, metrics.csv, summary.json, checkpoints/); calling it again resumes from the last
-checkpoint. The runner never looks inside an agent, and knows agents only through ``get_agent``
-(name -> class; the entry points pass ``agents.get_agent``).
+checkpoint. ``run_dir`` is one run's record (``dprl.rundir``: lock, identity, clean stops). The
+runner never looks inside an agent, and knows agents only through ``get_agent`` (name -> class;
+the entry points pass ``agents.get_agent``).
 """
 from __future__ import annotations
 
 import json
 import math
-import sys
-import time
 from pathlib import Path
 
 import jax
 import ml_collections
 import numpy as np
 
-from dprl import checkpoint
+from dprl import checkpoint, rundir
 from dprl.agent import AgentLookup
 from dprl.buffer import Buffer
 from dprl.collect import (collect_chunk, collect_rollout, evaluate_agent, make_executor,
                           recent_return)
 from dprl.config import run_config
-from dprl.data import Normalizer, load_task_data
-from dprl.logging import MetricsLogger, check_finite, postfix, progress_bar, timed
+from dprl.data import Normalizer, load_task_data, task_dataset
+from dprl.logging import MetricsLogger, check_finite, log, postfix, progress_bar, timed
 from dprl.schedule import Due, Schedule
 from dprl.tasks import get_task
 from dprl.updates import fused_updates
@@ -47,32 +46,42 @@ from dprl.updates import fused_updates
 
 def train(config: ml_collections.ConfigDict, task: str, run_dir: str,
           get_agent: AgentLookup, seed: int = 0, dataset: str | None = None,
-          progress: bool = True) -> dict:
-    """Run (or resume) one training run and return its summary (see DESIGN.md's run contract)."""
-    return Run(config, task, run_dir, get_agent, seed=seed, dataset=dataset,
-               progress=progress).train()
-
-
-def log(msg: str) -> None:
-    print(f"[dprl] {msg}", file=sys.stderr, flush=True)
+          progress: bool = True, **options) -> dict:
+    """Run (or resume) one training run and return its summary (see DESIGN.md's run contract).
+    ``options``: ``num_seeds`` (recorded), ``restart``, ``allow_env_mismatch`` (see ``Run``)."""
+    with rundir.owned(run_dir), rundir.stop_signals():
+        run = Run(config, task, run_dir, get_agent, seed=seed, dataset=dataset,
+                  progress=progress, **options)
+        try:
+            return run.train()
+        finally:
+            run.close()
 
 
 class Run:
-    """One run's data, agent, counters and loops. ``Run(...).train()`` is ``train``."""
+    """One run's data, agent, counters and loops; ``train`` runs it in its locked ``run_dir``.
+    ``restart``: start over even if ``run_dir`` holds another run; ``allow_env_mismatch``: train
+    on data of another env than the task's; ``num_seeds``: seeds in the program (multiseed)."""
 
     def __init__(self, config: ml_collections.ConfigDict, task_name: str, run_dir: str,
                  get_agent: AgentLookup, seed: int = 0, dataset: str | None = None,
-                 progress: bool = True):
-        self.t0 = time.perf_counter()
+                 progress: bool = True, num_seeds: int = 1, restart: bool = False,
+                 allow_env_mismatch: bool = False):
         self.run_dir = Path(run_dir)
-        self.run_dir.mkdir(parents=True, exist_ok=True)
         self.task_name, self.task = task_name, get_task(task_name)
         self.seed, self.progress = int(seed), progress
-        self.data = load_task_data(task_name, dataset)
-        log(f"task {task_name}: dataset {self.data.dataset_id} ({self.data.source})")
         self.agent_cls = get_agent(config.agent_name)
-        self.config = run_config(config, self.data.actions.shape[1], self.task,
-                                 self.agent_cls.on_policy)
+        self.config = run_config(config, self.task, self.agent_cls.on_policy)
+        # Before any work: the dataset (from its metadata) and the run's identity.
+        source = task_dataset(task_name, dataset, allow_env_mismatch)
+        self.resolved = checkpoint.run_record(self.config, task_name, self.task, self.seed,
+                                              source, num_seeds)
+        self.recorded = rundir.check_identity(self.run_dir, self.resolved, restart)
+        self.processes = rundir.ProcessLog(self.run_dir)
+        self.data = load_task_data(task_name, source.dataset_id, allow_env_mismatch)
+        log(f"task {task_name}: dataset {source.dataset_id} ({source.source}, {source.env_id})")
+        self.config.action_dim = int(self.data.actions.shape[1])
+        self.resolved["agent"] = self.config.to_dict()
         run = self.config.run
         self.normalizer = (Normalizer.fit(self.data.observations) if run.normalize_obs
                            else Normalizer.identity(self.data.observations.shape[1]))
@@ -85,19 +94,16 @@ class Run:
         # Phase ends (global steps) outlive the rolling window of checkpoints.
         self.ckpt = checkpoint.Checkpointer(self.run_dir, keep_steps=tuple(
             s for s in (run.pretrain_steps, run.pretrain_steps + run.offline_steps) if s > 0))
-        self.resolved = checkpoint.run_record(self.config, task_name, self.task, self.seed,
-                                              self.data)
         self.resumed_from = self.start(get_agent)
         self.offline = Buffer.from_offline(self.data, self.normalizer)
         self.logger = MetricsLogger(self.run_dir, tensorboard=run.tensorboard,
-                                    wandb_project=run.wandb_project or None, config=self.resolved)
-        if self.resumed_from is not None:
-            self.logger.truncate_after(self.global_step)
+                                    wandb_project=run.wandb_project or None, config=self.resolved,
+                                    resume_step=self.resumed_from)
 
     # ---- setup ------------------------------------------------------------------------------
     def start(self, get_agent) -> int | None:
-        """Resume from this run's last checkpoint, or start from run.init_from's; write
-        config.json. Returns the step resumed from (None for a fresh start)."""
+        """Resume from this run's newest readable checkpoint, or start from run.init_from's;
+        write config.json if new or extended. Returns the step resumed from (None: fresh)."""
         restored = checkpoint.resume(self.ckpt, self.state(), self.resolved)
         if restored is not None:
             state, meta = restored
@@ -112,7 +118,7 @@ class Run:
             source = self.resolved["init_from"]
             log(f"initialized from {source['run_dir']} (checkpoint {source['step']}, dataset "
                 f"{source['dataset_id']})")
-        (self.run_dir / "config.json").write_text(json.dumps(self.resolved, indent=2, default=str))
+        rundir.write_record(self.run_dir, self.resolved, self.recorded)
         return None if restored is None else self.global_step
 
     # ---- state ------------------------------------------------------------------------------
@@ -128,6 +134,7 @@ class Run:
         return {"agent": self.agent, "online": self.online, "key": self.key}
 
     def save(self) -> None:
+        self.processes.wall_s()
         self.ckpt.save(self.global_step, self.state(), {
             "counters": self.counters, "scores": self.scores, "timing": self.timing,
             "normalizer": self.normalizer.to_dict(), "config": self.resolved["agent"]})
@@ -144,7 +151,7 @@ class Run:
             if self.logger.latest("eval/normalized_score") is None and run.init_from:
                 # Started from another run with no training before online: score the start.
                 self.logger.log("offline", self.counters["offline"], self.env_steps,
-                                time.perf_counter() - self.t0, self.evaluate(), self.global_step)
+                                self.processes.wall_s(), self.evaluate(), self.global_step)
             self.scores["offline_score"] = self.logger.latest("eval/normalized_score")
             self.save()
         if run.online_steps:
@@ -251,13 +258,14 @@ class Run:
         if due.row:
             row = {**info, **(train_stats or {}), **(self.evaluate() if due.eval else {})}
             if row:
-                self.logger.log(phase, step, self.env_steps, time.perf_counter() - self.t0, row,
+                self.logger.log(phase, step, self.env_steps, self.processes.wall_s(), row,
                                 self.global_step)
         if bar is not None:
             bar.update(step - bar.n)
             bar.set_postfix(postfix(info, self.scores["best_score"]))
-        if due.save:
+        if due.save or rundir.stop_requested():
             self.save()
+        rundir.raise_if_stopped(self.global_step)
 
     def evaluate(self) -> dict:
         metrics = evaluate_agent(self.agent, self.eval_key, self.task, self.config,
@@ -280,19 +288,13 @@ class Run:
             self.env_steps >= run.online_steps
 
     def finish(self) -> dict:
-        run, t = self.config.run, self.timing
-        summary = {
-            "agent": self.config.agent_name, "task": self.task_name, "seed": self.seed,
-            "dataset_id": self.data.dataset_id, "dataset_source": self.data.source,
-            "pretrain_steps": run.pretrain_steps, "offline_steps": run.offline_steps,
-            "online_steps": run.online_steps, **self.scores,
-            "score_unit": ("100 x success rate" if self.task["score"] == "success"
-                           else "D4RL normalized return (0 = ref min, 100 = ref max)"),
-            "updates_per_s": t["updates"] / t["update_s"] if t["update_s"] else None,
-            "env_steps_per_s": t["env_steps"] / t["env_s"] if t["env_s"] else None,
-            "wall_s": time.perf_counter() - self.t0}
-        (self.run_dir / "summary.json").write_text(json.dumps(summary, indent=2))
         self.save()
+        summary = checkpoint.summary_record(self.config, self.task_name, self.task, self.seed,
+                                            self.resolved, self.scores, self.timing,
+                                            self.processes.wall_s())
+        (self.run_dir / "summary.json").write_text(json.dumps(summary, indent=2))
+        return summary
+
+    def close(self) -> None:
         self.logger.close()
         self.ckpt.close()
-        return summary

@@ -4,7 +4,10 @@
         [--seed=0] [--agent.eta=1.0 ...] [--pretrain_steps=N] [--offline_steps=N] [--online_steps=M]
 
 Writes config.json, metrics.csv, summary.json and checkpoints/ into --run_dir; running the same
-command again resumes from the last checkpoint.
+command again resumes from the last checkpoint. One process at a time per --run_dir; a command
+that describes another run than the one there is refused (--restart starts over). Ctrl-C or
+SIGTERM checkpoints and exits 130 / 143; any error ends with one line ``error (Type): message``
+(then, for an unexpected one, the frames in this repository's code), which grids report.
 """
 import sys
 
@@ -23,6 +26,10 @@ flags.DEFINE_integer("online_steps", None, "Shortcut for --agent.run.online_step
 flags.DEFINE_bool("progress", True, "Show progress bars")
 flags.DEFINE_integer("num_seeds", 1, "Train seeds seed..seed+S-1 in one program (vmap over seeds, "
                      "dprl/multiseed.py); writes --run_dir/seed<k> for each")
+flags.DEFINE_bool("restart", False, "Start over in --run_dir even if it holds another run (its "
+                  "contents move to <run_dir>.replaced-<time>)")
+flags.DEFINE_bool("allow_env_mismatch", False, "Train on a dataset recorded in another env than "
+                  "the task's (scores use the task's reference scores)")
 flags.mark_flags_as_required(["agent", "run_dir"])
 FLAGS = flags.FLAGS
 
@@ -36,7 +43,10 @@ def main(_):
     import gymnasium as gym
 
     from agents import get_agent
+    from dprl.checkpoint import CheckpointError
+    from dprl.grid import error_block
     from dprl.logging import TrainingDiverged
+    from dprl.rundir import Interrupted, RunDirError
     from dprl.runner import train
 
     config = FLAGS.agent
@@ -44,19 +54,33 @@ def main(_):
         value = getattr(FLAGS, name)
         if value is not None:
             config.run[name] = value
+    options = dict(dataset=FLAGS.dataset, progress=FLAGS.progress, restart=FLAGS.restart,
+                   allow_env_mismatch=FLAGS.allow_env_mismatch)
     try:
         if FLAGS.num_seeds > 1:
             from dprl.multiseed import seed_dirs, train_seeds
             seeds = list(range(FLAGS.seed, FLAGS.seed + FLAGS.num_seeds))
             summary = train_seeds(config, FLAGS.task, seed_dirs(FLAGS.run_dir, seeds), seeds,
-                                  get_agent, dataset=FLAGS.dataset, progress=FLAGS.progress)
+                                  get_agent, **options)
         else:
             summary = train(config, FLAGS.task, FLAGS.run_dir, get_agent, seed=FLAGS.seed,
-                            dataset=FLAGS.dataset, progress=FLAGS.progress)
-    except (FileNotFoundError, ValueError, KeyError, TrainingDiverged, gym.error.Error) as e:
+                            **options)
+    except Interrupted as e:
+        print(e, file=sys.stderr)
+        sys.exit(128 + e.signum)
+    except KeyboardInterrupt:
+        print("interrupted again: stopped without checkpointing this step; run the same "
+              "command to resume from the last checkpoint", file=sys.stderr)
+        sys.exit(130)
+    except (FileNotFoundError, ValueError, KeyError, TrainingDiverged, gym.error.Error,
+            RunDirError, CheckpointError) as e:
         # User-facing problems: say what is wrong and what to do, without a traceback.
         message = e.args[0] if isinstance(e, KeyError) and e.args else str(e)
         sys.exit(f"error ({type(e).__name__}): {message}")
+    except Exception as e:  # noqa: BLE001  a bug: the traceback, then what grids report
+        import traceback
+        traceback.print_exc()
+        sys.exit(error_block(e))
     print(json.dumps(summary, indent=2))
 
 
@@ -85,7 +109,8 @@ def print_help(path: str | None) -> None:
 
 
 def check_argv(argv):
-    """Fail fast, with the fix, on an unknown --agent.<key> (absl would raise a bare KeyError)."""
+    """Fail fast, in one line, on a missing --agent file or an unknown --agent.<key> (absl would
+    raise two chained tracebacks, or a bare KeyError)."""
     from dprl.config import check_override_keys, load_config_file, overrides_from_argv
 
     path, keys = overrides_from_argv(argv)
@@ -95,11 +120,14 @@ def check_argv(argv):
         except FileNotFoundError as e:
             sys.exit(f"error: {e}")
         sys.exit(0)
-    if path and keys:
-        try:
-            check_override_keys(load_config_file(path), keys, path)
-        except (ValueError, FileNotFoundError) as e:
-            sys.exit(f"error: {e}")
+    try:
+        if path:
+            config = load_config_file(path)
+            if keys:
+                check_override_keys(config, keys, path)
+    except (ValueError, FileNotFoundError, KeyError) as e:
+        message = e.args[0] if isinstance(e, KeyError) and e.args else str(e)
+        sys.exit(f"error ({type(e).__name__}): {message}")
 
 
 if __name__ == "__main__":

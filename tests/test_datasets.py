@@ -19,8 +19,8 @@ import pytest
 from dprl.tasks import LOCOMOTION_ENVS, LOCOMOTION_RECIPES
 from dprl.datasets.io import dataset_dir, write_minari_dataset
 from dprl.datasets.policies import default_experts_dir, find_expert, load_policy, save_policy
-from dprl.datasets.registry import (DatasetError, check_dataset_dir, resolve_dataset,
-                                    verify_dataset)
+from dprl.datasets.registry import DatasetError, check_dataset_dir, resolve_dataset
+from dprl.datasets.verify import verify_dataset
 
 ROOT = Path(__file__).resolve().parents[1]
 EXPERTS = default_experts_dir()

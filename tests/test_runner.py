@@ -100,7 +100,10 @@ def test_killed_run_resumes_to_the_same_parameters(tmp_path, pole_datasets):
 
 @pytest.mark.parametrize("extra,message", [
     (["--dataset=dprl/nowhere/demos-v0"], "python -m dprl.datasets"),
-    (["--task=hopper-medium", "--dataset=dprl/pole/demos-v0"], "does not match env"),
+    (["--task=hopper-medium", "--dataset=dprl/pole/demos-v0"], "was recorded in env"),
+    # Allowed another env's data, the shapes must still match.
+    (["--task=hopper-medium", "--dataset=dprl/pole/demos-v0", "--allow_env_mismatch"],
+     "does not match env"),
     (["--agent.run.batch_sise=3"], "Did you mean --agent.run.batch_size"),
     (["--task=pole-lft"], "Did you mean pole-right"),
 ])

@@ -1,9 +1,12 @@
-"""``python -m dprl.datasets make <task> [--steps N] [--seed S] [--policy FILE]`` and ``... list``.
+"""``python -m dprl.datasets make <task> [--steps N] [--seed S] [--policy FILE]``, ``... list``
+and ``... verify <dataset id> [--replay N]``.
 
 ``make`` writes dprl's stand-in dataset of a task preset (``dprl/tasks.py``) into
 ``$MINARI_DATASETS_PATH`` (Minari's default: ``~/.minari/datasets``), atomically, under the
 ``dprl/`` namespace. ``list`` shows every task, which of its datasets are stored here, their
-size and which one a run would use.
+size and which one a run would use. ``verify`` checks a stored dataset (``dprl.datasets.verify``:
+the runner's loading checks, then spaces, reference scores and replayed episodes), one line per
+check, and exits 1 at the first problem.
 
 The OGBench manipulation tasks (cube-single, cube-double, scene, puzzle-3x3) are collected
 resumably: episodes are saved in chunks under ``<root>/dprl/<task>/.partial-play-*``; run the
@@ -111,6 +114,21 @@ def _print_table(rows: list[dict]) -> None:
                   f"{c['dir']} (run the same `make` command to go on)")
 
 
+def verify(dataset_id: str, replay_episodes: int = 2) -> int:
+    """Print one line per passing check, then ``FAIL`` and the problem (exit 1), or ``verified``."""
+    from dprl.datasets.verify import verify_steps
+
+    try:
+        for check, found in verify_steps(dataset_id, replay_episodes):
+            print(f"ok    {check}: {found}", flush=True)
+    except (FileNotFoundError, ValueError, KeyError, AssertionError) as e:
+        message = e.args[0] if isinstance(e, KeyError) and e.args else str(e)
+        print(f"FAIL  {message}", flush=True)
+        return 1
+    print(f"verified {dataset_id}")
+    return 0
+
+
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(prog="python -m dprl.datasets", description=__doc__.split("\n")[0])
     sub = p.add_subparsers(dest="command", required=True)
@@ -139,7 +157,12 @@ def main(argv=None) -> int:
     m.add_argument("--quiet", action="store_true", help="no progress bar")
     lp = sub.add_parser("list", help="show tasks and their local datasets")
     lp.add_argument("--json", action="store_true")
+    vp = sub.add_parser("verify", help="check a stored dataset; exit 1 at the first problem")
+    vp.add_argument("dataset_id", help="e.g. dprl/hopper/medium-v0 (python -m dprl.datasets list)")
+    vp.add_argument("--replay", type=int, default=2, help="episodes to replay in their env")
     args = p.parse_args(argv)
+    if args.command == "verify":
+        return verify(args.dataset_id, args.replay)
     if args.command == "make":
         try:
             out = make(args.task, steps=args.steps, seed=args.seed, policy=args.policy,

@@ -1,9 +1,13 @@
-"""Which dataset a task uses, and whether a dataset directory is whole.
+"""Which dataset a task uses, and whether a dataset directory is whole and belongs to the task.
 
 ``resolve_dataset(task)`` picks the official Minari dataset when it is stored locally, else dprl's
 generated stand-in (``dprl/...``), and says which; when neither exists its error names the command
 that makes one. ``check_dataset_dir(id)`` turns a corrupted or half-written directory and a dataset
-whose env is not installed into an error that says what to run.
+whose env is not installed into an error that says what to run. ``check_dataset_env`` refuses a
+dataset recorded in another env than the task's, ``episode_boundary_problem`` an episode whose
+flags end it anywhere but at its last step; ``dataset_fingerprint`` identifies a stored dataset
+cheaply (metadata and file sizes). The loader (``dprl.data``) and ``python -m dprl.datasets
+verify`` (``dprl.datasets.verify``) share these checks.
 """
 from __future__ import annotations
 
@@ -27,7 +31,7 @@ def source_of(dataset_id: str) -> str:
     return GENERATED if dataset_id.split("/")[0] == DPRL_NAMESPACE else OFFICIAL
 
 
-def _task_for_dataset(dataset_id: str) -> str | None:
+def task_for_dataset(dataset_id: str) -> str | None:
     for name, preset in TASKS.items():
         if dataset_id in (preset["dataset_id"], preset.get("official_dataset_id")):
             return name
@@ -36,7 +40,7 @@ def _task_for_dataset(dataset_id: str) -> str | None:
 
 def remedy(dataset_id: str, task_name: str | None = None) -> str:
     """The command(s) that (re)create ``dataset_id``."""
-    task_name = task_name or _task_for_dataset(dataset_id)
+    task_name = task_name or task_for_dataset(dataset_id)
     if source_of(dataset_id) == GENERATED:
         if task_name is None:
             return (f"`python -m dprl.datasets list` shows the tasks that can be made; "
@@ -122,6 +126,65 @@ def env_id_of(meta: dict) -> str | None:
     return spec.get("id") if isinstance(spec, dict) else None
 
 
+def read_metadata(dataset_id: str) -> dict:
+    """``data/metadata.json`` of a stored dataset."""
+    path = dataset_dir(dataset_id) / "data" / "metadata.json"
+    try:
+        return json.loads(path.read_text())
+    except (OSError, ValueError) as e:
+        raise DatasetError(f"metadata.json of dataset {dataset_id!r} is unreadable ({e}); delete "
+                           f"{path.parent.parent} and run {remedy(dataset_id)}.") from e
+
+
+def dataset_fingerprint(dataset_id: str, meta: dict | None = None) -> dict:
+    """What identifies a stored dataset without reading its data: its metadata's sizes, spaces,
+    env and creation time, and the bytes of its data files (a regenerated dataset differs)."""
+    meta = read_metadata(dataset_id) if meta is None else meta
+    files = sorted((dataset_dir(dataset_id) / "data").glob("main_data.*"))
+    return {"total_steps": meta.get("total_steps"), "total_episodes": meta.get("total_episodes"),
+            "env_id": env_id_of(meta), "observation_space": meta.get("observation_space"),
+            "action_space": meta.get("action_space"),
+            "created_unix": (meta.get("dprl") or {}).get("created_unix"),
+            "data_bytes": sum(f.stat().st_size for f in files)}
+
+
+class DatasetEnvMismatch(ValueError):
+    """A dataset recorded in another env than the task's."""
+
+
+def check_dataset_env(meta: dict, dataset_id: str, task_name: str, task_env_id: str) -> None:
+    """Raise ``DatasetEnvMismatch`` unless the dataset was recorded in the task's env: data of
+    another env (even of the same shapes) would be scored as if it were this task's."""
+    recorded = env_id_of(meta)
+    if recorded == task_env_id:
+        return
+    what = (f"was recorded in env {recorded!r}" if recorded else "records no env id")
+    raise DatasetEnvMismatch(
+        f"Dataset {dataset_id!r} {what}, but task {task_name!r} runs in {task_env_id!r}: its "
+        f"data belong to another task. Use the task's own dataset (`python -m dprl.datasets "
+        f"list`), or pass --allow_env_mismatch to train on it anyway (scores then use the "
+        f"reference scores of task {task_name}).")
+
+
+def episode_boundary_problem(episode_id, terminations, truncations, num_steps: int,
+                             num_observations: int, require_end: bool = True) -> str | None:
+    """What is wrong with an episode's length and end flags, or None: a terminal or timeout
+    before its last step, observations not one more than actions, and (``require_end``) a last
+    step with neither flag."""
+    term = np.asarray(terminations, bool)
+    trunc = np.asarray(truncations, bool)
+    if num_observations != num_steps + 1:
+        return (f"episode {episode_id} has {num_observations} observations for {num_steps} "
+                f"actions (expected one more: the reset observation)")
+    early = np.flatnonzero(term[:-1] | trunc[:-1])
+    if early.size:
+        return (f"episode {episode_id} is marked terminal or truncated at step {early[0]} of "
+                f"{num_steps} (only its last step may end it)")
+    if require_end and num_steps and not (term[-1] or trunc[-1]):
+        return f"episode {episode_id} ends without a terminal or timeout flag"
+    return None
+
+
 def _check_env(meta: dict, dataset_id: str) -> None:
     import gymnasium as gym
 
@@ -182,71 +245,3 @@ def resolve_dataset(task_name: str, forced_id: str | None = None) -> tuple[str, 
         f"No dataset for task {task_name!r} in {datasets_root()} (MINARI_DATASETS_PATH): neither "
         f"{(official + ' nor ') if official else ''}{generated} is stored. Run "
         f"`{task['make_command']}`{alt}.")
-
-
-def verify_dataset(dataset_id: str, replay_episodes: int = 2, atol: float = 1e-5) -> dict:
-    """Check a generated dataset against its env; raise ``AssertionError`` on the first mismatch.
-
-    Checks: observation/action spaces equal the env's; every episode ends exactly where the env
-    ended it (a termination or a time-limit truncation on its last step and nowhere else, the
-    truncation at the env's step limit); and for the first ``replay_episodes`` episodes, resetting
-    the env with the episode's stored seed and replaying its actions reproduces the stored
-    observations, rewards and terminal flags. Manipulation play data is replayed in its collection
-    env (``metadata['dprl']['collection_env_id']``); single-task rewards are recomputed with the
-    task env (``SingleTaskRelabeler``). Returns a small report.
-    """
-    import minari
-
-    from dprl.envs import make_env
-    check_dataset_dir(dataset_id)
-    ds = minari.load_dataset(dataset_id)
-    meta = json.loads((dataset_dir(dataset_id) / "data" / "metadata.json").read_text())
-    prov = meta.get("dprl", {})
-    spec = ds.spec.env_spec
-    env = make_env(spec.id, **(spec.kwargs or {}))
-    assert ds.observation_space == env.observation_space, (
-        f"observation space {ds.observation_space} != env's {env.observation_space}")
-    assert ds.action_space == env.action_space, (
-        f"action space {ds.action_space} != env's {env.action_space}")
-    relabel = None
-    if "collection_env_id" in prov:
-        replay_env = make_env(prov["collection_env_id"], **prov["collection_env_kwargs"])
-        if "singletask_env_id" in prov:
-            from dprl.datasets.ogbench_recipes import SingleTaskRelabeler
-            relabel = SingleTaskRelabeler(prov["singletask_env_id"])
-    else:
-        replay_env = env
-    limit = replay_env.spec.max_episode_steps
-    seeds = {int(m["id"]): m.get("seed") for m in ds.storage.get_episode_metadata(
-        range(ds.total_episodes))}
-    n_replayed = 0
-    for ep in ds.iterate_episodes():
-        T = len(ep.actions)
-        term, trunc = np.asarray(ep.terminations, bool), np.asarray(ep.truncations, bool)
-        assert not term[:-1].any() and not trunc[:-1].any(), (
-            f"episode {ep.id}: terminal or timeout before its last step")
-        assert term[-1] or trunc[-1], f"episode {ep.id} ends without terminal or timeout"
-        if trunc[-1] and not term[-1] and limit is not None:
-            assert T == limit, f"episode {ep.id} truncated at {T} steps, env limit {limit}"
-        assert len(ep.observations) == T + 1
-        if n_replayed >= replay_episodes:
-            continue
-        seed = seeds.get(int(ep.id))
-        assert seed is not None, f"episode {ep.id} has no reset seed"
-        obs, _ = replay_env.reset(seed=int(seed))
-        assert np.allclose(obs, ep.observations[0], atol=atol), f"episode {ep.id}: reset differs"
-        for t in range(T):
-            if relabel is not None:
-                r_single, _ = relabel.reward(replay_env)
-            obs, r, te, tr, _ = replay_env.step(ep.actions[t])
-            r = r_single if relabel is not None else r
-            assert np.allclose(obs, ep.observations[t + 1], atol=atol), (
-                f"episode {ep.id} step {t}: replayed observation differs")
-            assert abs(r - ep.rewards[t]) <= atol * max(1.0, abs(r)), (
-                f"episode {ep.id} step {t}: replayed reward {r} != stored {ep.rewards[t]}")
-            assert (bool(te), bool(tr)) == (bool(term[t]), bool(trunc[t])), (
-                f"episode {ep.id} step {t}: replayed (terminated, truncated) = {(te, tr)}, "
-                f"stored {(term[t], trunc[t])}")
-        n_replayed += 1
-    return {"dataset_id": dataset_id, "episodes": ds.total_episodes, "steps": ds.total_steps,
-            "replayed": n_replayed}
