@@ -27,7 +27,8 @@ def run_config() -> ml_collections.ConfigDict:
         save_every=10000,        # gradient steps / env steps between checkpoints
         eval_episodes=0,         # 0 = the task preset's number
         eval_seed=1000,          # eval envs are seeded eval_seed, eval_seed + 1, ...
-        utd=1,                   # online: gradient updates per env step (RLPD uses more)
+        utd=1.0,                 # online: gradient updates per env step (RLPD uses more; a float,
+                                 # so that --agent.run.utd=0.5 is accepted)
         offline_ratio=0.5,       # online: share of each batch from the offline data (RLPD: 0.5)
         update_every=1,          # online: env chunk-steps between update dispatches
         start_online_updates=0,  # online: env steps collected before the first update

@@ -62,13 +62,23 @@ class Buffer(flax.struct.PyTreeNode):
         """Append ``n`` transitions (each field ``[n, ...]``, normalized) at ``size``.
 
         The caller keeps ``size + n <= capacity`` (the runner sizes the online buffer for the
-        whole online phase); writes past the end are dropped by JAX's clamping, so it checks.
+        whole online phase): XLA clamps the start of a write that would run past the end, which
+        would overwrite earlier rows.
         """
-        n = transitions["actions"].shape[0]
+        return self.insert(transitions, transitions["actions"].shape[0])
+
+    def insert(self, transitions: dict, count: jax.Array) -> "Buffer":
+        """``add`` for a fixed-shape block: the first ``count`` of ``P`` rows (each field
+        ``[P, ...]``) are appended, so that a jitted caller sees one shape for every chunk.
+
+        All ``P`` rows are written at ``size`` (the rows past ``count`` lie beyond the new
+        ``size``, where sampling never looks, and the next insert overwrites them), so the caller
+        keeps ``size + P <= capacity``.
+        """
         updates = {k: jax.lax.dynamic_update_slice_in_dim(
             getattr(self, k), jnp.asarray(transitions[k], jnp.float32), self.size, axis=0)
             for k in FIELDS}
-        return self.replace(**updates, size=self.size + n)
+        return self.replace(**updates, size=self.size + jnp.asarray(count, jnp.int32))
 
     def sample(self, key: jax.Array, batch_size: int, horizon: int = 1,
                obs_history: int = 1) -> dict:
@@ -184,3 +194,21 @@ def transitions_from_chunks(executed: dict, normalizer: Normalizer) -> dict:
         "dones": done,
         "next_observations": np.asarray(normalizer(pick("next_observations")), np.float32),
     }
+
+
+def transition_block(transitions: dict | None, rows: int, obs_dim: int, action_dim: int
+                     ) -> tuple[dict, int]:
+    """Flat transitions (each field ``[n, ...]``, ``n <= rows``; None: no transitions) as the
+    fixed-shape block that ``Buffer.insert`` takes: ``(block, n)``, each field ``[rows, ...]``,
+    zero past ``n``."""
+    n = 0 if transitions is None else len(transitions["actions"])
+    if n > rows:
+        raise ValueError(f"{n} transitions do not fit a block of {rows} rows")
+    block = {}
+    for k in FIELDS:
+        width = {"observations": (obs_dim,), "next_observations": (obs_dim,),
+                 "actions": (action_dim,)}.get(k, ())
+        block[k] = np.zeros((rows, *width), np.float32)
+        if n:
+            block[k][:n] = transitions[k]
+    return block, n

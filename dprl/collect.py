@@ -1,6 +1,7 @@
 """Acting with an agent in environments: what happened comes back as data.
 
-``collect_chunk`` (off-policy online: one chunk from one env, as buffer transitions),
+``run_chunk`` (off-policy online: a chunk the agent sampled, run in one env, as buffer
+transitions; the agent acts inside ``dprl.updates.replay_step``),
 ``collect_rollout`` (on-policy online: a rollout from many envs, the ``Rollout`` schema that
 on-policy agents' ``update`` takes) and ``evaluate_agent`` (evaluation episodes, as ``eval/``
 metrics). Observations reach the agent and the returned data normalized by the executor's
@@ -45,9 +46,9 @@ def make_executor(task: dict, config, normalizer, num_envs: int, seed: int) -> C
     return executor
 
 
-def collect_chunk(agent, executor: ChunkExecutor, key: jax.Array, limit: int) -> dict:
-    """Act one chunk in every env; the executed steps as buffer transitions (at most ``limit``)."""
-    chunks, _ = agent.sample_actions(jnp.asarray(executor.policy_observations()), key)
+def run_chunk(executor: ChunkExecutor, chunks: np.ndarray, limit: int) -> dict:
+    """Run ``chunks [E, H, A]`` (the agent's, sampled on device) in the executor's envs; the
+    executed steps as buffer transitions (at most ``limit``)."""
     executed = executor.step_chunks(np.asarray(chunks))
     transitions = transitions_from_chunks(executed, executor.normalize)
     n = min(len(transitions["actions"]), limit)

@@ -7,9 +7,9 @@
     pretrain  run.pretrain_steps gradient steps of agent.pretrain on offline batches
     offline   run.offline_steps gradient steps of agent.update on offline batches
     online    run.online_steps env steps:
-              off-policy  act one chunk, store its transitions; every run.update_every chunks,
-                          run.utd updates per new env step on batches mixing offline and online
-                          data (run.offline_ratio)
+              off-policy  run one chunk in the env, then one jitted step: store it, the updates
+                          owed (run.utd per env step, every run.update_every chunks) on batches
+                          mixing offline and online data (run.offline_ratio), act the next chunk
               on-policy   a rollout of run.rollout_steps chunk-steps from run.num_envs envs, then
                           one agent.update(rollout)                          (dprl.collect)
     each loop a Schedule (dprl.schedule) says after which dispatches it writes a metrics row,
@@ -33,15 +33,14 @@ import numpy as np
 
 from dprl import checkpoint, rundir
 from dprl.agent import AgentLookup
-from dprl.buffer import Buffer
-from dprl.collect import (collect_chunk, collect_rollout, evaluate_agent, make_executor,
-                          recent_return)
+from dprl.buffer import Buffer, transition_block
+from dprl.collect import collect_rollout, evaluate_agent, make_executor, recent_return, run_chunk
 from dprl.config import run_config
 from dprl.data import Normalizer, load_task_data, task_dataset
 from dprl.logging import MetricsLogger, check_finite, log, postfix, progress_bar, timed
 from dprl.schedule import Due, Schedule
 from dprl.tasks import get_task
-from dprl.updates import fused_updates
+from dprl.updates import fused_updates, replay_step
 
 
 def train(config: ml_collections.ConfigDict, task: str, run_dir: str,
@@ -172,43 +171,49 @@ class Run:
                 self.at_boundary(phase, done + n, schedule.due(done, done + n), info, bar)
 
     def online_replay(self) -> None:
-        """Off-policy online: act a chunk, store it, then the updates it is owed."""
+        """Off-policy online: run a chunk in the env (on the host), then one jitted step stores
+        it, runs the updates owed (utd per env step) and samples the next chunk."""
         schedule = Schedule.of(self.config.run, "online")
         if self.env_steps >= schedule.total:
             return
         executor = make_executor(self.task, self.config, self.normalizer, 1, self.env_seed())
-        pending, info = [], {}
+        slots = schedule.update_slots(self.config.act_steps)
+        self.counters.setdefault("online_updates", schedule.updates_owed(self.env_steps))
+        chunks, info, pending = self.replay(None, 0, executor, slots)[0], {}, 0
         with progress_bar("online", schedule.total, self.env_steps, "env-step",
                           self.progress) as bar:
             while (before := self.env_steps) < schedule.total:
-                self.key, key = jax.random.split(self.key)
                 with timed(self.timing, "env_s"):
-                    pending.append(collect_chunk(self.agent, executor, key,
-                                                 schedule.total - before))
-                n = len(pending[-1]["actions"])
-                self.counters["env_steps"] += n
-                self.timing["env_steps"] += n
-                due = schedule.due(before, self.env_steps)
-                if schedule.store_due(len(pending), due):
-                    info = self.store_and_update(pending, schedule) or info
-                    pending = []
+                    transitions = run_chunk(executor, chunks, schedule.total - before)
+                self.counters["env_steps"] += len(transitions["actions"])
+                self.timing["env_steps"] += len(transitions["actions"])
+                due, pending, owed = schedule.due(before, self.env_steps), pending + 1, 0
+                if schedule.store_due(pending, due):  # pay what is owed, up to the scan's slots
+                    owed, pending = min(slots, schedule.updates_owed(self.env_steps)
+                                        - self.counters["online_updates"]), 0
+                chunks, new_info = self.replay(transitions, owed, executor, slots)
+                info = new_info if owed else info
                 self.at_boundary("online", self.env_steps, due, info, bar,
                                  recent_return(executor, 10))
 
-    def store_and_update(self, pending: list[dict], schedule: Schedule) -> dict | None:
-        """Add the pending transitions to the online buffer, then run the updates they are owed
-        (in dispatches of at most ``schedule.dispatch``). Their mean info (None without any)."""
-        batch = {k: np.concatenate([p[k] for p in pending]) for k in pending[0]}
-        self.online = self.online.add(batch)
-        owed = schedule.updates_owed(len(batch["actions"]), self.env_steps)
-        if owed <= 0:
-            return None
-        infos = []
-        while owed > 0:
-            n = min(owed, schedule.dispatch)
-            infos.append(self.fused("update", n, "online", self.env_steps, mixed=True))
-            owed -= n
-        return jax.tree.map(lambda *x: float(np.mean(x)), *infos)
+    def replay(self, transitions: dict | None, num_updates: int, executor, slots: int
+               ) -> tuple[np.ndarray, dict]:
+        """One ``replay_step``: store ``transitions`` (None: none), run ``num_updates`` updates,
+        sample the next chunks for the executor's observations. ``(chunks, info)`` on the host."""
+        run, c = self.config.run, self.config
+        block, count = transition_block(transitions, c.act_steps, self.normalizer.dim, c.action_dim)
+        with timed(self.timing, "update_s"):
+            self.agent, self.online, self.key, chunks, info = replay_step(
+                self.agent, self.offline, self.online, self.key, block, np.int32(count),
+                np.int32(num_updates), executor.policy_observations(), update_slots=slots,
+                batch_size=run.batch_size, horizon=c.horizon, obs_history=c.obs_history,
+                offline_ratio=float(run.offline_ratio))
+            chunks, info = jax.device_get((chunks, info))  # the one host sync per chunk
+        self.timing["updates"] += num_updates
+        self.counters["online_updates"] += num_updates
+        if num_updates:
+            check_finite(info, "online", self.env_steps, self.ckpt)
+        return chunks, info
 
     def online_rollouts(self) -> None:
         """On-policy online: collect a rollout from every env, then one update on it."""
@@ -234,18 +239,15 @@ class Run:
                                  info, bar, recent_return(executor, run.num_envs))
 
     # ---- pieces of the loops ----------------------------------------------------------------
-    def fused(self, method: str, num_steps: int, phase: str, step: int, mixed: bool = False
-              ) -> dict:
-        """``num_steps`` fused gradient steps of ``agent.<method>`` on offline batches (mixed
-        with the online buffer when ``mixed``); their mean info."""
-        run = self.config.run
+    def fused(self, method: str, num_steps: int, phase: str, step: int) -> dict:
+        """``num_steps`` fused gradient steps of ``agent.<method>`` on offline batches; their
+        mean info."""
         self.key, key = jax.random.split(self.key)
         with timed(self.timing, "update_s"):
             self.agent, info = fused_updates(
-                self.agent, self.offline, self.online if mixed else None, key,
-                num_steps=num_steps, method=method, batch_size=run.batch_size,
-                horizon=self.config.horizon, obs_history=self.config.obs_history,
-                **({"offline_ratio": float(run.offline_ratio)} if mixed else {}))
+                self.agent, self.offline, None, key, num_steps=num_steps, method=method,
+                batch_size=self.config.run.batch_size, horizon=self.config.horizon,
+                obs_history=self.config.obs_history)
             info = jax.device_get(info)
         self.timing["updates"] += num_steps
         check_finite(info, phase, step, self.ckpt)

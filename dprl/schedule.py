@@ -6,14 +6,17 @@ online) and advances by dispatches: a fused run of gradient steps, one chunk of 
 (off-policy), one rollout (on-policy), the same fused steps for a stack of seeds (multiseed).
 Before a dispatch a gradient loop asks ``next_dispatch`` how many steps to fuse, so that it lands
 exactly on the next boundary; after it, every loop asks ``due(before, after)`` what the units
-just done crossed. Off-policy online collection also asks when its stored chunks go to the
-buffer and how many updates they are owed (``store_due``, ``updates_owed``). A boundary is crossed when a multiple of its period lies in
+just done crossed. Off-policy online collection also asks when the updates are due
+(``store_due``), how many are owed (``updates_owed``) and how many one step may run
+(``update_slots``). A boundary is crossed when a multiple of its period lies in
 ``(before, after]``; a loop's last dispatch is due for everything (at every phase end a row is
 written, the agent evaluated and the run checkpointed).
 """
 from __future__ import annotations
 
 import dataclasses
+import math
+from fractions import Fraction
 
 
 @dataclasses.dataclass(frozen=True)
@@ -68,16 +71,32 @@ class Schedule:
                    eval=_crossed(before, after, self.eval_every) or end,
                    save=_crossed(before, after, self.save_every) or end, end=end)
 
-
     def store_due(self, chunks_pending: int, due: Due) -> bool:
-        """Off-policy online: store the pending chunks (and update) every ``update_every`` chunks
-        and at the end."""
+        """Off-policy online: run the updates owed every ``update_every`` chunks and at the end
+        (every chunk goes to the buffer as it comes)."""
         return chunks_pending >= self.update_every or due.end
 
-    def updates_owed(self, new_steps: int, env_steps: int) -> int:
-        """Off-policy online: the updates owed for ``new_steps`` new env steps (``utd`` each,
-        none before ``start_updates`` env steps)."""
-        return int(round(self.utd * new_steps)) if env_steps >= self.start_updates else 0
+    def updates_owed(self, env_steps: int) -> int:
+        """Off-policy online: the gradient updates owed in all after ``env_steps`` env steps,
+        ``floor(utd * (env_steps - start_updates))`` (none before ``start_updates``). Computed
+        from the totals in exact arithmetic, so the fractional rest carries over from chunk to
+        chunk and UTD holds whatever the chunk lengths (the loop pays the difference to the
+        updates it has run)."""
+        return math.floor(_exact(self.utd) * max(0, env_steps - self.start_updates))
+
+    def update_slots(self, chunk_steps: int) -> int:
+        """Off-policy online: gradient steps one replay step has room for (its fixed scan
+        length), ``ceil(utd * chunk_steps * (2 update_every - 1))`` (at least 1): what
+        ``update_every`` chunks of at most ``chunk_steps`` env steps can owe, plus what a run
+        resumed between two update dispatches still owes for the ``update_every - 1`` chunks
+        before its checkpoint, so that the owed count is always paid in full."""
+        chunks = 2 * self.update_every - 1
+        return max(1, math.ceil(_exact(self.utd) * chunk_steps * chunks))
+
+
+def _exact(x: float) -> Fraction:
+    """``x`` as the decimal it was written as (0.1 is 1/10, not the nearest binary float)."""
+    return Fraction(str(x))
 
 
 def _crossed(before: int, after: int, every: int) -> bool:

@@ -2,7 +2,9 @@
 
 ``fused_updates`` runs ``num_steps`` of ``agent.pretrain`` or ``agent.update`` in one
 ``lax.scan`` under one jit; ``vmapped_updates`` does the same for a stack of seeds ``[S, ...]``
-(``stack`` / ``unstack`` move agents in and out of it).
+(``stack`` / ``unstack`` move agents in and out of it); ``replay_step`` is the off-policy online
+step of one env chunk (store it, the updates it is owed, act the next chunk), one program for the
+whole online phase.
 """
 from __future__ import annotations
 
@@ -33,6 +35,55 @@ def fused_updates(agent, offline: Buffer, online: Buffer | None, key: jax.Array,
 
     agent, infos = jax.lax.scan(body, agent, jax.random.split(key, num_steps))
     return agent, jax.tree.map(jnp.mean, infos)
+
+
+REPLAY_STATIC = ("update_slots", "batch_size", "horizon", "obs_history", "offline_ratio")
+
+
+@functools.partial(jax.jit, static_argnames=REPLAY_STATIC, donate_argnames=("online",))
+def replay_step(agent, offline: Buffer, online: Buffer, key: jax.Array, transitions: dict,
+                count: jax.Array, num_updates: jax.Array, observations: jax.Array, *,
+                update_slots: int, batch_size: int, horizon: int, obs_history: int,
+                offline_ratio: float):
+    """One off-policy online step, in one dispatch: append the first ``count`` rows of
+    ``transitions`` (the chunk just run, each field ``[P, ...]``, ``Buffer.insert``) to
+    ``online``, run ``num_updates <= update_slots`` steps of ``agent.update`` on batches mixing
+    ``offline`` and ``online`` at ``offline_ratio``, then sample the next chunks for
+    ``observations [E, (K,) O]``.
+
+    Returns ``(agent, online, key, chunks [E, H, A], info)``: ``info`` is the mean of each info
+    scalar over the ``num_updates`` steps (zeros when there were none). The scan always has
+    ``update_slots`` iterations and skips those past ``num_updates`` with ``lax.cond`` (on CPU
+    only the taken branch runs), so every chunk, whatever its length or its updates, runs the
+    same compiled program. ``online`` is donated: the buffer is updated in place, not copied.
+    The key stream is the one of acting, storing and updating in separate dispatches: an update
+    key is split off only when there are updates, then the acting key.
+    """
+    online = online.insert(transitions, count)
+
+    def update(agent, step_key):
+        batch = sample_mixed(offline, online, step_key, batch_size, offline_ratio, horizon,
+                             obs_history)
+        return agent.update(batch)
+
+    split_key, update_key = jax.random.split(key)
+    key = jnp.where(num_updates > 0, split_key, key)
+    info_shapes = jax.eval_shape(update, agent, update_key)[1]
+
+    def skip(agent, step_key):
+        return agent, jax.tree.map(lambda s: jnp.zeros(s.shape, s.dtype), info_shapes)
+
+    def body(agent, slot):
+        i, step_key = slot
+        return jax.lax.cond(i < num_updates, update, skip, agent, step_key)
+
+    slots = (jnp.arange(update_slots), jax.random.split(update_key, update_slots))
+    agent, infos = jax.lax.scan(body, agent, slots)
+    done = jnp.maximum(num_updates, 1).astype(jnp.float32)
+    info = jax.tree.map(lambda x: x.sum() / done, infos)
+    key, act_key = jax.random.split(key)
+    chunks, _ = agent.sample_actions(observations, act_key)
+    return agent, online, key, chunks, info
 
 
 @functools.partial(jax.jit, static_argnames=STATIC[:-1])

@@ -267,11 +267,12 @@ def test_schedule_lands_dispatches_on_boundaries_and_reports_crossings():
     assert online.due(8, 12).log and not online.due(12, 19).log
     assert online.due(18, 23).eval and online.due(18, 23).save and not online.due(18, 23).end
     assert online.due(47, 53).end and online.due(47, 53).row
-    # Chunks go to the buffer every update_every chunks (and at the end), owed utd updates per
-    # new env step once start_updates env steps are in.
+    # Updates run every update_every chunks (and at the end), owed utd per env step after the
+    # first start_updates env steps.
     assert not online.store_due(1, online.due(4, 8)) and online.store_due(2, online.due(4, 8))
     assert online.store_due(1, online.due(45, 50))
-    assert online.updates_owed(5, env_steps=8) == 0 and online.updates_owed(5, env_steps=12) == 2
+    assert online.updates_owed(8) == 0 and online.updates_owed(13) == 1
+    assert online.updates_owed(50) == 20
 
 
 def test_renamed_config_keys_name_the_new_key():
