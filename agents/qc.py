@@ -1,23 +1,40 @@
-"""Q-chunking (QC; Li, Zhou, Levine 2025, "Reinforcement Learning with Action Chunking").
+"""Q-chunking (QC; Li, Zhou, Levine 2025, "Reinforcement Learning with Action Chunking") and the
+paper's baselines, in one agent as in the paper's code.
 
 RL in the space of action chunks: a critic ``Q(s_t, a_{t:t+h})`` over the flattened chunk is
 trained with the unbiased h-step backup
 
     y = sum_{i<h} gamma^i r_{t+i} + gamma^h (1 - terminal) Q'(s_{t+h}, a'),
 
-and the policy is "best-of-N" (the paper's QC): N chunks sampled from a behaviour-cloned flow
-policy, the one with the highest Q executed open-loop for h steps. The behaviour policy is never
-updated by Q (the expressive behaviour constraint); it keeps behaviour-cloning the data in every
-update. ``horizon = act_steps = 1`` is the paper's best-of-N baseline without chunking (BFN).
+and the behaviour policy is a flow BC model over chunks that is never updated by Q (the
+expressive behaviour constraint); it keeps behaviour-cloning the data in every update. Two
+switches give the paper's six methods (presets in ``configs/qc.py``):
 
-Departures from the reference code, both for chunks that run past an episode's end (``valid``):
+  ``policy``           'best_of_n': N samples of the BC flow, the one with the highest Q acts
+                       (and is a' in the target). 'one_step': FQL's noise-conditioned policy
+                       mu(s, z), trained with alpha * ||mu(s, z) - flow(s, z)||^2 - Q(s, mu(s, z))
+                       (``dprl/one_step.py``), acts and gives a'.
+  ``action_chunking``  True: policy and critic over chunks of ``horizon`` actions, executed
+                       open-loop. False: policy and critic over single actions, acting every
+                       step, with the (uncorrected) n-step return, n = ``horizon``, in the target.
+
+  QC = best_of_n, h = 5, N = 32        BFN = best_of_n, h = 1, N = 4
+  BFN-n = best_of_n, n = 5, no chunks  QC-FQL = one_step, h = 5   FQL = one_step, h = 1
+  FQL-n = one_step, n = 5, no chunks
+
+As in the reference, a' in a best-of-N target is chosen with the online critic (as acting does)
+and valued by the target critic; every loss of one update is computed from the parameters before
+that update (the reference sums them into one loss).
+
+Departures from the reference code, for chunks that run past an episode's end (``valid``):
   * kept in the critic loss (the reference drops every chunk whose last step is invalid), so a
     sparse terminal reward inside a chunk trains every chunk that reaches it;
   * a chunk cut by a time limit after n < h valid steps bootstraps with gamma^n from the
     observation after its last valid step (the correct n-step return); a chunk cut by
     termination does not bootstrap.
 
-Phases: ``pretrain`` = flow BC on chunks; ``update`` = critic TD step + the same BC step.
+Phases: ``pretrain`` = flow BC; ``update`` = critic TD step + the BC step (+ the one-step
+policy's step).
 """
 from __future__ import annotations
 
@@ -30,15 +47,18 @@ import ml_collections
 import optax
 from flax.training.train_state import TrainState
 
-from dprl.actor import GenerativeActor, actor_from_config
+from dprl.actor import GenerativeActor, action_dim_of, make_actor
 from dprl.nets import CriticEnsemble, critic_from_config
+from dprl.one_step import OneStepPolicy, check_teacher, one_step_loss, teacher_actions
 from dprl.training import apply_loss, create_state, make_optimizer
+
+POLICIES = ("best_of_n", "one_step")
 
 
 # ---- the pieces the tests check against plain Python --------------------------------------------
 def chunk_target(rewards: jax.Array, valid: jax.Array, terminals: jax.Array, masks: jax.Array,
                  next_q: jax.Array, discount: float) -> jax.Array:
-    """The h-step TD target ``[B]``.
+    """The h-step TD target ``[B]`` (the n-step return of a single-action critic is the same sum).
 
     ``rewards, valid, terminals [B, H]``, ``masks [B]`` (1 - terminal at the last valid step),
     ``next_q [B]`` = Q'(observation after the last valid step, a'). With n = #valid steps:
@@ -64,10 +84,16 @@ def select_best(candidates: jax.Array, scores: jax.Array) -> jax.Array:
     return jnp.take_along_axis(candidates, best[:, None, None, None], axis=1)[:, 0]
 
 
+def policy_horizon(config) -> int:
+    """Actions per policy output and critic input: ``horizon`` with chunking, else 1."""
+    return int(config.horizon) if config.action_chunking else 1
+
+
 class Agent(flax.struct.PyTreeNode):
-    actor: TrainState           # the BC flow (or diffusion) policy over chunks
-    critic: TrainState          # Q ensemble over (observation, flattened chunk) -> [E, B]
+    actor: TrainState           # the BC flow (or diffusion) policy over [policy_horizon, A]
+    critic: TrainState          # Q ensemble over (observation, flattened actions) -> [E, B]
     target_critic_params: Any   # Polyak-averaged copy
+    one_step: TrainState | None  # mu(s, z) (policy='one_step'), else None
     key: jax.Array
     step: jax.Array
     config: Any = flax.struct.field(pytree_node=False)
@@ -81,41 +107,91 @@ class Agent(flax.struct.PyTreeNode):
 
     @property
     def q_net(self) -> CriticEnsemble:
-        return _critic(self.config)
+        return critic_from_config(self.config)
+
+    @property
+    def one_step_net(self) -> OneStepPolicy:
+        return _one_step(self.config)
+
+    def policy_actions(self, batch: dict) -> tuple[jax.Array, jax.Array]:
+        """The batch's actions and ``valid`` as the policy and critic see them: the whole chunk
+        ``[B, H, A]``, or its first action ``[B, 1, A]`` without chunking."""
+        Hp = policy_horizon(self.config)
+        return batch["actions"][:, :Hp], batch["valid"][:, :Hp]
 
     # ---- best-of-N ------------------------------------------------------------------------
     def candidates(self, critic_params, observations: jax.Array, key: jax.Array
                    ) -> tuple[jax.Array, jax.Array]:
-        """N chunks per observation from the BC policy and their aggregated Q.
+        """N samples per observation from the BC policy and their aggregated Q.
 
-        ``observations [B, (K,) O]`` -> ``(chunks [B, N, H, A], q [B, N])``.
+        ``observations [B, (K,) O]`` -> ``(actions [B, N, Hp, A], q [B, N])``.
         """
         B, N = observations.shape[0], self.config.num_samples
         obs = jnp.repeat(observations, N, axis=0)                        # [B*N, (K,) O]
-        chunks, _ = self.behaviour.sample(self.actor.params, obs, key)   # [B*N, H, A]
-        q = aggregate(self.q_net.apply(critic_params, obs, chunks), self.config.q_agg)
-        return chunks.reshape(B, N, *chunks.shape[1:]), q.reshape(B, N)
+        actions, _ = self.behaviour.sample(self.actor.params, obs, key)  # [B*N, Hp, A]
+        q = aggregate(self.q_net.apply(critic_params, obs, actions), self.config.q_agg)
+        return actions.reshape(B, N, *actions.shape[1:]), q.reshape(B, N)
 
     def best_of_n(self, critic_params, observations, key) -> tuple[jax.Array, jax.Array]:
-        chunks, q = self.candidates(critic_params, observations, key)
-        return select_best(chunks, q), q.max(axis=1)
+        actions, q = self.candidates(critic_params, observations, key)
+        return select_best(actions, q), q.max(axis=1)
+
+    # ---- the one-step policy --------------------------------------------------------------
+    def student_actions(self, params, observations: jax.Array, noise: jax.Array) -> jax.Array:
+        """mu(s, z) ``[B, Hp, A]``, unclipped."""
+        return self.one_step_net.apply(params, observations, noise)
+
+    def one_step_actions(self, params, observations: jax.Array, key: jax.Array) -> jax.Array:
+        """Acting with mu: ``clip(mu(s, z), -1, 1)`` with ``z ~ N(0, I)``."""
+        noise = jax.random.normal(key, (observations.shape[0], policy_horizon(self.config),
+                                        action_dim_of(self.config)))
+        return jnp.clip(self.student_actions(params, observations, noise), -1.0, 1.0)
+
+    def act(self, observations: jax.Array, key: jax.Array) -> jax.Array:
+        """The policy's actions ``[B, Hp, A]``: best-of-N under the online critic, or mu."""
+        if self.config.policy == "one_step":
+            return self.one_step_actions(self.one_step.params, observations, key)
+        return self.best_of_n(self.critic.params, observations, key)[0]
 
     # ---- losses ---------------------------------------------------------------------------
     def bc_loss(self, params, batch, key) -> tuple[jax.Array, dict]:
-        loss = self.behaviour.loss(params, batch["observations"], batch["actions"], key,
-                                   batch["valid"])
+        actions, valid = self.policy_actions(batch)
+        loss = self.behaviour.loss(params, batch["observations"], actions, key, valid)
         return loss, {"bc/loss": loss}
 
+    def td_target(self, batch: dict, key: jax.Array) -> jax.Array:
+        """``[B]``: the h-step (or n-step) return + gamma^h Q'(s_{t+h}, a'), a' from the policy."""
+        next_obs = batch["next_observations"]
+        next_actions = self.act(next_obs, key)
+        next_q = aggregate(self.q_net.apply(self.target_critic_params, next_obs, next_actions),
+                           self.config.q_agg)
+        return chunk_target(batch["rewards"], batch["valid"], batch["terminals"],
+                            batch["masks"], next_q, self.config.discount)
+
     def critic_loss(self, params, batch, target) -> tuple[jax.Array, dict]:
-        q = self.q_net.apply(params, batch["observations"], batch["actions"])   # [E, B]
+        actions, _ = self.policy_actions(batch)
+        q = self.q_net.apply(params, batch["observations"], actions)   # [E, B]
         loss = jnp.mean((q - target[None]) ** 2)
         return loss, {"critic/loss": loss, "critic/q_mean": q.mean(), "critic/q_max": q.max(),
                       "critic/q_min": q.min()}
 
+    def one_step_loss(self, params, batch, key) -> tuple[jax.Array, dict]:
+        """alpha * ||mu(s, z) - flow(s, z)||^2 - Q(s, clip(mu(s, z))), the same z for both; Q is
+        the ensemble mean (as in FQL and QC, whatever ``q_agg``)."""
+        cfg, obs = self.config, batch["observations"]
+        noise = jax.random.normal(key, (obs.shape[0], policy_horizon(cfg), action_dim_of(cfg)))
+        teacher = teacher_actions(self.behaviour, self.actor.params, obs, noise)
+        student = self.student_actions(params, obs, noise)
+
+        def q_fn(actions):
+            return self.q_net.apply(self.critic.params, obs, actions).mean(axis=0)
+
+        return one_step_loss(student, teacher, q_fn, cfg.alpha, cfg.normalize_q_loss)
+
     # ---- updates --------------------------------------------------------------------------
     @jax.jit
     def pretrain(self, batch: dict) -> tuple["Agent", dict]:
-        """One BC step of the behaviour policy on chunks."""
+        """One BC step of the behaviour policy."""
         key, bc_key = jax.random.split(self.key)
         actor, info = apply_loss(self.actor, lambda p: self.bc_loss(p, batch, bc_key))
         info = {"bc/loss": info["bc/loss"], "bc/grad_norm": info["grad_norm"]}
@@ -123,16 +199,10 @@ class Agent(flax.struct.PyTreeNode):
 
     @jax.jit
     def update(self, batch: dict) -> tuple["Agent", dict]:
-        """Critic TD step on the h-step target (a' = best-of-N, as when acting) + a BC step."""
+        """Critic TD step + BC step (+ one-step policy step), all from the current parameters."""
         cfg = self.config
-        key, next_key, bc_key = jax.random.split(self.key, 3)
-        # a' is chosen with the online critic (as acting does) and valued by the target critic.
-        next_chunks, _ = self.best_of_n(self.critic.params, batch["next_observations"], next_key)
-        next_q = aggregate(self.q_net.apply(self.target_critic_params,
-                                            batch["next_observations"], next_chunks), cfg.q_agg)
-        target = jax.lax.stop_gradient(chunk_target(
-            batch["rewards"], batch["valid"], batch["terminals"], batch["masks"], next_q,
-            cfg.discount))
+        key, target_key, bc_key, pi_key = jax.random.split(self.key, 4)
+        target = jax.lax.stop_gradient(self.td_target(batch, target_key))
         critic, c_info = apply_loss(self.critic, lambda p: self.critic_loss(p, batch, target))
         target_params = optax.incremental_update(critic.params, self.target_critic_params,
                                                  cfg.tau)
@@ -142,44 +212,72 @@ class Agent(flax.struct.PyTreeNode):
         if cfg.bc_in_update:  # the reference trains BC and critic jointly on every batch
             actor, a_info = apply_loss(self.actor, lambda p: self.bc_loss(p, batch, bc_key))
             info["bc/loss"] = a_info["bc/loss"]
+        one_step = self.one_step
+        if cfg.policy == "one_step":
+            one_step, o_info = apply_loss(self.one_step,
+                                          lambda p: self.one_step_loss(p, batch, pi_key))
+            info.update({k: v for k, v in o_info.items() if k != "grad_norm"})
+            info["actor/grad_norm"] = o_info["grad_norm"]
         return self.replace(actor=actor, critic=critic, target_critic_params=target_params,
-                            key=key, step=self.step + 1), info
+                            one_step=one_step, key=key, step=self.step + 1), info
 
     # ---- acting ---------------------------------------------------------------------------
     @jax.jit
     def sample_actions(self, observations: jax.Array, key: jax.Array) -> tuple[jax.Array, dict]:
-        """``observations [B, (K,) O]`` -> the best of N BC chunks ``[B, H, A]`` under Q."""
-        chunks, q = self.best_of_n(self.critic.params, observations, key)
-        return chunks, {"q": q}
+        """``observations [B, (K,) O]`` -> actions ``[B, Hp, A]`` (Hp = horizon, or 1 without
+        chunking): the best of N BC samples under Q, or mu(s, z)."""
+        if self.config.policy == "one_step":
+            return self.one_step_actions(self.one_step.params, observations, key), {}
+        actions, q = self.best_of_n(self.critic.params, observations, key)
+        return actions, {"q": q}
 
     # ---- construction ---------------------------------------------------------------------
     @classmethod
     def create(cls, seed: int, example_batch: dict, config: ml_collections.ConfigDict) -> "Agent":
         config = ml_collections.FrozenConfigDict(config)
-        if config.actor.model not in ("flow", "diffusion"):
-            raise ValueError(f"qc: actor.model must be 'flow' or 'diffusion', "
-                             f"not {config.actor.model!r}")
-        if config.q_agg not in ("mean", "min"):
-            raise ValueError(f"qc: q_agg must be 'mean' or 'min', not {config.q_agg!r}")
-        if config.act_steps != config.horizon:
-            raise ValueError(f"qc executes whole chunks open-loop: act_steps ({config.act_steps}) "
-                             f"must equal horizon ({config.horizon})")
-        key, actor_key, critic_key = jax.random.split(jax.random.PRNGKey(seed), 3)
+        _check_config(config)
+        key, actor_key, critic_key, pi_key = jax.random.split(jax.random.PRNGKey(seed), 4)
         obs = jnp.asarray(example_batch["observations"])
-        actions = jnp.asarray(example_batch["actions"])
+        actions = jnp.asarray(example_batch["actions"])[:, :policy_horizon(config)]
         actor_params = _actor(config).init(actor_key, obs)
-        critic_params = _critic(config).init(critic_key, obs, actions)
-        return cls(
-            actor=create_state(actor_params, make_optimizer(config.lr, grad_clip=config.grad_clip)),
-            critic=create_state(critic_params, make_optimizer(config.lr,
-                                                              grad_clip=config.grad_clip)),
-            target_critic_params=critic_params, key=key, step=jnp.zeros((), jnp.int32),
-            config=config)
+        critic_params = critic_from_config(config).init(critic_key, obs, actions)
+        opt = lambda: make_optimizer(config.lr, grad_clip=config.grad_clip)  # noqa: E731
+        one_step = None
+        if config.policy == "one_step":
+            one_step = create_state(_one_step(config).init(pi_key, obs, actions), opt())
+        return cls(actor=create_state(actor_params, opt()),
+                   critic=create_state(critic_params, opt()),
+                   target_critic_params=critic_params, one_step=one_step, key=key,
+                   step=jnp.zeros((), jnp.int32), config=config)
+
+
+def _check_config(config) -> None:
+    """Clear errors for settings the agent cannot run, before any work."""
+    if config.policy not in POLICIES:
+        raise ValueError(f"qc: policy must be one of {POLICIES}, not {config.policy!r}")
+    if config.actor.model not in ("flow", "diffusion"):
+        raise ValueError(f"qc: actor.model must be 'flow' or 'diffusion', "
+                         f"not {config.actor.model!r}")
+    if config.q_agg not in ("mean", "min"):
+        raise ValueError(f"qc: q_agg must be 'mean' or 'min', not {config.q_agg!r}")
+    if config.action_chunking and config.act_steps != config.horizon:
+        raise ValueError(f"qc executes whole chunks open-loop: act_steps ({config.act_steps}) "
+                         f"must equal horizon ({config.horizon}) with action_chunking=True")
+    if not config.action_chunking and config.act_steps != 1:
+        raise ValueError(f"qc without action chunking acts one step at a time (horizon "
+                         f"{config.horizon} is the n of its n-step return): set act_steps=1, "
+                         f"not {config.act_steps}")
+    if config.policy == "one_step":
+        check_teacher(config.actor)
+        if config.alpha < 0:
+            raise ValueError(f"qc: alpha (distillation weight) must be >= 0, not {config.alpha}")
 
 
 def _actor(config) -> GenerativeActor:
-    return actor_from_config(config)
+    return make_actor(config.actor, policy_horizon(config), action_dim_of(config))
 
 
-def _critic(config) -> CriticEnsemble:
-    return critic_from_config(config)
+def _one_step(config) -> OneStepPolicy:
+    # FQL and QC give the one-step policy the BC flow's network size and activation.
+    return OneStepPolicy(policy_horizon(config), action_dim_of(config),
+                         tuple(config.actor.hidden_dims), config.actor.activation)
