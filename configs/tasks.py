@@ -90,6 +90,37 @@ for _task, _single_env in (("cube-single", "cube-single-singletask-v0"),
               ref_min_score=0.0, ref_max_score=1.0, success_masks=True)
 
 
+
+# ---- OGBench single-task ids, relabeled from one play dataset per env (issue 15) ----------------
+# ``<env>-task{k}`` (k = 1..5) evaluates on ``<env>-singletask-task{k}-v0`` and trains on the env's
+# play data ``dprl/<env>/play-v0`` (made once by ``python -m dprl.datasets make <env>``), whose
+# rewards and masks are relabeled at load time for task k (``reward_relabel``): the rewards the
+# task-k env gives at s_t, and terminals = success (OGBench's masks = 1 - success). scene and
+# puzzle-3x3 use the QC paper's sparse reward (its --sparse: -1 until solved, 0 then), in the
+# data and in the env (``dprl/<env>-singletask-task{k}-sparse-v0``); cube-* keep OGBench's
+# ``#satisfied - #sub-goals``. Score: 100 x success rate over 50 episodes (QC: eval_episodes 50).
+OGBENCH_SINGLE_TASK_ENVS = ("cube-single", "cube-double", "scene", "puzzle-3x3")
+QC_SPARSE_ENVS = ("scene", "puzzle-3x3")   # QC README: --sparse=True for scene and puzzle-3x3
+
+
+def _register_ogbench_single_tasks() -> None:
+    for env in OGBENCH_SINGLE_TASK_ENVS:
+        sparse = env in QC_SPARSE_ENVS
+        for k in range(1, 6):
+            singletask_id = f"{env}-singletask-task{k}-v0"
+            _register(
+                f"{env}-task{k}",
+                env_id=(f"dprl/{env}-singletask-task{k}-sparse-v0" if sparse else singletask_id),
+                dataset_id=f"dprl/{env}/play-v0", singletask_env_id=singletask_id,
+                sparse_reward=sparse,
+                reward_relabel="dprl.datasets.ogbench_recipes:relabel_singletask",
+                score="success", eval_episodes=50, ref_min_score=0.0, ref_max_score=1.0,
+                success_masks=True, make_command=f"python -m dprl.datasets make {env}")
+
+
+_register_ogbench_single_tasks()
+
+
 def get_task(name: str) -> dict:
     """The preset for ``name``; a clear error lists the known tasks otherwise."""
     if name not in TASKS:

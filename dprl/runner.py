@@ -186,6 +186,10 @@ class Run:
         self.dataset_id, self.dataset_source = resolve_task_dataset(task_name, self.task, dataset)
         self._log(f"task {task_name}: dataset {self.dataset_id} ({self.dataset_source})")
         self.data: OfflineData = load_dataset(self.dataset_id)
+        if self.task.get("reward_relabel"):
+            # The task's own rewards on a shared dataset (OGBench: one play dataset per env).
+            from dprl.datasets.registry import run_relabel
+            self.data = run_relabel(self.task, self.data)
         if self.task.get("success_masks"):
             # Sparse single-task rewards are 0 at success, negative before (OGBench, QC, FQL).
             self.data.terminals = self.data.rewards >= 0
@@ -234,6 +238,7 @@ class Run:
             "seed": self.seed, "dataset_id": self.dataset_id,
             "dataset_source": self.dataset_source, "dataset_provenance":
                 self.data.metadata.get("dprl", {}),
+            "reward_relabel": self.data.metadata.get("dprl_relabel"),
             "dprl_version": dprl.__version__, "git_commit": _git_commit(),
             "jax_backend": jax.default_backend(),
         }

@@ -148,6 +148,16 @@ def run_generator(task: str, preset: dict, **kwargs) -> str:
     return getattr(importlib.import_module(module), fn)(task, **kwargs)
 
 
+def run_relabel(preset: dict, data):
+    """Apply a task preset's ``reward_relabel`` ("module:function(data, preset) -> data"): the
+    rewards and terminals of the preset's task on a shared dataset (OGBench's five tasks per env
+    share one play dataset)."""
+    import importlib
+
+    module, _, fn = preset["reward_relabel"].partition(":")
+    return getattr(importlib.import_module(module), fn)(data, preset)
+
+
 def resolve_dataset(task_name: str, forced_id: str | None = None) -> tuple[str, str]:
     """``(dataset_id, source)`` for a task preset; source is ``'official'`` or ``'dprl-generated'``.
 
