@@ -79,7 +79,7 @@ def aggregate(qs: jax.Array, how: str) -> jax.Array:
 
 
 def select_best(candidates: jax.Array, scores: jax.Array) -> jax.Array:
-    """Best-of-N: ``candidates [B, N, H, A]``, ``scores [B, N]`` -> the argmax chunks ``[B, H, A]``."""
+    """Best-of-N: ``candidates [B, N, H, A]``, ``scores [B, N]`` -> the argmax ``[B, H, A]``."""
     best = jnp.argmax(scores, axis=1)
     return jnp.take_along_axis(candidates, best[:, None, None, None], axis=1)[:, 0]
 

@@ -8,9 +8,9 @@ import pytest
 pytest.importorskip("ogbench")
 
 
-# ---- a hand-made trajectory: puzzle-3x3's button states set by hand --------------------------------
+# ---- a hand-made trajectory: puzzle-3x3's button states set by hand -----------------------------
 def _puzzle_observations(env, goal, button_states):
-    """Real puzzle-3x3 observations with the button one-hots replaced by ``button_states [T, 9]``."""
+    """Real puzzle-3x3 observations, button one-hots replaced by ``button_states [T, 9]``."""
     from dprl.datasets import ogbench_recipes as og
 
     ob, _ = env.reset(seed=0)
@@ -24,9 +24,10 @@ def _puzzle_observations(env, goal, button_states):
 
 
 def test_sparse_reward_and_masks_on_a_hand_made_trajectory(task_id=1):
-    """puzzle-3x3 task 1 (not the default task 4). Two buttons wrong, one wrong, solved, solved, one wrong again: OGBench's dense reward is
-    the task env's own (-2, -1, 0, 0, -1), QC's sparse one -1, -1, 0, 0, -1 (the sparse env gives
-    the same), terminals = success and the buffer's masks 1 - success."""
+    """puzzle-3x3 task 1 (not the default task 4). Two buttons wrong, one wrong, solved,
+    solved, one wrong again: OGBench's dense reward is the task env's own (-2, -1, 0, 0, -1),
+    QC's sparse one -1, -1, 0, 0, -1 (the sparse env gives the same), terminals = success and
+    the buffer's masks 1 - success."""
     import jax
     import jax.numpy as jnp
 
@@ -98,7 +99,7 @@ def test_every_single_task_preset_is_registered():
             assert p["make_command"] == f"python -m dprl.datasets make {env}"
 
 
-# ---- relabeling real play data: exactly the task envs' labels -------------------------------------
+# ---- relabeling real play data: exactly the task envs' labels -----------------------------------
 @pytest.fixture(scope="module")
 def tiny_scene_play(minari_root):
     """Two 60-step scene play episodes (both datasets: play-v0 and the default task's labels)."""
@@ -145,3 +146,72 @@ def test_relabel_refuses_another_envs_data(tiny_scene_play):
     with pytest.raises(ValueError, match="layout"):
         og.successes_from_observations(play.observations,
                                        og.task_goal("cube-double-singletask-task1-v0"))
+
+
+# ---- experiments/reproduce_qc.py end to end on the tiny scene data ------------------------------
+def test_reproduce_qc_end_to_end(tiny_scene_play, tmp_path):
+    """QC with two vmapped seeds on scene-task2 for a few steps: runs, table with the departures,
+    figure; the same command again skips the finished cell. (The table's other rows: below.)"""
+    import json
+    import subprocess
+    import sys
+
+    from tests.conftest import ROOT
+
+    out = tmp_path / "repro"
+    cmd = [sys.executable, str(ROOT / "experiments" / "reproduce_qc.py"), "--out", str(out),
+           "--tasks", "scene-task2", "--methods", "qc", "--seeds", "0,1",
+           "--offline_steps", "4", "--eval_every", "2", "--eval_episodes", "1",
+           "--set", "actor.hidden_dims=(16,16)", "--set", "critic_hidden_dims=(16,16)",
+           "--set", "num_samples=2", "--set", "actor.flow_steps=2", "--set", "run.batch_size=8",
+           "--set", "run.steps_per_dispatch=2"]
+    first = subprocess.run(cmd, capture_output=True, text=True, cwd=ROOT)
+    assert first.returncode == 0, first.stdout[-3000:] + first.stderr[-3000:]
+    for seed in (0, 1):
+        run = out / "qc" / "scene-task2" / f"seed{seed}"
+        summary = json.loads((run / "summary.json").read_text())
+        assert summary["offline_steps"] == 4 and summary["task"] == "scene-task2"
+        config = json.loads((run / "config.json").read_text())
+        assert config["reward_relabel"]["singletask_env_id"] == "scene-singletask-task2-v0"
+    md = (out / "qc_reproduction.md").read_text()
+    assert "| QC | " in md and "(n=2)" in md
+    assert "`actor.hidden_dims` = [16, 16] (paper: [512, 512, 512, 512])" in md
+    assert "`run.eval_episodes` = 1 (paper: 50)" in md
+    assert (out / "qc_reproduction.png").stat().st_size > 10_000
+    result = json.loads((out / "qc_reproduction.json").read_text())
+    points = result["tasks"]["scene-task2"]["qc"]["dprl"]
+    assert sorted(int(s) for s in points) == [2, 4] and points["4"]["n"] == 2
+    # Re-running the same command finishes nothing twice.
+    again = subprocess.run(cmd, capture_output=True, text=True, cwd=ROOT)
+    assert again.returncode == 0, again.stderr[-3000:]
+    status = json.loads((out / "grid_status.json").read_text())
+    assert status["counts"]["skipped"] == 1 and status["counts"]["done"] == 0
+
+
+def test_reproduce_qc_reads_the_papers_points(tmp_path):
+    """The table's paper column at 100k is the released number (scene-task2: QC 0.97 [0.96,
+    0.99], BFN-n 0.11 [0.06, 0.16]); a run directory without runs shows '—' for dprl."""
+    import importlib.util
+
+    from tests.conftest import ROOT
+
+    spec = importlib.util.spec_from_file_location("reproduce_qc",
+                                                  ROOT / "experiments" / "reproduce_qc.py")
+    rq = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(rq)
+    cells = rq.make_cells(["qc", "bfn-n"], ["scene-task2", "cube-double-task1"], [0, 1, 2],
+                          tmp_path)
+    assert [c.num_seeds for c in cells] == [3] * 4
+    assert cells[0].command()[2].endswith("configs/qc.py:qc") and "--num_seeds=3" in \
+        cells[0].command()
+    result = rq.summarize(cells, ["scene-task2", "cube-double-task1"], ["qc", "bfn-n"], 100_000)
+    qc = result["tasks"]["scene-task2"]["qc"]["paper_at"]
+    assert round(qc["mean"], 2) == 0.97 and (qc["ci_low"], qc["ci_high"]) == (0.96, 0.99)
+    bfn_n = result["tasks"]["scene-task2"]["bfn-n"]["paper_at"]
+    assert round(bfn_n["mean"], 2) == 0.11 and (bfn_n["ci_low"], bfn_n["ci_high"]) == (0.06, 0.16)
+    assert round(result["tasks"]["cube-double-task1"]["qc"]["paper_at"]["mean"], 2) == 0.46
+    md = rq.markdown(result, "cmd")
+    assert "| QC | — | 0.97 [0.96, 0.99] |" in md
+    import pytest as _pytest
+    with _pytest.raises(ValueError, match="consecutive"):
+        rq.make_cells(["qc"], ["scene-task2"], [0, 2], tmp_path)

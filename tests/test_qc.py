@@ -260,7 +260,7 @@ def test_best_of_n_without_chunking_picks_the_argmax_q_single_action():
 
 # ---- the one-step policy (QC-FQL, FQL, FQL-n) ---------------------------------------------------
 def _student_is_teacher_plus(offset_of):
-    """A stand-in for mu(s, z): the BC flow's own sample from the same z, plus a learnable offset."""
+    """A stand-in for mu(s, z): the BC flow's sample from the same z plus a learnable offset."""
     from dprl.one_step import teacher_actions
 
     def student_actions(self, params, observations, noise):

@@ -25,8 +25,8 @@ OUT = Path(__file__).with_name("qc_paper_curves.csv")
 
 
 class _NumpyOnly(pickle.Unpickler):
-    ALLOWED = {("numpy.core.multiarray", "_reconstruct"), ("numpy._core.multiarray", "_reconstruct"),
-               ("numpy", "ndarray"), ("numpy", "dtype")}
+    ALLOWED = {("numpy.core.multiarray", "_reconstruct"),
+               ("numpy._core.multiarray", "_reconstruct"), ("numpy", "ndarray"), ("numpy", "dtype")}
 
     def find_class(self, module, name):
         if (module, name) not in self.ALLOWED:
@@ -51,8 +51,9 @@ def main(pkl_path: str) -> None:
                                  "offline" if step <= 1_000_000 else "online",
                                  f"{float(m):.6g}", f"{float(lo):.6g}", f"{float(hi):.6g}"])
     with open(OUT, "w", newline="") as f:
-        f.write(f"# The QC paper's published learning curves (Li, Zhou, Levine 2025, 'Reinforcement "
-                f"Learning with Action Chunking'), OGBench single-task, {len(rows)} rows.\n"
+        f.write(f"# The QC paper's published learning curves (Li, Zhou, Levine 2025, "
+                f"'Reinforcement Learning with Action Chunking'), OGBench single-task, "
+                f"{len(rows)} rows.\n"
                 f"# Source: {REPO} at commit {COMMIT}, file {SOURCE_FILE} (the authors' released "
                 f"plot data; figures only).\n"
                 f"# Made by: python experiments/paper_data/make_qc_paper_curves.py "
