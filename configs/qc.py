@@ -73,6 +73,7 @@ def get_config(preset: str = "qc"):
     config.run.pretrain_steps = 0      # QC trains BC and critic together from the start
     config.run.offline_steps = 1_000_000  # QC: 1M offline steps
     config.run.online_steps = 1_000_000   # QC: 1M online env steps
+    config.run.normalize_obs = False   # QC feeds raw observations (no dataset standardization)
     config.run.utd = 1                 # QC: utd_ratio 1
     config.run.start_online_updates = 5000  # QC: start_training 5000 env steps
     config.run.offline_ratio = 0.5     # offline share of online batches (QC samples offline+online

@@ -435,7 +435,8 @@ def test_end_to_end_offline_to_online(tmp_path, pole_datasets):
 
     config = _config(horizon=5)
     config = tiny(config, pretrain_steps=25, offline_steps=25, online_steps=60,
-                  online_eval_every=60, online_log_every=30, save_every=10_000)
+                  online_eval_every=60, online_log_every=30, save_every=10_000,
+                  start_online_updates=10)
     summary = train(config, "pole-right", str(tmp_path), seed=0, progress=False)
     assert summary["agent"] == "qc" and summary["online_steps"] == 60
     assert summary["offline_score"] is not None and summary["online_score"] is not None
