@@ -93,7 +93,8 @@ for _task, _single_env in (("cube-single", "cube-single-singletask-v0"),
 
 # ---- OGBench single-task ids, relabeled from one play dataset per env (issue 15) ----------------
 # ``<env>-task{k}`` (k = 1..5) evaluates on ``<env>-singletask-task{k}-v0`` and trains on the env's
-# play data ``dprl/<env>/play-v0`` (made once by ``python -m dprl.datasets make <env>``), whose
+# play data ``dprl/<env>/play-v0`` (made once by ``python -m dprl.datasets make <env>``, or by
+# ``make <env>-task{k}``: ``dataset_task`` names the preset whose dataset it shares), whose
 # rewards and masks are relabeled at load time for task k (``reward_relabel``): the rewards the
 # task-k env gives at s_t, and terminals = success (OGBench's masks = 1 - success). scene and
 # puzzle-3x3 use the QC paper's sparse reward (its --sparse: -1 until solved, 0 then), in the
@@ -115,7 +116,7 @@ def _register_ogbench_single_tasks() -> None:
                 sparse_reward=sparse,
                 reward_relabel="dprl.datasets.ogbench_recipes:relabel_singletask",
                 score="success", eval_episodes=50, ref_min_score=0.0, ref_max_score=1.0,
-                success_masks=True, make_command=f"python -m dprl.datasets make {env}")
+                success_masks=True, dataset_task=env)  # `make <env>-task{k}` makes <env>'s data
 
 
 _register_ogbench_single_tasks()

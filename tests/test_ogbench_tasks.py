@@ -96,7 +96,8 @@ def test_every_single_task_preset_is_registered():
             assert p["singletask_env_id"] == f"{env}-singletask-task{k}-v0"
             assert p["dataset_id"] == f"dprl/{env}/play-v0" and p["eval_episodes"] == 50
             assert p["sparse_reward"] == (env in ("scene", "puzzle-3x3"))
-            assert p["make_command"] == f"python -m dprl.datasets make {env}"
+            assert p["make_command"] == f"python -m dprl.datasets make {env}-task{k}"
+            assert p["dataset_task"] == env
 
 
 # ---- relabeling real play data: exactly the task envs' labels -----------------------------------
