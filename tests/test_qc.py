@@ -196,6 +196,8 @@ def test_presets_carry_the_papers_values():
         assert c.alpha == 100.0 and c.discount == 0.99 and c.tau == 0.005 and c.lr == 3e-4
         assert c.run.batch_size == 256 and c.num_critics == 2 and c.q_agg == "mean"
         assert c.critic_hidden_dims == (512,) * 4 and c.actor.hidden_dims == (512,) * 4
+        assert c.critic_layer_norm and c.actor.flow_steps == 10 and not c.normalize_q_loss
+        assert not c.run.normalize_obs and c.run.start_online_updates == 5000
     assert load_config_file("configs/qc.py").preset == "qc"
     with pytest.raises(ValueError, match="qc-fql"):
         get_config("qcfql")
