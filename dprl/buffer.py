@@ -136,15 +136,18 @@ def chunk_return(batch: dict, discount: float) -> tuple[jax.Array, jax.Array]:
     """The h-step backup of a batch of chunks: ``target = ret + boot * Q'(next_observations)``.
 
     ``ret [B]`` = ``sum_j discount^j rewards_j`` over the chunk's valid steps; ``boot [B]`` =
-    ``discount^n * masks`` with ``n`` the number of valid steps. A chunk cut by its episode's end
-    bootstraps from the observation after its last valid step (the correct n-step return); one
-    cut by termination has ``masks = 0`` (a terminal can only sit at a chunk's last valid step,
-    since chunks stop at episode ends), so it does not bootstrap.
+    ``discount^n * masks`` with ``n`` the number of valid steps, and 0 when any valid step is
+    terminal. A chunk cut by its episode's end bootstraps from the observation after its last
+    valid step (the correct n-step return); one cut by termination has ``masks = 0``, so it does
+    not bootstrap. A terminal inside a chunk that goes on happens where terminals are not episode
+    ends (``success_masks`` tasks: OGBench's play data continues after a success): that chunk
+    does not bootstrap either, as in QC's masks (their minimum over the chunk).
     """
     H = batch["rewards"].shape[1]
     powers = discount ** jnp.arange(H, dtype=jnp.float32)
     ret = (batch["rewards"] * batch["valid"] * powers).sum(1)
-    boot = discount ** batch["valid"].sum(1) * batch["masks"]
+    ended = (batch["terminals"] * batch["valid"]).max(1)
+    boot = discount ** batch["valid"].sum(1) * batch["masks"] * (1.0 - ended)
     return ret, boot
 
 

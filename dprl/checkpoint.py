@@ -108,6 +108,7 @@ def run_record(config, task_name: str, task: dict, seed: int, data) -> dict:
     return {"agent": config.to_dict(), "task": task_name, "task_preset": task, "seed": seed,
             "dataset_id": data.dataset_id, "dataset_source": data.source,
             "dataset_provenance": data.metadata.get("dprl", {}),
+            "reward_relabel": data.metadata.get("dprl_relabel"),
             "dprl_version": dprl.__version__, "git_commit": git_commit(),
             "jax_backend": jax.default_backend()}
 

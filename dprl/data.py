@@ -17,7 +17,8 @@ import jax.numpy as jnp
 import numpy as np
 
 from dprl.datasets.io import dataset_dir
-from dprl.datasets.registry import check_dataset_dir, resolve_task_dataset, source_of
+from dprl.datasets.registry import (check_dataset_dir, resolve_task_dataset, run_relabel,
+                                    source_of)
 from dprl.envs import from_env_action, make_env
 from dprl.tasks import get_task
 
@@ -142,14 +143,18 @@ def load_dataset(dataset_id: str) -> OfflineData:
 def load_task_data(task_name: str, forced_id: str | None = None) -> OfflineData:
     """The offline data a run of ``task_name`` trains on, checked against the task's env.
 
-    The dataset is the one ``resolve_task_dataset`` picks (or ``forced_id``). Reference scores
-    missing from its metadata come from the task preset; tasks with ``success_masks`` (OGBench's
-    sparse rewards: 0 at success, negative before) mark every successful step terminal, so that
-    no value is bootstrapped from a solved state (as QC and FQL do).
+    The dataset is the one ``resolve_task_dataset`` picks (or ``forced_id``), with the task's
+    rewards when the preset has a ``reward_relabel`` (OGBench's five tasks per env share one play
+    dataset). Reference scores missing from its metadata come from the task preset; tasks with
+    ``success_masks`` (OGBench's sparse rewards: 0 at success, negative before) mark every
+    successful step terminal, so that no value is bootstrapped from a solved state (as QC and FQL
+    do).
     """
     task = get_task(task_name)
     dataset_id, _ = resolve_task_dataset(task_name, forced_id)
     data = load_dataset(dataset_id)
+    if task["reward_relabel"]:
+        data = run_relabel(task, data)
     if task["success_masks"]:
         data.terminals = data.rewards >= 0
     if data.ref_min_score is None:

@@ -1,8 +1,10 @@
 """Speed of every agent on this machine, next to its matmul throughput.
 
-    python experiments/bench.py [--agents=bc,dql,guided,dppo,qc] [--out bench.json] [--quick]
+    python experiments/bench.py [--agents=bc,dql,guided,dppo,qc,qc:qc-fql] [--out bench.json]
+        [--quick]
 
-Per agent, through the agent interface only (so every registered agent is measured the same way):
+An entry ``<file>:<preset>`` measures a named preset of ``configs/<file>.py`` (``qc:qc-fql``:
+QC-FQL's one-step policy). Per agent, through the agent interface only (so every registered agent is measured the same way):
   updates_per_s        fused gradient updates per second (batch 256, its config's networks,
                        ``--fuse`` updates per jit dispatch via lax.scan); DPPO: PPO updates per
                        second over a collected rollout, with samples/s
@@ -63,7 +65,8 @@ def load_agent_config(name: str, quick: bool):
     from dprl.config import load_config_file
 
     root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-    config = load_config_file(os.path.join(root, "configs", f"{name}.py"))
+    file, sep, preset = name.partition(":")
+    config = load_config_file(os.path.join(root, "configs", f"{file}.py") + sep + preset)
     config.action_dim = ACT_DIM
     config.run.batch_size = 256
     if quick:
@@ -171,13 +174,14 @@ def bench_agent(name: str, args) -> dict:
     buffer = synthetic_buffer(2_000 if args.quick else 20_000)
     example = jax.device_get(buffer.sample(jax.random.PRNGKey(0), 2, config.horizon,
                                            config.obs_history))
-    agent = get_agent(name).create(0, example, config)
+    agent_cls = get_agent(config.agent_name)
+    agent = agent_cls.create(0, example, config)
     result = {"agent": name, "batch_size": config.run.batch_size, "horizon": config.horizon,
               "act_steps": config.act_steps, "actor_hidden": list(config.actor.hidden_dims),
               "model": config.actor.model,
               "denoising_steps": (config.actor.flow_steps if config.actor.model == "flow"
                                   else config.actor.sampling_steps or config.actor.diffusion_steps)}
-    if get_agent(name).on_policy:
+    if agent_cls.on_policy:
         result.update(bench_on_policy(agent, config, args.repeats))
     else:
         stats, agent = bench_off_policy_updates(agent, buffer, config, args.fuse, args.repeats)
@@ -210,7 +214,7 @@ def markdown(results: list[dict], machine: dict) -> str:
 
 def main():
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--agents", default="bc,dql,guided,dppo,qc")
+    parser.add_argument("--agents", default="bc,dql,guided,dppo,qc,qc:qc-fql")
     parser.add_argument("--out", default=None, help="write the results as JSON here")
     parser.add_argument("--fuse", type=int, default=50, help="updates per dispatch")
     parser.add_argument("--repeats", type=int, default=5)

@@ -237,14 +237,30 @@ def test_chunk_return_matches_python_loop():
                           [0, 0, 0, 0, 1], [1, 0, 0, 0, 0]], np.float32)
     masks = np.array([1, 0, 1, 0, 0], np.float32)
     next_q = np.array([2.0, 100.0, 3.0, 100.0, 100.0], np.float32)
-    ret, boot = chunk_return({"rewards": jnp.asarray(rewards), "valid": jnp.asarray(valid),
-                              "masks": jnp.asarray(masks)}, gamma)
+    batch = {"rewards": jnp.asarray(rewards), "valid": jnp.asarray(valid),
+             "terminals": jnp.asarray(terminals), "masks": jnp.asarray(masks)}
+    ret, boot = chunk_return(batch, gamma)
     got = np.asarray(ret + boot * next_q)
     np.testing.assert_allclose(got, _python_chunk_target(rewards, valid, terminals, next_q, gamma),
                                rtol=1e-5)
     # The full-chunk case explicitly: sum gamma^i r_i + gamma^5 Q'; the truncated one: gamma^3.
     assert np.isclose(got[0], sum(gamma ** i * (i + 1) for i in range(5)) + gamma ** 5 * 2)
     assert np.isclose(got[2], 0.5 * (1 + gamma + gamma ** 2) + gamma ** 3 * 3.0)
+
+
+def test_chunk_return_does_not_bootstrap_through_a_terminal_inside_the_chunk():
+    """success_masks data (OGBench) goes on after a success: a chunk with a terminal at step 1
+    and none at its last step (masks 1) sums every reward and does not bootstrap (QC's masks)."""
+    from dprl.buffer import chunk_return
+
+    gamma = 0.9
+    batch = {"rewards": jnp.asarray([[-1.0, 0.0, 0.0, -1.0]]), "valid": jnp.ones((1, 4)),
+             "terminals": jnp.asarray([[0.0, 1.0, 1.0, 0.0]]), "masks": jnp.ones((1,))}
+    ret, boot = chunk_return(batch, gamma)
+    np.testing.assert_allclose(np.asarray(ret), [-1.0 - gamma ** 3], rtol=1e-6)
+    assert float(boot[0]) == 0.0
+    batch["terminals"] = jnp.zeros((1, 4))
+    assert np.isclose(float(chunk_return(batch, gamma)[1][0]), gamma ** 4)
 
 
 def test_schedule_lands_dispatches_on_boundaries_and_reports_crossings():
