@@ -237,9 +237,8 @@ def test_chunk_return_matches_python_loop():
                           [0, 0, 0, 0, 1], [1, 0, 0, 0, 0]], np.float32)
     masks = np.array([1, 0, 1, 0, 0], np.float32)
     next_q = np.array([2.0, 100.0, 3.0, 100.0, 100.0], np.float32)
-    batch = {"rewards": jnp.asarray(rewards), "valid": jnp.asarray(valid),
-             "terminals": jnp.asarray(terminals), "masks": jnp.asarray(masks)}
-    ret, boot = chunk_return(batch, gamma)
+    ret, boot = chunk_return({"rewards": jnp.asarray(rewards), "valid": jnp.asarray(valid),
+                              "masks": jnp.asarray(masks)}, gamma)
     got = np.asarray(ret + boot * next_q)
     np.testing.assert_allclose(got, _python_chunk_target(rewards, valid, terminals, next_q, gamma),
                                rtol=1e-5)
@@ -248,19 +247,22 @@ def test_chunk_return_matches_python_loop():
     assert np.isclose(got[2], 0.5 * (1 + gamma + gamma ** 2) + gamma ** 3 * 3.0)
 
 
-def test_chunk_return_does_not_bootstrap_through_a_terminal_inside_the_chunk():
-    """success_masks data (OGBench) goes on after a success: a chunk with a terminal at step 1
-    and none at its last step (masks 1) sums every reward and does not bootstrap (QC's masks)."""
+def test_a_terminal_inside_a_chunk_stops_its_bootstrap():
+    """success_masks data (OGBench) goes on after a success, so a terminal can sit inside an
+    episode: a chunk that holds one does not bootstrap (masks 0, as QC's masks: their minimum
+    over the chunk) but sums every valid reward; chunks that end before it still bootstrap."""
     from dprl.buffer import chunk_return
 
-    gamma = 0.9
-    batch = {"rewards": jnp.asarray([[-1.0, 0.0, 0.0, -1.0]]), "valid": jnp.ones((1, 4)),
-             "terminals": jnp.asarray([[0.0, 1.0, 1.0, 0.0]]), "masks": jnp.ones((1,))}
-    ret, boot = chunk_return(batch, gamma)
-    np.testing.assert_allclose(np.asarray(ret), [-1.0 - gamma ** 3], rtol=1e-6)
-    assert float(boot[0]) == 0.0
-    batch["terminals"] = jnp.zeros((1, 4))
-    assert np.isclose(float(chunk_return(batch, gamma)[1][0]), gamma ** 4)
+    data, _ = index_data([6])
+    data.terminals[:] = False
+    data.terminals[2] = True                       # a success at step 2; the episode goes on
+    buf = Buffer.from_offline(data, Normalizer.identity(1))
+    batch = buf.gather(jnp.arange(6), horizon=3)
+    np.testing.assert_array_equal(np.asarray(batch["masks"]), [0, 0, 0, 1, 1, 1])
+    ret, boot = chunk_return(batch, 0.5)
+    np.testing.assert_allclose(np.asarray(ret)[:2], [0 + 0.5 + 0.5 ** 2 * 2,
+                                                     1 + 0.5 * 2 + 0.5 ** 2 * 3])
+    np.testing.assert_allclose(np.asarray(boot), [0, 0, 0, 0.125, 0.25, 0.5])
 
 
 def test_schedule_lands_dispatches_on_boundaries_and_reports_crossings():
