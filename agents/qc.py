@@ -1,24 +1,41 @@
-"""Q-chunking (QC; Li, Zhou, Levine 2025, "Reinforcement Learning with Action Chunking").
+"""Q-chunking (QC; Li, Zhou, Levine 2025, "Reinforcement Learning with Action Chunking") and the
+paper's baselines, in one agent as in the paper's code.
 
 RL in the space of action chunks: a critic ``Q(s_t, a_{t:t+h})`` over the flattened chunk is
 trained with the unbiased h-step backup
 
     y = sum_{i<h} gamma^i r_{t+i} + gamma^h (1 - terminal) Q'(s_{t+h}, a'),
 
-and the policy is "best-of-N" (the paper's QC): N chunks sampled from a behaviour-cloned flow
-policy, the one with the highest Q executed open-loop for h steps. The behaviour policy is never
-updated by Q (the expressive behaviour constraint); it keeps behaviour-cloning the data in every
-update. ``horizon = act_steps = 1`` is the paper's best-of-N baseline without chunking (BFN).
+and the behaviour policy is a flow BC model over chunks that is never updated by Q (the
+expressive behaviour constraint); it keeps behaviour-cloning the data in every update. Two
+switches give the paper's six methods (presets in ``configs/qc.py``):
 
-Departures from the reference code, both for chunks that run past an episode's end (``valid``):
+  ``policy_extraction`` 'best_of_n': N samples of the BC flow, the one with the highest Q acts
+                       (and is a' in the target). 'one_step': FQL's noise-conditioned policy
+                       mu(s, z), trained with alpha * ||mu(s, z) - flow(s, z)||^2 - Q(s, mu(s, z))
+                       (``dprl/one_step.py``), acts and gives a'.
+  ``action_chunking``  True: policy and critic over chunks of ``horizon`` actions, executed
+                       open-loop. False: policy and critic over single actions, acting every
+                       step, with the (uncorrected) n-step return, n = ``horizon``, in the target.
+
+  QC = best_of_n, h = 5, N = 32        BFN = best_of_n, h = 1, N = 4
+  BFN-n = best_of_n, n = 5, no chunks  QC-FQL = one_step, h = 5   FQL = one_step, h = 1
+  FQL-n = one_step, n = 5, no chunks
+
+As in the reference, a' in a best-of-N target is chosen with the online critic (as acting does)
+and valued by the target critic; every loss of one update is computed from the parameters before
+that update (the reference sums them into one loss).
+
+Departures from the reference code, for chunks that run past an episode's end (``valid``):
   * kept in the critic loss (the reference drops every chunk whose last step is invalid), so a
     sparse terminal reward inside a chunk trains every chunk that reaches it;
   * a chunk cut by a time limit after n < h valid steps bootstraps with gamma^n from the
     observation after its last valid step (the correct n-step return); a chunk cut by
     termination does not bootstrap.
 
-Phases: ``pretrain`` = flow BC on chunks (the shared ``dprl.training.BCStage``, without an EMA);
-``update`` = critic TD step + the same BC step. The target is ``dprl.buffer.chunk_return``'s.
+Phases: ``pretrain`` = flow BC (the shared ``dprl.training.BCStage``, without an EMA);
+``update`` = critic TD step on ``dprl.buffer.chunk_return``'s target + the same BC step (+ the
+one-step policy's step).
 """
 from __future__ import annotations
 
@@ -30,10 +47,13 @@ import jax.numpy as jnp
 import ml_collections
 from flax.training.train_state import TrainState
 
-from dprl.actor import actor_from_config
+from dprl.actor import GenerativeActor, action_dim_of, make_actor
 from dprl.buffer import chunk_return
 from dprl.nets import CriticEnsemble, critic_from_config
+from dprl.one_step import OneStepPolicy, check_teacher, one_step_loss, teacher_actions
 from dprl.training import BCStage, apply_loss, create_state, make_optimizer, polyak, pretrain_step
+
+EXTRACTIONS = ("best_of_n", "one_step")
 
 
 # ---- the pieces the tests check against plain Python --------------------------------------------
@@ -43,104 +63,195 @@ def aggregate(qs: jax.Array, how: str) -> jax.Array:
 
 
 def select_best(candidates: jax.Array, scores: jax.Array) -> jax.Array:
-    """Best-of-N: ``candidates [B, N, H, A]``, ``scores [B, N]`` -> the argmax chunks ``[B, H, A]``."""
+    """Best-of-N: ``candidates [B, N, H, A]``, ``scores [B, N]`` -> the argmax ``[B, H, A]``."""
     best = jnp.argmax(scores, axis=1)
     return jnp.take_along_axis(candidates, best[:, None, None, None], axis=1)[:, 0]
 
 
+def policy_horizon(config) -> int:
+    """Actions per policy output and critic input: ``horizon`` with chunking, else 1."""
+    return int(config.horizon) if config.action_chunking else 1
+
+
 class Agent(flax.struct.PyTreeNode):
-    actor: BCStage              # the BC flow (or diffusion) policy over chunks (no EMA)
-    critic: TrainState          # Q ensemble over (observation, flattened chunk) -> [E, B]
+    actor: BCStage              # the BC flow (or diffusion) policy over [policy_horizon, A], no EMA
+    critic: TrainState          # Q ensemble over (observation, flattened actions) -> [E, B]
     target_critic_params: Any   # Polyak-averaged copy
+    one_step: TrainState | None  # mu(s, z) (policy_extraction='one_step'), else None
     key: jax.Array
     config: ml_collections.FrozenConfigDict = flax.struct.field(pytree_node=False)
 
     on_policy = False
 
+    # ---- networks -------------------------------------------------------------------------
     @property
     def critic_net(self) -> CriticEnsemble:
         return critic_from_config(self.config)
 
+    @property
+    def one_step_net(self) -> OneStepPolicy:
+        return _one_step(self.config)
+
+    def policy_batch(self, batch: dict) -> dict:
+        """The batch as the policy and critic see it: actions and ``valid`` of the whole chunk
+        ``[B, H, ...]``, or of its first step ``[B, 1, ...]`` without chunking (the rewards keep
+        all ``horizon`` steps for the n-step return)."""
+        Hp = policy_horizon(self.config)
+        return {**batch, "actions": batch["actions"][:, :Hp], "valid": batch["valid"][:, :Hp]}
+
     # ---- best-of-N ------------------------------------------------------------------------
     def candidates(self, critic_params, observations: jax.Array, key: jax.Array
                    ) -> tuple[jax.Array, jax.Array]:
-        """N chunks per observation from the BC policy and their aggregated Q.
+        """N samples per observation from the BC policy and their aggregated Q.
 
-        ``observations [B, (K,) O]`` -> ``(chunks [B, N, H, A], q [B, N])``.
+        ``observations [B, (K,) O]`` -> ``(actions [B, N, Hp, A], q [B, N])``.
         """
         B, N = observations.shape[0], self.config.num_samples
         obs = jnp.repeat(observations, N, axis=0)                        # [B*N, (K,) O]
-        chunks, _ = self.actor.sample(obs, key)                          # [B*N, H, A]
-        q = aggregate(self.critic_net.apply(critic_params, obs, chunks), self.config.q_agg)
-        return chunks.reshape(B, N, *chunks.shape[1:]), q.reshape(B, N)
+        actions, _ = self.actor.sample(obs, key)                         # [B*N, Hp, A]
+        q = aggregate(self.critic_net.apply(critic_params, obs, actions), self.config.q_agg)
+        return actions.reshape(B, N, *actions.shape[1:]), q.reshape(B, N)
 
     def best_of_n(self, critic_params, observations, key) -> tuple[jax.Array, jax.Array]:
-        chunks, q = self.candidates(critic_params, observations, key)
-        return select_best(chunks, q), q.max(axis=1)
+        actions, q = self.candidates(critic_params, observations, key)
+        return select_best(actions, q), q.max(axis=1)
+
+    # ---- the one-step policy --------------------------------------------------------------
+    def student_actions(self, params, observations: jax.Array, noise: jax.Array) -> jax.Array:
+        """mu(s, z) ``[B, Hp, A]``, unclipped."""
+        return self.one_step_net.apply(params, observations, noise)
+
+    def one_step_actions(self, params, observations: jax.Array, key: jax.Array) -> jax.Array:
+        """Acting with mu: ``clip(mu(s, z), -1, 1)`` with ``z ~ N(0, I)``."""
+        noise = jax.random.normal(key, (observations.shape[0], policy_horizon(self.config),
+                                        action_dim_of(self.config)))
+        return jnp.clip(self.student_actions(params, observations, noise), -1.0, 1.0)
+
+    def act(self, observations: jax.Array, key: jax.Array) -> jax.Array:
+        """The policy's actions ``[B, Hp, A]``: best-of-N under the online critic, or mu."""
+        if self.config.policy_extraction == "one_step":
+            return self.one_step_actions(self.one_step.params, observations, key)
+        return self.best_of_n(self.critic.params, observations, key)[0]
 
     # ---- losses ---------------------------------------------------------------------------
+    def td_target(self, batch: dict, key: jax.Array) -> jax.Array:
+        """``[B]``: the h-step (or n-step) return + gamma^h Q'(s_{t+h}, a'), a' from the policy
+        (chosen as acting does, valued by the target critic)."""
+        next_obs = batch["next_observations"]
+        next_q = aggregate(self.critic_net.apply(self.target_critic_params, next_obs,
+                                                 self.act(next_obs, key)), self.config.q_agg)
+        ret, boot = chunk_return(batch, self.config.discount)
+        return ret + boot * next_q
+
     def critic_loss(self, params, batch, target) -> tuple[jax.Array, dict]:
-        q = self.critic_net.apply(params, batch["observations"], batch["actions"])   # [E, B]
+        actions = self.policy_batch(batch)["actions"]
+        q = self.critic_net.apply(params, batch["observations"], actions)   # [E, B]
         loss = jnp.mean((q - target[None]) ** 2)
         return loss, {"critic/loss": loss, "critic/q_mean": q.mean(), "critic/q_max": q.max(),
                       "critic/q_min": q.min()}
 
+    def one_step_loss(self, params, batch, key) -> tuple[jax.Array, dict]:
+        """alpha * ||mu(s, z) - flow(s, z)||^2 - Q(s, clip(mu(s, z))), the same z for both; Q is
+        the ensemble mean (as in FQL and QC, whatever ``q_agg``)."""
+        cfg, obs = self.config, batch["observations"]
+        noise = jax.random.normal(key, (obs.shape[0], policy_horizon(cfg), action_dim_of(cfg)))
+        teacher = teacher_actions(self.actor.model, self.actor.params, obs, noise)
+        student = self.student_actions(params, obs, noise)
+
+        def q_fn(actions):
+            return self.critic_net.apply(self.critic.params, obs, actions).mean(axis=0)
+
+        return one_step_loss(student, teacher, q_fn, cfg.alpha, cfg.normalize_q_loss)
+
     # ---- updates --------------------------------------------------------------------------
     @jax.jit
     def pretrain(self, batch: dict) -> tuple["Agent", dict]:
-        """One BC step of the behaviour policy on chunks."""
-        return pretrain_step(self, batch)
+        """One BC step of the behaviour policy."""
+        return pretrain_step(self, self.policy_batch(batch))
 
     @jax.jit
     def update(self, batch: dict) -> tuple["Agent", dict]:
-        """Critic TD step on the h-step target (a' = best-of-N, as when acting) + a BC step."""
+        """Critic TD step + BC step (+ one-step policy step), all from the current parameters."""
         cfg = self.config
         key, next_key, bc_key = jax.random.split(self.key, 3)
-        # a' is chosen with the online critic (as acting does) and valued by the target critic.
-        next_chunks, _ = self.best_of_n(self.critic.params, batch["next_observations"], next_key)
-        next_q = aggregate(self.critic_net.apply(self.target_critic_params,
-                                                 batch["next_observations"], next_chunks),
-                           cfg.q_agg)
-        ret, boot = chunk_return(batch, cfg.discount)
-        target = jax.lax.stop_gradient(ret + boot * next_q)
+        target = jax.lax.stop_gradient(self.td_target(batch, next_key))
         critic, c_info = apply_loss(self.critic, lambda p: self.critic_loss(p, batch, target),
                                     "critic")
         target_params = polyak(self.target_critic_params, critic.params, cfg.tau)
         info = {**c_info, "critic/target_mean": target.mean()}
         actor = self.actor
         if cfg.bc_in_update:  # the reference trains BC and critic jointly on every batch
-            actor, a_info = self.actor.pretrain(batch, bc_key)
+            actor, a_info = self.actor.pretrain(self.policy_batch(batch), bc_key)
             info["bc/loss"] = a_info["bc/loss"]
+        one_step = self.one_step
+        if cfg.policy_extraction == "one_step":
+            key, pi_key = jax.random.split(key)  # best-of-N keeps the three keys above
+            one_step, o_info = apply_loss(self.one_step,
+                                          lambda p: self.one_step_loss(p, batch, pi_key), "actor")
+            info.update(o_info)
         return self.replace(actor=actor, critic=critic, target_critic_params=target_params,
-                            key=key), info
+                            one_step=one_step, key=key), info
 
     # ---- acting ---------------------------------------------------------------------------
     @jax.jit
     def sample_actions(self, observations: jax.Array, key: jax.Array) -> tuple[jax.Array, dict]:
-        """``observations [B, (K,) O]`` -> the best of N BC chunks ``[B, H, A]`` under Q."""
-        chunks, q = self.best_of_n(self.critic.params, observations, key)
-        return chunks, {"q": q}
+        """``observations [B, (K,) O]`` -> actions ``[B, Hp, A]`` (Hp = horizon, or 1 without
+        chunking): the best of N BC samples under Q, or mu(s, z)."""
+        if self.config.policy_extraction == "one_step":
+            return self.one_step_actions(self.one_step.params, observations, key), {}
+        actions, q = self.best_of_n(self.critic.params, observations, key)
+        return actions, {"q": q}
 
     # ---- construction ---------------------------------------------------------------------
     @classmethod
     def create(cls, seed: int, example_batch: dict, config: ml_collections.ConfigDict) -> "Agent":
         config = ml_collections.FrozenConfigDict(config)
-        if config.actor.model not in ("flow", "diffusion"):
-            raise ValueError(f"qc: actor.model must be 'flow' or 'diffusion', "
-                             f"not {config.actor.model!r}")
-        if config.q_agg not in ("mean", "min"):
-            raise ValueError(f"qc: q_agg must be 'mean' or 'min', not {config.q_agg!r}")
-        if config.act_steps != config.horizon:
-            raise ValueError(f"qc executes whole chunks open-loop: act_steps ({config.act_steps}) "
-                             f"must equal horizon ({config.horizon})")
+        _check_config(config)
         key, actor_key, critic_key = jax.random.split(jax.random.PRNGKey(seed), 3)
         obs = jnp.asarray(example_batch["observations"])
-        critic_params = critic_from_config(config).init(critic_key, obs,
-                                                        jnp.asarray(example_batch["actions"]))
+        actions = jnp.asarray(example_batch["actions"])[:, :policy_horizon(config)]
+        critic_params = critic_from_config(config).init(critic_key, obs, actions)
+        one_step = None
+        if config.policy_extraction == "one_step":
+            key, pi_key = jax.random.split(key)  # best-of-N keeps the three keys above
+            one_step = create_state(_one_step(config).init(pi_key, obs, actions),
+                                    make_optimizer(config.actor_lr, grad_clip=config.grad_clip))
         return cls(
-            actor=BCStage.init(actor_from_config(config), actor_key, obs,
+            actor=BCStage.init(_actor(config), actor_key, obs,
                                make_optimizer(config.actor_lr, grad_clip=config.grad_clip),
                                ema=None),
             critic=create_state(critic_params, make_optimizer(config.critic_lr,
                                                               grad_clip=config.grad_clip)),
-            target_critic_params=critic_params, key=key, config=config)
+            target_critic_params=critic_params, one_step=one_step, key=key, config=config)
+
+
+def _check_config(config) -> None:
+    """Clear errors for settings the agent cannot run, before any work."""
+    if config.policy_extraction not in EXTRACTIONS:
+        raise ValueError(f"qc: policy_extraction must be one of {EXTRACTIONS}, not {config.policy_extraction!r}")
+    if config.actor.model not in ("flow", "diffusion"):
+        raise ValueError(f"qc: actor.model must be 'flow' or 'diffusion', "
+                         f"not {config.actor.model!r}")
+    if config.q_agg not in ("mean", "min"):
+        raise ValueError(f"qc: q_agg must be 'mean' or 'min', not {config.q_agg!r}")
+    if config.action_chunking and config.act_steps != config.horizon:
+        raise ValueError(f"qc executes whole chunks open-loop: act_steps ({config.act_steps}) "
+                         f"must equal horizon ({config.horizon}) with action_chunking=True")
+    if not config.action_chunking and config.act_steps != 1:
+        raise ValueError(f"qc without action chunking acts one step at a time (horizon "
+                         f"{config.horizon} is the n of its n-step return): set act_steps=1, "
+                         f"not {config.act_steps}")
+    if config.policy_extraction == "one_step":
+        check_teacher(config.actor)
+        if config.alpha < 0:
+            raise ValueError(f"qc: alpha (distillation weight) must be >= 0, not {config.alpha}")
+
+
+def _actor(config) -> GenerativeActor:
+    return make_actor(config.actor, policy_horizon(config), action_dim_of(config))
+
+
+def _one_step(config) -> OneStepPolicy:
+    # FQL and QC give the one-step policy the BC flow's network size and activation.
+    return OneStepPolicy(policy_horizon(config), action_dim_of(config),
+                         tuple(config.actor.hidden_dims), config.actor.activation)

@@ -38,7 +38,10 @@ class Agent(Protocol):
     def sample_actions(self, observations: jax.Array, key: jax.Array
                        ) -> tuple[jax.Array, dict]:
         """``observations [B, (K,) O]`` -> ``(chunks [B, H, A] in [-1, 1], aux)``; ``aux`` is
-        what ``update`` needs from acting (DPPO's denoising chain; ``{}`` for most agents)."""
+        what ``update`` needs from acting (DPPO's denoising chain; ``{}`` for most agents).
+        ``H = config.horizon``, except for a policy over single actions (qc with
+        ``action_chunking=False``, whose horizon is the n of its n-step return): ``H = 1``;
+        the executor runs the first ``act_steps`` (<= H) actions."""
 
 
 AgentLookup = Callable[[str], type]   # agent name -> its class (``agents.get_agent``)

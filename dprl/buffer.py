@@ -10,7 +10,7 @@ run in one ``lax.scan`` without touching the host:
   rewards            [B, H]     (0 where not valid)
   terminals          [B, H]     (1 where the env terminated; 0 where not valid)
   next_observations  like observations: the observation after the chunk's last valid step
-  masks              [B]        (1 - terminal at the chunk's last valid step: bootstrap or not)
+  masks              [B]        (0 when a valid step of the chunk is terminal: bootstrap or not)
 """
 from __future__ import annotations
 
@@ -105,7 +105,9 @@ class Buffer(flax.struct.PyTreeNode):
             "valid": validf,
             "rewards": self.rewards[eff] * validf,
             "terminals": self.terminals[eff] * validf,
-            "masks": 1.0 - self.terminals[last],
+            # Terminals are episode ends except in success_masks data, where a success inside
+            # a chunk also stops its bootstrap.
+            "masks": 1.0 - (self.terminals[eff] * validf).max(axis=1),
         }
         if obs_history == 1:
             batch["observations"] = self.observations[idx]
@@ -148,8 +150,10 @@ def chunk_return(batch: dict, discount: float) -> tuple[jax.Array, jax.Array]:
     ``ret [B]`` = ``sum_j discount^j rewards_j`` over the chunk's valid steps; ``boot [B]`` =
     ``discount^n * masks`` with ``n`` the number of valid steps. A chunk cut by its episode's end
     bootstraps from the observation after its last valid step (the correct n-step return); one
-    cut by termination has ``masks = 0`` (a terminal can only sit at a chunk's last valid step,
-    since chunks stop at episode ends), so it does not bootstrap.
+    cut by termination has ``masks = 0``, so it does not bootstrap. So has a chunk with a terminal
+    inside it, which happens where terminals are not episode ends (``success_masks`` tasks:
+    OGBench's play data goes on after a success; QC takes the minimum of the masks over the
+    chunk).
     """
     H = batch["rewards"].shape[1]
     powers = discount ** jnp.arange(H, dtype=jnp.float32)

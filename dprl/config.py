@@ -36,15 +36,17 @@ def check_renamed_keys(config: ml_collections.ConfigDict) -> None:
 
 
 def load_config_file(path: str) -> ml_collections.ConfigDict:
-    """``get_config()`` of a config file such as ``configs/dql.py``."""
-    p = Path(path.split(":")[0])
+    """``get_config()`` of a config file such as ``configs/dql.py``; ``configs/qc.py:bfn`` calls
+    ``get_config('bfn')`` (ml_collections' ``config_flags`` convention for presets)."""
+    path, sep, arg = path.partition(":")
+    p = Path(path)
     if not p.is_file():
         raise FileNotFoundError(f"Config file {path!r} does not exist; agent configs live in "
                                 f"configs/ (e.g. configs/dql.py).")
     spec = importlib.util.spec_from_file_location(f"_dprl_config_{p.stem}", p)
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
-    return module.get_config()
+    return module.get_config(arg) if sep else module.get_config()
 
 
 def config_keys(config: ml_collections.ConfigDict, prefix: str = "") -> list[str]:

@@ -22,7 +22,7 @@ import numpy as np
 from dprl.datasets.io import dataset_dir
 from dprl.datasets.registry import (check_dataset_dir, check_dataset_env, dataset_fingerprint,
                                     env_id_of, episode_boundary_problem, read_metadata,
-                                    resolve_task_dataset, source_of)
+                                    resolve_task_dataset, run_relabel, source_of)
 from dprl.envs import from_env_action, make_env
 from dprl.tasks import get_task
 
@@ -169,7 +169,7 @@ def task_dataset(task_name: str, forced_id: str | None = None,
     dataset_id, source = resolve_task_dataset(task_name, forced_id)
     meta = read_metadata(dataset_id)
     if not allow_env_mismatch:
-        check_dataset_env(meta, dataset_id, task_name, task["env_id"])
+        check_dataset_env(meta, dataset_id, task_name, task["data_env_id"])
     return TaskDataset(dataset_id, source, env_id_of(meta), dataset_fingerprint(dataset_id, meta))
 
 
@@ -177,14 +177,18 @@ def load_task_data(task_name: str, forced_id: str | None = None,
                    allow_env_mismatch: bool = False) -> OfflineData:
     """The offline data a run of ``task_name`` trains on, checked against the task's env.
 
-    The dataset is ``task_dataset``'s. Scores always use the task's reference scores (a dataset
-    may record others: Minari's official ones, or another task's); tasks with ``success_masks``
-    (OGBench's sparse rewards: 0 at success, negative before) mark every successful step
-    terminal, so that no value is bootstrapped from a solved state (as QC and FQL do).
+    The dataset is ``task_dataset``'s, with the task's rewards when the preset has a
+    ``reward_relabel`` (OGBench's five tasks per env share one play dataset). Scores always use the
+    task's reference scores (a dataset may record others: Minari's official ones, or another
+    task's); tasks with ``success_masks`` (OGBench's sparse rewards: 0 at success, negative before)
+    mark every successful step terminal, so that no value is bootstrapped from a solved state (as
+    QC and FQL do).
     """
     task = get_task(task_name)
     ref = task_dataset(task_name, forced_id, allow_env_mismatch)
     data = load_dataset(ref.dataset_id)
+    if task["reward_relabel"]:
+        data = run_relabel(task, data)
     if task["success_masks"]:
         data.terminals = data.rewards >= 0
     if task["ref_min_score"] is not None and task["ref_max_score"] is not None:

@@ -31,7 +31,28 @@ def register_dprl_envs() -> None:
                      kwargs={"rewarded_side": "right"})
     if "dprl/WaypointChain-v0" not in ids:  # QC's long-horizon sparse-reward toy
         gym.register("dprl/WaypointChain-v0", entry_point="dprl.chain:WaypointChainEnv")
+    # OGBench single-task envs with the QC paper's sparse reward (its --sparse on scene, puzzle).
+    for env in ("cube-single", "cube-double", "scene", "puzzle-3x3"):
+        for k in range(1, 6):
+            sparse_id = f"dprl/{env}-singletask-task{k}-sparse-v0"
+            if sparse_id not in ids:
+                gym.register(sparse_id, entry_point="dprl.envs:make_sparse_reward_env",
+                             kwargs={"env_id": f"{env}-singletask-task{k}-v0"})
     _REGISTERED = True
+
+
+class SparseReward(gym.Wrapper):
+    """-1 until the task is solved, 0 then: ``(r != 0) * -1`` of OGBench's single-task reward
+    (``#satisfied - #sub-goals``), the QC paper's ``--sparse``."""
+
+    def step(self, action):
+        obs, reward, terminated, truncated, info = self.env.step(action)
+        return obs, (0.0 if reward == 0 else -1.0), terminated, truncated, info
+
+
+def make_sparse_reward_env(env_id: str, **kwargs) -> gym.Env:
+    """``env_id`` (an OGBench single-task env, its own time limit) with ``SparseReward``."""
+    return SparseReward(make_env(env_id, **kwargs))
 
 
 register_dprl_envs()

@@ -57,21 +57,31 @@ class Cell:
     seed: int
     run_dir: str
     config_file: str                              # the agent's config, e.g. configs/dql.py
+                                                  # (configs/qc.py:bfn names a preset)
     train_script: str                             # the run contract's entry point
     overrides: tuple[tuple[str, str], ...] = ()   # (key, value) -> --agent.key=value
     name: str = ""                                # default <agent>/<task>/seed<k>
+    num_seeds: int = 1                            # > 1: seeds seed..seed+S-1 vmapped in one
+                                                  # program, in run_dir/seed<k> (train.py)
 
     @property
     def label(self) -> str:
         return self.name or f"{self.agent}/{self.task}/seed{self.seed}"
 
     def command(self, python: str = sys.executable) -> list[str]:
+        seeds = [f"--num_seeds={self.num_seeds}"] if self.num_seeds > 1 else []
         return [python, self.train_script, f"--agent={self.config_file}", f"--task={self.task}",
-                f"--seed={self.seed}", f"--run_dir={self.run_dir}", "--noprogress",
+                f"--seed={self.seed}", f"--run_dir={self.run_dir}", *seeds, "--noprogress",
                 *[f"--agent.{k}={v}" for k, v in self.overrides]]
 
+    def seed_dirs(self) -> list[Path]:
+        """The run directory of every seed of this cell."""
+        if self.num_seeds == 1:
+            return [Path(self.run_dir)]
+        return [Path(self.run_dir) / f"seed{self.seed + i}" for i in range(self.num_seeds)]
+
     def finished(self) -> bool:
-        return (Path(self.run_dir) / "summary.json").exists()
+        return all((d / "summary.json").exists() for d in self.seed_dirs())
 
 
 # ---------------------------------------------------------------------------------------------

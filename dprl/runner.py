@@ -81,6 +81,7 @@ class Run:
         log(f"task {task_name}: dataset {source.dataset_id} ({source.source}, {source.env_id})")
         self.config.action_dim = int(self.data.actions.shape[1])
         self.resolved["agent"] = self.config.to_dict()
+        self.resolved["reward_relabel"] = self.data.metadata.get("dprl_relabel")
         run = self.config.run
         self.normalizer = (Normalizer.fit(self.data.observations) if run.normalize_obs
                            else Normalizer.identity(self.data.observations.shape[1]))

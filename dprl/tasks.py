@@ -8,6 +8,10 @@
   eval_episodes               episodes per evaluation
   score                       'normalized_return' (D4RL: 100 * (R - min) / (max - min)) or 'success'
   ref_min_score, ref_max_score  used when the dataset's metadata has none
+  success_masks               OGBench: successful steps are terminal (no bootstrapping from them)
+  reward_relabel              None, or the function that gives a shared dataset this task's rewards
+  data_env_id                 the env the dataset is recorded in, when the task relabels another
+                              env's data (default: env_id; checked when a run loads the data)
 """
 from __future__ import annotations
 
@@ -43,6 +47,13 @@ def _register(name: str, **preset):
     preset.setdefault("ref_max_score", None)
     # OGBench convention: no bootstrapping from successful states (masks = 1 - success).
     preset.setdefault("success_masks", False)
+    # Tasks that share another task's dataset relabel its rewards at load time
+    # ("module:function(data, preset) -> data"); ``dataset_task`` names the task whose
+    # ``make`` command makes the shared dataset.
+    preset.setdefault("reward_relabel", None)
+    preset.setdefault("dataset_task", None)
+    # The env a task's data must be recorded in (dprl.datasets.registry.check_dataset_env).
+    preset.setdefault("data_env_id", preset["env_id"])
     # Toy tasks name their generator ("module:function(task_name, seed=, overwrite=)"); with
     # auto_make a run makes the dataset on the spot when it is missing (seconds of work).
     preset.setdefault("generator", None)
@@ -88,6 +99,38 @@ for _task, _single_env in (("cube-single", "cube-single-singletask-v0"),
     _register(_task, env_id=_single_env, dataset_id=f"dprl/{_task}/play-singletask-v0",
               play_dataset_id=f"dprl/{_task}/play-v0", score="success", eval_episodes=50,
               ref_min_score=0.0, ref_max_score=1.0, success_masks=True)
+
+
+# ---- OGBench single-task ids, relabeled from one play dataset per env (issue 15) ----------------
+# ``<env>-task{k}`` (k = 1..5) evaluates on ``<env>-singletask-task{k}-v0`` and trains on the env's
+# play data ``dprl/<env>/play-v0`` (made once by ``python -m dprl.datasets make <env>``, or by
+# ``make <env>-task{k}``: ``dataset_task`` names the preset whose dataset it shares), whose
+# rewards and masks are relabeled at load time for task k (``reward_relabel``): the rewards the
+# task-k env gives at s_t, and terminals = success (OGBench's masks = 1 - success). scene and
+# puzzle-3x3 use the QC paper's sparse reward (its --sparse: -1 until solved, 0 then), in the
+# data and in the env (``dprl/<env>-singletask-task{k}-sparse-v0``); cube-* keep OGBench's
+# ``#satisfied - #sub-goals``. Score: 100 x success rate over 50 episodes (QC: eval_episodes 50).
+OGBENCH_SINGLE_TASK_ENVS = ("cube-single", "cube-double", "scene", "puzzle-3x3")
+QC_SPARSE_ENVS = ("scene", "puzzle-3x3")   # QC README: --sparse=True for scene and puzzle-3x3
+
+
+def _register_ogbench_single_tasks() -> None:
+    for env in OGBENCH_SINGLE_TASK_ENVS:
+        sparse = env in QC_SPARSE_ENVS
+        for k in range(1, 6):
+            singletask_id = f"{env}-singletask-task{k}-v0"
+            _register(
+                f"{env}-task{k}",
+                env_id=(f"dprl/{env}-singletask-task{k}-sparse-v0" if sparse else singletask_id),
+                dataset_id=f"dprl/{env}/play-v0", singletask_env_id=singletask_id,
+                data_env_id=f"{env}-v0",          # the play data's collection env
+                sparse_reward=sparse,
+                reward_relabel="dprl.datasets.ogbench_recipes:relabel_singletask",
+                score="success", eval_episodes=50, ref_min_score=0.0, ref_max_score=1.0,
+                success_masks=True, dataset_task=env)  # `make <env>-task{k}` makes <env>'s data
+
+
+_register_ogbench_single_tasks()
 
 
 def get_task(name: str) -> dict:

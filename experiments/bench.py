@@ -1,9 +1,11 @@
 """Speed of every agent on this machine at the reference implementations' configs, next to the
 references' own figures and to the machine's matmul throughput.
 
-    python experiments/bench.py [--agents=bc,dql,guided,dppo,qc] [--out bench.json] [--quick]
+    python experiments/bench.py [--agents=bc,dql,guided,dppo,qc,qc:qc-fql] [--out bench.json]
+        [--quick]
 
-Per agent, through the agent interface (so every registered agent is measured the same way):
+An entry ``<file>:<preset>`` measures a named preset of ``configs/<file>.py`` (``qc:qc-fql``:
+QC-FQL's one-step policy). Per agent, through the agent interface (so every registered agent is measured the same way):
   updates_per_s        fused gradient updates per second (batch 256, ``--fuse`` updates per jit
                        dispatch via lax.scan); DPPO: PPO minibatch steps per second at the paper's
                        minibatch of 50,000 (sample, denoising step) pairs, whole update included
@@ -149,7 +151,8 @@ def load_agent_config(name: str, quick: bool):
     from dprl.config import load_config_file
 
     root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-    config = load_config_file(os.path.join(root, "configs", f"{name}.py"))
+    file, sep, preset = name.partition(":")
+    config = load_config_file(os.path.join(root, "configs", f"{file}.py") + sep + preset)
     config.action_dim = ACT_DIM
     config.run.batch_size = 256
     config = reference_config(name, config)
@@ -271,13 +274,14 @@ def bench_agent(name: str, args) -> dict:
     buffer = synthetic_buffer(2_000 if args.quick else 20_000)
     example = jax.device_get(buffer.sample(jax.random.PRNGKey(0), 2, config.horizon,
                                            config.obs_history))
-    agent = get_agent(name).create(0, example, config)
+    agent_cls = get_agent(config.agent_name)
+    agent = agent_cls.create(0, example, config)
     result = {"agent": name, "batch_size": config.run.batch_size, "horizon": config.horizon,
               "act_steps": config.act_steps, "actor_hidden": list(config.actor.hidden_dims),
               "model": config.actor.model,
               "denoising_steps": (config.actor.flow_steps if config.actor.model == "flow"
                                   else config.actor.sampling_steps or config.actor.diffusion_steps)}
-    if get_agent(name).on_policy:
+    if agent_cls.on_policy:
         result.update(bench_on_policy(agent, config, min(args.repeats, 2)))  # ~20 s an update
     else:
         # A QC update is ~165 GFLOP (about a second here): a few per dispatch are plenty.
@@ -325,7 +329,7 @@ def markdown(results: list[dict], machine: dict) -> str:
 
 def main():
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--agents", default="bc,dql,guided,dppo,qc")
+    parser.add_argument("--agents", default="bc,dql,guided,dppo,qc,qc:qc-fql")
     parser.add_argument("--out", default=None, help="write the results as JSON here")
     parser.add_argument("--fuse", type=int, default=50, help="updates per dispatch")
     parser.add_argument("--repeats", type=int, default=5)

@@ -16,7 +16,7 @@ def test_bench_quick_reports_every_agent(tmp_path):
     report = json.loads(out.read_text())
     assert report["machine"]["matmul_gflop_s"] > 0
     agents = {r["agent"] for r in report["results"]}
-    assert agents == {"bc", "dql", "guided", "dppo", "qc"}
+    assert agents == {"bc", "dql", "guided", "dppo", "qc", "qc:qc-fql"}
     for r in report["results"]:
         assert r["updates_per_s"] > 0 and r["latency_ms_b1"] > 0 and r["env_steps_per_s"] > 0
     assert "| dql |" in proc.stdout

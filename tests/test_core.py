@@ -247,6 +247,24 @@ def test_chunk_return_matches_python_loop():
     assert np.isclose(got[2], 0.5 * (1 + gamma + gamma ** 2) + gamma ** 3 * 3.0)
 
 
+def test_a_terminal_inside_a_chunk_stops_its_bootstrap():
+    """success_masks data (OGBench) goes on after a success, so a terminal can sit inside an
+    episode: a chunk that holds one does not bootstrap (masks 0, as QC's masks: their minimum
+    over the chunk) but sums every valid reward; chunks that end before it still bootstrap."""
+    from dprl.buffer import chunk_return
+
+    data, _ = index_data([6])
+    data.terminals[:] = False
+    data.terminals[2] = True                       # a success at step 2; the episode goes on
+    buf = Buffer.from_offline(data, Normalizer.identity(1))
+    batch = buf.gather(jnp.arange(6), horizon=3)
+    np.testing.assert_array_equal(np.asarray(batch["masks"]), [0, 0, 0, 1, 1, 1])
+    ret, boot = chunk_return(batch, 0.5)
+    np.testing.assert_allclose(np.asarray(ret)[:2], [0 + 0.5 + 0.5 ** 2 * 2,
+                                                     1 + 0.5 * 2 + 0.5 ** 2 * 3])
+    np.testing.assert_allclose(np.asarray(boot), [0, 0, 0, 0.125, 0.25, 0.5])
+
+
 def test_schedule_lands_dispatches_on_boundaries_and_reports_crossings():
     from dprl.schedule import Schedule
 

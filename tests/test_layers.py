@@ -11,6 +11,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
+from configs.qc import PRESETS as QC_PRESETS
 from conftest import ROOT
 
 # package -> the top-level packages it must never import (the layers: dprl < agents, configs <
@@ -49,10 +50,12 @@ def test_the_import_check_sees_imports_inside_functions(tmp_path):
 
 # ---- the agent interface --------------------------------------------------------------------
 def _tiny_config(name: str):
+    """``name``: an agent, or ``agent:preset`` for a preset of its config file."""
     from configs import config_file
     from dprl.config import load_config_file
 
-    config = load_config_file(config_file(name))
+    agent, sep, preset = name.partition(":")
+    config = load_config_file(config_file(agent) + sep + preset)
     config.action_dim = 2
     config.actor.hidden_dims = (8, 8)
     config.actor.diffusion_steps = 3
@@ -74,10 +77,12 @@ def _signature(fn) -> list:
             if name not in ("self", "cls")]
 
 
-@pytest.mark.parametrize("name", ["bc", "dql", "guided", "dppo", "qc"])
+@pytest.mark.parametrize("name", ["bc", "dql", "guided", "dppo"] +
+                         [f"qc:{preset}" for preset in QC_PRESETS])
 def test_registered_agent_follows_the_interface(name, pole_datasets):
     """Method signatures of the protocol's shape; created, it is an ``Agent``; it acts in chunks
-    and its steps return flat finite scalars, on batches or (on-policy) on a collected Rollout."""
+    and its steps return flat finite scalars, on batches or (on-policy) on a collected Rollout.
+    Every preset of qc's config (the QC paper's six methods) is checked."""
     from agents import REGISTRY, get_agent
     from dprl.agent import Agent
     from dprl.buffer import Buffer
@@ -86,7 +91,7 @@ def test_registered_agent_follows_the_interface(name, pole_datasets):
     from dprl.tasks import get_task
 
     assert set(REGISTRY) == {"bc", "dql", "guided", "dppo", "qc"}
-    cls = get_agent(name)
+    cls = get_agent(name.partition(":")[0])
     assert isinstance(cls.on_policy, bool)
     for method in ("create", "pretrain", "update", "sample_actions"):
         assert _signature(getattr(cls, method)) == _signature(getattr(Agent, method)), method
@@ -100,7 +105,9 @@ def test_registered_agent_follows_the_interface(name, pole_datasets):
     assert isinstance(agent, Agent)
 
     chunks, aux = agent.sample_actions(batch["observations"], jax.random.PRNGKey(1))
-    assert chunks.shape == (8, config.horizon, 2) and float(jnp.abs(chunks).max()) <= 1.0
+    length = config.horizon if config.get("action_chunking", True) else 1
+    assert chunks.shape == (8, length, 2) and config.act_steps <= length
+    assert float(jnp.abs(chunks).max()) <= 1.0
     assert isinstance(aux, dict)
     agent, info = agent.pretrain(batch)
     if cls.on_policy:

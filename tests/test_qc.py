@@ -11,13 +11,16 @@ import pytest
 
 from agents import get_agent
 from agents.qc import Agent, aggregate, select_best
-from configs.qc import get_config
+from configs.qc import PRESETS, get_config
+from dprl.config import load_config_file
 from tests.conftest import tiny
 
 
-def _config(horizon=5, **overrides):
-    config = tiny(get_config())
-    config.horizon = config.act_steps = horizon
+def _config(horizon=5, preset="qc", **overrides):
+    config = tiny(get_config(preset))
+    if horizon is not None:
+        config.horizon = horizon
+        config.act_steps = horizon if config.action_chunking else 1
     config.action_dim = 2
     config.critic_hidden_dims = (32, 32)
     config.num_samples = 4
@@ -132,6 +135,195 @@ def test_act_steps_must_equal_horizon():
         Agent.create(0, _batch(), config)
 
 
+# ---- the paper's variants (configs/qc.py presets) ----------------------------------------------
+@pytest.mark.parametrize("preset", list(PRESETS))
+def test_each_preset_builds_updates_and_acts(preset):
+    """Every method of the paper: create, one update (all its losses finite, every trained network
+    changed), actions of the preset's shape in [-1, 1]."""
+    config = _config(horizon=None, preset=preset)
+    config.actor.flow_steps = 2
+    batch = jax.tree.map(jnp.asarray, _batch(B=8, H=config.horizon, O=4))
+    agent = Agent.create(0, batch, config)
+    assert (agent.one_step is not None) == (config.policy_extraction == "one_step")
+    new, info = agent.update(batch)
+    assert all(np.isfinite(float(v)) for v in info.values()), info
+    trained = ["actor", "critic"] + (["one_step"] if config.policy_extraction == "one_step" else [])
+    for name in trained:
+        before, after = getattr(agent, name).params, getattr(new, name).params
+        diff = sum(float(jnp.abs(a - b).sum()) for a, b in
+                   zip(jax.tree.leaves(before), jax.tree.leaves(after)))
+        assert diff > 0, f"{preset}: {name} was not updated"
+    if config.policy_extraction == "one_step":
+        assert "actor/distill_loss" in info and "actor/q_loss" in info
+    actions, _ = new.sample_actions(batch["observations"], jax.random.PRNGKey(0))
+    executed = config.horizon if config.action_chunking else 1
+    assert actions.shape == (8, executed, 2) and config.act_steps == executed
+    assert float(jnp.abs(actions).max()) <= 1.0
+
+
+def test_presets_carry_the_papers_values():
+    """The README commands of the QC repository: N, h, chunking, alpha per method."""
+    want = {"qc": ("best_of_n", 5, True, 32), "bfn": ("best_of_n", 1, True, 4),
+            "bfn-n": ("best_of_n", 5, False, 4), "qc-fql": ("one_step", 5, True, None),
+            "fql": ("one_step", 1, True, None), "fql-n": ("one_step", 5, False, None)}
+    for preset, (extraction, h, chunking, n) in want.items():
+        c = load_config_file(f"configs/qc.py:{preset}")
+        assert (c.policy_extraction, c.horizon, c.action_chunking) == (extraction, h, chunking), \
+            preset
+        assert c.act_steps == (h if chunking else 1)
+        if n is not None:
+            assert c.num_samples == n
+        assert c.alpha == 100.0 and c.discount == 0.99 and c.tau == 0.005
+        assert c.actor_lr == c.critic_lr == 3e-4 and c.grad_clip == 0.0
+        assert c.run.batch_size == 256 and c.num_critics == 2 and c.q_agg == "mean"
+        assert c.critic_hidden_dims == (512,) * 4 and c.actor.hidden_dims == (512,) * 4
+        assert c.critic_layer_norm and c.actor.flow_steps == 10 and not c.normalize_q_loss
+        assert not c.run.normalize_obs and c.run.start_online_updates == 5000
+    assert load_config_file("configs/qc.py").preset == "qc"
+    with pytest.raises(ValueError, match="qc-fql"):
+        get_config("qcfql")
+
+
+def test_without_chunking_act_steps_must_be_one():
+    config = _config(horizon=None, preset="bfn-n")
+    config.act_steps = 5
+    with pytest.raises(ValueError, match="act_steps=1"):
+        Agent.create(0, _batch(), config)
+
+
+def test_bfn_n_target_is_a_python_n_step_return_over_single_actions():
+    """BFN-n: Q(s_t, a_t) regresses on sum_{i<n} gamma^i r_{t+i} + gamma^n Q'(s_{t+n}, a'), a' the
+    best of N *single* actions from the BC flow at s_{t+n} (chosen by the online critic, valued
+    by the target critic), with terminals and truncations as in the chunked target."""
+    gamma = 0.9
+    config = _config(horizon=None, preset="bfn-n", discount=gamma, num_samples=6)
+    batch = jax.tree.map(jnp.asarray, _batch(B=8, H=5, O=4, seed=3))
+    batch["terminals"] = batch["terminals"].at[1, 2].set(1.0)
+    batch["valid"] = batch["valid"].at[1, 3:].set(0.0).at[2, 3:].set(0.0)
+    batch["masks"] = batch["masks"].at[1].set(0.0)
+    agent = Agent.create(0, batch, config)
+    agent = agent.replace(target_critic_params=jax.tree.map(lambda p: p * 1.5 + 0.1,
+                                                            agent.target_critic_params))
+    key = jax.random.PRNGKey(7)
+    got = np.asarray(agent.td_target(batch, key))
+    # a' by hand: the N single-action candidates, argmax of the online critic's mean Q.
+    next_obs = batch["next_observations"]
+    cands, _ = agent.candidates(agent.critic.params, next_obs, key)       # [B, N, 1, A]
+    assert cands.shape == (8, 6, 1, 2)
+    online_q = np.stack([np.asarray(agent.critic_net.apply(agent.critic.params, next_obs,
+                                                      cands[:, i])).mean(0) for i in range(6)], 1)
+    best = np.asarray(cands)[np.arange(8), online_q.argmax(1)]            # [B, 1, A]
+    next_q = np.asarray(agent.critic_net.apply(agent.target_critic_params, next_obs,
+                                          jnp.asarray(best))).mean(0)
+    want = _python_target(np.asarray(batch["rewards"]), np.asarray(batch["valid"]),
+                          np.asarray(batch["terminals"]), next_q, gamma)
+    np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-5)
+    # The critic sees the first action only: the rest of the sequence does not change its loss.
+    target = jnp.asarray(want, jnp.float32)
+    loss, _ = agent.critic_loss(agent.critic.params, batch, target)
+    other = dict(batch, actions=batch["actions"].at[:, 1:].set(0.7))
+    loss_other, _ = agent.critic_loss(agent.critic.params, other, target)
+    assert float(loss) == float(loss_other)
+    changed = dict(batch, actions=batch["actions"].at[:, 0].set(0.7))
+    assert float(agent.critic_loss(agent.critic.params, changed, target)[0]) != float(loss)
+
+
+def test_best_of_n_without_chunking_picks_the_argmax_q_single_action():
+    config = _config(horizon=None, preset="bfn-n", num_samples=5)
+    batch = _batch(B=4, H=5, O=4)
+    agent = Agent.create(2, batch, config)
+    obs, key = jnp.asarray(batch["observations"]), jax.random.PRNGKey(11)
+    actions, aux = agent.sample_actions(obs, key)
+    cands, q = agent.candidates(agent.critic.params, obs, key)
+    best = np.argmax(np.asarray(q), axis=1)
+    np.testing.assert_allclose(np.asarray(actions), np.asarray(cands)[np.arange(4), best],
+                               atol=1e-6)
+    assert actions.shape == (4, 1, 2)
+
+
+# ---- the one-step policy (QC-FQL, FQL, FQL-n) ---------------------------------------------------
+def _student_is_teacher_plus(offset_of):
+    """A stand-in for mu(s, z): the BC flow's sample from the same z plus a learnable offset."""
+    from dprl.one_step import teacher_actions
+
+    def student_actions(self, params, observations, noise):
+        flow = teacher_actions(self.actor.model, self.actor.params, observations, noise)
+        return flow + offset_of(params)
+    return student_actions
+
+
+def test_distillation_loss_is_zero_when_mu_is_the_flow_from_the_same_noise(monkeypatch):
+    """With mu(s, z) := flow(s, z) the agent's distillation term is exactly 0, which holds only
+    if teacher and student get the same z; an offset d gives d^2, and the gradient step of the
+    whole actor loss (alpha = 100) shrinks the offset, i.e. moves mu toward the flow."""
+    config = _config(horizon=None, preset="qc-fql")
+    batch = jax.tree.map(jnp.asarray, _batch(B=16, H=5, O=4))
+    agent = Agent.create(0, batch, config)
+    monkeypatch.setattr(Agent, "student_actions", _student_is_teacher_plus(lambda p: p["d"]))
+    key = jax.random.PRNGKey(5)
+    _, info = agent.one_step_loss({"d": jnp.zeros((5, 2))}, batch, key)
+    assert float(info["actor/distill_loss"]) == 0.0
+    d = jnp.full((5, 2), 0.3)
+    loss_fn = lambda p: agent.one_step_loss(p, batch, key)[0]  # noqa: E731
+    _, info = agent.one_step_loss({"d": d}, batch, key)
+    np.testing.assert_allclose(float(info["actor/distill_loss"]), 0.09, rtol=1e-5)
+    grad = jax.grad(loss_fn)({"d": d})["d"]
+    stepped = d - 1e-3 * grad
+    assert float(jnp.abs(stepped).mean()) < float(jnp.abs(d).mean())
+    assert float(agent.one_step_loss({"d": stepped}, batch, key)[1]["actor/distill_loss"]) < 0.09
+
+
+def test_one_step_policy_learns_the_flow_map():
+    """Training the real mu network on the agent's loss brings mu(s, z) close to flow(s, z) on
+    noises it never saw (alpha = 100 dominates the Q term at these scales)."""
+    from dprl.one_step import teacher_actions
+    from dprl.training import apply_loss
+
+    config = _config(horizon=None, preset="fql", actor_lr=3e-3)
+    batch = jax.tree.map(jnp.asarray, _batch(B=64, H=1, O=4))
+    agent = Agent.create(0, batch, config)
+    obs = batch["observations"]
+    z = jax.random.normal(jax.random.PRNGKey(99), (64, 1, 2))
+    flow = teacher_actions(agent.actor.model, agent.actor.params, obs, z)
+
+    def gap(params):
+        return float(jnp.mean((agent.student_actions(params, obs, z) - flow) ** 2))
+
+    @jax.jit
+    def step(state, key):
+        return apply_loss(state, lambda p: agent.one_step_loss(p, batch, key), "actor")[0]
+
+    state, before = agent.one_step, gap(agent.one_step.params)
+    for k in jax.random.split(jax.random.PRNGKey(1), 150):
+        state = step(state, k)
+    after = gap(state.params)
+    assert after < 0.25 * before, (before, after)
+
+
+def test_one_step_loss_q_term_moves_actions_up_q():
+    """alpha = 0: the loss is -Q(s, clip(mu)); a gradient step moves mu toward Q's maximum."""
+    from dprl.one_step import one_step_loss
+
+    peak = jnp.array([[[0.5, -0.2]]])
+    q_fn = lambda a: -jnp.sum((a - peak) ** 2, axis=(1, 2))  # noqa: E731
+    student = jnp.zeros((1, 1, 2))
+    loss = lambda s: one_step_loss(s, jnp.zeros_like(s), q_fn, alpha=0.0)[0]  # noqa: E731
+    moved = student - 0.1 * jax.grad(loss)(student)
+    assert float(jnp.sum((moved - peak) ** 2)) < float(jnp.sum((student - peak) ** 2))
+    # A large alpha pulls toward the teacher instead, against Q.
+    teacher = jnp.array([[[-0.5, 0.5]]])
+    loss2 = lambda s: one_step_loss(s, teacher, q_fn, alpha=10.0)[0]  # noqa: E731
+    moved2 = student - 0.01 * jax.grad(loss2)(student)
+    assert float(jnp.sum((moved2 - teacher) ** 2)) < float(jnp.sum((student - teacher) ** 2))
+
+
+def test_one_step_needs_a_deterministic_teacher():
+    config = _config(horizon=None, preset="qc-fql")
+    config.actor.model = "diffusion"   # DDPM sampling is stochastic: no noise -> action map
+    with pytest.raises(ValueError, match="deterministic teacher"):
+        Agent.create(0, _batch(), config)
+
+
 # ---- learning: the chunked critic must pick the rewarded mode ------------------------------------
 def _right_rate(agent, normalizer, episodes=50):
     from dprl.envs import evaluate
@@ -226,7 +418,8 @@ def test_end_to_end_offline_to_online(tmp_path, pole_datasets):
 
     config = _config(horizon=5)
     config = tiny(config, pretrain_steps=25, offline_steps=25, online_steps=60,
-                  online_eval_every=60, online_log_every=30, save_every=10_000)
+                  online_eval_every=60, online_log_every=30, save_every=10_000,
+                  start_online_updates=10)
     summary = train(config, "pole-right", str(tmp_path), get_agent, seed=0, progress=False)
     assert summary["agent"] == "qc" and summary["online_steps"] == 60
     assert summary["offline_score"] is not None and summary["online_score"] is not None

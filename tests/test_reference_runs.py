@@ -48,8 +48,11 @@ RUNS = {
                       "--agent.run.rollout_steps=4", "--agent.run.online_log_every=8",
                       "--agent.run.online_eval_every=64", "--pretrain_steps=100",
                       "--online_steps=96"]),
+    # qc's defaults now follow the QC paper (raw observations, 5000 env steps before online
+    # updates: issue 15); the recording used the earlier ones, pinned here.
     "qc": ("chain", CRITIC + ["--agent.num_samples=4", "--agent.actor.flow_steps=3",
-                              "--offline_steps=200"] + REPLAY),
+                              "--offline_steps=200", "--agent.run.normalize_obs=True",
+                              "--agent.run.start_online_updates=0"] + REPLAY),
 }
 
 

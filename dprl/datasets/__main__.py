@@ -28,6 +28,8 @@ def make(task: str, *, steps: int | None = None, seed: int = 0, policy: str | No
     from dprl.tasks import LOCOMOTION_ENVS, LOCOMOTION_RECIPES, get_task
 
     preset = get_task(task)  # a clear error for an unknown task
+    if preset["dataset_task"]:  # a preset that shares another's dataset (OGBench task ids)
+        task, preset = preset["dataset_task"], get_task(preset["dataset_task"])
     t0 = time.perf_counter()
     robot, _, recipe = task.partition("-")
     if robot in LOCOMOTION_ENVS and recipe in LOCOMOTION_RECIPES:

@@ -38,6 +38,8 @@ ran through. ``play_statistics`` compares the data with what OGBench documents.
 from __future__ import annotations
 
 import contextlib
+import copy
+import functools
 import hashlib
 import json
 import os
@@ -45,6 +47,7 @@ import shutil
 import sys
 import time
 from pathlib import Path
+from typing import Sequence
 
 import numpy as np
 
@@ -701,3 +704,182 @@ def make_manipulation_dataset(task: str, steps: int = 1_000_000, *, seed: int = 
             "total_steps": total_steps,
             "singletask_success_fraction_of_steps": prov["singletask_success_fraction_of_steps"],
             "statistics_comparison": stats["comparison"]}
+
+
+# ---------------------------------------------------------------------------------------------
+# Single-task rewards of any task id, relabeled from the play data at load time
+# ---------------------------------------------------------------------------------------------
+# One play dataset per env serves its five tasks: ``<env>-singletask-task{k}-v0`` judges the
+# state s_t of every transition (OGBench's success_timing='pre') by its own sub-goals. The
+# sub-goal states are read from the observations (they hold the cube positions, the button states
+# and the drawer and window positions, scaled); the float32 observations give positions to
+# ~1e-8 m, so a step whose distance lies within ``SUCCESS_MARGIN_M`` of OGBench's 4 cm threshold
+# is judged again by replaying its episode in the collection env and asking the task env
+# (``SingleTaskRelabeler``). The labels are thereby exactly the task env's.
+OB_XYZ_CENTER = np.array([0.425, 0.0, 0.0])   # ogbench's observation scaling (compute_observation)
+OB_XYZ_SCALER, OB_DRAWER_SCALER, OB_WINDOW_SCALER = 10.0, 18.0, 15.0
+PROPRIO_DIM = 19            # joints 6 + 6, effector xyz 3, yaw cos/sin 2, gripper 2
+CUBE_OB_DIM = 9             # xyz 3, quaternion 4, yaw cos/sin 2
+SUCCESS_TOL = 0.04          # ogbench: a cube within 4 cm of its target, drawer/window within 4 cm
+SUCCESS_MARGIN_M = 1e-6     # closer than this to the threshold: replay the episode to decide
+
+
+def task_goal(singletask_env_id: str) -> dict:
+    """The sub-goals of a single-task env (its fixed task) and where the observation holds them.
+
+    ``{'env_id', 'cube_targets' [C, 3], 'button_targets' [K], 'drawer_target', 'window_target'
+    (None when absent), 'num_button_states', 'obs_dim'}``.
+    """
+    return copy.deepcopy(_task_goal(singletask_env_id))
+
+
+@functools.lru_cache(maxsize=None)
+def _task_goal(singletask_env_id: str) -> dict:
+    from dprl.envs import make_env
+
+    env = make_env(singletask_env_id)
+    env.reset(seed=0)   # sets the task's goal (fixed per task id)
+    u = env.unwrapped
+    n_cubes = getattr(u, "_num_cubes", 0)
+    n_buttons = getattr(u, "_num_buttons", 0)
+    n_states = getattr(u, "_num_button_states", 0)
+    goal = {
+        "env_id": singletask_env_id,
+        "cube_targets": np.array([u._data.mocap_pos[u._cube_target_mocap_ids[i]]
+                                  for i in range(n_cubes)], np.float64).reshape(n_cubes, 3),
+        "button_targets": np.asarray(getattr(u, "_target_button_states", np.zeros(0)),
+                                     np.int64)[:n_buttons],
+        "drawer_target": getattr(u, "_target_drawer_pos", None) if n_buttons and n_cubes else None,
+        "window_target": getattr(u, "_target_window_pos", None) if n_buttons and n_cubes else None,
+        "num_button_states": int(n_states),
+        "obs_dim": int(env.observation_space.shape[0]),
+    }
+    env.close()
+    return goal
+
+
+def successes_from_observations(observations: np.ndarray, goal: dict
+                                ) -> tuple[np.ndarray, np.ndarray]:
+    """Sub-goal successes ``[N, S]`` (ogbench's ``_compute_successes`` order: cubes, buttons,
+    drawer, window) of states ``observations [N, O]``, and ``ambiguous [N]``: a distance within
+    ``SUCCESS_MARGIN_M`` of the threshold (decide those by replay)."""
+    obs = np.asarray(observations, np.float64)
+    n_cubes, n_buttons = len(goal["cube_targets"]), len(goal["button_targets"])
+    scene = goal["drawer_target"] is not None
+    layout = PROPRIO_DIM + CUBE_OB_DIM * n_cubes + n_buttons * (goal["num_button_states"] + 2)
+    layout += 4 if scene else 0
+    if obs.shape[1] != layout or obs.shape[1] != goal["obs_dim"]:
+        raise ValueError(f"observations of dim {obs.shape[1]} do not have the layout of "
+                         f"{goal['env_id']} (dim {goal['obs_dim']}; computed {layout}): relabel "
+                         f"only play data of the same env")
+    cols, dists = [], []
+    i = PROPRIO_DIM
+    for c in range(n_cubes):
+        xyz = obs[:, i:i + 3] / OB_XYZ_SCALER + OB_XYZ_CENTER
+        d = np.linalg.norm(xyz - goal["cube_targets"][c], axis=-1)
+        cols.append(d <= SUCCESS_TOL)
+        dists.append(d)
+        i += CUBE_OB_DIM
+    for b in range(n_buttons):
+        state = np.argmax(obs[:, i:i + goal["num_button_states"]], axis=-1)
+        cols.append(state == goal["button_targets"][b])
+        i += goal["num_button_states"] + 2
+    if scene:
+        for scaler, target in ((OB_DRAWER_SCALER, goal["drawer_target"]),
+                               (OB_WINDOW_SCALER, goal["window_target"])):
+            d = np.abs(obs[:, i] / scaler - target)
+            cols.append(d <= SUCCESS_TOL)
+            dists.append(d)
+            i += 2
+    successes = np.stack(cols, axis=1)
+    ambiguous = np.zeros(len(obs), bool)
+    for d in dists:
+        ambiguous |= np.abs(d - SUCCESS_TOL) <= SUCCESS_MARGIN_M
+    return successes, ambiguous
+
+
+def replay_successes(data, rows: np.ndarray, singletask_env_ids: Sequence[str]) -> np.ndarray:
+    """Sub-goal successes ``[len(ids), len(rows), S]`` at transitions ``rows`` of ``data`` (an
+    ``OfflineData`` of a dprl play dataset), judged by each task env on the replayed states.
+
+    Replays each episode holding one of ``rows`` from its recorded reset seed in the collection
+    env (``metadata['dprl']``), checking that the replay reproduces the stored observations.
+    """
+    import minari
+
+    from dprl.envs import make_env
+
+    prov = data.metadata.get("dprl", {})
+    if "collection_env_id" not in prov:
+        raise ValueError(f"dataset {data.dataset_id!r} records no collection env: it cannot be "
+                         f"replayed to relabel {', '.join(singletask_env_ids)}")
+    ds = minari.load_dataset(data.dataset_id)
+    seeds = [m.get("seed") for m in ds.storage.get_episode_metadata(range(ds.total_episodes))]
+    ends = np.flatnonzero(data.dones)
+    starts = np.concatenate([[0], ends[:-1] + 1])
+    rows = np.asarray(rows, np.int64)
+    episode_of = np.searchsorted(ends, rows)
+    needed = np.unique(episode_of).tolist()
+    env = make_env(prov["collection_env_id"], **prov.get("collection_env_kwargs", {}))
+    judges = [SingleTaskRelabeler(i) for i in singletask_env_ids]
+    out: dict[int, list[np.ndarray]] = {}
+    for e, ep in zip(needed, ds.iterate_episodes(episode_indices=needed)):
+        if seeds[e] is None:
+            raise ValueError(f"episode {e} of {data.dataset_id!r} has no reset seed; make the "
+                             f"dataset again to relabel it")
+        wanted = set(rows[episode_of == e].tolist())
+        env.reset(seed=int(seeds[e]))
+        for t in range(max(wanted) - starts[e] + 1):
+            if not np.allclose(env.unwrapped.compute_observation(), ep.observations[t],
+                               atol=1e-5):
+                raise ValueError(f"replaying episode {e} of {data.dataset_id!r} diverges at step "
+                                 f"{t}: the dataset was not made by this ogbench version")
+            if starts[e] + t in wanted:
+                out[int(starts[e] + t)] = [j.successes(env) for j in judges]
+            env.step(ep.actions[t])
+    env.close()
+    return np.stack([np.stack([out[int(r)][i] for r in rows]) for i in range(len(judges))])
+
+
+def singletask_labels(data, singletask_env_id: str) -> np.ndarray:
+    """Sub-goal successes ``[N, S]`` of every transition's state s_t under the task env."""
+    goal = task_goal(singletask_env_id)
+    successes, ambiguous = successes_from_observations(data.observations, goal)
+    rows = np.flatnonzero(ambiguous)
+    if len(rows):
+        successes[rows] = replay_successes(data, rows, [singletask_env_id])[0]
+    return successes
+
+
+def singletask_rewards(successes: np.ndarray, sparse: bool) -> tuple[np.ndarray, np.ndarray]:
+    """``(rewards [N], success [N])`` from sub-goal successes ``[N, S]``.
+
+    Dense (OGBench): ``#satisfied - #sub-goals`` (0 = solved). Sparse (the QC paper's
+    ``--sparse`` on scene and puzzle: ``(r != 0) * -1``): -1 until solved, 0 then. OGBench's
+    masks are ``1 - success`` either way.
+    """
+    successes = np.asarray(successes, bool)
+    dense = successes.sum(axis=1) - successes.shape[1]
+    success = successes.all(axis=1)
+    rewards = -(dense != 0).astype(np.float32) if sparse else dense.astype(np.float32)
+    return rewards, success
+
+
+def relabel_singletask(data, preset: dict):
+    """The play data of ``data`` with the rewards of ``preset['singletask_env_id']`` (sparse when
+    ``preset['sparse_reward']``) and ``terminals = success`` (OGBench's masks); the task preset's
+    ``reward_relabel`` hook. Returns a new ``OfflineData``."""
+    import dataclasses
+
+    successes = singletask_labels(data, preset["singletask_env_id"])
+    rewards, success = singletask_rewards(successes, bool(preset.get("sparse_reward")))
+    meta = dict(data.metadata)
+    meta["dprl_relabel"] = {
+        "singletask_env_id": preset["singletask_env_id"],
+        "sparse_reward": bool(preset.get("sparse_reward")),
+        "rewards": ("-1 until solved, 0 then (QC --sparse)" if preset.get("sparse_reward")
+                    else "#satisfied - #sub-goals at s_t (OGBench)"),
+        "terminals": "success at s_t (OGBench masks = 1 - success)",
+        "success_fraction_of_steps": float(success.mean()),
+    }
+    return dataclasses.replace(data, rewards=rewards, terminals=success, metadata=meta)

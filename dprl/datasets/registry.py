@@ -11,6 +11,7 @@ verify`` (``dprl.datasets.verify``) share these checks.
 """
 from __future__ import annotations
 
+import importlib
 import json
 from pathlib import Path
 
@@ -203,12 +204,15 @@ def _check_env(meta: dict, dataset_id: str) -> None:
             f"here ({e}). Run: {hint}") from e
 
 
+def _function(spec: str):
+    """The function a preset names as ``"module:function"``."""
+    module, _, fn = spec.partition(":")
+    return getattr(importlib.import_module(module), fn)
+
+
 def run_generator(task: str, preset: dict, **kwargs) -> str:
     """Call a toy preset's ``generator`` ("module:function"); returns the dataset id."""
-    import importlib
-
-    module, _, fn = preset["generator"].partition(":")
-    return getattr(importlib.import_module(module), fn)(task, **kwargs)
+    return _function(preset["generator"])(task, **kwargs)
 
 
 def resolve_task_dataset(task_name: str, forced_id: str | None = None) -> tuple[str, str]:
@@ -218,6 +222,13 @@ def resolve_task_dataset(task_name: str, forced_id: str | None = None) -> tuple[
     if task["auto_make"] and not forced_id and not dataset_exists(task["dataset_id"]):
         run_generator(task_name, task)
     return resolve_dataset(task_name, forced_id)
+
+
+def run_relabel(preset: dict, data):
+    """Apply a task preset's ``reward_relabel`` ("module:function(data, preset) -> data"): the
+    rewards and terminals of the preset's task on a shared dataset (OGBench's five tasks per env
+    share one play dataset)."""
+    return _function(preset["reward_relabel"])(data, preset)
 
 
 def resolve_dataset(task_name: str, forced_id: str | None = None) -> tuple[str, str]:
