@@ -11,7 +11,8 @@ QC-FQL's one-step policy). Per agent, through the agent interface (so every regi
                        minibatch of 50,000 (sample, denoising step) pairs, whole update included
   update_gflop         matmul FLOPs of one update (GFLOP), counted from the program's jaxpr with
                        every scan iteration counted (XLA's cost analysis counts a loop body once)
-  roofline_frac        update_gflop x updates/s over the machine's fp32 matmul GFLOP/s (2048^3)
+  % of roofline        update_gflop x updates/s over the machine's fp32 matmul GFLOP/s (2048^3),
+                       and the same per CPU second (update_gflop / CPU time vs the matmul's)
   cpu_ms_per_update    process CPU time (all threads) per update: steadier than wall time on a
                        shared machine, where other jobs take turns on the cores
   latency_ms_b1        ``sample_actions`` on one observation (median of many calls, ms)
@@ -40,22 +41,30 @@ import numpy as np
 
 OBS_DIM, ACT_DIM = 11, 3
 
-# The reference implementations' figures on this machine kind (2 vCPU AMD EPYC, batch 256,
-# Hopper-sized synthetic data), each timed with a small driver around the reference's own update
-# and action functions (not in this repository; see issue 16 for how).
+# The reference implementations' figures on this machine kind, each timed with a small driver
+# around the reference's own update and action functions (not in this repository; see issue 16),
+# batch 256 (DPPO: 50,000-pair minibatches), Hopper-sized synthetic data. Measured 2026-11-25 on a
+# 2 vCPU AMD EPYC (AVX-512, 32 MiB L3; ~210 GFLOP/s fp32 matmul at 2048^3 when least loaded),
+# background jobs paused but other sessions' tests running (load 2-6), side by side with this
+# script. Wall figures swing with that load; CPU ms per update (all threads) is steadier.
+# ``issue`` is the figure issue 16 recorded on an idle machine of this kind, for context.
 REFERENCES = {
-    "dql": dict(code="Diffusion-QL (PyTorch)", updates_per_s=31.3, latency_ms_b1=2.25,
-                unit="updates/s", latency_note="50 candidates",
-                source="issue 16 table (side by side with bench.py, idle 2 vCPU AMD EPYC)",
+    "dql": dict(code="Diffusion-QL (PyTorch 2.14, 2 threads)", updates_per_s=24.6,
+                cpu_ms_per_update=81.0, latency_ms_b1=3.83, unit="updates/s",
+                latency_note="50 candidates", issue="31.3 updates/s, 2.25 ms",
+                source="2026-11-25, 2 runs of 50 x 5 updates (23.2, 26.1/s; 86, 76 CPU ms)",
                 target_ratio=3.0, target_latency_ms=0.75),
-    "qc": dict(code="qc (JAX)", updates_per_s=1.66, latency_ms_b1=2.66, unit="updates/s",
-               latency_note="best-of-32 chunk",
-               source="issue 16 table (side by side with bench.py, idle 2 vCPU AMD EPYC)",
+    "qc": dict(code="qc (JAX 0.6, its pinned version)", updates_per_s=1.04,
+               cpu_ms_per_update=1889.0, latency_ms_b1=7.22, unit="updates/s",
+               latency_note="best-of-32 chunk", issue="1.66 updates/s, 2.66 ms",
+               source="2026-11-25, 3 x 3 updates (XLA: 165 GFLOP/update)",
                target_ratio=1.3, target_latency_ms=2.0),
-    "dppo": dict(code="dppo (PyTorch)", updates_per_s=0.38, latency_ms_b1=None,
-                 unit="minibatch steps/s at 50,000", latency_note="",
-                 source="issue 16 table (an earlier machine of this kind)",
-                 target_ratio=2.0, target_latency_ms=None),
+    "dppo": dict(code="dppo (PyTorch 2.14, 2 threads)", updates_per_s=0.144,
+                 cpu_ms_per_update=6540.0, latency_ms_b1=11.8,
+                 unit="minibatch steps/s at 50,000", latency_note="one chunk, 20 steps",
+                 issue="0.38 minibatch steps/s (an earlier machine)",
+                 source="2026-11-25, 2 x 2 minibatch steps (0.144 and 0.098/s in two sittings; "
+                        "6534, 6549 CPU ms)", target_ratio=2.0, target_latency_ms=None),
 }
 
 
@@ -118,17 +127,19 @@ def matmul_flops(fn, *args) -> float:
 
 
 
-def matmul_gflops(n: int = 2048, repeats: int = 5) -> float:
-    """fp32 matmul throughput of this machine under XLA, GFLOP/s (the roofline we compare to)."""
+def matmul_gflops(n: int = 2048, repeats: int = 5) -> tuple[float, float]:
+    """fp32 matmul throughput of this machine under XLA (the roofline we compare to): GFLOP per
+    wall second (best of ``repeats``) and GFLOP per CPU second of this process (all threads)."""
     a = jax.random.normal(jax.random.PRNGKey(0), (n, n), jnp.float32)
     f = jax.jit(lambda x: x @ x)
     f(a).block_until_ready()
-    times = []
+    times, cpu = [], []
     for _ in range(repeats):
-        t = time.perf_counter()
+        t, c = time.perf_counter(), time.process_time()
         f(a).block_until_ready()
         times.append(time.perf_counter() - t)
-    return 2 * n**3 / min(times) / 1e9
+        cpu.append(time.process_time() - c)
+    return 2 * n**3 / min(times) / 1e9, 2 * n**3 / min(cpu) / 1e9
 
 
 def synthetic_buffer(size: int = 20_000, episode_len: int = 1000):
@@ -294,14 +305,17 @@ def bench_agent(name: str, args) -> dict:
     if ref and not args.quick:
         result["reference"] = ref
         result["ratio"] = result["updates_per_s"] / ref["updates_per_s"]
+        result["cpu_ratio"] = ref["cpu_ms_per_update"] / result["cpu_ms_per_update"]
     return result
 
 
 def markdown(results: list[dict], machine: dict) -> str:
-    peak = machine["matmul_gflop_s"]
+    peak, peak_cpu = machine["matmul_gflop_s"], machine["matmul_gflop_per_cpu_s"]
     lines = [f"Machine: {machine['processor']} ({machine['cpus']} CPUs, JAX {machine['jax']} on "
-             f"{machine['backend']}); fp32 matmul {peak:.0f} GFLOP/s (2048^3).", "",
-             "| agent | updates/s | CPU ms/update | matmul GFLOP/update | % of matmul roofline "
+             f"{machine['backend']}); fp32 matmul {peak:.0f} GFLOP/s, {peak_cpu:.0f} GFLOP per "
+             f"CPU second (2048^3).", "",
+             "| agent | updates/s | CPU ms/update | matmul GFLOP/update "
+             "| % of matmul roofline (wall; CPU) "
              "| latency b=1 (ms) | env steps/s (Hopper, acting) | reference "
              "| dprl / reference (target) |",
              "|---|---|---|---|---|---|---|---|---|"]
@@ -314,15 +328,20 @@ def markdown(results: list[dict], machine: dict) -> str:
             unit = f" minibatch steps/s at {r['minibatch_pairs']:,} pairs ({r['rollout']})"
         ref, ratio = r.get("reference"), ""
         if ref:
-            lat = (f"; {ref['latency_ms_b1']:.2f} ms ({ref['latency_note']}), target <= "
-                   f"{ref['target_latency_ms']} ms" if ref.get("latency_ms_b1") else "")
-            ref_s = f"{ref['code']}: {ref['updates_per_s']:g} {ref['unit']}{lat} [{ref['source']}]"
-            ratio = f"{r['ratio']:.2f}x (>= {ref['target_ratio']}x)"
+            target = (f", target <= {ref['target_latency_ms']} ms" if ref["target_latency_ms"]
+                      else "")
+            ref_s = (f"{ref['code']}: {ref['updates_per_s']:g} {ref['unit']}, "
+                     f"{ref['cpu_ms_per_update']:.0f} CPU ms; {ref['latency_ms_b1']:.2f} ms "
+                     f"({ref['latency_note']}{target}) [{ref['source']}]")
+            ratio = (f"{r['ratio']:.2f}x wall, {r['cpu_ratio']:.2f}x CPU "
+                     f"(>= {ref['target_ratio']}x)")
         else:
             ref_s = "none"
         lines.append(f"| {r['agent']} | {r['updates_per_s']:.2f}{unit} | "
                      f"{r['cpu_ms_per_update']:.1f} | {r['update_gflop']:.3g} "
-                     f"| {100 * r['achieved_gflop_s'] / peak:.0f}% | {r['latency_ms_b1']:.2f} | "
+                     f"| {100 * r['achieved_gflop_s'] / peak:.0f}%; "
+                     f"{100 * r['update_gflop'] / (r['cpu_ms_per_update'] / 1e3) / peak_cpu:.0f}% "
+                     f"| {r['latency_ms_b1']:.2f} | "
                      f"{r['env_steps_per_s']:.0f} | {ref_s} | {ratio} |")
     return "\n".join(lines)
 
@@ -342,7 +361,9 @@ def main():
     machine = {"processor": platform.processor() or platform.machine(),
                "cpus": os.cpu_count(), "jax": jax.__version__, "backend": jax.default_backend(),
                "devices": [str(d) for d in jax.devices()],
-               "matmul_gflop_s": matmul_gflops(512 if args.quick else 2048)}
+               }
+    machine["matmul_gflop_s"], machine["matmul_gflop_per_cpu_s"] = matmul_gflops(
+        512 if args.quick else 2048)
     results = []
     for name in [a for a in args.agents.split(",") if a]:
         print(f"[bench] {name} ...", file=sys.stderr, flush=True)

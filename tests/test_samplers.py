@@ -39,7 +39,8 @@ def test_residual_mlp_is_pre_activation_blocks():
     net = ResidualMLP((8, 8, 8, 8, 8), out_dim=3, activation="relu")
     x = jax.random.normal(jax.random.PRNGKey(0), (B, 6))
     params = net.init(jax.random.PRNGKey(1), x)["params"]
-    d = lambda name, v: v @ np.asarray(params[name]["kernel"]) + np.asarray(params[name]["bias"])  # noqa: E731
+    def d(name, v):
+        return v @ np.asarray(params[name]["kernel"]) + np.asarray(params[name]["bias"])
     relu = lambda v: np.maximum(v, 0.0)  # noqa: E731
     h = d("Dense_0", np.asarray(x))
     h = h + d("Dense_2", relu(d("Dense_1", relu(h))))
@@ -125,7 +126,7 @@ def test_bc_losses_match_numpy_with_the_same_draws(model):
     t_key, n_key = jax.random.split(key)
     noise = np.asarray(jax.random.normal(n_key, (B, H, A)), np.float64)
     a = np.asarray(actions, np.float64)
-    if model == "diffusion":  # Ho et al.: || eps - eps_theta(sqrt(abar) x0 + sqrt(1-abar) eps, t) ||^2
+    if model == "diffusion":  # Ho et al.: ||eps - eps_theta(sqrt(abar) x0 + sqrt(1-abar) eps)||^2
         t = np.asarray(jax.random.randint(t_key, (B,), 0, actor.schedule.num_steps))
         abar = np.asarray(actor.schedule.alphas_cumprod, np.float64)[t][:, None, None]
         x_t = np.sqrt(abar) * a + np.sqrt(1 - abar) * noise
