@@ -16,7 +16,13 @@ QC-FQL's one-step policy). Per agent, through the agent interface (so every regi
   cpu_ms_per_update    process CPU time (all threads) per update: steadier than wall time on a
                        shared machine, where other jobs take turns on the cores
   latency_ms_b1        ``sample_actions`` on one observation (median of many calls, ms)
-  env_steps_per_s      online env steps per second on Hopper-v5 with the agent acting
+  env_steps_per_s      online env steps per second on Hopper-v5 with the agent acting (policy
+                       calls + MuJoCo), with its chunking (act_steps actions per call)
+  online_*             off-policy agents (``--online-agents``): the online phase on Hopper-v5 at
+                       ``--online-utd`` as the runner runs it (one replay step per env chunk),
+                       env steps/s and its overhead: wall time per env step over the sum of its
+                       parts timed alone (UTD x mixed-batch update + action / act_steps + env
+                       step); ``--online-ab`` adds the three-dispatch loop it replaced
   reference            the reference implementation's figure (``REFERENCES``: where it comes from)
                        and dprl / reference
 Observations and actions are Hopper-shaped (O = 11, A = 3); data are random (speed only).
@@ -278,6 +284,158 @@ def bench_on_policy(agent, config, repeats: int) -> dict:
             "update_gflop": flops / 1e9 / steps, "achieved_gflop_s": flops / 1e9 / upd}
 
 
+def online_schedule(config, utd: float):
+    from dprl.schedule import Schedule
+
+    run = config.run.copy_and_resolve_references()
+    run.utd, run.update_every, run.start_online_updates = utd, 1, 0
+    return Schedule.of(run, "online")
+
+
+def clocks() -> np.ndarray:
+    """(wall, process CPU) seconds: CPU time counts this process's work only, so it stays
+    meaningful while other jobs share the cores (it sums XLA's threads: compare it to itself)."""
+    return np.array([time.perf_counter(), time.process_time()])
+
+
+def online_loop(agent, offline, config, schedule, executor, env_steps: int, key,
+                capacity: int) -> tuple:
+    """The runner's off-policy online loop (``Run.online_replay``): per env chunk, the env steps
+    on the host (``run_chunk``), then one ``replay_step`` (store, owed updates, act) and one
+    host sync. Runs ``env_steps`` env steps: ``(agent, env steps done, [wall, cpu] seconds)``."""
+    from dprl.buffer import Buffer, transition_block
+    from dprl.collect import run_chunk
+    from dprl.updates import replay_step
+
+    rows, run = config.act_steps, config.run
+    static = dict(update_slots=schedule.update_slots(rows), batch_size=run.batch_size,
+                  horizon=config.horizon, obs_history=config.obs_history,
+                  offline_ratio=float(run.offline_ratio))
+    online = Buffer.empty(capacity, OBS_DIM, ACT_DIM)
+
+    def step(transitions, num_updates):
+        nonlocal agent, online, key
+        block, count = transition_block(transitions, rows, OBS_DIM, ACT_DIM)
+        agent, online, key, chunks, info = replay_step(
+            agent, offline, online, key, block, np.int32(count), np.int32(num_updates),
+            executor.policy_observations(), **static)
+        return jax.device_get((chunks, info))[0]
+
+    start = clocks()
+    chunks, done, paid = step(None, 0), 0, 0
+    while done < env_steps:
+        transitions = run_chunk(executor, chunks, env_steps - done)
+        done += len(transitions["actions"])
+        owed = min(static["update_slots"], schedule.updates_owed(done) - paid)
+        chunks = step(transitions, owed)
+        paid += owed
+    return agent, done, clocks() - start
+
+
+def three_dispatch_loop(agent, offline, config, utd, executor, env_steps: int, key) -> tuple:
+    """The loop before issue 16, for the A/B: per chunk ``sample_actions`` (a host sync for the
+    chunk), ``Buffer.add`` and ``fused_updates`` of ``round(utd * n)`` steps (a sync for the
+    info; a compilation for every new ``n``, done here before the clock starts: the steady
+    state). ``(env steps done, [wall, cpu] seconds)``."""
+    from dprl.buffer import Buffer, transition_block
+    from dprl.collect import run_chunk
+    from dprl.updates import fused_updates
+
+    online = Buffer.empty(env_steps + config.act_steps, OBS_DIM, ACT_DIM)
+    static = dict(method="update", batch_size=config.run.batch_size, horizon=config.horizon,
+                  obs_history=config.obs_history, offline_ratio=float(config.run.offline_ratio))
+    block = transition_block(None, config.act_steps, OBS_DIM, ACT_DIM)[0]
+    for n in range(1, config.act_steps + 1):   # every chunk length this loop can meet
+        online.add({k: v[:n] for k, v in block.items()})
+        if round(utd * n):
+            jax.block_until_ready(fused_updates(agent, offline, online, key,
+                                                num_steps=round(utd * n), **static))
+    start, done = clocks(), 0
+    while done < env_steps:
+        key, act_key, update_key = jax.random.split(key, 3)
+        chunks, _ = agent.sample_actions(jnp.asarray(executor.policy_observations()), act_key)
+        transitions = run_chunk(executor, np.asarray(chunks), env_steps - done)
+        n = len(transitions["actions"])
+        done += n
+        online = online.add(transitions)
+        if round(utd * n):
+            agent, info = fused_updates(agent, offline, online, update_key,
+                                        num_steps=round(utd * n), **static)
+            jax.device_get(info)
+    return done, clocks() - start
+
+
+def online_parts(agent, offline, config, executor, steps: int, repeats: int) -> dict:
+    """The online loop's parts, each timed alone, ``[wall, cpu]`` seconds: one env step with the
+    executor's bookkeeping (``run_chunk``, random actions), one update on mixed batches (fused,
+    an online buffer of those Hopper transitions), one action (``sample_actions``, batch 1)."""
+    from dprl.buffer import Buffer
+    from dprl.collect import run_chunk
+    from dprl.updates import fused_updates
+
+    rng, executed, env_n, start = np.random.default_rng(0), [], 0, clocks()
+    while env_n < steps:
+        chunk = rng.uniform(-1, 1, (1, config.horizon, ACT_DIM)).astype(np.float32)
+        executed.append(run_chunk(executor, chunk, steps - env_n))
+        env_n += len(executed[-1]["actions"])
+    env = (clocks() - start) / env_n
+    online = Buffer.empty(steps + config.act_steps, OBS_DIM, ACT_DIM).add(
+        {k: np.concatenate([e[k] for e in executed]) for k in executed[0]})
+    fuse = max(config.act_steps, 10)
+    kwargs = dict(num_steps=fuse, method="update", batch_size=config.run.batch_size,
+                  horizon=config.horizon, obs_history=config.obs_history,
+                  offline_ratio=float(config.run.offline_ratio))
+    jax.block_until_ready(fused_updates(agent, offline, online, jax.random.PRNGKey(0), **kwargs))
+    updates = []
+    for i in range(repeats):
+        start = clocks()
+        jax.block_until_ready(fused_updates(agent, offline, online, jax.random.PRNGKey(i),
+                                            **kwargs))
+        updates.append((clocks() - start) / fuse)
+    obs = jnp.asarray(executor.policy_observations())
+    jax.block_until_ready(agent.sample_actions(obs, jax.random.PRNGKey(0)))
+    acts = []
+    for i in range(50):
+        start = clocks()
+        jax.block_until_ready(agent.sample_actions(obs, jax.random.PRNGKey(i)))
+        acts.append(clocks() - start)
+    return {"env": env, "update": np.median(updates, 0), "action": np.median(acts, 0)}
+
+
+def bench_online(agent, offline, config, args) -> dict:
+    """The off-policy online phase at UTD ``args.online_utd`` on Hopper-v5 (batches mixing the
+    synthetic offline data and the online buffer half and half), as the runner runs it: time
+    per env step next to its parts timed alone, ``utd x update + action / act_steps + env
+    step``; their ratio is the loop's overhead (issue 16: <= 1.2), in wall and in CPU time."""
+    from dprl.envs import ChunkExecutor, VecEnv
+
+    utd, steps = args.online_utd, args.online_env_steps
+    schedule = online_schedule(config, utd)
+    executor = ChunkExecutor(VecEnv("Hopper-v5", 1, seed=0), act_steps=config.act_steps)
+    executor.reset()
+    key, capacity = jax.random.PRNGKey(3), steps + config.act_steps
+    # Warm up (compiles the step), then time; the agent keeps training throughout.
+    agent, _, _ = online_loop(agent, offline, config, schedule, executor, 2 * config.act_steps,
+                              key, capacity)
+    agent, done, loop = online_loop(agent, offline, config, schedule, executor, steps, key,
+                                    capacity)
+    per_step = loop / done
+    p = online_parts(agent, offline, config, executor, steps, args.repeats)
+    parts = utd * p["update"] + p["action"] / config.act_steps + p["env"]
+    out = {"online_utd": utd, "online_env_steps_per_s": 1.0 / per_step[0],
+           "online_ms_per_env_step": 1e3 * per_step[0],
+           "online_parts_ms_per_env_step": 1e3 * parts[0],
+           "online_update_ms": 1e3 * p["update"][0], "online_action_ms": 1e3 * p["action"][0],
+           "online_env_step_ms": 1e3 * p["env"][0], "online_overhead": per_step[0] / parts[0],
+           "online_overhead_cpu": per_step[1] / parts[1]}
+    if args.online_ab:
+        n, old = three_dispatch_loop(agent, offline, config, utd, executor, steps, key)
+        out["online_env_steps_per_s_three_dispatch"] = n / old[0]
+        out["online_cpu_ms_per_env_step"] = 1e3 * per_step[1]
+        out["online_cpu_ms_per_env_step_three_dispatch"] = 1e3 * old[1] / n
+    return out
+
+
 def bench_agent(name: str, args) -> dict:
     from agents import get_agent
 
@@ -306,6 +464,8 @@ def bench_agent(name: str, args) -> dict:
         result["reference"] = ref
         result["ratio"] = result["updates_per_s"] / ref["updates_per_s"]
         result["cpu_ratio"] = ref["cpu_ms_per_update"] / result["cpu_ms_per_update"]
+    if not agent_cls.on_policy and name in args.online_agents.split(","):
+        result.update(bench_online(agent, buffer, config, args))
     return result
 
 
@@ -343,7 +503,33 @@ def markdown(results: list[dict], machine: dict) -> str:
                      f"{100 * r['update_gflop'] / (r['cpu_ms_per_update'] / 1e3) / peak_cpu:.0f}% "
                      f"| {r['latency_ms_b1']:.2f} | "
                      f"{r['env_steps_per_s']:.0f} | {ref_s} | {ratio} |")
-    return "\n".join(lines)
+    return "\n".join(lines + online_markdown(results))
+
+
+def online_markdown(results: list[dict]) -> list[str]:
+    online = [r for r in results if "online_overhead" in r]
+    if not online:
+        return []
+    lines = ["", "Off-policy online phase on Hopper-v5, one replay step per env chunk: time per "
+             "env step vs its parts timed alone (UTD x update + action / act_steps + env step); "
+             "target overhead <= 1.2 (wall; CPU: this process's CPU time, steadier on a shared "
+             "machine).", "",
+             "| agent | UTD | env steps/s | ms per env step | parts (ms): update, action, env "
+             "step | overhead wall (CPU) | three-dispatch loop: env steps/s, CPU ms per env step "
+             "(replay step's) |", "|---|---|---|---|---|---|---|"]
+    for r in online:
+        ab = "not run (--online-ab)"
+        if "online_env_steps_per_s_three_dispatch" in r:
+            ab = (f"{r['online_env_steps_per_s_three_dispatch']:.1f}, "
+                  f"{r['online_cpu_ms_per_env_step_three_dispatch']:.2f} "
+                  f"({r['online_cpu_ms_per_env_step']:.2f})")
+        lines.append(
+            f"| {r['agent']} | {r['online_utd']:g} | {r['online_env_steps_per_s']:.1f} | "
+            f"{r['online_ms_per_env_step']:.2f} | {r['online_parts_ms_per_env_step']:.2f}: "
+            f"{r['online_update_ms']:.2f}, {r['online_action_ms']:.2f}, "
+            f"{r['online_env_step_ms']:.3f} | {r['online_overhead']:.2f}x "
+            f"({r['online_overhead_cpu']:.2f}x) | {ab} |")
+    return lines
 
 
 def main():
@@ -353,10 +539,17 @@ def main():
     parser.add_argument("--fuse", type=int, default=50, help="updates per dispatch")
     parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--env-steps", type=int, default=2000)
+    parser.add_argument("--online-agents", default="dql,qc",
+                        help="off-policy agents whose online phase is timed")
+    parser.add_argument("--online-utd", type=float, default=1.0)
+    parser.add_argument("--online-env-steps", type=int, default=200,
+                        help="env steps of the timed online phase")
+    parser.add_argument("--online-ab", action="store_true",
+                        help="also time the three-dispatch loop this replaced (issue 16)")
     parser.add_argument("--quick", action="store_true", help="tiny networks (a smoke test)")
     args = parser.parse_args()
     if args.quick:
-        args.fuse, args.repeats, args.env_steps = 5, 2, 100
+        args.fuse, args.repeats, args.env_steps, args.online_env_steps = 5, 2, 100, 20
 
     machine = {"processor": platform.processor() or platform.machine(),
                "cpus": os.cpu_count(), "jax": jax.__version__, "backend": jax.default_backend(),

@@ -19,6 +19,12 @@ def test_bench_quick_reports_every_agent(tmp_path):
     assert agents == {"bc", "dql", "guided", "dppo", "qc", "qc:qc-fql"}
     for r in report["results"]:
         assert r["updates_per_s"] > 0 and r["latency_ms_b1"] > 0 and r["env_steps_per_s"] > 0
+    # The off-policy online phase (issue 16) of DQL and QC, with its parts timed alone.
+    online = {r["agent"]: r for r in report["results"] if "online_overhead" in r}
+    assert set(online) == {"dql", "qc"}
+    for r in online.values():
+        assert r["online_env_steps_per_s"] > 0 and r["online_parts_ms_per_env_step"] > 0
+        assert r["online_update_ms"] > 0 and r["online_env_step_ms"] > 0
     assert "| dql |" in proc.stdout
 
 
