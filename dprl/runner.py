@@ -80,8 +80,8 @@ class Run:
         self.data = load_task_data(task_name, source.dataset_id, allow_env_mismatch)
         log(f"task {task_name}: dataset {source.dataset_id} ({source.source}, {source.env_id})")
         self.config.action_dim = int(self.data.actions.shape[1])
-        self.resolved["agent"] = self.config.to_dict()
-        self.resolved["reward_relabel"] = self.data.metadata.get("dprl_relabel")
+        self.resolved.update(agent=self.config.to_dict(),
+                             reward_relabel=self.data.metadata.get("dprl_relabel"))
         run = self.config.run
         self.normalizer = (Normalizer.fit(self.data.observations) if run.normalize_obs
                            else Normalizer.identity(self.data.observations.shape[1]))
@@ -100,7 +100,7 @@ class Run:
                                     wandb_project=run.wandb_project or None, config=self.resolved,
                                     resume_step=self.resumed_from)
 
-    # ---- setup ------------------------------------------------------------------------------
+    # ---- setup and state ------------------------------------------------------------------------
     def start(self, get_agent) -> int | None:
         """Resume from this run's newest readable checkpoint, or start from run.init_from's;
         write config.json if new or extended. Returns the step resumed from (None: fresh)."""
@@ -121,7 +121,6 @@ class Run:
         rundir.write_record(self.run_dir, self.resolved, self.recorded)
         return None if restored is None else self.global_step
 
-    # ---- state ------------------------------------------------------------------------------
     @property
     def env_steps(self) -> int:
         return self.counters["env_steps"]
@@ -239,7 +238,7 @@ class Run:
                 self.at_boundary("online", self.env_steps, schedule.due(before, self.env_steps),
                                  info, bar, recent_return(executor, run.num_envs))
 
-    # ---- pieces of the loops ----------------------------------------------------------------
+    # ---- pieces of the loops, and the end -------------------------------------------------------
     def fused(self, method: str, num_steps: int, phase: str, step: int) -> dict:
         """``num_steps`` fused gradient steps of ``agent.<method>`` on offline batches; their
         mean info."""
@@ -279,11 +278,9 @@ class Run:
             self.scores["best_score"] = score
         return metrics
 
-    def env_seed(self) -> int:
-        """Online envs are seeded from the run's seed and progress (a resumed run gets new ones)."""
+    def env_seed(self) -> int:  # from the run's seed and progress: a resumed run gets new envs
         return self.seed * 7919 + self.env_steps
 
-    # ---- the end ----------------------------------------------------------------------------
     def finished(self) -> bool:
         run, c = self.config.run, self.counters
         return (self.run_dir / "summary.json").exists() and self.resumed_from is not None and \
