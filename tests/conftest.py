@@ -5,6 +5,7 @@ import os
 import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -54,3 +55,22 @@ def tiny(config, **run):
     for k, v in run.items():
         config.run[k] = v
     return config
+
+
+def python_chunk_target(rewards, valid, terminals, next_q, gamma):
+    """The h-step target as a plain loop (what scanned/vectorized targets are checked against):
+    discounted rewards up to the first invalid step; bootstrap ``next_q`` unless a step
+    terminated."""
+    out = []
+    for r, v, d, q in zip(rewards, valid, terminals, next_q):
+        total, n, ended = 0.0, 0, False
+        for i in range(len(r)):
+            if not v[i]:
+                break
+            total += gamma ** i * r[i]
+            n += 1
+            if d[i]:
+                ended = True
+                break
+        out.append(total if ended else total + gamma ** n * q)
+    return np.array(out)

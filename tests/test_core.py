@@ -12,6 +12,7 @@ from dprl.buffer import Buffer, sample_mixed, transitions_from_chunks
 from dprl.data import Normalizer, OfflineData, check_compatible, load_dataset
 from dprl.datasets.io import write_minari_dataset
 from dprl.envs import ChunkExecutor, VecEnv, evaluate, make_env
+from tests.conftest import python_chunk_target
 
 
 def index_data(episode_lengths, terminal_last=None):
@@ -203,24 +204,6 @@ def test_metrics_logger_extends_header(tmp_path):
     json.dumps(log.rows)
 
 
-def _python_chunk_target(rewards, valid, terminals, next_q, gamma):
-    """Plain loop: discounted rewards up to the first invalid step; bootstrap unless a step
-    terminated."""
-    out = []
-    for r, v, d, q in zip(rewards, valid, terminals, next_q):
-        total, n, ended = 0.0, 0, False
-        for i in range(len(r)):
-            if not v[i]:
-                break
-            total += gamma ** i * r[i]
-            n += 1
-            if d[i]:
-                ended = True
-                break
-        out.append(total if ended else total + gamma ** n * q)
-    return np.array(out)
-
-
 def test_chunk_return_matches_python_loop():
     """The h-step backup every agent uses: ``ret + boot * Q'`` on buffer-shaped chunks."""
     from dprl.buffer import chunk_return
@@ -240,7 +223,7 @@ def test_chunk_return_matches_python_loop():
     ret, boot = chunk_return({"rewards": jnp.asarray(rewards), "valid": jnp.asarray(valid),
                               "masks": jnp.asarray(masks)}, gamma)
     got = np.asarray(ret + boot * next_q)
-    np.testing.assert_allclose(got, _python_chunk_target(rewards, valid, terminals, next_q, gamma),
+    np.testing.assert_allclose(got, python_chunk_target(rewards, valid, terminals, next_q, gamma),
                                rtol=1e-5)
     # The full-chunk case explicitly: sum gamma^i r_i + gamma^5 Q'; the truncated one: gamma^3.
     assert np.isclose(got[0], sum(gamma ** i * (i + 1) for i in range(5)) + gamma ** 5 * 2)

@@ -13,7 +13,7 @@ from agents import get_agent
 from agents.qc import Agent, aggregate, select_best
 from configs.qc import PRESETS, get_config
 from dprl.config import load_config_file
-from tests.conftest import tiny
+from tests.conftest import python_chunk_target, tiny
 
 
 def _config(horizon=5, preset="qc", **overrides):
@@ -44,23 +44,6 @@ def _batch(B=6, H=5, O=4, A=2, seed=0):
 
 
 # ---- the h-step target -------------------------------------------------------------------------
-def _python_target(rewards, valid, terminals, next_q, gamma):
-    """Plain loop: discounted rewards up to the first invalid step, stop at a terminal."""
-    out = []
-    for r, v, d, q in zip(rewards, valid, terminals, next_q):
-        total, n, ended = 0.0, 0, False
-        for i in range(len(r)):
-            if not v[i]:
-                break
-            total += gamma ** i * r[i]
-            n += 1
-            if d[i]:
-                ended = True
-                break
-        out.append(total if ended else total + gamma ** n * q)
-    return np.array(out)
-
-
 def test_update_regresses_on_the_h_step_target_from_the_target_critic():
     """The update's target = the h-step return of (r, ..., Q'(s', best-of-N a')), same keys."""
     config = _config(horizon=5, discount=0.9)
@@ -76,7 +59,7 @@ def test_update_regresses_on_the_h_step_target_from_the_target_critic():
     next_chunks, _ = agent.best_of_n(agent.critic.params, batch["next_observations"], next_key)
     next_q = aggregate(agent.critic_net.apply(agent.target_critic_params,
                                               batch["next_observations"], next_chunks), "mean")
-    want = _python_target(np.asarray(batch["rewards"]), np.asarray(batch["valid"]),
+    want = python_chunk_target(np.asarray(batch["rewards"]), np.asarray(batch["valid"]),
                           np.asarray(batch["terminals"]), np.asarray(next_q), 0.9)
     _, info = agent.update(batch)
     assert np.isclose(float(info["critic/target_mean"]), want.mean(), rtol=1e-4, atol=1e-5)
@@ -215,7 +198,7 @@ def test_bfn_n_target_is_a_python_n_step_return_over_single_actions():
     best = np.asarray(cands)[np.arange(8), online_q.argmax(1)]            # [B, 1, A]
     next_q = np.asarray(agent.critic_net.apply(agent.target_critic_params, next_obs,
                                           jnp.asarray(best))).mean(0)
-    want = _python_target(np.asarray(batch["rewards"]), np.asarray(batch["valid"]),
+    want = python_chunk_target(np.asarray(batch["rewards"]), np.asarray(batch["valid"]),
                           np.asarray(batch["terminals"]), next_q, gamma)
     np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-5)
     # The critic sees the first action only: the rest of the sequence does not change its loss.
