@@ -4,7 +4,8 @@
         [--quick]
 
 An entry ``<file>:<preset>`` measures a named preset of ``configs/<file>.py`` (``qc:qc-fql``:
-QC-FQL's one-step policy). Per agent, through the agent interface only (so every registered agent is measured the same way):
+QC-FQL's one-step policy). Per agent, through the agent interface only (so every registered
+agent is measured the same way):
   updates_per_s        fused gradient updates per second (batch 256, its config's networks,
                        ``--fuse`` updates per jit dispatch via lax.scan); DPPO: PPO updates per
                        second over a collected rollout, with samples/s
