@@ -10,13 +10,14 @@ and the behaviour policy is a flow BC model over chunks that is never updated by
 expressive behaviour constraint); it keeps behaviour-cloning the data in every update. Two
 switches give the paper's six methods (presets in ``configs/qc.py``):
 
-  ``policy_extraction`` 'best_of_n': N samples of the BC flow, the one with the highest Q acts
-                       (and is a' in the target). 'one_step': FQL's noise-conditioned policy
-                       mu(s, z), trained with alpha * ||mu(s, z) - flow(s, z)||^2 - Q(s, mu(s, z))
-                       (``dprl/one_step.py``), acts and gives a'.
-  ``action_chunking``  True: policy and critic over chunks of ``horizon`` actions, executed
-                       open-loop. False: policy and critic over single actions, acting every
-                       step, with the (uncorrected) n-step return, n = ``horizon``, in the target.
+  ``policy_extraction``  'best_of_n': N samples of the BC flow, the one with the highest Q acts
+                         (and is a' in the target). 'one_step': FQL's noise-conditioned policy
+                         mu(s, z), trained with alpha * ||mu(s, z) - flow(s, z)||^2 - Q(s, mu)
+                         (``dprl/one_step.py``), acts and gives a'. (QC's code: actor_type.)
+  ``action_chunking``    True: policy and critic over chunks of ``horizon`` actions, executed
+                         open-loop. False: policy and critic over single actions, acting every
+                         step, with the (uncorrected) n-step return, n = ``horizon``, in the
+                         target.
 
   QC = best_of_n, h = 5, N = 32        BFN = best_of_n, h = 1, N = 4
   BFN-n = best_of_n, n = 5, no chunks  QC-FQL = one_step, h = 5   FQL = one_step, h = 1
@@ -228,7 +229,8 @@ class Agent(flax.struct.PyTreeNode):
 def _check_config(config) -> None:
     """Clear errors for settings the agent cannot run, before any work."""
     if config.policy_extraction not in EXTRACTIONS:
-        raise ValueError(f"qc: policy_extraction must be one of {EXTRACTIONS}, not {config.policy_extraction!r}")
+        raise ValueError(f"qc: policy_extraction must be one of {EXTRACTIONS}, "
+                         f"not {config.policy_extraction!r}")
     if config.actor.model not in ("flow", "diffusion"):
         raise ValueError(f"qc: actor.model must be 'flow' or 'diffusion', "
                          f"not {config.actor.model!r}")

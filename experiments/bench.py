@@ -5,7 +5,8 @@ references' own figures and to the machine's matmul throughput.
         [--quick]
 
 An entry ``<file>:<preset>`` measures a named preset of ``configs/<file>.py`` (``qc:qc-fql``:
-QC-FQL's one-step policy). Per agent, through the agent interface (so every registered agent is measured the same way):
+QC-FQL's one-step policy). Per agent, through the agent interface (so every registered agent is
+measured the same way):
   updates_per_s        fused gradient updates per second (batch 256, ``--fuse`` updates per jit
                        dispatch via lax.scan); DPPO: PPO minibatch steps per second at the paper's
                        minibatch of 50,000 (sample, denoising step) pairs, whole update included
