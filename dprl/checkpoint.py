@@ -151,11 +151,11 @@ def _held_stderr():
     and the run reports it in one line. Linux (memfd); elsewhere a no-op."""
     try:
         held = os.memfd_create("dprl-held-stderr")
-    except (AttributeError, OSError):
+        sys.stderr.flush()
+        saved = os.dup(2)
+    except (AttributeError, OSError, ValueError):  # no memfd, or no fd 2 to hold back
         yield
         return
-    sys.stderr.flush()
-    saved = os.dup(2)
     os.dup2(held, 2)
     ok = False
     try:

@@ -99,9 +99,12 @@ def unlock(run_dir: str | os.PathLike) -> None:
 def owned(*run_dirs: str | os.PathLike):
     """Create and lock every run directory for the ``with`` block (several: a multiseed run);
     a write failure inside becomes a one-line ``RunDirError``."""
+    taken = []   # released at the end; a lock this process held already stays held
     try:
         for d in run_dirs:
-            lock(d)
+            if str(Path(d).resolve()) not in _HELD:
+                lock(d)
+                taken.append(d)
         yield
     except Exception as e:  # noqa: BLE001  any layer may carry the OS error; others re-raised
         cause = write_failure(e, Path(run_dirs[0]))
@@ -109,7 +112,7 @@ def owned(*run_dirs: str | os.PathLike):
             raise
         raise RunDirError(cause) from e
     finally:
-        for d in run_dirs:
+        for d in taken:
             unlock(d)
 
 
