@@ -12,11 +12,14 @@ readable checkpoint: an unreadable newer one (truncated file, empty metadata) is
 """
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import os
+import re
 import shutil
 import subprocess
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -34,6 +37,27 @@ from dprl.logging import log
 
 logging.getLogger("absl").setLevel(logging.WARNING)
 CORRUPT_DIR = "corrupt_checkpoints"
+
+
+# After a failed read or write, tensorstore's threads still call back into the asyncio loops orbax
+# has closed: each call prints "RuntimeError: Event loop is closed" (an unraisable exception),
+# and asyncio logs the failed orbax tasks again when they are collected. The exception the run
+# raises already says what failed; these echoes (often a hundred tracebacks) are dropped.
+def _drop_closed_loop_echo(unraisable, _previous=sys.unraisablehook):
+    if not (isinstance(unraisable.exc_value, RuntimeError)
+            and str(unraisable.exc_value) == "Event loop is closed"):
+        _previous(unraisable)
+
+
+class _OrbaxTaskEcho(logging.Filter):
+    def filter(self, record: logging.LogRecord) -> bool:
+        message = record.getMessage()
+        return not (message.startswith("Task exception was never retrieved")
+                    and "orbax" in message)
+
+
+sys.unraisablehook = _drop_closed_loop_echo
+logging.getLogger("asyncio").addFilter(_OrbaxTaskEcho())
 
 
 class CheckpointError(RuntimeError):
@@ -72,9 +96,11 @@ class Checkpointer:
             # checkpoint (max_to_keep >= 2) stays on disk meanwhile.
             self.manager.delete(step)
         try:
-            self.manager.save(step, args=ocp.args.Composite(
-                state=ocp.args.StandardSave(state), meta=ocp.args.JsonSave(meta)), force=True)
-            self.manager.wait_until_finished()
+            with _held_stderr():
+                self.manager.save(step, args=ocp.args.Composite(
+                    state=ocp.args.StandardSave(state), meta=ocp.args.JsonSave(meta)),
+                    force=True)
+                self.manager.wait_until_finished()
         except BaseException:
             # A failed save (disk full, interrupted) leaves no half-written directory behind.
             for tmp in self.directory.glob("*.orbax-checkpoint-tmp*"):
@@ -97,8 +123,9 @@ class Checkpointer:
 
     def read_meta(self, step: int) -> dict:
         """The JSON meta of checkpoint ``step`` alone (no target state needed)."""
-        return self.manager.restore(step, args=ocp.args.Composite(
-            meta=ocp.args.JsonRestore()))["meta"]
+        with _held_stderr():
+            return self.manager.restore(step, args=ocp.args.Composite(
+                meta=ocp.args.JsonRestore()))["meta"]
 
     def restore(self, target_state: Any, step: int | None = None) -> tuple[Any, dict]:
         """Restore into the structure of ``target_state``; raises FileNotFoundError if none."""
@@ -107,12 +134,42 @@ class Checkpointer:
             raise FileNotFoundError(
                 f"No checkpoint in {self.directory}. Train first (experiments/train.py with this "
                 f"--run_dir), or point --run_dir at a run that has checkpoints/.")
-        restored = self.manager.restore(step, args=ocp.args.Composite(
-            state=ocp.args.StandardRestore(target_state), meta=ocp.args.JsonRestore()))
+        with _held_stderr():
+            restored = self.manager.restore(step, args=ocp.args.Composite(
+                state=ocp.args.StandardRestore(target_state), meta=ocp.args.JsonRestore()))
         return restored["state"], restored["meta"]
 
     def close(self) -> None:
         self.manager.close()
+
+
+@contextlib.contextmanager
+def _held_stderr():
+    """Hold back what is written to stderr (fd 2) inside the block: printed after it succeeds,
+    dropped when it raises. A failed orbax read or write prints its error from every thread of
+    tensorstore (and asyncio tracebacks), often a hundred lines; the exception raised carries it,
+    and the run reports it in one line. Linux (memfd); elsewhere a no-op."""
+    try:
+        held = os.memfd_create("dprl-held-stderr")
+        sys.stderr.flush()
+        saved = os.dup(2)
+    except (AttributeError, OSError, ValueError):  # no memfd, or no fd 2 to hold back
+        yield
+        return
+    os.dup2(held, 2)
+    ok = False
+    try:
+        yield
+        ok = True
+    finally:
+        sys.stderr.flush()
+        os.dup2(saved, 2)
+        os.close(saved)
+        if ok and os.lseek(held, 0, os.SEEK_END):
+            os.lseek(held, 0, os.SEEK_SET)
+            while chunk := os.read(held, 1 << 16):
+                os.write(2, chunk)
+        os.close(held)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -216,9 +273,13 @@ def resume(ckpt: Checkpointer, target: dict, record: dict) -> tuple[dict, dict] 
     return state, meta
 
 
-def _first_line(e: BaseException, limit: int = 160) -> str:
-    text = f"{type(e).__name__}: {str(e).strip().splitlines()[0] if str(e).strip() else ''}"
-    return text if len(text) <= limit else text[:limit - 3] + "..."
+def _first_line(e: BaseException, limit: int = 200) -> str:
+    """Why a checkpoint could not be read, in one short line: the exception's first line without
+    tensorstore's spec; a long one keeps its start (the error code) and its end (the cause)."""
+    text = str(e).strip().splitlines()[0] if str(e).strip() else ""
+    text = re.split(r"[\s\[]*tensorstore_spec", text)[0]
+    text = f"{type(e).__name__}: {text}"
+    return text if len(text) <= limit else f"{text[:70]} ... {text[-(limit - 75):]}"
 
 
 def _comparable(agent_config: dict | None) -> dict | None:

@@ -99,9 +99,12 @@ def unlock(run_dir: str | os.PathLike) -> None:
 def owned(*run_dirs: str | os.PathLike):
     """Create and lock every run directory for the ``with`` block (several: a multiseed run);
     a write failure inside becomes a one-line ``RunDirError``."""
+    taken = []   # released at the end; a lock this process held already stays held
     try:
         for d in run_dirs:
-            lock(d)
+            if str(Path(d).resolve()) not in _HELD:
+                lock(d)
+                taken.append(d)
         yield
     except Exception as e:  # noqa: BLE001  any layer may carry the OS error; others re-raised
         cause = write_failure(e, Path(run_dirs[0]))
@@ -109,7 +112,7 @@ def owned(*run_dirs: str | os.PathLike):
             raise
         raise RunDirError(cause) from e
     finally:
-        for d in run_dirs:
+        for d in taken:
             unlock(d)
 
 
@@ -139,10 +142,12 @@ def write_failure(e: BaseException, run_dir: Path) -> str | None:
 
 
 def _write_message(path, code: int) -> str:
-    fix = ("free space there" if code in (errno.ENOSPC, errno.EDQUOT)
-           else "make it writable, or use another --run_dir")
-    return (f"cannot write {path}: {WRITE_ERRORS[code]} ({errno.errorcode[code]}); {fix}, then "
-            f"run the same command to resume")
+    # A failed checkpoint write names orbax's temporary directory, gone by now: name its parent.
+    path = re.sub(r"/[^/]*\.orbax-checkpoint-tmp.*$", "", str(path))
+    fix = ("free space there, then run the same command to resume"
+           if code in (errno.ENOSPC, errno.EDQUOT) else
+           "make it a writable directory (or use another --run_dir), then run the same command")
+    return f"cannot write {path}: {WRITE_ERRORS[code]} ({errno.errorcode[code]}); {fix}"
 
 
 def _chain(e: BaseException):
@@ -182,6 +187,8 @@ def differences(old: dict, new: dict) -> list[str]:
     field that ``old`` lacks (a run recorded before it existed) is not compared."""
     a, b = identity(old), identity(new)
     recorded = {k for k in IDENTITY if k in old}
+    if a.get("dataset_id") != b.get("dataset_id"):
+        recorded.discard("dataset_fingerprint")   # another dataset: its fingerprint differs too
     return [f"{k}: {_show(a.get(k))} (config.json) vs {_show(b.get(k))} (this command)"
             for k in sorted(set(a) | set(b))
             if k.split(".")[0] in recorded and a.get(k) != b.get(k)]
