@@ -336,34 +336,31 @@ def online_loop(agent, offline, config, schedule, executor, env_steps: int, key,
 def three_dispatch_loop(agent, offline, config, utd, executor, env_steps: int, key) -> tuple:
     """The loop before issue 16, for the A/B: per chunk ``sample_actions`` (a host sync for the
     chunk), ``Buffer.add`` and ``fused_updates`` of ``round(utd * n)`` steps (a sync for the
-    info; a compilation for every new ``n``, done here before the clock starts: the steady
-    state). ``(env steps done, [wall, cpu] seconds)``."""
-    from dprl.buffer import Buffer, transition_block
+    info). It compiles both for every new chunk length ``n``: chunks that did are left out of
+    the count (the steady state of a long run). ``(env steps counted, [wall, cpu] seconds)``."""
+    from dprl.buffer import Buffer
     from dprl.collect import run_chunk
     from dprl.updates import fused_updates
 
     online = Buffer.empty(env_steps + config.act_steps, OBS_DIM, ACT_DIM)
     static = dict(method="update", batch_size=config.run.batch_size, horizon=config.horizon,
                   obs_history=config.obs_history, offline_ratio=float(config.run.offline_ratio))
-    block = transition_block(None, config.act_steps, OBS_DIM, ACT_DIM)[0]
-    for n in range(1, config.act_steps + 1):   # every chunk length this loop can meet
-        online.add({k: v[:n] for k, v in block.items()})
-        if round(utd * n):
-            jax.block_until_ready(fused_updates(agent, offline, online, key,
-                                                num_steps=round(utd * n), **static))
-    start, done = clocks(), 0
+    done, counted, total = 0, 0, np.zeros(2)
     while done < env_steps:
+        start, compiled = clocks(), fused_updates._cache_size() + Buffer.add._cache_size()
         key, act_key, update_key = jax.random.split(key, 3)
         chunks, _ = agent.sample_actions(jnp.asarray(executor.policy_observations()), act_key)
         transitions = run_chunk(executor, np.asarray(chunks), env_steps - done)
         n = len(transitions["actions"])
-        done += n
         online = online.add(transitions)
         if round(utd * n):
             agent, info = fused_updates(agent, offline, online, update_key,
                                         num_steps=round(utd * n), **static)
             jax.device_get(info)
-    return done, clocks() - start
+        done += n
+        if fused_updates._cache_size() + Buffer.add._cache_size() == compiled:
+            counted, total = counted + n, total + clocks() - start
+    return counted, total
 
 
 def online_parts(agent, offline, config, executor, steps: int, repeats: int) -> dict:

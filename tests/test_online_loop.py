@@ -113,3 +113,39 @@ def test_online_updates_match_utd_exactly_and_the_step_compiles_once(utd, tmp_pa
     assert run.counters["online_updates"] == expected
     assert int(run.agent.actor.step) == pretrain_steps + expected
     assert replay_step._cache_size() - compiled_before == 1
+
+
+class Interrupted(Exception):
+    pass
+
+
+def test_a_run_resumed_between_update_dispatches_still_pays_every_update(tmp_path, pole_datasets,
+                                                                        monkeypatch):
+    """With update_every = 3 a checkpoint can fall between two update dispatches, owing updates
+    for the chunks since the last one: the resumed run pays them (the replay step's slots cover
+    them), so the run still does floor(utd * online_steps) updates."""
+    config = tiny(get_config(), pretrain_steps=20, online_steps=50, online_log_every=10,
+                  online_eval_every=0, save_every=4, update_every=3, utd=2.0)
+    config.horizon, config.act_steps = 4, 3
+    schedule = Schedule.of(config.run, "online")
+    at_boundary = runner.Run.at_boundary
+
+    def stop_after_a_save_with_updates_owed(self, phase, step, due, *args, **kwargs):
+        at_boundary(self, phase, step, due, *args, **kwargs)
+        if phase == "online" and due.save and (
+                schedule.updates_owed(self.env_steps) > self.counters["online_updates"]):
+            self.logger.close()
+            self.ckpt.close()
+            raise Interrupted
+
+    monkeypatch.setattr(runner.Run, "at_boundary", stop_after_a_save_with_updates_owed)
+    with pytest.raises(Interrupted):
+        runner.Run(config, "pole", str(tmp_path / "run"), get_agent, progress=False).train()
+    monkeypatch.setattr(runner.Run, "at_boundary", at_boundary)
+
+    run = runner.Run(config, "pole", str(tmp_path / "run"), get_agent, progress=False)
+    assert 0 < run.env_steps < 50
+    assert schedule.updates_owed(run.env_steps) > run.counters["online_updates"]
+    run.train()
+    assert run.counters["online_updates"] == 100
+    assert int(run.agent.actor.step) == 20 + 100
