@@ -150,14 +150,18 @@ def rollout_episodes(
         bar.close()
     # Lock-step envs finish several episodes on one step: keep the shortest prefix (in finishing
     # order) that covers the budget, then restore start order.
+    return sorted(covering_prefix(episodes, steps), key=lambda e: e["seed"])
+
+
+def covering_prefix(episodes: list[dict], steps: int) -> list[dict]:
+    """The shortest prefix of ``episodes`` holding at least ``steps`` transitions (or all)."""
     kept, total = [], 0
     for ep in episodes:
         if total >= steps:
             break
         kept.append(ep)
         total += len(ep["actions"])
-    episodes = sorted(kept, key=lambda e: e["seed"])
-    return episodes
+    return kept
 
 
 def _scheduled(schedule: list[dict], pols: list, env_obs_dim: int, robot: str,
@@ -302,14 +306,7 @@ def make_locomotion_episodes(robot: str, recipe: str, steps: int, *, seed: int =
     else:  # medium-replay
         if sac_run is not None:
             path = _sac_run_file(Path(sac_run), "medium_replay.npz", robot)
-            episodes = replay_to_episodes(path)
-            kept, total = [], 0
-            for ep in episodes:
-                if total >= steps:
-                    break
-                kept.append(ep)
-                total += len(ep["actions"])
-            episodes = kept
+            episodes = covering_prefix(replay_to_episodes(path), steps)
             prov["policy"] = {"source": "SAC replay buffer up to the medium snapshot",
                               "path": str(path), "sha256_16": _file_digest(path)}
         elif own_expert is None:
