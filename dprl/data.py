@@ -75,23 +75,9 @@ def _flatten_obs(obs: Any) -> np.ndarray:
     return np.asarray(obs)
 
 
-def load_dataset(dataset_id: str) -> OfflineData:
-    """Load a local Minari dataset by id into ``OfflineData``.
-
-    Raises ``DatasetError`` (a FileNotFoundError), naming the command to run, when the dataset is
-    not stored whole here; ValueError when it cannot be read or holds NaNs.
-    """
-    import minari
-
-    check_dataset_dir(dataset_id)
-    try:
-        dataset = minari.load_dataset(dataset_id)
-    except Exception as e:
-        raise ValueError(
-            f"Dataset {dataset_id!r} at {dataset_dir(dataset_id)} could not be read "
-            f"({type(e).__name__}: {e}). It may be corrupted or half-written: delete that "
-            f"directory and make it again.") from e
-
+def _read_episodes(dataset, dataset_id: str) -> tuple[list, ...]:
+    """Per-episode arrays ``(obs, next_obs, actions, rewards, terminations, truncations)``,
+    checked for episode boundaries (``episode_boundary_problem``)."""
     obs, next_obs, acts, rews, terms, truncs = [], [], [], [], [], []
     for ep in dataset.iterate_episodes():
         o = _flatten_obs(ep.observations)
@@ -110,6 +96,27 @@ def load_dataset(dataset_id: str) -> OfflineData:
         truncs.append(np.asarray(ep.truncations, bool))
     if not acts:
         raise ValueError(f"Dataset {dataset_id!r} has no episodes; make it again.")
+    return obs, next_obs, acts, rews, terms, truncs
+
+
+def load_dataset(dataset_id: str) -> OfflineData:
+    """Load a local Minari dataset by id into ``OfflineData``.
+
+    Raises ``DatasetError`` (a FileNotFoundError), naming the command to run, when the dataset is
+    not stored whole here; ValueError when it cannot be read or holds NaNs.
+    """
+    import minari
+
+    check_dataset_dir(dataset_id)
+    try:
+        dataset = minari.load_dataset(dataset_id)
+    except Exception as e:
+        raise ValueError(
+            f"Dataset {dataset_id!r} at {dataset_dir(dataset_id)} could not be read "
+            f"({type(e).__name__}: {e}). It may be corrupted or half-written: delete that "
+            f"directory and make it again.") from e
+
+    obs, next_obs, acts, rews, terms, truncs = _read_episodes(dataset, dataset_id)
     dones = []
     for te, tr in zip(terms, truncs):
         d = te | tr

@@ -71,8 +71,7 @@ class Run:
         self.seed, self.progress = int(seed), progress
         self.agent_cls = get_agent(config.agent_name)
         self.config = run_config(config, self.task, self.agent_cls.on_policy)
-        # Before any work: the dataset (from its metadata) and the run's identity.
-        source = task_dataset(task_name, dataset, allow_env_mismatch)
+        source = task_dataset(task_name, dataset, allow_env_mismatch)  # its metadata only
         self.resolved = checkpoint.run_record(self.config, task_name, self.task, self.seed,
                                               source, num_seeds)
         self.recorded = rundir.check_identity(self.run_dir, self.resolved, restart)
