@@ -255,7 +255,10 @@ class ProcessLog:
 
     def __init__(self, run_dir: Path):
         self.path = run_dir / PROCESSES_FILE
-        self.entries = _read_json(self.path) or []
+        try:
+            self.entries = _read_json(self.path) or []
+        except RunDirError:   # bookkeeping only: an unreadable record starts a new one
+            self.entries = []
         self.t0 = time.perf_counter()
         self.entries.append({"pid": os.getpid(), "host": socket.gethostname(),
                              "started": time.strftime("%Y-%m-%d %H:%M:%S"), "wall_s": 0.0})
