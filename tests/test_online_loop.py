@@ -92,7 +92,7 @@ def test_online_updates_match_utd_exactly_and_the_step_compiles_once(utd, tmp_pa
     the actor's optimizer step, with one compiled replay step."""
     online_steps, pretrain_steps = 50, 20
     config = tiny(get_config(), pretrain_steps=pretrain_steps, online_steps=online_steps,
-                  online_log_every=10, online_eval_every=0, utd=utd)
+                  online_log_every=10, online_eval_every=10**6, utd=utd)
     config.horizon, config.act_steps = 4, 3
     lengths = []
 
@@ -125,7 +125,7 @@ def test_a_run_resumed_between_update_dispatches_still_pays_every_update(tmp_pat
     for the chunks since the last one: the resumed run pays them (the replay step's slots cover
     them), so the run still does floor(utd * online_steps) updates."""
     config = tiny(get_config(), pretrain_steps=20, online_steps=50, online_log_every=10,
-                  online_eval_every=0, save_every=4, update_every=3, utd=2.0)
+                  online_eval_every=10**6, save_every=4, update_every=3, utd=2.0)
     config.horizon, config.act_steps = 4, 3
     schedule = Schedule.of(config.run, "online")
     at_boundary = runner.Run.at_boundary
