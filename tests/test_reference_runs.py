@@ -57,9 +57,11 @@ RUNS = {
 
 
 # Intended changes since the recording, applied to the reference before comparing:
-# (agent, metric) -> factor. DQL logs critic/loss as the mean over its 2 critics, as the other
-# agents do (it logged their sum, which is still what its gradient sees).
-CHANGED = {("dql", "critic/loss"): 0.5}
+# (agent, metric) -> factor. Empty since the re-recording of 2026-11-25: the faster Mish
+# (dprl.nets.mish, jax.nn.mish's function to float rounding) moved online rows of the Mish agents
+# by 1e-6..5e-5 relative (with jax.nn.mish the old recording still matched), so the reference was
+# recorded again; it already has DQL's critic/loss as the ensemble mean (it was the sum: x0.5).
+CHANGED: dict = {}
 
 
 def added_summary_fields(task: str) -> dict:
