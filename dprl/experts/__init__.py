@@ -91,7 +91,8 @@ def export(sac_run: str | Path, robot: str, *, out_dir: Path = SHIPPED_DIR,
     medium = next((r for r in curve if r["eval_return_mean"] >= target), None)
     run_meta = load_policy(sac_run / "snapshots" / f"step_{int(best['step'])}.npz").meta
     entry = {"env_id": env_id, "sac_run": str(sac_run), "seed": run_meta.get("seed"),
-             "command": command or f"python -m dprl.sac --env {env_id} --out {sac_run}",
+             "command": command or (f"python -m dprl.sac --env {env_id} --seed {run_meta.get('seed', 0)} "
+                                    f"--out {sac_run}"),
              "env_steps": int(curve[-1]["step"]), "medium_target": target,
              "best_step": int(best["step"]), "best_eval_return": best["eval_return_mean"],
              "eval_episodes": eval_episodes, "levels": {}}

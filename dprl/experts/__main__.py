@@ -29,19 +29,21 @@ def _print_table() -> None:
 
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(prog="python -m dprl.experts", description=__doc__)
-    sub = p.add_subparsers(dest="command", required=True)
+    sub = p.add_subparsers(dest="subcommand", required=True)
     sub.add_parser("list", help="the shipped policies, their env steps and returns")
     e = sub.add_parser("export", help="pick and ship the expert/medium/replay snapshots of a "
                                       "`python -m dprl.sac` run")
     e.add_argument("--sac-run", required=True, help="the SAC run's --out directory")
     e.add_argument("--robot", required=True, choices=["hopper", "walker2d", "halfcheetah", "ant"])
-    e.add_argument("--command", default=None, help="the SAC command to record as provenance")
+    e.add_argument("--sac-command", default=None,
+                   help="the SAC command line to record as provenance (default: rebuilt from the "
+                        "run's env id, seed and --out)")
     args = p.parse_args(argv)
-    if args.command == "list":
+    if args.subcommand == "list":
         _print_table()
         return 0
     try:
-        entry = export(args.sac_run, args.robot, command=args.command)
+        entry = export(args.sac_run, args.robot, command=args.sac_command)
     except FileNotFoundError as err:
         print(f"error: {err}", file=sys.stderr)
         return 1
