@@ -23,11 +23,8 @@ from __future__ import annotations
 import argparse
 import csv
 import json
-import os
 import sys
 from pathlib import Path
-
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 ROOT = Path(__file__).resolve().parents[1]
 PAPER_CSV = ROOT / "experiments" / "paper_data" / "qc_paper_curves.csv"
