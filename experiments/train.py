@@ -82,6 +82,9 @@ def main(_):
         traceback.print_exc()
         sys.exit(error_block(e))
     print(json.dumps(summary, indent=2))
+    where = (FLAGS.run_dir if FLAGS.num_seeds == 1 else
+             ", ".join(seed_dirs(FLAGS.run_dir, seeds)))
+    print(f"wrote {where} (config.json, metrics.csv, summary.json, checkpoints)")
 
 
 SCORE_HELP = """\
