@@ -159,8 +159,10 @@ def _tensorboard(tb_dir: Path, rows: list[dict], columns: list[str]):
 
 
 def progress_bar(desc: str, total: int, initial: int, unit: str, enabled: bool = True) -> tqdm:
+    # Redirected to a file (nohup, grids), a line every 10 s instead of ten a second.
+    interactive = sys.stderr.isatty()
     return tqdm(total=total, initial=initial, desc=desc, unit=unit, disable=not enabled,
-                dynamic_ncols=True)
+                dynamic_ncols=True, mininterval=0.1 if interactive else 10.0)
 
 
 def postfix(info: dict, score: float | None) -> dict:

@@ -263,7 +263,7 @@ class Run:
                                 self.global_step)
         if bar is not None:
             bar.update(step - bar.n)
-            bar.set_postfix(postfix(info, self.scores["best_score"]))
+            bar.set_postfix(postfix(info, self.scores["best_score"]), refresh=False)
         if due.save or rundir.stop_requested():
             self.save()
         rundir.raise_if_stopped(self.global_step)
