@@ -1,8 +1,8 @@
 """dprl.datasets: policy format, SAC, locomotion and OGBench recipes, registry, CLI.
 
-Datasets go to the session's temporary MINARI_DATASETS_PATH (tests/conftest.py). Expert files
-are not part of the repo: tests that need them skip when ``$DPRL_EXPERTS_DIR`` (default
-``../shared/experts``) is absent; OGBench tests skip when ``ogbench`` is not installed.
+Datasets go to the session's temporary MINARI_DATASETS_PATH (tests/conftest.py). The locomotion
+recipes run on dprl's shipped SAC policies (``dprl/experts``), so nothing outside the repository
+is needed; OGBench tests skip only when the optional ``ogbench`` extra is not installed.
 """
 from __future__ import annotations
 
@@ -18,16 +18,11 @@ import pytest
 
 from dprl.tasks import LOCOMOTION_ENVS, LOCOMOTION_RECIPES
 from dprl.datasets.io import dataset_dir, write_minari_dataset
-from dprl.datasets.policies import default_experts_dir, find_expert, load_policy, save_policy
+from dprl.datasets.policies import load_policy, save_policy
 from dprl.datasets.registry import DatasetError, check_dataset_dir, resolve_dataset
 from dprl.datasets.verify import verify_dataset
 
 ROOT = Path(__file__).resolve().parents[1]
-EXPERTS = default_experts_dir()
-needs_experts = pytest.mark.skipif(
-    EXPERTS is None or not all((EXPERTS / f"{r}.npz").is_file() for r in LOCOMOTION_ENVS),
-    reason="expert policies absent: set DPRL_EXPERTS_DIR to a folder with hopper.npz, "
-           "halfcheetah.npz, walker2d.npz, ant.npz (see ../shared/experts/README.md)")
 
 
 # ----------------------------------------------------------------------------- policy format
@@ -74,19 +69,42 @@ def test_policy_bad_files(tmp_path):
         load_policy(tmp_path / "junk.npz")
 
 
-@needs_experts
-def test_expert_files_load_and_act():
+@pytest.mark.parametrize("robot", list(LOCOMOTION_ENVS))
+def test_shipped_experts_load_act_and_carry_provenance(robot):
+    """Every robot ships an expert and a medium snapshot that act in its env, with provenance."""
     import gymnasium as gym
-    for robot in LOCOMOTION_ENVS:
-        pol = load_policy(find_expert(robot))
-        assert pol.activation == "tanh" and pol.log_std is not None
-    # The Ant expert (v4, 111-dim) acts on Ant-v5 (105-dim) through the zero-insertion adapter.
+
+    from dprl import experts
+    entry = experts.manifest()[robot]
+    env = gym.make(LOCOMOTION_ENVS[robot])
+    obs, _ = env.reset(seed=0)
+    returns = {}
+    for level in ("expert", "medium"):
+        pol = load_policy(experts.shipped_policy(robot, level))
+        assert pol.obs_dim == env.observation_space.shape[0]
+        action = pol.act(obs, deterministic=True)
+        assert action.shape == env.action_space.shape and np.all(np.abs(action) <= 1)
+        assert {"command", "env_steps", "eval_return_mean", "level"} <= set(pol.meta)
+        returns[level] = entry["levels"][level]["eval_return_mean"]
+    assert entry["command"].startswith("python -m dprl.sac") and entry["seed"] is not None
+    # medium: the first snapshot at 1/3 of D4RL's expert return, below the run's best.
+    assert entry["medium_target"] <= returns["medium"] * 1.25 and returns["medium"] < returns["expert"]
+    for part in experts.shipped_replay(robot):
+        assert part["path"] is None or part["path"].is_file()
+
+
+def test_policy_obs_adapter_for_v4_ant_experts(tmp_path):
+    """Users' Ant-v4 experts (111-dim observations) act on Ant-v5 (105) through zero insertion."""
+    import gymnasium as gym
+
     from dprl.datasets.locomotion import policy_obs_adapter
     env = gym.make("Ant-v5")
     obs, _ = env.reset(seed=0)
-    pol = load_policy(find_expert("ant"))
+    path, _ = _tiny_policy(tmp_path / "ant_v4.npz", obs_dim=111, act_dim=8)
+    pol = load_policy(path)
     adapt = policy_obs_adapter(pol.obs_dim, env.observation_space.shape[0], "ant")
     assert adapt(obs[None]).shape == (1, 111)
+    assert pol.act(adapt(obs[None]), deterministic=True).shape == (1, 8)
     with pytest.raises(ValueError, match="expects"):
         policy_obs_adapter(111, 27, "ant")
 
@@ -164,17 +182,25 @@ def _meta(dataset_id):
     return json.loads((dataset_dir(dataset_id) / "data" / "metadata.json").read_text())
 
 
-def test_random_recipe_without_experts(monkeypatch, tmp_path):
-    """The random recipe needs no expert; expert recipes without one name what to do."""
+def test_expert_recipes_default_to_shipped_policies(monkeypatch, tmp_path):
+    """No flags: the shipped policy, recorded in the metadata; ``--policy`` overrides it, and a
+    missing one is refused before any rollout."""
+    from dprl import experts
     from dprl.datasets.locomotion import make_locomotion_dataset
-    monkeypatch.setenv("DPRL_EXPERTS_DIR", str(tmp_path))        # an empty experts dir
-    res = make_locomotion_dataset("hopper-random", 2000, overwrite=True)
-    verify_dataset(res["dataset_id"], replay_episodes=3)
-    with pytest.raises(FileNotFoundError, match="--policy"):
-        make_locomotion_dataset("hopper-expert", 2000, overwrite=True)
+    monkeypatch.delenv("DPRL_EXPERTS_DIR", raising=False)
+    res = make_locomotion_dataset("hopper-expert", 2000, overwrite=True)
+    verify_dataset(res["dataset_id"], replay_episodes=1)
+    assert "hopper-expert.npz" in json.dumps(_meta(res["dataset_id"])["dprl"])
+    own, _ = _tiny_policy(tmp_path / "own.npz", obs_dim=11, act_dim=3)
+    res = make_locomotion_dataset("hopper-expert", 1000, policy_path=own, overwrite=True,
+                                  dataset_id="dprl/hopper/own-expert-test-v0")
+    assert "own.npz" in json.dumps(_meta(res["dataset_id"])["dprl"])
+    with pytest.raises(FileNotFoundError):
+        make_locomotion_dataset("hopper-expert", 1000, policy_path=tmp_path / "missing.npz",
+                                overwrite=True, dataset_id="dprl/hopper/missing-test-v0")
+    assert experts.shipped_policy("hopper", "expert").is_file()
 
 
-@needs_experts
 @pytest.mark.parametrize("robot", list(LOCOMOTION_ENVS))
 def test_locomotion_recipes(robot):
     from dprl.datasets.locomotion import make_locomotion_dataset
@@ -468,18 +494,12 @@ def test_cli_subprocess_list():
 
 
 # ----------------------------------------------------------------------------- long checks
-@needs_experts
 @pytest.mark.slow
 def test_hopper_medium_acceptance():
-    """`make hopper-medium --steps 100000` in under 2 minutes, at medium level (D4RL ~44)."""
-    import time
-
+    """`make hopper-medium --steps 100000` from the shipped medium snapshot: medium-level data."""
     from dprl.data import load_dataset
     from dprl.datasets.__main__ import make
-    t0 = time.perf_counter()
-    make("hopper-medium", steps=100_000, policy=str(find_expert("hopper")), overwrite=True,
-         progress=False)
-    assert time.perf_counter() - t0 < 120
+    make("hopper-medium", steps=100_000, overwrite=True, progress=False)
     data = load_dataset("dprl/hopper/medium-v0")
     score = 100 * (data.episode_returns().mean() - data.ref_min_score) / (
         data.ref_max_score - data.ref_min_score)

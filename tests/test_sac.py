@@ -67,15 +67,20 @@ def monkeypatch_module():
     mp.undo()
 
 
-def test_export_picks_best_expert_first_medium_and_earlier_replay_snapshots(exported_experts):
+def test_export_picks_best_expert_nearest_medium_and_earlier_replay_snapshots(exported_experts):
     from dprl.datasets.policies import load_policy
     run, shipped, entry = exported_experts
-    levels = entry["levels"]
-    assert levels["expert"]["env_steps"] == entry["best_step"]
+    levels, rerun = entry["levels"], {int(k): v for k, v in entry["candidates"].items()}
+    # Expert: the best re-evaluated of the candidates; medium: of the snapshots up to the first
+    # that reached the target (10), the re-evaluated one nearest to it.
+    assert levels["expert"]["env_steps"] == entry["best_step"] == max(rerun, key=rerun.get)
     med = levels["medium"]["env_steps"]
     curve = list(csv.DictReader(open(run / "curve.csv")))
     first = next(int(r["step"]) for r in curve if float(r["eval_return_mean"]) >= 10.0)
-    assert med == first
+    ascent = [r for r in curve if int(r["step"]) <= first]
+    nearest = sorted(ascent, key=lambda r: abs(float(r["eval_return_mean"]) - 10.0))[:3]
+    assert med == min((int(r["step"]) for r in nearest), key=lambda st: abs(rerun[st] - 10.0))
+    assert levels["medium"]["eval_return_mean"] == rerun[med]
     replay = levels["replay"]
     assert replay[0]["file"] is None and replay[0]["start"] == 0.0 and replay[-1]["end"] == 1.0
     assert all(a["end"] == b["start"] for a, b in zip(replay, replay[1:]))

@@ -2,9 +2,12 @@
 
 For each locomotion robot (hopper, walker2d, halfcheetah, ant) this folder holds small ``.npz``
 policies in dprl's policy format (``dprl/datasets/policies.py``, weights stored as float16):
-  ``<robot>-expert.npz``     the best SAC snapshot of the run (deterministic evaluation)
-  ``<robot>-medium.npz``     the first snapshot whose evaluation reaches 1/3 of D4RL's expert
-                             reference return (D4RL's "medium": a policy part-way through training)
+  ``<robot>-expert.npz``     the best SAC snapshot of the run: of the ``NUM_CANDIDATES`` best
+                             by the run's own (5-episode) evaluations, the best re-evaluated
+  ``<robot>-medium.npz``     a snapshot at about 1/3 of D4RL's expert reference return (D4RL's
+                             "medium": a policy part-way through training): of the snapshots up
+                             to the first that reached it, the ``NUM_CANDIDATES`` nearest to it,
+                             re-evaluated, the nearest
   ``<robot>-replay-<k>.npz`` snapshots between the start of training and the medium one; rolled
                              out with sampled actions after a stretch of uniform random actions,
                              they stand in for the SAC replay buffer up to medium (D4RL's
@@ -26,6 +29,7 @@ MANIFEST = SHIPPED_DIR / "manifest.json"
 MEDIUM_FRACTION = 1 / 3        # D4RL: medium = a policy at about 1/3 of the expert's return
 EVAL_EPISODES = 10             # deterministic episodes behind every return in the manifest
 NUM_REPLAY_SNAPSHOTS = 3
+NUM_CANDIDATES = 3             # snapshots re-evaluated per level: SAC's evaluations are noisy
 
 
 def manifest() -> dict:
@@ -87,20 +91,38 @@ def export(sac_run: str | Path, robot: str, *, out_dir: Path = SHIPPED_DIR,
     if not curve:
         raise FileNotFoundError(f"{sac_run} has no snapshots with an evaluation in curve.csv")
     target = MEDIUM_FRACTION * hi
-    best = max(curve, key=lambda r: r["eval_return_mean"])
-    medium = next((r for r in curve if r["eval_return_mean"] >= target), None)
-    run_meta = load_policy(sac_run / "snapshots" / f"step_{int(best['step'])}.npz").meta
-    entry = {"env_id": env_id, "sac_run": str(sac_run), "seed": run_meta.get("seed"),
-             "command": command or (f"python -m dprl.sac --env {env_id} --seed {run_meta.get('seed', 0)} "
-                                    f"--out {sac_run}"),
+    reached = next((r for r in curve if r["eval_return_mean"] >= target), None)
+    run_meta = load_policy(sac_run / "snapshots" / f"step_{int(curve[-1]['step'])}.npz").meta
+    evaluated: dict[int, np.ndarray] = {}
+
+    def returns(step: int) -> np.ndarray:
+        if step not in evaluated:
+            pol = load_policy(sac_run / "snapshots" / f"step_{step}.npz")
+            evaluated[step] = rollout_returns(lambda o: pol.act(o, deterministic=True), env_id,
+                                              eval_episodes, seed=20_000)
+        return evaluated[step]
+
+    by_return = sorted(curve, key=lambda r: -r["eval_return_mean"])[:NUM_CANDIDATES]
+    best_step = max((int(r["step"]) for r in by_return), key=lambda st: returns(st).mean())
+    medium_step = None
+    if reached is not None:
+        ascent = [r for r in curve if r["step"] <= reached["step"]]
+        nearest = sorted(ascent, key=lambda r: abs(r["eval_return_mean"] - target))
+        medium_step = min((int(r["step"]) for r in nearest[:NUM_CANDIDATES]),
+                          key=lambda st: abs(returns(st).mean() - target))
+    seed = run_meta.get("seed", 0)
+    entry = {"env_id": env_id, "sac_run": str(sac_run), "seed": seed,
+             "command": (command or
+                         f"python -m dprl.sac --env {env_id} --seed {seed} --out {sac_run}"),
              "env_steps": int(curve[-1]["step"]), "medium_target": target,
-             "best_step": int(best["step"]), "best_eval_return": best["eval_return_mean"],
-             "eval_episodes": eval_episodes, "levels": {}}
+             "best_step": best_step, "best_eval_return": float(returns(best_step).mean()),
+             "eval_episodes": eval_episodes,
+             "candidates": {str(st): float(r.mean()) for st, r in sorted(evaluated.items())},
+             "levels": {}}
 
     def write(step: int, name: str, level: str) -> dict:
         pol = load_policy(sac_run / "snapshots" / f"step_{step}.npz")
-        rets = rollout_returns(lambda o: pol.act(o, deterministic=True), env_id, eval_episodes,
-                               seed=20_000)
+        rets = returns(step)
         info = {"file": name, "env_steps": step, "eval_return_mean": float(rets.mean()),
                 "eval_return_std": float(rets.std()),
                 "normalized_score": float(100 * (rets.mean() - lo) / (hi - lo))}
@@ -114,9 +136,9 @@ def export(sac_run: str | Path, robot: str, *, out_dir: Path = SHIPPED_DIR,
                     log_std_max=pol.log_std_max, meta=meta, dtype=np.float16)
         return info
 
-    entry["levels"]["expert"] = write(int(best["step"]), f"{robot}-expert.npz", "expert")
-    if medium is not None:
-        m_step = int(medium["step"])
+    entry["levels"]["expert"] = write(best_step, f"{robot}-expert.npz", "expert")
+    if medium_step is not None:
+        m_step = medium_step
         entry["levels"]["medium"] = write(m_step, f"{robot}-medium.npz", "medium")
         # Replay stand-in: random actions for SAC's warm-up share, then snapshots evenly spaced
         # up to medium, each collecting the share of data SAC gathered while it was current.
