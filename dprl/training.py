@@ -88,6 +88,9 @@ class BCStage(TrainState):
     ema_params: Any                                            # None without an EMA (QC)
     model: Any = flax.struct.field(pytree_node=False)          # dprl.actor: GenerativeActor, MSEActor
     ema: EMA | None = flax.struct.field(pytree_node=False)
+    # A prefix constraint (dprl.inpaint.Inpaint) that ``sample`` hands to the sampler: set on a
+    # copy of the agent for one acting call by real-time chunking (dprl.realtime); None otherwise.
+    inpaint: Any = None
 
     @classmethod
     def init(cls, model, key: jax.Array, observations: jax.Array,
@@ -120,6 +123,8 @@ class BCStage(TrainState):
 
     def sample(self, observations: jax.Array, key: jax.Array, **overrides):
         """``model.sample`` with the acting weights: ``(chunks [B, H, A], chain or None)``."""
+        if self.inpaint is not None:
+            overrides = {"inpaint": self.inpaint, **overrides}
         return self.model.sample(self.policy_params, observations, key, **overrides)
 
 
