@@ -20,22 +20,25 @@ POLE = "dprl/Pole-v0"
 def _agent(name: str, horizon: int = 3, model: str = "flow", obs_dim: int = 4):
     """An untrained tiny agent (its random actor acts deterministically for a given key)."""
     from agents import get_agent
-    from configs import bc, dppo, dql, qc
+    from configs import bc, dppo, dql, guided, qc
 
-    config = tiny({"bc": bc, "dql": dql, "qc": qc, "dppo": dppo}[name].get_config())
+    config = tiny({"bc": bc, "dql": dql, "qc": qc, "dppo": dppo, "guided": guided}[name]
+                  .get_config())
     config.horizon, config.act_steps, config.action_dim = horizon, horizon, 2
     if name == "bc":
         config.actor.model = model
     if name == "qc":
         config.num_samples, config.critic_hidden_dims = 2, (32, 32)
         config.actor.flow_steps = 3
-    if name in ("dql", "dppo"):
+    if name in ("dql", "dppo", "guided"):
         config.critic_hidden_dims = (32, 32)
         config.actor.diffusion_steps = 4
     if name == "dql":
         config.num_samples = 2
     if name == "dppo":
         config.ft_denoising_steps = 2
+    if name == "guided":
+        config.guide_hidden_dims = (32, 32)
     example = {"observations": np.zeros((2, obs_dim), np.float32),
                "actions": np.zeros((2, horizon, 2), np.float32)}
     return get_agent(name).create(0, example, config)
@@ -119,7 +122,7 @@ def test_zero_delay_every_join_equals_synchronous_execution(name):
             np.testing.assert_array_equal(a, b)
 
 
-@pytest.mark.parametrize("name", ["bc", "qc", "dppo"])
+@pytest.mark.parametrize("name", ["bc", "dql", "qc", "dppo", "guided"])
 def test_rtc_executes_the_committed_prefix_of_every_new_chunk(name):
     """Each chunk rtc asks for starts with the actions executed while it was computed."""
     agent, H, d = _agent(name, horizon=4), 4, 2
