@@ -2,7 +2,7 @@
 three ways to join chunks (naive switch, temporal ensembling, real-time chunking).
 
     python experiments/realtime.py --out DIR [--tasks pole,chain,hopper-medium] \
-        [--joins naive,ensemble,rtc] [--schedules run_out,1] [--episodes N] \
+        [--joins naive,ensemble,rtc] [--schedules run_out,1] [--episodes N | TASK=N,...] \
         [--run_dir TASK=RUN_DIR ...] [--scale 1.0] [--seed 0]
 
 For every task it trains (or loads, with ``--run_dir``) one chunked agent with fixed seeds through
@@ -47,7 +47,7 @@ RECIPES = {
                         "critic_activation": "relu", "run.batch_size": 128,
                         "run.normalize_obs": True, "run.start_online_updates": 0,
                         "run.online_eval_every": 1000, "run.online_log_every": 500}),
-    "hopper-medium": dict(agent="bc", seed=0, horizon=4, pretrain=20000, offline=0, online=0,
+    "hopper-medium": dict(agent="bc", seed=0, horizon=4, pretrain=60000, offline=0, online=0,
                           sets={"actor.model": "flow"}),
 }
 EVAL_SEED = 10_000   # evaluation envs are seeded 10000, 10001, ... (not the runs' eval seeds)
@@ -86,9 +86,18 @@ def train_agent(task: str, run_dir: str, scale: float, progress: bool) -> dict:
     from agents import get_agent
     from dprl.runner import train
 
-    if (Path(run_dir) / "summary.json").exists():
-        return json.loads((Path(run_dir) / "summary.json").read_text())
-    return train(agent_config(task, scale), task, run_dir, get_agent,
+    config = agent_config(task, scale)
+    summary_path = Path(run_dir) / "summary.json"
+    if summary_path.exists():
+        summary = json.loads(summary_path.read_text())
+        budget = (config.run.pretrain_steps, config.run.offline_steps, config.run.online_steps)
+        done = (summary["pretrain_steps"], summary["offline_steps"], summary["online_steps"])
+        if tuple(done) != budget:
+            raise ValueError(f"{run_dir} holds a finished run with budget (pretrain, offline, "
+                             f"online) = {done}, not this recipe's {budget}: use another --out "
+                             f"or pass it with --run_dir {task}={run_dir}")
+        return summary
+    return train(config, task, run_dir, get_agent,
                  seed=RECIPES[task]["seed"], progress=progress)
 
 
@@ -100,6 +109,20 @@ def schedules_for(horizon: int, delay: int, schedules) -> list[tuple[str, int | 
             out.append(("run_out", None))
         elif int(name) <= horizon - delay:
             out.append((f"s={int(name)}", int(name)))
+    return out
+
+
+def parse_episodes(spec: str, tasks) -> dict:
+    """``'200'`` (every task) or ``'pole=200,hopper-medium=50'`` -> {task: episodes}; 0 or a task
+    left out: the task preset's evaluation episodes."""
+    spec = str(spec or "0").strip()
+    if "=" not in spec:
+        return {t: int(spec) for t in tasks}
+    out = {t: 0 for t in tasks}
+    for part in spec.split(","):
+        task, n = part.split("=", 1)
+        if task.strip() in out:   # tasks not swept are ignored
+            out[task.strip()] = int(n)
     return out
 
 
@@ -237,7 +260,7 @@ def _uptime() -> str:
         return "unknown"
 
 
-def run(out: str, tasks, joins, schedules, episodes: int = 0, run_dirs: dict | None = None,
+def run(out: str, tasks, joins, schedules, episodes: str = "0", run_dirs: dict | None = None,
         scale: float = 1.0, seed: int = 0, progress: bool = True, command: str = "") -> dict:
     from dprl.realtime import JOINS
 
@@ -251,6 +274,7 @@ def run(out: str, tasks, joins, schedules, episodes: int = 0, run_dirs: dict | N
     for s in schedules:
         if s != "run_out" and not (s.isdigit() and int(s) >= 1):
             raise ValueError(f"Unknown schedule {s!r}: 'run_out' or an integer s >= 1")
+    per_task = parse_episodes(episodes, tasks)
     os.makedirs(out, exist_ok=True)
     start, load_before = time.perf_counter(), _uptime()
     rows, trained = [], {}
@@ -265,7 +289,7 @@ def run(out: str, tasks, joins, schedules, episodes: int = 0, run_dirs: dict | N
                              "offline_score": summary.get("offline_score"),
                              "online_score": summary.get("online_score")}
         print(f"[{task}] sweeping d with joins {', '.join(joins)}", flush=True)
-        rows += sweep_task(task, run_dir, joins, schedules, episodes, seed)
+        rows += sweep_task(task, run_dir, joins, schedules, per_task[task], seed)
         print(f"[{task}] done in {time.perf_counter() - t0:.0f} s", flush=True)
     wall = time.perf_counter() - start
     header = "\n".join([
@@ -297,7 +321,9 @@ def main():
     p.add_argument("--joins", default="naive,ensemble,rtc")
     p.add_argument("--schedules", default="run_out,1",
                    help="'run_out' (s = H - d) and/or integers s (a request every s steps)")
-    p.add_argument("--episodes", type=int, default=0, help="0: the task preset's eval episodes")
+    p.add_argument("--episodes", default="pole=200,chain=200,hopper-medium=50",
+                   help="evaluation episodes per cell: N for every task, or TASK=N,...; 0 (or a "
+                        "task left out): the task preset's number")
     p.add_argument("--run_dir", action="append", default=[], metavar="TASK=RUN_DIR",
                    help="use this trained run for TASK instead of training one")
     p.add_argument("--scale", type=float, default=1.0, help="multiply every training budget")

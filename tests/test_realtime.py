@@ -3,6 +3,9 @@
 actions, the joins execute what they say, and bad settings fail before any work."""
 from __future__ import annotations
 
+import os
+import sys
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -12,7 +15,7 @@ from dprl.actor import default_actor_config, make_actor
 from dprl.envs import evaluate
 from dprl.inpaint import Inpaint, prefix_weights
 from dprl.realtime import (JOINS, agent_policy, check_schedule, mean_squared_jerk, run_async)
-from tests.conftest import tiny
+from tests.conftest import ROOT, tiny
 
 POLE = "dprl/Pole-v0"
 
@@ -201,3 +204,24 @@ def test_mean_squared_jerk_is_the_third_difference():
     assert mean_squared_jerk(t ** 3) == pytest.approx(36.0)
     assert mean_squared_jerk(np.ones((6, 2))) == 0.0
     assert np.isnan(mean_squared_jerk(np.ones((3, 2))))
+
+
+@pytest.mark.slow   # ~1-2 min on the 2-core machine (training + compiling the rtc sampler)
+def test_realtime_experiment_smoke(tmp_path, pole_datasets):
+    """experiments/realtime.py end to end on pole with a few BC steps: every (d, join) cell of the
+    run_out schedule is measured or skipped with rtc's reason, and the files are written."""
+    sys.path.insert(0, str(ROOT / "experiments"))
+    import realtime
+
+    result = realtime.run(str(tmp_path), ["pole"], ["naive", "ensemble", "rtc"], ["run_out"],
+                          episodes="3", scale=0.002, progress=False, command="test")
+    rows = result["rows"]
+    assert [(r["delay"], r["join"]) for r in rows] == [
+        (d, j) for d in range(4) for j in ("naive", "ensemble", "rtc")]
+    skipped = {(r["delay"], r["join"]) for r in rows if r["skipped"]}
+    assert skipped == {(3, "rtc")}
+    assert all(np.isfinite(r["score"]) for r in rows if not r["skipped"])
+    for path in (result["csv"], result["md"], result["figure"]):
+        assert os.path.getsize(path) > 0
+    with pytest.raises(ValueError, match="Unknown join"):
+        realtime.run(str(tmp_path), ["pole"], ["smooth"], ["run_out"])
