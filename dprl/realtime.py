@@ -46,7 +46,7 @@ import numpy as np
 
 from dprl.envs import ChunkExecutor, VecEnv, _scalar_info, normalized_score
 from dprl.inpaint import MAX_GUIDANCE, Inpaint
-from dprl.training import BCStage
+from dprl.training import BCStage, InpaintingBCStage
 
 JOINS = ("naive", "ensemble", "rtc")
 ENSEMBLE_DECAY = 0.01  # ACT's m in w_i = exp(-m i) (i = 0: the oldest prediction)
@@ -88,13 +88,15 @@ def mean_squared_jerk(actions) -> float:
 
 
 def with_inpaint(agent, inpaint: Inpaint | None):
-    """A copy of ``agent`` whose BC stages (every ``BCStage`` field) sample with ``inpaint``."""
+    """A copy of ``agent`` whose BC stages (every ``BCStage`` field) sample with ``inpaint``
+    (``dprl.training.InpaintingBCStage``)."""
     stages = {f.name: getattr(agent, f.name) for f in dataclasses.fields(agent)
               if isinstance(getattr(agent, f.name), BCStage)}
     if not stages:
         raise ValueError(f"{type(agent).__module__}: the agent has no BCStage (dprl.training) to "
                          f"inpaint with; rtc needs a generative actor")
-    return agent.replace(**{name: stage.replace(inpaint=inpaint) for name, stage in stages.items()})
+    return agent.replace(**{name: InpaintingBCStage.of(stage, inpaint)
+                            for name, stage in stages.items()})
 
 
 def agent_policy(agent) -> ActFn:
