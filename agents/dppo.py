@@ -190,7 +190,7 @@ class Agent(flax.struct.PyTreeNode):
             denoise, actor.schedule, observations, key, (actor.horizon, actor.action_dim),
             method=method, num_steps=actor.num_sampling_steps, eta=eta,
             clip_x0=actor.config.clip_x0, min_std=min_std, noise_clip=self.config.noise_clip,
-            return_chain=True)
+            return_chain=True, **self.bc.sampler_options())
         K = self.config.ft_denoising_steps
         return actions, jnp.swapaxes(chain.xs[-(K + 1):], 0, 1)
 

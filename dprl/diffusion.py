@@ -16,6 +16,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from dprl.inpaint import Inpaint
+
 DenoiseFn = Callable[[jax.Array, jax.Array, jax.Array], jax.Array]
 # guidance_fn(noisy_actions [B, H, A], t [B]) -> value [B]; its gradient in x steers sampling.
 GuidanceFn = Callable[[jax.Array, jax.Array], jax.Array]
@@ -153,6 +155,7 @@ def sample(
     guidance_min_step: int = 0,
     initial_noise: jax.Array | None = None,
     return_chain: bool = False,
+    inpaint: Inpaint | None = None,
 ) -> tuple[jax.Array, Chain | None]:
     """Sample action chunks ``[B, H, A]`` by ancestral denoising, as one ``lax.scan``.
 
@@ -167,6 +170,9 @@ def sample(
         ``guidance_scale * sqrt(1 - abar_t) * grad_x J`` from the predicted noise (classifier
         guidance, QGPO). Steps with ``t < guidance_min_step`` are not guided.
       return_chain: also return the ``Chain``.
+      inpaint: a prefix constraint (``dprl.inpaint.Inpaint``, real-time chunking): every step's
+        predicted noise is guided towards its target, and the returned chunks' first
+        ``num_fixed`` actions equal it exactly. None (the default) samples as without it.
     """
     B = observations.shape[0]
     ts, prevs = sampling_steps(schedule.num_steps, num_steps)
@@ -180,7 +186,11 @@ def sample(
     def step(x, inputs):
         t, t_prev, step_key = inputs
         t_vec = jnp.full((B,), t, jnp.float32)
-        eps = denoise_fn(observations, x, t_vec)
+        if inpaint is None:
+            eps = denoise_fn(observations, x, t_vec)
+        else:
+            eps = inpaint.guided_eps(lambda x_: denoise_fn(observations, x_, t_vec), x,
+                                     schedule.alphas_cumprod[t])
         if guided:
             grad = jax.grad(lambda x_: guidance_fn(x_, t_vec).sum())(x)
             scale = jnp.where(t >= guidance_min_step, guidance_scale, 0.0)
@@ -199,6 +209,8 @@ def sample(
     keys = jax.random.split(key, len(ts))
     x_final, (xs, means, stds) = jax.lax.scan(step, x, (jnp.asarray(ts), jnp.asarray(prevs), keys))
     actions = x_final if clip_actions is None else jnp.clip(x_final, -clip_actions, clip_actions)
+    if inpaint is not None:
+        actions = inpaint.apply(actions)
     chain = None
     if return_chain:
         chain = Chain(xs=jnp.concatenate([x[None], xs], axis=0), means=means, stds=stds,

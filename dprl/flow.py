@@ -13,6 +13,7 @@ import jax
 import jax.numpy as jnp
 
 from dprl.diffusion import Chain, GuidanceFn, masked_mean
+from dprl.inpaint import Inpaint
 
 VelocityFn = Callable[[jax.Array, jax.Array, jax.Array], jax.Array]
 # The network sees t scaled to [0, TIME_SCALE] so the sinusoidal embedding spans its frequencies.
@@ -44,12 +45,16 @@ def sample(
     guidance_scale: float = 0.0,
     initial_noise: jax.Array | None = None,
     return_chain: bool = False,
+    inpaint: Inpaint | None = None,
     **unused,
 ) -> tuple[jax.Array, Chain | None]:
     """Euler integration of the learned flow in ``num_steps`` steps -> ``[B, H, A]``.
 
     ``min_std`` > 0 adds Gaussian noise of that std to every step (a stochastic policy, for
     exploration or likelihoods); guidance adds ``guidance_scale * grad_x J`` to the velocity.
+    ``inpaint`` (``dprl.inpaint.Inpaint``, real-time chunking) guides every step's velocity towards
+    its target and sets the returned chunks' first ``num_fixed`` actions to it exactly; None (the
+    default) samples as without it.
     """
     B = observations.shape[0]
     init_key, key = jax.random.split(key)
@@ -63,7 +68,11 @@ def sample(
     def step(x, inputs):
         t, step_key = inputs
         t_vec = jnp.full((B,), t, jnp.float32)
-        v = velocity_fn(observations, x, t_vec * TIME_SCALE)
+        if inpaint is None:
+            v = velocity_fn(observations, x, t_vec * TIME_SCALE)
+        else:
+            v = inpaint.guided_velocity(
+                lambda x_: velocity_fn(observations, x_, t_vec * TIME_SCALE), x, t)
         if guidance_fn is not None:
             v = v + guidance_scale * jax.grad(lambda x_: guidance_fn(x_, t_vec).sum())(x)
         mean = x + v * dt
@@ -76,6 +85,8 @@ def sample(
     keys = jax.random.split(key, num_steps)
     x_final, (xs, means, stds) = jax.lax.scan(step, x, (times, keys))
     actions = x_final if clip_actions is None else jnp.clip(x_final, -clip_actions, clip_actions)
+    if inpaint is not None:
+        actions = inpaint.apply(actions)
     chain = None
     if return_chain:
         chain = Chain(xs=jnp.concatenate([x[None], xs], axis=0), means=means, stds=stds,

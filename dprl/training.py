@@ -120,7 +120,29 @@ class BCStage(TrainState):
 
     def sample(self, observations: jax.Array, key: jax.Array, **overrides):
         """``model.sample`` with the acting weights: ``(chunks [B, H, A], chain or None)``."""
-        return self.model.sample(self.policy_params, observations, key, **overrides)
+        return self.model.sample(self.policy_params, observations, key,
+                                 **{**self.sampler_options(), **overrides})
+
+    def sampler_options(self) -> dict:
+        """Options every sample of this stage passes to the sampler (none; see
+        ``InpaintingBCStage``). Agents that call the sampler themselves pass them too."""
+        return {}
+
+
+class InpaintingBCStage(BCStage):
+    """A BC stage whose samples are inpainted to a prefix (``dprl.inpaint.Inpaint``): what
+    real-time chunking (``dprl.realtime.with_inpaint``) puts in a copy of an agent for one acting
+    call. Agents themselves hold plain ``BCStage``s, so their checkpoints never contain it."""
+
+    inpaint: Any = None
+
+    @classmethod
+    def of(cls, stage: BCStage, inpaint) -> "InpaintingBCStage":
+        fields = {f.name: getattr(stage, f.name) for f in dataclasses.fields(BCStage)}
+        return cls(**fields, inpaint=inpaint)
+
+    def sampler_options(self) -> dict:
+        return {"inpaint": self.inpaint}
 
 
 def pretrain_step(agent, batch: dict, stage: str = "actor"):

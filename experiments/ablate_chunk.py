@@ -53,15 +53,11 @@ def make_cells(agent: str, task: str, horizons, act_steps=("H",), seeds=(0,), ou
 
 
 def mean_squared_jerk(actions) -> float:
-    """Mean over time of ``||a[t+3] - 3 a[t+2] + 3 a[t+1] - a[t]||^2`` (third finite difference,
-    unit time step) of one episode's executed actions ``[T, A]``; NaN when T < 4."""
-    import numpy as np
+    """The project's smoothness metric, ``dprl.realtime.mean_squared_jerk`` (imported lazily: this
+    entry point loads jax only when it evaluates)."""
+    from dprl.realtime import mean_squared_jerk as jerk
 
-    a = np.asarray(actions, dtype=np.float64)
-    if len(a) < 4:
-        return float("nan")
-    jerk = a[3:] - 3 * a[2:-1] + 3 * a[1:-2] - a[:-3]
-    return float((jerk ** 2).sum(-1).mean())
+    return jerk(actions)
 
 
 def evaluate_run(run_dir: str, episodes: int = 20, seed: int = 10_000) -> dict:
