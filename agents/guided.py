@@ -64,7 +64,7 @@ class Agent(flax.struct.PyTreeNode):
     guide: TrainState          # J(s, noisy chunk, k) -> [B]
     q_scale: jax.Array         # [] EMA of mean |Q| over batches: J sees Q / q_scale (normalize_q)
     critic_step: jax.Array     # [] critic/guide updates so far: 0 = J is untrained
-    one_step: OneStepActor | None  # mu(s, z) distilled from the guided sampler (act_with='one_step')
+    one_step: OneStepActor | None  # mu(s, z) from the guided sampler (act_with='one_step')
     key: jax.Array
     config: ml_collections.FrozenConfigDict = flax.struct.field(pytree_node=False)
 

@@ -4,6 +4,8 @@ and distilling a finished run. (QC-FQL's alpha-weighted loss is tested in test_q
 from __future__ import annotations
 
 import json
+import subprocess
+import sys
 
 import jax
 import jax.numpy as jnp
@@ -149,7 +151,6 @@ def _pole_one_step(paired: bool = True) -> tuple[dict, dict]:
     then 4000 more distillation steps from the trained teacher; rollout stats of mu and of the
     multi-step actor it came from, 50 episodes each. ``paired=False`` breaks the method: the
     teacher gets other noise than mu (what regression on unpaired samples would learn)."""
-    import sys
 
     from dprl.buffer import Buffer
     from dprl.data import Normalizer, load_dataset
@@ -246,8 +247,13 @@ def test_distill_run_saves_scores_and_loads_the_one_step_actor(tmp_path, pole_da
     assert loaded == saved and agent.config.act_with == "one_step"
     obs = jnp.zeros((2, normalizer.dim))
     assert agent.sample_actions(obs, jax.random.PRNGKey(0))[0].shape == (2, 1, A)
-    # Distilling again replaces the first one-step actor.
-    distill_run(run_dir, get_agent, steps=20, batch_size=16, episodes=2, progress=False)
+    # The entry point: distilling again replaces the first one-step actor.
+    proc = subprocess.run([sys.executable, str(ROOT / "experiments/distill.py"),
+                           f"--run_dir={run_dir}", "--steps=20", "--batch_size=16",
+                           "--episodes=2", "--no-progress"], capture_output=True, text=True,
+                          cwd=ROOT, timeout=600)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert f"wrote {run_dir.absolute()}/one_step/" in proc.stdout and "one_step" in proc.stdout
     assert json.loads((run_dir / "one_step" / "one_step.json").read_text())["steps"] == 20
 
 
