@@ -29,7 +29,7 @@ measured the same way):
   acting               (issue 18) batch-1 latency of the agent acting multi-step and acting
                        one-step (``act_with='one_step'``: N one-step candidates where the agent
                        picks by Q), and of the one-step actor mu alone (one sample), timed
-                       interleaved call by call so both see the same machine load; and the
+                       interleaved in turns of 10 calls so all see the same machine load; and the
                        control rate each sustains, actions/s = 1 / (latency / act_steps + one
                        real Hopper-v5 env step): a chunk is computed once per act_steps actions.
                        guided's one-step teacher needs guidance_mode='score' (set for that
@@ -265,17 +265,21 @@ def one_step_variant(config):
     return (config if acts_one_step(config) else one), None
 
 
-def interleaved_latency_ms(fns: dict, obs, repeats: int) -> dict:
-    """Median wall ms per call of each ``fn(obs, key)``, called in turn (A, B, C, A, B, C, ...)
-    so that each sees the same load on a shared machine."""
+def interleaved_latency_ms(fns: dict, obs, repeats: int, block: int = 10) -> dict:
+    """Median wall ms per call of each ``fn(obs, key)``, called in turns of ``block`` calls
+    (A x block, B x block, ..., A x block, ...) so that each sees the same load on a shared
+    machine; the median drops the first call of a turn (its weights are out of cache after the
+    other actor's turn, which an actor acting alone does not see). Keys are made beforehand."""
+    keys = list(jax.random.split(jax.random.PRNGKey(0), block))
     for fn in fns.values():
-        jax.block_until_ready(fn(obs, jax.random.PRNGKey(0)))   # compile
+        jax.block_until_ready(fn(obs, keys[0]))   # compile
     times = {name: [] for name in fns}
-    for i in range(repeats):
+    for _ in range(max(repeats // block, 1)):
         for name, fn in fns.items():
-            t = time.perf_counter()
-            jax.block_until_ready(fn(obs, jax.random.PRNGKey(i)))
-            times[name].append(time.perf_counter() - t)
+            for key in keys:
+                t = time.perf_counter()
+                jax.block_until_ready(fn(obs, key))
+                times[name].append(time.perf_counter() - t)
     return {name: 1e3 * statistics.median(t) for name, t in times.items()}
 
 
