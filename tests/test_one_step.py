@@ -176,13 +176,16 @@ def _pole_one_step(paired: bool = True) -> tuple[dict, dict]:
             z = self.noise(other, observations.shape[0])
             return distill(self, observations, lambda o, _: teacher(o, z), key)
         one_step_module.OneStepActor.distill = unpaired
+        jax.clear_caches()   # programs traced with the real step must not be reused
     try:
         agent, _ = fused_updates(agent, offline, None, jax.random.PRNGKey(1), num_steps=6000,
                                  method="pretrain", **kw)
         agent, _ = fused_updates(agent, offline, None, jax.random.PRNGKey(2), num_steps=4000,
                                  method="distill", **kw)
     finally:
-        one_step_module.OneStepActor.distill = distill
+        if not paired:
+            one_step_module.OneStepActor.distill = distill
+            jax.clear_caches()
     multi_config = ml_collections.ConfigDict(agent.config.to_dict())
     multi_config.act_with = "multi_step"
     stats = {}
