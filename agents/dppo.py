@@ -36,6 +36,7 @@ from flax.training.train_state import TrainState
 from dprl import diffusion
 from dprl.actor import actor_from_config
 from dprl.nets import ValueMLP, value_from_config
+from dprl.one_step import check_act_with
 from dprl.training import BCStage, EMA, create_state, make_optimizer, pretrain_step
 
 
@@ -312,6 +313,7 @@ class Agent(flax.struct.PyTreeNode):
         config = ml_collections.FrozenConfigDict(config)
         if config.actor.model != "diffusion":
             raise ValueError("DPPO needs a diffusion actor (actor.model='diffusion')")
+        check_act_with(config, on_policy=True)   # acts with its chain: act_with='multi_step'
         actor = actor_from_config(config)
         if not 1 <= config.ft_denoising_steps <= actor.num_sampling_steps:
             raise ValueError(f"ft_denoising_steps ({config.ft_denoising_steps}) must be in "

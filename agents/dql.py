@@ -17,7 +17,10 @@ Targets are Polyak-averaged critics, and an EMA of the actor samples the next ac
 Acting draws ``num_samples`` chunks from the EMA actor and picks one by softmax (or argmax)
 of the target critics' min Q. With ``horizon > 1`` the critics score whole chunks ``[H, A]`` and the
 target is the chunk's h-step return (``dprl.buffer.chunk_return``). ``pretrain`` is diffusion BC alone (the shared first stage);
-``update`` is the DQL step; offline and online use the same ``update``.
+``update`` is the DQL step; offline and online use the same ``update``. With
+``act_with='one_step'`` a one-step actor ``mu(s, z)`` is distilled from the EMA actor at every
+gradient step and its N candidates are picked from instead (``dprl/one_step.py``); the critics'
+targets keep the EMA actor.
 """
 from __future__ import annotations
 
@@ -32,6 +35,8 @@ from flax.training.train_state import TrainState
 from dprl.actor import actor_from_config
 from dprl.buffer import chunk_return
 from dprl.nets import CriticEnsemble, critic_from_config
+from dprl.one_step import (OneStepActor, acts_one_step, check_act_with, distill_alongside,
+                           distill_step, init_one_step, sample_chunks, teacher_actions)
 from dprl.training import (BCStage, EMA, apply_loss, create_state, make_optimizer, polyak,
                           pretrain_step)
 
@@ -40,6 +45,7 @@ class Agent(flax.struct.PyTreeNode):
     actor: BCStage           # the diffusion actor and its EMA (which acts and picks next actions)
     critic: TrainState       # the Q ensemble -> [E, B]
     target_critic_params: Any
+    one_step: OneStepActor | None  # mu(s, z) distilled from the EMA actor (act_with='one_step')
     key: jax.Array
     critic_step: jax.Array   # DQL updates so far: 0 = the critics are untrained
     config: ml_collections.FrozenConfigDict = flax.struct.field(pytree_node=False)
@@ -90,15 +96,26 @@ class Agent(flax.struct.PyTreeNode):
         return loss, {"actor/loss": loss, "actor/bc_loss": bc, "actor/q_loss": q_loss,
                       "actor/q_pi_mean": q.mean()}
 
+    # ---- the one-step actor (act_with='one_step') ------------------------------------------
+    def teacher(self, observations: jax.Array, noise: jax.Array) -> jax.Array:
+        """What mu distills: the EMA actor's deterministic sample (DDIM, eta 0) from ``noise``."""
+        return teacher_actions(self.actor.model, self.actor.policy_params, observations, noise)
+
+    @jax.jit
+    def distill(self, batch: dict) -> tuple["Agent", dict]:
+        """One distillation step of the one-step actor toward ``teacher``."""
+        return distill_step(self, batch, self.teacher)
+
     # ---- updates --------------------------------------------------------------------------
     @jax.jit
     def pretrain(self, batch: dict) -> tuple["Agent", dict]:
-        """Diffusion BC only (critics untouched)."""
-        return pretrain_step(self, batch)
+        """Diffusion BC only (critics untouched); and mu's distillation step."""
+        return distill_alongside(*pretrain_step(self, batch), batch)
 
     @jax.jit
     def update(self, batch: dict) -> tuple["Agent", dict]:
-        """One DQL step: critics on the TD target, actor on BC + Q, then targets and EMA."""
+        """One DQL step: critics on the TD target, actor on BC + Q, then targets and EMA (then
+        mu's distillation step)."""
         cfg = self.config
         key, target_key, actor_key = jax.random.split(self.key, 3)
         ret, boot = chunk_return(batch, cfg.discount)
@@ -109,19 +126,21 @@ class Agent(flax.struct.PyTreeNode):
         actor, a_info = apply_loss(
             self.actor, lambda p: self.actor_loss(p, critic.params, batch, actor_key), "actor")
         target_params = polyak(self.target_critic_params, critic.params, cfg.tau)
-        return self.replace(actor=actor, critic=critic, target_critic_params=target_params,
-                            key=key, critic_step=self.critic_step + 1), {**c_info, **a_info}
+        agent = self.replace(actor=actor, critic=critic, target_critic_params=target_params,
+                             key=key, critic_step=self.critic_step + 1)
+        return distill_alongside(agent, {**c_info, **a_info}, batch)
 
     # ---- acting ---------------------------------------------------------------------------
     @jax.jit
     def sample_actions(self, observations: jax.Array, key: jax.Array) -> tuple[jax.Array, dict]:
-        """``observations [B, (K,) O]`` -> chunks ``[B, H, A]``: the best of N EMA-actor draws."""
+        """``observations [B, (K,) O]`` -> chunks ``[B, H, A]``: the best of N EMA-actor draws
+        (or N draws of mu)."""
         cfg = self.config
         N = int(cfg.num_samples)
         B = observations.shape[0]
         sample_key, pick_key = jax.random.split(key)
         rep = jnp.repeat(observations, N, axis=0)                          # [B * N, ...]
-        chunks, _ = self.actor.sample(rep, sample_key)                     # [B * N, H, A]
+        chunks = sample_chunks(self, rep, sample_key)                      # [B * N, H, A]
         if N == 1:
             return chunks, {}
         q = self.critic_net.apply(self.target_critic_params, rep, chunks).min(axis=0)
@@ -143,6 +162,7 @@ class Agent(flax.struct.PyTreeNode):
                              f"not {config.action_selection!r}")
         if config.num_critics < 1 or config.num_samples < 1:
             raise ValueError("dql.num_critics and dql.num_samples must be >= 1")
+        check_act_with(config, on_policy=False)
         key, actor_key, critic_key = jax.random.split(jax.random.PRNGKey(seed), 3)
         obs = jnp.asarray(example_batch["observations"])
         decay_steps = config.lr_decay_steps or (config.run.pretrain_steps + config.run.offline_steps)
@@ -152,7 +172,11 @@ class Agent(flax.struct.PyTreeNode):
                              make_optimizer(config.actor_lr, **opt), EMA.from_config(config))
         critic_params = critic_from_config(config).init(critic_key, obs,
                                                         jnp.asarray(example_batch["actions"]))
+        one_step = None
+        if acts_one_step(config):
+            key, one_step_key = jax.random.split(key)  # multi-step acting keeps the keys above
+            one_step = init_one_step(config, actor.model, one_step_key, obs)
         return cls(actor=actor,
                    critic=create_state(critic_params, make_optimizer(config.critic_lr, **opt)),
-                   target_critic_params=critic_params, key=key,
+                   target_critic_params=critic_params, one_step=one_step, key=key,
                    critic_step=jnp.zeros((), jnp.int32), config=config)

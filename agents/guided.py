@@ -18,6 +18,10 @@ noisy actions (Diffuser, Janner et al. 2022; QGPO, Lu et al. 2023).
             moves by ``guidance_scale * std^2 * grad_x J`` ('mean', Diffuser) or the predicted noise
             by ``-guidance_scale * sqrt(1 - abar) * grad_x J`` ('score', QGPO); steps below
             ``guidance_min_step`` are not guided; optional best-of-N by Q on top.
+            With ``act_with='one_step'``: a one-step actor ``mu(s, z)`` distilled at every
+            gradient step from the guided sampler run deterministically (DDIM, eta 0; 'score'
+            guidance, since 'mean' guidance scales with the step's noise, which eta 0 removes)
+            acts instead, best-of-N by Q on top (``dprl/one_step.py``).
 
 Shapes: B batch, H chunk length, A action dim, O observation dim, M support actions, N candidates.
 """
@@ -36,6 +40,8 @@ from dprl.actor import actor_from_config
 from dprl.buffer import chunk_return
 from dprl.diffusion import q_sample
 from dprl.nets import CriticEnsemble, NoisyActionValue, critic_from_config, value_from_config
+from dprl.one_step import (OneStepActor, acts_one_step, check_act_with, distill_alongside,
+                           distill_step, init_one_step, teacher_actions)
 from dprl.training import (BCStage, EMA, apply_loss, create_state, make_optimizer, polyak,
                           pretrain_step)
 
@@ -58,6 +64,7 @@ class Agent(flax.struct.PyTreeNode):
     guide: TrainState          # J(s, noisy chunk, k) -> [B]
     q_scale: jax.Array         # [] EMA of mean |Q| over batches: J sees Q / q_scale (normalize_q)
     critic_step: jax.Array     # [] critic/guide updates so far: 0 = J is untrained
+    one_step: OneStepActor | None  # mu(s, z) from the guided sampler (act_with='one_step')
     key: jax.Array
     config: ml_collections.FrozenConfigDict = flax.struct.field(pytree_node=False)
 
@@ -104,12 +111,42 @@ class Agent(flax.struct.PyTreeNode):
 
         Before the first critic/guide update (BC pretraining) J is random, so the actor samples
         unguided: pretraining evaluations score the BC actor itself."""
+        if acts_one_step(self.config):
+            return self.one_step_actions(observations, key), {}
         trained = self.critic_step > 0
         return jax.lax.cond(
             trained,
             lambda: self.sample_guided(observations, key, self.config.guidance_scale,
                                        self.config.num_samples),
             lambda: self.sample_guided(observations, key, 0.0, 1)), {}
+
+    # ---- the one-step actor (act_with='one_step') --------------------------------------------
+    def teacher(self, observations: jax.Array, noise: jax.Array) -> jax.Array:
+        """What mu distills: one guided chunk, sampled deterministically (DDIM, eta 0) from
+        ``noise [B, H, A]``; unguided before J is trained, as acting."""
+        cfg = self.config
+        scale = jnp.where(self.critic_step > 0, cfg.guidance_scale, 0.0)
+        return teacher_actions(self.actor.model, self.actor.policy_params, observations, noise,
+                               guidance_fn=self.guidance_fn(self.guide.params, observations),
+                               guidance_scale=scale, guidance_mode=cfg.guidance_mode,
+                               guidance_min_step=cfg.guidance_min_step)
+
+    @jax.jit
+    def distill(self, batch: dict) -> tuple["Agent", dict]:
+        """One distillation step of the one-step actor toward ``teacher``."""
+        return distill_step(self, batch, self.teacher)
+
+    def one_step_actions(self, observations: jax.Array, key: jax.Array) -> jax.Array:
+        """mu's chunks ``[B, H, A]``; with ``num_samples`` N > 1 the argmax of ``min_e Q`` over
+        N of them once the critic is trained (a plain draw before, as acting unguided)."""
+        B, N = observations.shape[0], self.config.num_samples
+        if N == 1:
+            return self.one_step.sample(observations, key)
+        obs = jnp.repeat(observations, N, axis=0)
+        actions = self.one_step.sample(obs, key)                              # [B N, H, A]
+        q = self.q_min(self.critic.params, obs, actions).reshape(B, N)
+        best = jnp.argmax(jnp.where(self.critic_step > 0, q, 0.0), axis=1)
+        return actions.reshape(B, N, *actions.shape[1:])[jnp.arange(B), best]
 
     # ---- losses -----------------------------------------------------------------------------
     def critic_loss(self, params, batch, target_q):
@@ -159,12 +196,13 @@ class Agent(flax.struct.PyTreeNode):
     # ---- update -----------------------------------------------------------------------------
     @jax.jit
     def pretrain(self, batch: dict) -> tuple["Agent", dict]:
-        """Diffusion BC of the actor (with its EMA)."""
-        return pretrain_step(self, batch)
+        """Diffusion BC of the actor (with its EMA); and mu's distillation step."""
+        return distill_alongside(*pretrain_step(self, batch), batch)
 
     @jax.jit
     def update(self, batch: dict) -> tuple["Agent", dict]:
-        """Critic (+ V) and guide J; the actor only with ``finetune_actor``."""
+        """Critic (+ V) and guide J; the actor only with ``finetune_actor`` (then mu's
+        distillation step)."""
         cfg = self.config
         key, next_key, guide_key, sup_key, pi_key, bc_key = jax.random.split(self.key, 6)
         ret, boot = chunk_return(batch, cfg.discount)
@@ -221,7 +259,7 @@ class Agent(flax.struct.PyTreeNode):
         new = self.replace(actor=actor, critic=critic, target_critic_params=target_critic_params,
                            value=value, guide=guide, q_scale=q_scale,
                            critic_step=self.critic_step + 1, key=key)
-        return new, info
+        return distill_alongside(new, info, batch)
 
     # ---- construction -----------------------------------------------------------------------
     @classmethod
@@ -235,6 +273,11 @@ class Agent(flax.struct.PyTreeNode):
             raise ValueError("guided sampling needs the diffusion actor (actor.model='diffusion')")
         if config.num_samples < 1:
             raise ValueError(f"num_samples must be >= 1, got {config.num_samples}")
+        check_act_with(config, on_policy=False)
+        if acts_one_step(config) and config.guidance_mode == "mean":
+            raise ValueError("guided: act_with='one_step' distills the guided sampler run "
+                             "deterministically (DDIM, eta 0), where 'mean' guidance (scaled by "
+                             "the step's noise variance) is zero; use --agent.guidance_mode=score")
         key, a_key, c_key, v_key, g_key = jax.random.split(jax.random.PRNGKey(seed), 5)
         obs = jnp.asarray(example_batch["observations"])
         actions = jnp.asarray(example_batch["actions"])
@@ -245,9 +288,13 @@ class Agent(flax.struct.PyTreeNode):
         critic_params = critic_from_config(config).init(c_key, obs, actions)
         value_params = value_from_config(config).init(v_key, obs)
         guide_params = guide_net(config).init(g_key, obs, actions, t)
+        one_step = None
+        if acts_one_step(config):
+            key, one_step_key = jax.random.split(key)  # multi-step acting keeps the keys above
+            one_step = init_one_step(config, actor.model, one_step_key, obs)
         return cls(actor=actor, critic=create_state(critic_params, opt(config.critic_lr)),
                    target_critic_params=critic_params,
                    value=create_state(value_params, opt(config.critic_lr)),
                    guide=create_state(guide_params, opt(config.guide_lr)),
                    q_scale=jnp.ones((), jnp.float32), critic_step=jnp.zeros((), jnp.int32),
-                   key=key, config=config)
+                   one_step=one_step, key=key, config=config)

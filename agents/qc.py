@@ -34,6 +34,11 @@ Departures from the reference code, for chunks that run past an episode's end (`
     observation after its last valid step (the correct n-step return); a chunk cut by
     termination does not bootstrap.
 
+``act_with='one_step'`` (every agent's switch, ``dprl/one_step.py``) makes best-of-N pick among N
+draws of a one-step actor distilled from the BC flow at every gradient step (alpha-free: pure
+distillation), for acting only: the target's a' keeps the multi-step candidates. The one-step
+extraction (FQL) acts with mu already, so its presets set act_with='one_step'.
+
 Phases: ``pretrain`` = flow BC (the shared ``dprl.training.BCStage``, without an EMA);
 ``update`` = critic TD step on ``dprl.buffer.chunk_return``'s target + the same BC step (+ the
 one-step policy's step).
@@ -51,7 +56,9 @@ from flax.training.train_state import TrainState
 from dprl.actor import GenerativeActor, action_dim_of, make_actor
 from dprl.buffer import chunk_return
 from dprl.nets import CriticEnsemble, critic_from_config
-from dprl.one_step import OneStepPolicy, check_teacher, one_step_loss, teacher_actions
+from dprl.one_step import (OneStepActor, acts_one_step, check_act_with, check_teacher,
+                           distill_alongside, distill_step, init_one_step, one_step_loss,
+                           teacher_actions)
 from dprl.training import BCStage, apply_loss, create_state, make_optimizer, polyak, pretrain_step
 
 EXTRACTIONS = ("best_of_n", "one_step")
@@ -78,7 +85,8 @@ class Agent(flax.struct.PyTreeNode):
     actor: BCStage              # the BC flow (or diffusion) policy over [policy_horizon, A], no EMA
     critic: TrainState          # Q ensemble over (observation, flattened actions) -> [E, B]
     target_critic_params: Any   # Polyak-averaged copy
-    one_step: TrainState | None  # mu(s, z) (policy_extraction='one_step'), else None
+    one_step: OneStepActor | None  # mu(s, z) (policy_extraction='one_step', or
+                                   # act_with='one_step'), else None
     key: jax.Array
     config: ml_collections.FrozenConfigDict = flax.struct.field(pytree_node=False)
 
@@ -89,10 +97,6 @@ class Agent(flax.struct.PyTreeNode):
     def critic_net(self) -> CriticEnsemble:
         return critic_from_config(self.config)
 
-    @property
-    def one_step_net(self) -> OneStepPolicy:
-        return _one_step(self.config)
-
     def policy_batch(self, batch: dict) -> dict:
         """The batch as the policy and critic see it: actions and ``valid`` of the whole chunk
         ``[B, H, ...]``, or of its first step ``[B, 1, ...]`` without chunking (the rewards keep
@@ -101,35 +105,48 @@ class Agent(flax.struct.PyTreeNode):
         return {**batch, "actions": batch["actions"][:, :Hp], "valid": batch["valid"][:, :Hp]}
 
     # ---- best-of-N ------------------------------------------------------------------------
-    def candidates(self, critic_params, observations: jax.Array, key: jax.Array
-                   ) -> tuple[jax.Array, jax.Array]:
-        """N samples per observation from the BC policy and their aggregated Q.
+    def candidates(self, critic_params, observations: jax.Array, key: jax.Array,
+                   one_step: bool = False) -> tuple[jax.Array, jax.Array]:
+        """N samples per observation from the BC policy (or, ``one_step``, from mu distilled
+        from it) and their aggregated Q.
 
         ``observations [B, (K,) O]`` -> ``(actions [B, N, Hp, A], q [B, N])``.
         """
         B, N = observations.shape[0], self.config.num_samples
         obs = jnp.repeat(observations, N, axis=0)                        # [B*N, (K,) O]
-        actions, _ = self.actor.sample(obs, key)                         # [B*N, Hp, A]
+        actions = (self.one_step.sample(obs, key) if one_step            # [B*N, Hp, A]
+                   else self.actor.sample(obs, key)[0])
         q = aggregate(self.critic_net.apply(critic_params, obs, actions), self.config.q_agg)
         return actions.reshape(B, N, *actions.shape[1:]), q.reshape(B, N)
 
-    def best_of_n(self, critic_params, observations, key) -> tuple[jax.Array, jax.Array]:
-        actions, q = self.candidates(critic_params, observations, key)
+    def best_of_n(self, critic_params, observations, key, one_step: bool = False
+                  ) -> tuple[jax.Array, jax.Array]:
+        actions, q = self.candidates(critic_params, observations, key, one_step)
         return select_best(actions, q), q.max(axis=1)
 
     # ---- the one-step policy --------------------------------------------------------------
     def student_actions(self, params, observations: jax.Array, noise: jax.Array) -> jax.Array:
         """mu(s, z) ``[B, Hp, A]``, unclipped."""
-        return self.one_step_net.apply(params, observations, noise)
+        return self.one_step.net.apply(params, observations, noise)
 
     def one_step_actions(self, params, observations: jax.Array, key: jax.Array) -> jax.Array:
         """Acting with mu: ``clip(mu(s, z), -1, 1)`` with ``z ~ N(0, I)``."""
-        noise = jax.random.normal(key, (observations.shape[0], policy_horizon(self.config),
-                                        action_dim_of(self.config)))
+        noise = self.one_step.noise(key, observations.shape[0])
         return jnp.clip(self.student_actions(params, observations, noise), -1.0, 1.0)
 
+    def teacher(self, observations: jax.Array, noise: jax.Array) -> jax.Array:
+        """What mu distills (act_with='one_step' with best-of-N): the BC flow's sample from
+        ``noise [B, Hp, A]``."""
+        return teacher_actions(self.actor.model, self.actor.params, observations, noise)
+
+    @jax.jit
+    def distill(self, batch: dict) -> tuple["Agent", dict]:
+        """One distillation step of mu toward ``teacher`` (no Q term: best-of-N brings Q in)."""
+        return distill_step(self, self.policy_batch(batch), self.teacher)
+
     def act(self, observations: jax.Array, key: jax.Array) -> jax.Array:
-        """The policy's actions ``[B, Hp, A]``: best-of-N under the online critic, or mu."""
+        """The policy's actions ``[B, Hp, A]``: best-of-N under the online critic, or mu (FQL);
+        what the target's a' is (multi-step candidates whatever act_with)."""
         if self.config.policy_extraction == "one_step":
             return self.one_step_actions(self.one_step.params, observations, key)
         return self.best_of_n(self.critic.params, observations, key)[0]
@@ -167,12 +184,16 @@ class Agent(flax.struct.PyTreeNode):
     # ---- updates --------------------------------------------------------------------------
     @jax.jit
     def pretrain(self, batch: dict) -> tuple["Agent", dict]:
-        """One BC step of the behaviour policy."""
-        return pretrain_step(self, self.policy_batch(batch))
+        """One BC step of the behaviour policy (and mu's distillation step with best-of-N)."""
+        agent, info = pretrain_step(self, self.policy_batch(batch))
+        if self.config.policy_extraction == "one_step":  # FQL's mu trains in update only
+            return agent, info
+        return distill_alongside(agent, info, batch)
 
     @jax.jit
     def update(self, batch: dict) -> tuple["Agent", dict]:
-        """Critic TD step + BC step (+ one-step policy step), all from the current parameters."""
+        """Critic TD step + BC step (+ one-step policy step), all from the current parameters
+        (then, acting one-step with best-of-N, mu's distillation step)."""
         cfg = self.config
         key, next_key, bc_key = jax.random.split(self.key, 3)
         target = jax.lax.stop_gradient(self.td_target(batch, next_key))
@@ -190,17 +211,22 @@ class Agent(flax.struct.PyTreeNode):
             one_step, o_info = apply_loss(self.one_step,
                                           lambda p: self.one_step_loss(p, batch, pi_key), "actor")
             info.update(o_info)
-        return self.replace(actor=actor, critic=critic, target_critic_params=target_params,
-                            one_step=one_step, key=key), info
+        agent = self.replace(actor=actor, critic=critic, target_critic_params=target_params,
+                             one_step=one_step, key=key)
+        if cfg.policy_extraction == "one_step":  # mu has had its FQL step
+            return agent, info
+        return distill_alongside(agent, info, batch)
 
     # ---- acting ---------------------------------------------------------------------------
     @jax.jit
     def sample_actions(self, observations: jax.Array, key: jax.Array) -> tuple[jax.Array, dict]:
         """``observations [B, (K,) O]`` -> actions ``[B, Hp, A]`` (Hp = horizon, or 1 without
-        chunking): the best of N BC samples under Q, or mu(s, z)."""
+        chunking): the best of N BC samples (or N draws of mu: act_with='one_step') under Q,
+        or mu(s, z) (FQL)."""
         if self.config.policy_extraction == "one_step":
             return self.one_step_actions(self.one_step.params, observations, key), {}
-        actions, q = self.best_of_n(self.critic.params, observations, key)
+        actions, q = self.best_of_n(self.critic.params, observations, key,
+                                    one_step=acts_one_step(self.config))
         return actions, {"q": q}
 
     # ---- construction ---------------------------------------------------------------------
@@ -213,10 +239,9 @@ class Agent(flax.struct.PyTreeNode):
         actions = jnp.asarray(example_batch["actions"])[:, :policy_horizon(config)]
         critic_params = critic_from_config(config).init(critic_key, obs, actions)
         one_step = None
-        if config.policy_extraction == "one_step":
+        if config.policy_extraction == "one_step" or acts_one_step(config):
             key, pi_key = jax.random.split(key)  # best-of-N keeps the three keys above
-            one_step = create_state(_one_step(config).init(pi_key, obs, actions),
-                                    make_optimizer(config.actor_lr, grad_clip=config.grad_clip))
+            one_step = init_one_step(config, _actor(config), pi_key, obs)
         return cls(
             actor=BCStage.init(_actor(config), actor_key, obs,
                                make_optimizer(config.actor_lr, grad_clip=config.grad_clip),
@@ -243,8 +268,13 @@ def _check_config(config) -> None:
         raise ValueError(f"qc without action chunking acts one step at a time (horizon "
                          f"{config.horizon} is the n of its n-step return): set act_steps=1, "
                          f"not {config.act_steps}")
+    check_act_with(config, on_policy=False)
     if config.policy_extraction == "one_step":
         check_teacher(config.actor)
+        if config.get("act_with", "one_step") != "one_step":
+            raise ValueError(f"qc: policy_extraction='one_step' (FQL) acts with its one-step "
+                             f"policy mu by construction: set act_with='one_step' (its presets "
+                             f"do), not {config.act_with!r}")
         if config.alpha < 0:
             raise ValueError(f"qc: alpha (distillation weight) must be >= 0, not {config.alpha}")
 
@@ -252,8 +282,3 @@ def _check_config(config) -> None:
 def _actor(config) -> GenerativeActor:
     return make_actor(config.actor, policy_horizon(config), action_dim_of(config))
 
-
-def _one_step(config) -> OneStepPolicy:
-    # FQL and QC give the one-step policy the BC flow's network size and activation.
-    return OneStepPolicy(policy_horizon(config), action_dim_of(config),
-                         tuple(config.actor.hidden_dims), config.actor.activation)

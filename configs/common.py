@@ -50,6 +50,10 @@ def base_config(agent_name: str) -> ml_collections.ConfigDict:
     config.obs_history = 1       # K: frames of observation history (1 = none)
     config.action_dim = 0        # A: filled in by the runner from the dataset
     config.actor = default_actor_config()
+    config.act_with = "multi_step"  # the acting policy (evaluation and online acting):
+                                 # 'multi_step' = the actor's own sampler; 'one_step' = mu(s, z)
+                                 # distilled from it as it trains (FQL's noise-conditioned
+                                 # distillation, dprl/one_step.py); off-policy agents only
     config.actor_lr = 3e-4       # the actor's Adam learning rate (Diffusion-QL, QC: 3e-4)
     config.grad_clip = 0.0       # global-norm gradient clip of every network (0 = off)
     config.run = run_config()

@@ -9,6 +9,8 @@ from pathlib import Path
 
 import ml_collections
 
+from dprl.one_step import check_act_with
+
 # Config keys renamed for one name per idea (issue 14): old key -> what to use now.
 RENAMED = {
     "grad_norm": "grad_clip (the global-norm gradient clip, in every agent)",
@@ -179,6 +181,10 @@ def validate_config(config: ml_collections.ConfigDict, on_policy: bool) -> None:
     if run.online_steps and on_policy and run.rollout_steps <= 0:
         problems.append(f"--agent.run.rollout_steps={run.rollout_steps}: must be >= 1 for an "
                         f"on-policy agent's online phase (chunk-steps per env and update)")
+    try:
+        check_act_with(config, on_policy)
+    except ValueError as e:
+        problems.append(str(e))
     if problems:
         raise ValueError("; ".join(problems) + " (nothing was run; fix the config or the "
                          "command line)")

@@ -2,7 +2,7 @@
 references' own figures and to the machine's matmul throughput.
 
     python experiments/bench.py [--agents=bc,dql,guided,dppo,qc,qc:qc-fql] [--out bench.json]
-        [--quick]
+        [--quick] [--acting-only]
 
 An entry ``<file>:<preset>`` measures a named preset of ``configs/<file>.py`` (``qc:qc-fql``:
 QC-FQL's one-step policy). Per agent, through the agent interface (so every registered agent is
@@ -26,6 +26,16 @@ measured the same way):
                        step); ``--online-ab`` adds the three-dispatch loop it replaced
   reference            the reference implementation's figure (``REFERENCES``: where it comes from)
                        and dprl / reference
+  acting               (issue 18) batch-1 latency of the agent acting multi-step and acting
+                       one-step (``act_with='one_step'``: N one-step candidates where the agent
+                       picks by Q), and of the one-step actor mu alone (one sample), timed
+                       interleaved in turns of 10 calls so all see the same machine load; and the
+                       control rate each sustains, actions/s = 1 / (latency / act_steps + one
+                       real Hopper-v5 env step): a chunk is computed once per act_steps actions.
+                       guided's one-step teacher needs guidance_mode='score' (set for that
+                       column); dppo acts with its chain (on-policy: no one-step column);
+                       qc:qc-fql is one-step by construction (no multi-step column).
+                       ``--acting-only`` measures only this (no updates, no online phase).
 Observations and actions are Hopper-shaped (O = 11, A = 3); data are random (speed only).
 Configs are the references' (``REFERENCE_CONFIGS``): Diffusion-QL's T = 5 VP 3x256 Mish actor with
 twin critics, QC's best-of-32 over 10-step flows of 4x512 GELU nets, DPPO's hopper finetuning
@@ -219,6 +229,85 @@ def bench_latency(agent, config, repeats: int = 50) -> float:
         jax.block_until_ready(agent.sample_actions(obs, jax.random.PRNGKey(i)))
         times.append(time.perf_counter() - t)
     return 1e3 * statistics.median(times)
+
+
+def hopper_env_step_ms(steps: int) -> float:
+    """Wall ms of one real Hopper-v5 env step (random actions, resets included)."""
+    from dprl.envs import make_env
+
+    env = make_env("Hopper-v5")
+    env.reset(seed=0)
+    rng = np.random.default_rng(0)
+    actions = rng.uniform(-1, 1, (steps, ACT_DIM)).astype(np.float32)
+    start = time.perf_counter()
+    for a in actions:
+        _, _, terminated, truncated, _ = env.step(a)
+        if terminated or truncated:
+            env.reset()
+    env.close()
+    return 1e3 * (time.perf_counter() - start) / steps
+
+
+def one_step_variant(config):
+    """``(config acting one-step, None)`` or ``(None, why not)``; the agent's own config when
+    it already acts one-step (qc:qc-fql)."""
+    from agents import get_agent
+    from dprl.one_step import acts_one_step, check_act_with
+
+    one = config.copy_and_resolve_references()
+    one.act_with = "one_step"
+    if "guidance_mode" in one:
+        one.guidance_mode = "score"   # 'mean' guidance vanishes in the deterministic teacher
+    try:
+        check_act_with(one, get_agent(config.agent_name).on_policy)
+    except ValueError as e:
+        return None, str(e).split(";")[0]
+    return (config if acts_one_step(config) else one), None
+
+
+def interleaved_latency_ms(fns: dict, obs, repeats: int, block: int = 10) -> dict:
+    """Median wall ms per call of each ``fn(obs, key)``, called in turns of ``block`` calls
+    (A x block, B x block, ..., A x block, ...) so that each sees the same load on a shared
+    machine; the median drops the first call of a turn (its weights are out of cache after the
+    other actor's turn, which an actor acting alone does not see). Keys are made beforehand."""
+    keys = list(jax.random.split(jax.random.PRNGKey(0), block))
+    for fn in fns.values():
+        jax.block_until_ready(fn(obs, keys[0]))   # compile
+    times = {name: [] for name in fns}
+    for _ in range(max(repeats // block, 1)):
+        for name, fn in fns.items():
+            for key in keys:
+                t = time.perf_counter()
+                jax.block_until_ready(fn(obs, key))
+                times[name].append(time.perf_counter() - t)
+    return {name: 1e3 * statistics.median(t) for name, t in times.items()}
+
+
+def bench_acting(agent_cls, agent, config, example, env_step_ms: float, repeats: int) -> dict:
+    """Batch-1 latency of the agent acting multi-step and one-step and of mu alone, and the
+    control rate (actions/s, Hopper-v5 env step included) each sustains."""
+    from dprl.one_step import acts_one_step
+
+    one_config, why_not = one_step_variant(config)
+    fns = {}
+    if not acts_one_step(config):
+        fns["multi_step"] = agent.sample_actions
+    if one_config is not None:
+        one = agent if one_config is config else agent_cls.create(0, example, one_config)
+        fns["one_step"] = one.sample_actions
+        fns["mu"] = jax.jit(lambda o, k, one=one: one.one_step.sample(o, k))
+    obs = jnp.zeros((1, OBS_DIM) if config.obs_history == 1
+                    else (1, config.obs_history, OBS_DIM))
+    latency = interleaved_latency_ms(fns, obs, repeats)
+    out = {"act_steps": config.act_steps, "env_step_ms": env_step_ms,
+           "one_step_unavailable": why_not}
+    for name, ms in latency.items():
+        out[f"latency_ms_b1_{name}"] = ms
+        if name != "mu":
+            out[f"control_actions_per_s_{name}"] = 1e3 / (ms / config.act_steps + env_step_ms)
+    if "one_step" in latency and "multi_step" in latency:
+        out["one_step_speedup"] = latency["multi_step"] / latency["one_step"]
+    return out
 
 
 def bench_env_steps(agent, config, num_envs: int, env_steps: int) -> float:
@@ -443,6 +532,11 @@ def bench_agent(name: str, args) -> dict:
                                            config.obs_history))
     agent_cls = get_agent(config.agent_name)
     agent = agent_cls.create(0, example, config)
+    acting = bench_acting(agent_cls, agent, config, example, args.env_step_ms,
+                          args.acting_repeats)
+    if args.acting_only:
+        return {"agent": name, "horizon": config.horizon,
+                "actor_hidden": list(config.actor.hidden_dims), **acting}
     result = {"agent": name, "batch_size": config.run.batch_size, "horizon": config.horizon,
               "act_steps": config.act_steps, "actor_hidden": list(config.actor.hidden_dims),
               "model": config.actor.model,
@@ -464,10 +558,39 @@ def bench_agent(name: str, args) -> dict:
         result["cpu_ratio"] = ref["cpu_ms_per_update"] / result["cpu_ms_per_update"]
     if not agent_cls.on_policy and name in args.online_agents.split(","):
         result.update(bench_online(agent, buffer, config, args))
-    return result
+    return {**result, **acting}
+
+
+def acting_markdown(results: list[dict]) -> list[str]:
+    rows = [r for r in results if "env_step_ms" in r]
+    if not rows:
+        return []
+
+    def cell(r, key, fmt):
+        return fmt.format(r[key]) if key in r else "-"
+
+    env_ms = statistics.median([r["env_step_ms"] for r in rows])
+    lines = ["", f"Acting at batch 1 (issue 18): multi-step vs one-step (act_with='one_step'; "
+             f"N one-step candidates where the agent picks by Q) and mu alone, ms per call, "
+             f"timed interleaved; control rate = actions/s with a real Hopper-v5 env step "
+             f"({env_ms:.3f} ms) and a chunk per act_steps actions.", "",
+             "| agent | act_steps | multi-step ms | one-step ms | mu alone ms | speedup "
+             "| actions/s multi-step | actions/s one-step | note |",
+             "|---|---|---|---|---|---|---|---|---|"]
+    for r in rows:
+        note = r.get("one_step_unavailable") or ""
+        lines.append(
+            f"| {r['agent']} | {r['act_steps']} | {cell(r, 'latency_ms_b1_multi_step', '{:.3f}')} "
+            f"| {cell(r, 'latency_ms_b1_one_step', '{:.3f}')} "
+            f"| {cell(r, 'latency_ms_b1_mu', '{:.3f}')} | {cell(r, 'one_step_speedup', '{:.1f}x')} "
+            f"| {cell(r, 'control_actions_per_s_multi_step', '{:.0f}')} "
+            f"| {cell(r, 'control_actions_per_s_one_step', '{:.0f}')} | {note} |")
+    return lines
 
 
 def markdown(results: list[dict], machine: dict) -> str:
+    if all("updates_per_s" not in r for r in results):   # --acting-only
+        return "\n".join(acting_markdown(results)[1:])
     peak, peak_cpu = machine["matmul_gflop_s"], machine["matmul_gflop_per_cpu_s"]
     lines = [f"Machine: {machine['processor']} ({machine['cpus']} CPUs, JAX {machine['jax']} on "
              f"{machine['backend']}); fp32 matmul {peak:.0f} GFLOP/s, {peak_cpu:.0f} GFLOP per "
@@ -501,7 +624,7 @@ def markdown(results: list[dict], machine: dict) -> str:
                      f"{100 * r['update_gflop'] / (r['cpu_ms_per_update'] / 1e3) / peak_cpu:.0f}% "
                      f"| {r['latency_ms_b1']:.2f} | "
                      f"{r['env_steps_per_s']:.0f} | {ref_s} | {ratio} |")
-    return "\n".join(lines + online_markdown(results))
+    return "\n".join(lines + online_markdown(results) + acting_markdown(results))
 
 
 def online_markdown(results: list[dict]) -> list[str]:
@@ -544,10 +667,16 @@ def main():
                         help="env steps of the timed online phase")
     parser.add_argument("--online-ab", action="store_true",
                         help="also time the three-dispatch loop this replaced (issue 16)")
+    parser.add_argument("--acting-only", action="store_true",
+                        help="only the multi-step vs one-step acting table (issue 18)")
+    parser.add_argument("--acting-repeats", type=int, default=200,
+                        help="interleaved calls per actor for the acting latencies")
     parser.add_argument("--quick", action="store_true", help="tiny networks (a smoke test)")
     args = parser.parse_args()
     if args.quick:
         args.fuse, args.repeats, args.env_steps, args.online_env_steps = 5, 2, 100, 20
+        args.acting_repeats = 10
+    args.env_step_ms = hopper_env_step_ms(200 if args.quick else 5000)
 
     machine = {"processor": platform.processor() or platform.machine(),
                "cpus": os.cpu_count(), "jax": jax.__version__, "backend": jax.default_backend(),

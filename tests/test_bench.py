@@ -26,6 +26,31 @@ def test_bench_quick_reports_every_agent(tmp_path):
         assert r["online_env_steps_per_s"] > 0 and r["online_parts_ms_per_env_step"] > 0
         assert r["online_update_ms"] > 0 and r["online_env_step_ms"] > 0
     assert "| dql |" in proc.stdout
+    # Acting (issue 18): multi-step next to one-step and mu alone, with the control rate.
+    acting = {r["agent"]: r for r in report["results"]}
+    for name in ("bc", "dql", "guided", "qc"):
+        r = acting[name]
+        for key in ("latency_ms_b1_multi_step", "latency_ms_b1_one_step", "latency_ms_b1_mu",
+                    "control_actions_per_s_multi_step", "control_actions_per_s_one_step"):
+            assert r[key] > 0, (name, key)
+        assert r["env_step_ms"] > 0 and r["one_step_unavailable"] is None
+    assert "latency_ms_b1_one_step" not in acting["dppo"]
+    assert "likelihoods" in acting["dppo"]["one_step_unavailable"]
+    assert acting["dppo"]["control_actions_per_s_multi_step"] > 0
+    fql = acting["qc:qc-fql"]
+    assert "latency_ms_b1_multi_step" not in fql and fql["latency_ms_b1_one_step"] > 0
+    assert "Acting at batch 1" in proc.stdout
+
+
+def test_bench_acting_only(tmp_path):
+    out = tmp_path / "acting.json"
+    proc = subprocess.run([sys.executable, str(ROOT / "experiments/bench.py"), "--quick",
+                           "--acting-only", "--agents=bc,dppo", "--out", str(out)],
+                          capture_output=True, text=True, cwd=ROOT, timeout=600)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    results = {r["agent"]: r for r in json.loads(out.read_text())["results"]}
+    assert "updates_per_s" not in results["bc"] and results["bc"]["latency_ms_b1_mu"] > 0
+    assert "| bc | 1 |" in proc.stdout and "| dppo | 4 |" in proc.stdout
 
 
 def test_matmul_flops_count_every_scan_iteration_and_the_backward_pass():

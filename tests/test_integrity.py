@@ -310,6 +310,9 @@ def test_validate_config_accepts_every_shipped_config():
     ("bc", ["--agent.run.steps_per_dispatch=0"], "--agent.run.steps_per_dispatch=0: must be"),
     ("bc", ["--agent.run.offline_ratio=1.5"], "--agent.run.offline_ratio=1.5: must be"),
     ("dppo", ["--offline_steps=10"], "on-policy"),
+    ("bc", ["--agent.act_with=fast"], "--agent.act_with='fast': must be one of"),
+    ("dppo", ["--agent.act_with=one_step"], "likelihoods of the denoising chain"),
+    ("bc", ["--agent.act_with=one_step", "--agent.actor.model=mse"], "already acts in one step"),
 ])
 def test_train_py_refuses_bad_values_before_loading_data(tmp_path, pole_datasets, agent, extra,
                                                          message):

@@ -300,11 +300,25 @@ def test_one_step_loss_q_term_moves_actions_up_q():
     assert float(jnp.sum((moved2 - teacher) ** 2)) < float(jnp.sum((student - teacher) ** 2))
 
 
-def test_one_step_needs_a_deterministic_teacher():
+def test_a_diffusion_teacher_samples_ddim_eta_0_from_the_given_noise():
+    """DDPM draws fresh noise at every step, so a DDPM-configured diffusion actor is distilled
+    through its deterministic sampler: DDIM with eta 0 from the same initial noise (and a DDPM
+    sample from that noise differs)."""
+    from dprl.one_step import teacher_actions
+
     config = _config(horizon=None, preset="qc-fql")
-    config.actor.model = "diffusion"   # DDPM sampling is stochastic: no noise -> action map
-    with pytest.raises(ValueError, match="deterministic teacher"):
-        Agent.create(0, _batch(), config)
+    config.actor.model = "diffusion"
+    config.actor.sampler = "ddpm"
+    batch = jax.tree.map(jnp.asarray, _batch(B=8, H=5, O=4))
+    agent = Agent.create(0, batch, config)
+    model, params, obs = agent.actor.model, agent.actor.params, batch["observations"]
+    z = jax.random.normal(jax.random.PRNGKey(3), (8, 5, 2))
+    teacher = teacher_actions(model, params, obs, z)
+    ddim = model.sample(params, obs, jax.random.PRNGKey(11), initial_noise=z, method="ddim",
+                        eta=0.0)[0]
+    ddpm = model.sample(params, obs, jax.random.PRNGKey(11), initial_noise=z)[0]
+    np.testing.assert_allclose(teacher, ddim, atol=1e-6)
+    assert float(jnp.abs(teacher - ddpm).max()) > 1e-3
 
 
 # ---- learning: the chunked critic must pick the rewarded mode ------------------------------------
