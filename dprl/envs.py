@@ -232,6 +232,23 @@ def normalized_score(returns: np.ndarray | float, ref_min: float | None,
     return float(100.0 * (np.mean(returns) - ref_min) / (ref_max - ref_min))
 
 
+def episode_statistics(episodes: list[dict], score: str, ref_min: float | None,
+                       ref_max: float | None) -> dict:
+    """Return mean/std, mean length, success rate (where episodes report one) and the normalized
+    score (``score='success'``: 100 x success rate; else D4RL-normalized return) of finished
+    episodes ``[{'return', 'length', ('success')}, ...]``."""
+    returns = np.array([e["return"] for e in episodes])
+    result = {"return_mean": float(returns.mean()), "return_std": float(returns.std()),
+              "length_mean": float(np.mean([e["length"] for e in episodes]))}
+    if all("success" in e for e in episodes):
+        result["success_rate"] = float(np.mean([bool(e["success"]) for e in episodes]))
+    if score == "success":
+        result["normalized_score"] = 100.0 * result.get("success_rate", float("nan"))
+    else:
+        result["normalized_score"] = normalized_score(returns, ref_min, ref_max)
+    return result
+
+
 def evaluate(
     policy_fn: Callable[[np.ndarray], np.ndarray],
     env_id: str,
@@ -281,18 +298,7 @@ def evaluate(
                     episodes[i] = {"return": float(ex.episode_returns[i]),
                                    "length": int(ex.episode_lengths[i]),
                                    "terminated": bool(term[i]), **_scalar_info(infos[i])}
-    returns = np.array([e["return"] for e in episodes])
-    result = {
-        "return_mean": float(returns.mean()),
-        "return_std": float(returns.std()),
-        "length_mean": float(np.mean([e["length"] for e in episodes])),
-    }
-    if all("success" in e for e in episodes):
-        result["success_rate"] = float(np.mean([bool(e["success"]) for e in episodes]))
-    if score == "success":
-        result["normalized_score"] = 100.0 * result.get("success_rate", float("nan"))
-    else:
-        result["normalized_score"] = normalized_score(returns, ref_min_score, ref_max_score)
+    result = episode_statistics(episodes, score, ref_min_score, ref_max_score)
     result["wall_s"] = time.perf_counter() - start
     if return_episodes:
         result["episodes"] = episodes

@@ -44,7 +44,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from dprl.envs import ChunkExecutor, VecEnv, _scalar_info, normalized_score
+from dprl.envs import ChunkExecutor, VecEnv, _scalar_info, episode_statistics
 from dprl.inpaint import MAX_GUIDANCE, Inpaint
 from dprl.training import BCStage, InpaintingBCStage
 
@@ -211,21 +211,10 @@ def run_async(
                                "terminated": bool(term[i]), **_scalar_info(infos[i])}
         t += 1
         chunks = [c for c in chunks if t - c.request < H]   # drop the run-out ones
-    returns = np.array([e["return"] for e in episodes])
     jerks = np.array([mean_squared_jerk(a) for a in executed])
-    result = {
-        "return_mean": float(returns.mean()),
-        "return_std": float(returns.std()),
-        "length_mean": float(np.mean([e["length"] for e in episodes])),
-        "jerk": float(np.nanmean(jerks)) if np.isfinite(jerks).any() else float("nan"),
-        "policy_calls": calls,
-    }
-    if all("success" in e for e in episodes):
-        result["success_rate"] = float(np.mean([bool(e["success"]) for e in episodes]))
-    if score == "success":
-        result["normalized_score"] = 100.0 * result.get("success_rate", float("nan"))
-    else:
-        result["normalized_score"] = normalized_score(returns, ref_min_score, ref_max_score)
+    result = episode_statistics(episodes, score, ref_min_score, ref_max_score)
+    result["jerk"] = float(np.nanmean(jerks)) if np.isfinite(jerks).any() else float("nan")
+    result["policy_calls"] = calls
     result["wall_s"] = time.perf_counter() - start
     if return_episodes:
         result["episodes"] = episodes

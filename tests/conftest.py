@@ -57,6 +57,20 @@ def tiny(config, **run):
     return config
 
 
+def random_batch(B: int, H: int, O: int, A: int, seed: int = 0) -> dict:
+    """A batch in dprl.buffer's schema (numpy): observations [B, O], actions [B, H, A], ..."""
+    rng = np.random.default_rng(seed)
+    return {
+        "observations": rng.normal(size=(B, O)).astype(np.float32),
+        "actions": rng.uniform(-1, 1, size=(B, H, A)).astype(np.float32),
+        "valid": np.ones((B, H), np.float32),
+        "rewards": rng.normal(size=(B, H)).astype(np.float32),
+        "terminals": np.zeros((B, H), np.float32),
+        "next_observations": rng.normal(size=(B, O)).astype(np.float32),
+        "masks": np.ones((B,), np.float32),
+    }
+
+
 def python_chunk_target(rewards, valid, terminals, next_q, gamma):
     """The h-step target as a plain loop (what scanned/vectorized targets are checked against):
     discounted rewards up to the first invalid step; bootstrap ``next_q`` unless a step

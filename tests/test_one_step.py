@@ -17,22 +17,13 @@ from agents import get_agent
 from dprl.config import load_config_file
 from dprl.one_step import OneStepActor, OneStepPolicy
 from dprl.training import make_optimizer
-from tests.conftest import ROOT, tiny
+from tests.conftest import ROOT, random_batch, tiny
 
 O, A = 4, 2
 
 
 def _batch(B=8, H=1, seed=0):
-    rng = np.random.default_rng(seed)
-    return jax.tree.map(jnp.asarray, {
-        "observations": rng.normal(size=(B, O)).astype(np.float32),
-        "actions": rng.uniform(-1, 1, size=(B, H, A)).astype(np.float32),
-        "valid": np.ones((B, H), np.float32),
-        "rewards": rng.normal(size=(B, H)).astype(np.float32),
-        "terminals": np.zeros((B, H), np.float32),
-        "next_observations": rng.normal(size=(B, O)).astype(np.float32),
-        "masks": np.ones((B,), np.float32),
-    })
+    return jax.tree.map(jnp.asarray, random_batch(B, H, O, A, seed))
 
 
 # ---- the distillation step ---------------------------------------------------------------------

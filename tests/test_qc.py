@@ -13,7 +13,7 @@ from agents import get_agent
 from agents.qc import Agent, aggregate, select_best
 from configs.qc import PRESETS, get_config
 from dprl.config import load_config_file
-from tests.conftest import python_chunk_target, tiny
+from tests.conftest import python_chunk_target, random_batch, tiny
 
 
 def _config(horizon=5, preset="qc", **overrides):
@@ -31,16 +31,7 @@ def _config(horizon=5, preset="qc", **overrides):
 
 
 def _batch(B=6, H=5, O=4, A=2, seed=0):
-    rng = np.random.default_rng(seed)
-    return {
-        "observations": rng.normal(size=(B, O)).astype(np.float32),
-        "actions": rng.uniform(-1, 1, size=(B, H, A)).astype(np.float32),
-        "valid": np.ones((B, H), np.float32),
-        "rewards": rng.normal(size=(B, H)).astype(np.float32),
-        "terminals": np.zeros((B, H), np.float32),
-        "next_observations": rng.normal(size=(B, O)).astype(np.float32),
-        "masks": np.ones((B,), np.float32),
-    }
+    return random_batch(B, H, O, A, seed)
 
 
 # ---- the h-step target -------------------------------------------------------------------------
