@@ -119,10 +119,11 @@ def _ray():
 
 def test_grid_ray_local_instance(tmp_path, pole_datasets, xla_cache):
     ray = _ray()
-    from dprl.grid import run_grid
+    from dprl.grid import _fork_exec_only, run_grid
 
     out = tmp_path / "ray_grid"
-    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
+    with _fork_exec_only():   # as run_grid starts Ray: its daemons fork + exec, JAX-safe
+        ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
     try:
         status = run_grid(_bc_cells(out), str(out), backend="ray", workers=2, env=xla_cache,
                           echo=lambda s: None)
