@@ -37,6 +37,8 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
+from dprl.training import polyak
+
 LOG_STD_MIN, LOG_STD_MAX = -5.0, 2.0
 
 
@@ -198,8 +200,7 @@ class SACAgent(flax.struct.PyTreeNode):
         al_upd, alpha_opt = al_tx.update(al_grad, self.alpha_opt, self.log_alpha)
         log_alpha = optax.apply_updates(self.log_alpha, al_upd)
 
-        target_critic_params = optax.incremental_update(critic_params,
-                                                        self.target_critic_params, c.tau)
+        target_critic_params = polyak(self.target_critic_params, critic_params, c.tau)
         agent = self.replace(actor_params=actor_params, critic_params=critic_params,
                              target_critic_params=target_critic_params, log_alpha=log_alpha,
                              actor_opt=actor_opt, critic_opt=critic_opt, alpha_opt=alpha_opt,
