@@ -32,6 +32,7 @@ from dprl.collect import evaluate_agent
 from dprl.data import load_task_data
 from dprl.logging import log, progress_bar
 from dprl.one_step import check_act_with, init_one_step
+from dprl.rundir import atomic_write
 from dprl.tasks import get_task
 from dprl.updates import fused_updates
 
@@ -178,9 +179,7 @@ def save_one_step(run_dir: Path, params, record: dict) -> Path:
 
 
 def write_json(path: Path, record: dict) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(json.dumps(record, indent=2))
-    os.replace(tmp, path)
+    atomic_write(path, json.dumps(record, indent=2))
 
 
 def load_one_step(run_dir: str | os.PathLike, get_agent: AgentLookup):

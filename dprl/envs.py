@@ -182,6 +182,22 @@ class ChunkExecutor:
             return self.normalize(self.raw_observations()).astype(np.float32)
         return self.normalize(np.stack([_history(f) for f in self._frames])).astype(np.float32)
 
+    def advance(self, active: np.ndarray, next_obs, rewards, terminated, truncated,
+                infos) -> dict[int, dict]:
+        """Record one ``VecEnv.step`` of the ``active`` envs without resetting any (evaluation):
+        their history, return and length. Returns ``{env: episode}`` for the envs whose episode
+        ended at this step (``return``, ``length``, ``terminated`` and the scalar ``info``)."""
+        ended = {}
+        for i in np.flatnonzero(active):
+            self._frames[i] = self._frames[i][1:] + [next_obs[i]]
+            self.episode_returns[i] += rewards[i]
+            self.episode_lengths[i] += 1
+            if terminated[i] or truncated[i]:
+                ended[i] = {"return": float(self.episode_returns[i]),
+                            "length": int(self.episode_lengths[i]),
+                            "terminated": bool(terminated[i]), **_scalar_info(infos[i])}
+        return ended
+
     def step_chunks(self, chunks: np.ndarray) -> dict[str, np.ndarray]:
         chunks = np.asarray(chunks)
         E, H, _ = chunks.shape
@@ -289,15 +305,9 @@ def evaluate(
                 break
             next_obs, rew, term, trunc, infos = vec.step(chunks[:, j], active=active)
             for i in np.flatnonzero(active):
-                ex._frames[i] = ex._frames[i][1:] + [next_obs[i]]
-                ex.episode_returns[i] += rew[i]
-                ex.episode_lengths[i] += 1
                 trajectories[i].append(next_obs[i])
-                if term[i] or trunc[i]:
-                    done[i] = True
-                    episodes[i] = {"return": float(ex.episode_returns[i]),
-                                   "length": int(ex.episode_lengths[i]),
-                                   "terminated": bool(term[i]), **_scalar_info(infos[i])}
+            for i, episode in ex.advance(active, next_obs, rew, term, trunc, infos).items():
+                done[i], episodes[i] = True, episode
     result = episode_statistics(episodes, score, ref_min_score, ref_max_score)
     result["wall_s"] = time.perf_counter() - start
     if return_episodes:

@@ -44,7 +44,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from dprl.envs import ChunkExecutor, VecEnv, _scalar_info, episode_statistics
+from dprl.envs import ChunkExecutor, VecEnv, episode_statistics
 from dprl.inpaint import MAX_GUIDANCE, Inpaint
 from dprl.training import BCStage, InpaintingBCStage
 
@@ -199,16 +199,10 @@ def run_async(
         active = ~done
         next_obs, rew, term, trunc, infos = vec.step(action, active=active)
         for i in np.flatnonzero(active):
-            ex._frames[i] = ex._frames[i][1:] + [next_obs[i]]
-            ex.episode_returns[i] += rew[i]
-            ex.episode_lengths[i] += 1
             trajectories[i].append(next_obs[i])
             executed[i].append(np.asarray(action[i]))
-            if term[i] or trunc[i]:
-                done[i] = True
-                episodes[i] = {"return": float(ex.episode_returns[i]),
-                               "length": int(ex.episode_lengths[i]),
-                               "terminated": bool(term[i]), **_scalar_info(infos[i])}
+        for i, episode in ex.advance(active, next_obs, rew, term, trunc, infos).items():
+            done[i], episodes[i] = True, episode
         t += 1
         chunks = [c for c in chunks if t - c.request < H]   # drop the run-out ones
     jerks = np.array([mean_squared_jerk(a) for a in executed])

@@ -244,7 +244,7 @@ def write_record(run_dir: Path, record: dict, recorded: dict | None) -> None:
 
     if recorded is None or lengths(recorded) != lengths(record) or \
             recorded.get("init_from") != record.get("init_from"):
-        _atomic_write(run_dir / "config.json", json.dumps(record, indent=2, default=str))
+        atomic_write(run_dir / "config.json", json.dumps(record, indent=2, default=str))
 
 
 # ---------------------------------------------------------------------------------------------
@@ -266,7 +266,7 @@ class ProcessLog:
     def wall_s(self) -> float:
         """The run's wall time: earlier processes plus this one so far; recorded on disk."""
         self.entries[-1]["wall_s"] = round(time.perf_counter() - self.t0, 3)
-        _atomic_write(self.path, json.dumps(self.entries, indent=1))
+        atomic_write(self.path, json.dumps(self.entries, indent=1))
         return sum(e["wall_s"] for e in self.entries)
 
 
@@ -323,7 +323,8 @@ def _read_json(path: Path):
                           f"--restart to start over here") from e
 
 
-def _atomic_write(path: Path, text: str) -> None:
+def atomic_write(path: Path, text: str) -> None:
+    """Write ``text`` to ``path`` through a temporary file and a rename (never half-written)."""
     tmp = path.with_name(path.name + ".tmp")
     tmp.write_text(text)
     os.replace(tmp, path)
