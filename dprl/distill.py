@@ -32,7 +32,7 @@ from dprl.collect import evaluate_agent
 from dprl.data import load_task_data
 from dprl.logging import log, progress_bar
 from dprl.one_step import check_act_with, init_one_step
-from dprl.rundir import atomic_write
+from dprl.files import atomic_write
 from dprl.tasks import get_task
 from dprl.updates import fused_updates
 

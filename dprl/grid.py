@@ -42,6 +42,8 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Callable, Sequence
 
+from dprl.files import atomic_write
+
 STATUS_FILE = "grid_status.json"
 LOG_FILE = "log.txt"
 ERROR_FILE = "error.txt"
@@ -294,9 +296,7 @@ class Progress:
         status = {"backend": self.backend, "workers": self.workers,
                   "elapsed_s": round(time.perf_counter() - self.t0, 1), "counts": self.counts(),
                   "updated": time.strftime("%Y-%m-%d %H:%M:%S"), "cells": self.cells}
-        tmp = self.out / (STATUS_FILE + ".tmp")
-        tmp.write_text(json.dumps(status, indent=2))
-        os.replace(tmp, self.out / STATUS_FILE)
+        atomic_write(self.out / STATUS_FILE, json.dumps(status, indent=2))
 
 
 def _hms(s: float) -> str:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import csv
+import io
 import math
 import os
 import sys
@@ -17,6 +18,8 @@ from pathlib import Path
 from typing import Any
 
 from tqdm.auto import tqdm
+
+from dprl.files import atomic_write
 
 BASE_COLUMNS = ["phase", "step", "env_steps", "wall_s"]
 
@@ -108,12 +111,11 @@ class MetricsLogger:
 
     def _rewrite(self) -> None:
         """metrics.csv from ``self.rows``, atomically."""
-        tmp = self.path.with_suffix(".csv.tmp")
-        with open(tmp, "w", newline="") as f:
-            w = csv.DictWriter(f, self.columns)
-            w.writeheader()
-            w.writerows(self.rows)
-        os.replace(tmp, self.path)
+        text = io.StringIO(newline="")
+        w = csv.DictWriter(text, self.columns)
+        w.writeheader()
+        w.writerows(self.rows)
+        atomic_write(self.path, text.getvalue())
 
     def latest(self, key: str) -> float | None:
         """The last value logged under ``key`` (None if never)."""

@@ -32,6 +32,8 @@ import threading
 import time
 from pathlib import Path
 
+from dprl.files import atomic_write
+
 LOCK_FILE = "run.lock"
 PROCESSES_FILE = "processes.json"
 REPLACED = ".replaced-"   # <run_dir>.replaced-<time>: a run moved aside by --restart
@@ -321,13 +323,6 @@ def _read_json(path: Path):
         raise RunDirError(f"{path} is unreadable ({type(e).__name__}: {e}); it is not a run "
                           f"this version of dprl wrote whole: use another --run_dir, or "
                           f"--restart to start over here") from e
-
-
-def atomic_write(path: Path, text: str) -> None:
-    """Write ``text`` to ``path`` through a temporary file and a rename (never half-written)."""
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(text)
-    os.replace(tmp, path)
 
 
 def _log(msg: str) -> None:

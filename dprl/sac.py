@@ -37,6 +37,7 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
+from dprl.files import atomic_write
 from dprl.training import polyak
 
 LOG_STD_MIN, LOG_STD_MAX = -5.0, 2.0
@@ -286,17 +287,13 @@ class ReplayBuffer:
         """Write the first ``upto`` transitions (default all) as ``.npz`` (no pickle)."""
         n = self.size if upto is None else upto
         path = Path(path)
-        tmp = path.with_name(f".tmp-{path.name}")
         n_eps = int(self.episode_id[n - 1]) + 1 if n else 0
-        with open(tmp, "wb") as f:
-            np.savez(f, observations=self.obs[:n], actions=self.actions[:n],
-                     rewards=self.rewards[:n], terminations=self.terminations[:n],
-                     truncations=self.truncations[:n], next_observations=self.next_obs[:n],
-                     episode_id=self.episode_id[:n],
-                     seeds=np.asarray(self.seeds[:n_eps], np.int64),
-                     meta=np.array(json.dumps(meta or {}, default=str)))
-        os.replace(tmp, path)
-        return path
+        return atomic_write(path, lambda f: np.savez(
+            f, observations=self.obs[:n], actions=self.actions[:n], rewards=self.rewards[:n],
+            terminations=self.terminations[:n], truncations=self.truncations[:n],
+            next_observations=self.next_obs[:n], episode_id=self.episode_id[:n],
+            seeds=np.asarray(self.seeds[:n_eps], np.int64),
+            meta=np.array(json.dumps(meta or {}, default=str))))
 
 
 def replay_to_episodes(path, drop_unfinished: bool = True) -> list[dict[str, np.ndarray]]:
@@ -378,15 +375,6 @@ class _Checkpoint:
     def __init__(self, out: Path):
         self.dir = out / "checkpoint"
 
-    @staticmethod
-    def _atomic_write(path: Path, write) -> None:
-        tmp = path.with_name(f".tmp-{path.name}")
-        with open(tmp, "wb") as f:
-            write(f)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-
     def exists(self) -> bool:
         return (self.dir / "progress.json").exists()
 
@@ -396,11 +384,11 @@ class _Checkpoint:
         saved = progress.get("buffer_saved", 0)
         if buffer.size > saved:
             seg = self.dir / f"replay_{saved:09d}_{buffer.size:09d}.npz"
-            self._atomic_write(seg, lambda f: np.savez(f, **buffer.arrays(saved, buffer.size)))
-        self._atomic_write(self.dir / "agent.msgpack",
+            atomic_write(seg, lambda f: np.savez(f, **buffer.arrays(saved, buffer.size)))
+        atomic_write(self.dir / "agent.msgpack",
                            lambda f: f.write(serialization.to_bytes(agent)))
         progress = {**progress, "buffer_saved": buffer.size, "seeds": list(buffer.seeds)}
-        self._atomic_write(self.dir / "progress.json",
+        atomic_write(self.dir / "progress.json",
                            lambda f: f.write(json.dumps(progress).encode()))
 
     def load(self, agent: "SACAgent", buffer: "ReplayBuffer") -> tuple["SACAgent", dict]:

@@ -1,6 +1,7 @@
 """Test fixtures: an isolated Minari dataset root per test session, tiny agent configs."""
 from __future__ import annotations
 
+import gc
 import os
 import sys
 from pathlib import Path
@@ -20,6 +21,22 @@ os.environ["PYTHONPATH"] = os.pathsep.join(
 os.environ.setdefault("JAX_COMPILATION_CACHE_DIR",
                       str(Path.home() / ".cache" / "dprl" / "jax-compilation-cache"))
 os.environ.setdefault("JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS", "0.5")
+
+
+@pytest.fixture(scope="module", autouse=True)
+def release_compiled_programs():
+    """Free every compiled XLA program after each test module.
+
+    On the CPU each compiled program keeps its machine code in its own memory mappings until it is
+    freed, and jit caches keep every program alive: one pytest process of the whole suite passed
+    Linux's default limit of 65,530 mappings per process (vm.max_map_count) and LLVM failed with
+    "Cannot allocate memory". Clearing per module keeps the count to one module's programs; the
+    persistent cache above makes the rare recompilation across modules cheap.
+    """
+    yield
+    import jax  # imported here: jax reads the cache settings above when first imported
+    jax.clear_caches()
+    gc.collect()
 
 
 @pytest.fixture(scope="session", autouse=True)

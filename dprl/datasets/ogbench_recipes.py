@@ -51,6 +51,8 @@ from typing import Sequence
 
 import numpy as np
 
+from dprl.files import atomic_write
+
 # task -> (collection env id, single-task evaluation env id)
 MANIPULATION_TASKS = {
     "cube-single": ("cube-single-v0", "cube-single-singletask-v0"),
@@ -337,21 +339,7 @@ def _open_partial_dir(partial_dir: Path, config: dict) -> None:
                 f"that directory (rm -r '{partial_dir}') to start afresh.")
         return
     partial_dir.mkdir(parents=True, exist_ok=True)
-    _atomic_write(cfg_path, lambda f: f.write(json.dumps(config, indent=1).encode()))
-
-
-def _atomic_write(path: Path, write) -> None:
-    """Write ``path`` through a temporary file and a rename: a kill leaves the old file or none."""
-    tmp = path.with_name(f".tmp-{path.name}-{os.getpid()}")
-    try:
-        with open(tmp, "wb") as f:
-            write(f)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    finally:
-        if tmp.exists():
-            tmp.unlink()
+    atomic_write(cfg_path, lambda f: f.write(json.dumps(config, indent=1).encode()))
 
 
 def _chunk_name(start: int, stop: int) -> str:
@@ -384,7 +372,7 @@ def _save_chunk(partial_dir: Path, episodes: list[dict]) -> Path:
         arrays[key] = np.asarray([e[key] for e in episodes])
     arrays["num_steps"] = np.asarray([len(e["actions"]) for e in episodes])
     path = partial_dir / _chunk_name(episodes[0]["index"], episodes[-1]["index"] + 1)
-    _atomic_write(path, lambda f: np.savez(f, **arrays))
+    atomic_write(path, lambda f: np.savez(f, **arrays))
     return path
 
 

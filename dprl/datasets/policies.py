@@ -33,6 +33,8 @@ from typing import Any
 
 import numpy as np
 
+from dprl.files import atomic_write
+
 _ACTIVATIONS = {"tanh": np.tanh, "relu": lambda x: np.maximum(x, 0.0)}
 
 
@@ -133,11 +135,7 @@ def save_policy(path: str | os.PathLike, *, hidden, W_out, b_out, obs_mean=None,
     if "log_std" not in arrays and "W_log_std" not in arrays:
         raise ValueError("a policy needs log_std or W_log_std/b_log_std")
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".tmp-{path.name}")
-    with open(tmp, "wb") as f:
-        np.savez(f, **arrays)
-    os.replace(tmp, path)
-    return path
+    return atomic_write(path, lambda f: np.savez(f, **arrays))
 
 
 def _float32_or_none(x):
