@@ -16,7 +16,8 @@ measured the same way):
                        and the same per CPU second (update_gflop / CPU time vs the matmul's)
   cpu_ms_per_update    process CPU time (all threads) per update: steadier than wall time on a
                        shared machine, where other jobs take turns on the cores
-  latency_ms_b1        ``sample_actions`` on one observation (median of many calls, ms)
+  latency_ms_b1        ``sample_actions`` on one observation, acting as its config says (multi- or
+                       one-step): the acting table's median of many calls, ms
   env_steps_per_s      online env steps per second on Hopper-v5 with the agent acting (policy
                        calls + MuJoCo), with its chunking (act_steps actions per call)
   online_*             off-policy agents (``--online-agents``): the online phase on Hopper-v5 at
@@ -218,17 +219,6 @@ def bench_off_policy_updates(agent, buffer, config, fuse: int, repeats: int) -> 
     return {"updates_per_s": 1.0 / per_update, "fused_updates_per_dispatch": fuse,
             "cpu_ms_per_update": 1e3 * statistics.median(cpu) / fuse,
             "update_gflop": flops / 1e9, "achieved_gflop_s": flops / 1e9 / per_update}, agent
-
-
-def bench_latency(agent, config, repeats: int = 50) -> float:
-    obs = jnp.zeros((1, OBS_DIM) if config.obs_history == 1 else (1, config.obs_history, OBS_DIM))
-    jax.block_until_ready(agent.sample_actions(obs, jax.random.PRNGKey(0)))
-    times = []
-    for i in range(repeats):
-        t = time.perf_counter()
-        jax.block_until_ready(agent.sample_actions(obs, jax.random.PRNGKey(i)))
-        times.append(time.perf_counter() - t)
-    return 1e3 * statistics.median(times)
 
 
 def hopper_env_step_ms(steps: int) -> float:
@@ -525,6 +515,7 @@ def bench_online(agent, offline, config, args) -> dict:
 
 def bench_agent(name: str, args) -> dict:
     from agents import get_agent
+    from dprl.one_step import acts_one_step
 
     config = load_agent_config(name, args.quick)
     buffer = synthetic_buffer(2_000 if args.quick else 20_000)
@@ -549,7 +540,9 @@ def bench_agent(name: str, args) -> dict:
         fuse = min(args.fuse, 5) if name == "qc" else args.fuse
         stats, agent = bench_off_policy_updates(agent, buffer, config, fuse, args.repeats)
         result.update(stats)
-    result["latency_ms_b1"] = bench_latency(agent, config)
+    # The agent's own way of acting, timed once (in the acting table, keys made beforehand).
+    result["latency_ms_b1"] = acting["latency_ms_b1_one_step" if acts_one_step(config)
+                                     else "latency_ms_b1_multi_step"]
     result["env_steps_per_s"] = bench_env_steps(agent, config, 1, args.env_steps)
     ref = REFERENCES.get(name)
     if ref and not args.quick:
