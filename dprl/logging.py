@@ -22,6 +22,7 @@ from tqdm.auto import tqdm
 from dprl.files import atomic_write
 
 BASE_COLUMNS = ["phase", "step", "env_steps", "wall_s"]
+WANDB_ID_FILE = "wandb_run_id"
 
 
 def log(msg: str) -> None:
@@ -81,8 +82,11 @@ class MetricsLogger:
                 raise ImportError(f"wandb_project={wandb_project!r} needs the wandb client: "
                                   f"pip install -e '.[wandb]' (or leave wandb_project empty)"
                                   ) from e
+            # One W&B run per run directory: a resumed run continues it (W&B keeps the rows it
+            # already has for steps logged again after the checkpoint; metrics.csv and
+            # TensorBoard are rewound to the checkpoint).
             self.wandb = wandb.init(project=wandb_project, config=config, dir=str(run_dir),
-                                    resume="allow")
+                                    id=_wandb_run_id(Path(run_dir)), resume="allow")
 
     def truncate_after(self, global_step: int) -> None:
         """Drop rows logged after a checkpoint (a resumed run logs them again)."""
@@ -129,6 +133,17 @@ class MetricsLogger:
             self.tb.close()
         if self.wandb is not None:
             self.wandb.finish()
+
+
+def _wandb_run_id(run_dir: Path) -> str:
+    """The W&B run id of this run directory, made on its first W&B run and kept in it."""
+    path = run_dir / WANDB_ID_FILE
+    if path.exists():
+        return path.read_text().strip()
+    import secrets
+    run_id = secrets.token_hex(4)    # W&B's own ids are 8 characters of [a-z0-9]
+    atomic_write(path, run_id)
+    return run_id
 
 
 def _global_step(row: dict) -> int:

@@ -54,6 +54,24 @@ def test_wandb_logger_records_every_metric_offline(tmp_path, monkeypatch):
     assert (tmp_path / "metrics.csv").read_text().count("\n") == 3
 
 
+def test_a_resumed_run_continues_its_wandb_run(tmp_path, monkeypatch):
+    from dprl.logging import MetricsLogger
+    monkeypatch.setenv("WANDB_MODE", "offline")
+    monkeypatch.setenv("WANDB_SILENT", "true")
+    first = MetricsLogger(tmp_path, tensorboard=False, wandb_project="dprl-test")
+    first.log("offline", 10, 0, 1.0, {"critic/loss": 0.5}, global_step=10)
+    run_id = first.wandb.id
+    first.close()
+    resumed = MetricsLogger(tmp_path, tensorboard=False, wandb_project="dprl-test", resume_step=10)
+    assert resumed.wandb.id == run_id
+    resumed.close()
+    # Another run directory is another W&B run.
+    (tmp_path / "other").mkdir()
+    other = MetricsLogger(tmp_path / "other", tensorboard=False, wandb_project="dprl-test")
+    assert other.wandb.id != run_id
+    other.close()
+
+
 def test_wandb_project_without_the_client_names_the_extra(tmp_path, monkeypatch):
     import builtins
 
