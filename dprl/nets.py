@@ -53,7 +53,8 @@ def get_activation(name: str) -> Callable:
 
 
 class MLP(nn.Module):
-    """Dense layers with an activation between them, optional LayerNorm after each hidden layer."""
+    """Dense layers with an activation between them, optional LayerNorm after each hidden
+    activation (Dense -> activation -> LayerNorm, the order of QC's, FQL's and OGBench's MLPs)."""
 
     hidden_dims: Sequence[int]
     activation: str = "relu"
@@ -67,9 +68,9 @@ class MLP(nn.Module):
         for i, dim in enumerate(self.hidden_dims):
             x = nn.Dense(dim, kernel_init=self.kernel_init)(x)
             if i + 1 < len(self.hidden_dims) or self.activate_final:
+                x = act(x)
                 if self.layer_norm:
                     x = nn.LayerNorm()(x)
-                x = act(x)
         return x
 
 

@@ -417,3 +417,14 @@ def test_end_to_end_offline_to_online(tmp_path, pole_datasets):
     for col in ("phase", "step", "env_steps", "critic/loss", "critic/q_mean", "bc/loss",
                 "eval/normalized_score"):
         assert col in header, col
+
+
+def test_layer_norm_follows_the_activation_as_in_qcs_critic():
+    """QC's critic MLP is Dense -> GELU -> LayerNorm: each hidden output is normalized after
+    the activation (zero mean, unit variance per row at init; GELU after LN would not be)."""
+    from dprl.nets import MLP
+    mlp = MLP((64,), "gelu", layer_norm=True, activate_final=True)
+    x = jax.random.normal(jax.random.PRNGKey(0), (8, 5))
+    h = mlp.apply(mlp.init(jax.random.PRNGKey(1), x), x)
+    np.testing.assert_allclose(np.asarray(h.mean(axis=-1)), 0.0, atol=1e-5)
+    np.testing.assert_allclose(np.asarray(h.std(axis=-1)), 1.0, atol=1e-3)
