@@ -26,6 +26,8 @@ def run_config() -> ml_collections.ConfigDict:
         online_log_every=1000,   # env steps between online log rows
         save_every=10000,        # gradient steps / env steps between checkpoints
         eval_episodes=0,         # 0 = the task preset's number
+        eval_envs=0,             # envs evaluating at once (episodes run in waves of this many);
+                                 # 0 = the task preset's number (OGBench: 10; else one per episode)
         eval_seed=1000,          # eval envs are seeded eval_seed, eval_seed + 1, ...
         utd=1.0,                 # online: gradient updates per env step (RLPD uses more; a float,
                                  # so that --agent.run.utd=0.5 is accepted)

@@ -103,5 +103,5 @@ def evaluate_agent(agent, key: jax.Array, task: dict, config, normalizer, ref_mi
                       seed=config.run.eval_seed, obs_history=config.obs_history,
                       normalize=normalizer, env_kwargs=task["env_kwargs"],
                       ref_min_score=ref_min_score, ref_max_score=ref_max_score,
-                      score=task["score"])
+                      score=task["score"], max_envs=config.run.eval_envs)
     return {f"eval/{k}": v for k, v in result.items() if isinstance(v, (int, float))}

@@ -99,6 +99,9 @@ def run_config(config: ml_collections.ConfigDict, task: dict, on_policy: bool
     validate_config(config, on_policy)
     if not config.run.eval_episodes:
         config.run.eval_episodes = task["eval_episodes"]
+    if not config.run.eval_envs:
+        config.run.eval_envs = min(task["eval_envs"] or config.run.eval_episodes,
+                                   config.run.eval_episodes)
     return config
 
 
@@ -127,7 +130,8 @@ RULES = {
                                  "max_q_samples", "num_critics", "support_actions",
                                  "contrastive_states", "update_epochs", "ppo_batch_size",
                                  "ft_denoising_steps", "ema_every", "unet_kernel_size")},
-    "eval_episodes": ((lambda v: v >= 0), "an integer >= 1 (or 0: the task preset's number)"),
+    **{k: ((lambda v: v >= 0), "an integer >= 1 (or 0: the task preset's number)")
+       for k in ("eval_episodes", "eval_envs")},
     "utd": _POSITIVE,
     "offline_ratio": _in(0, 1),
     "discount": _in(0, 1, lo_open=True),

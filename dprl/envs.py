@@ -279,35 +279,43 @@ def evaluate(
     ref_max_score: float | None = None,
     score: str = "normalized_return",
     return_episodes: bool = False,
+    max_envs: int | None = None,
 ) -> dict:
-    """Run ``num_episodes`` episodes in parallel (one env each) and summarize them.
+    """Run ``num_episodes`` episodes, in parallel on at most ``max_envs`` envs (default: one env
+    per episode), and summarize them.
 
-    ``policy_fn(obs [E, (K,) O]) -> chunks [E, H, A]`` is called on all envs at once (finished
-    envs included, so its input shape never changes and a jitted policy compiles once).
+    Episodes run in waves of ``E = min(max_envs, num_episodes)`` envs; episode ``k`` is seeded
+    ``seed + k`` however many waves there are. ``policy_fn(obs [E, (K,) O]) -> chunks [E, H, A]``
+    is called on all E envs at once (finished and unused envs included, so its input shape never
+    changes and a jitted policy compiles once). Fewer envs hold less memory (an OGBench
+    manipulation env holds about 160 MB) at the cost of more, smaller policy calls.
 
     Returns ``return_mean``, ``return_std`` (undiscounted return per episode), ``length_mean``
     (env steps), ``normalized_score`` (D4RL-style, or 100 x success rate when ``score='success'``),
     ``success_rate`` when the env reports ``info['success']``, and ``wall_s``.
     """
     start = time.perf_counter()
-    vec = VecEnv(env_id, num_episodes, seed=seed, env_kwargs=env_kwargs)
+    E = num_episodes if not max_envs else min(max_envs, num_episodes)
+    vec = VecEnv(env_id, E, seed=seed, env_kwargs=env_kwargs)
     ex = ChunkExecutor(vec, act_steps=act_steps, obs_history=obs_history, normalize=normalize)
-    ex.reset()
-    done = np.zeros(num_episodes, bool)
     episodes: list[dict | None] = [None] * num_episodes
-    trajectories = [[ex.raw_observations()[i]] for i in range(num_episodes)]
-    while not done.all():
-        chunks = np.asarray(policy_fn(ex.policy_observations()))
-        steps = min(act_steps, chunks.shape[1])
-        for j in range(steps):
-            active = ~done
-            if not active.any():
-                break
-            next_obs, rew, term, trunc, infos = vec.step(chunks[:, j], active=active)
-            for i in np.flatnonzero(active):
-                trajectories[i].append(next_obs[i])
-            for i, episode in ex.advance(active, next_obs, rew, term, trunc, infos).items():
-                done[i], episodes[i] = True, episode
+    trajectories: list[list[np.ndarray]] = [[] for _ in range(num_episodes)]
+    for first in range(0, num_episodes, E):
+        ex.reset()                     # this wave's env i runs episode first + i (seed + first + i)
+        done = np.arange(E) >= num_episodes - first   # a last, smaller wave leaves envs unused
+        for i in np.flatnonzero(~done):
+            trajectories[first + i].append(ex.raw_observations()[i])
+        while not done.all():
+            chunks = np.asarray(policy_fn(ex.policy_observations()))
+            for j in range(min(act_steps, chunks.shape[1])):
+                active = ~done
+                if not active.any():
+                    break
+                next_obs, rew, term, trunc, infos = vec.step(chunks[:, j], active=active)
+                for i in np.flatnonzero(active):
+                    trajectories[first + i].append(next_obs[i])
+                for i, episode in ex.advance(active, next_obs, rew, term, trunc, infos).items():
+                    done[i], episodes[first + i] = True, episode
     result = episode_statistics(episodes, score, ref_min_score, ref_max_score)
     result["wall_s"] = time.perf_counter() - start
     if return_episodes:

@@ -39,6 +39,9 @@ PROCESSES_FILE = "processes.json"
 REPLACED = ".replaced-"   # <run_dir>.replaced-<time>: a run moved aside by --restart
 IDENTITY = ("agent", "task", "dataset_id", "dataset_fingerprint", "seed", "num_seeds")
 PHASE_LENGTHS = ("pretrain_steps", "offline_steps", "online_steps")
+# How many envs evaluate at once changes memory and speed, not the run (episode k is seeded the
+# same way whatever it is).
+NOT_IDENTITY = ("eval_envs",)
 # Filled in from the dataset after the identity check (the fingerprint covers it).
 RESOLVED_LATER = ("action_dim",)
 
@@ -167,7 +170,7 @@ def identity(record: dict) -> dict:
     """The fields of a config.json record that make a run this run, flattened to dotted keys
     (``agent.actor_lr``); the phase lengths may change (a run can be extended)."""
     plain = json.loads(json.dumps({k: record.get(k) for k in IDENTITY}, default=str))
-    for k in PHASE_LENGTHS:
+    for k in PHASE_LENGTHS + NOT_IDENTITY:
         (plain.get("agent") or {}).get("run", {}).pop(k, None)
     for k in RESOLVED_LATER:
         (plain.get("agent") or {}).pop(k, None)

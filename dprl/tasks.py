@@ -6,6 +6,7 @@
   official_dataset_id         the official Minari dataset, used instead when it is present locally
   make_command                the command that generates the stand-in
   eval_episodes               episodes per evaluation
+  eval_envs                   envs evaluating at once (None: one per episode); heavy envs use fewer
   score                       'normalized_return' (D4RL: 100 * (R - min) / (max - min)) or 'success'
   ref_min_score, ref_max_score  used when the dataset's metadata has none
   success_masks               OGBench: successful steps are terminal (no bootstrapping from them)
@@ -42,6 +43,7 @@ def _register(name: str, **preset):
     preset.setdefault("env_kwargs", {})
     preset.setdefault("official_dataset_id", None)
     preset.setdefault("eval_episodes", 10)
+    preset.setdefault("eval_envs", None)
     preset.setdefault("score", "normalized_return")
     preset.setdefault("ref_min_score", None)
     preset.setdefault("ref_max_score", None)
@@ -92,13 +94,18 @@ _register("chain", env_id="dprl/WaypointChain-v0", dataset_id="dprl/chain/play-v
 # <env>-singletask-v0; reward = #satisfied sub-goals - #sub-goals at s_t, 0 = success; OGBench's
 # masks are 1 - success). Score: 100 x success rate (info['success']). No official Minari copy.
 # ``play_dataset_id`` is the same play data with the goal-conditioned collection env's reward.
+# An OGBench manipulation env holds about 160 MB (its compiled MuJoCo model): 50 evaluation envs
+# at once would hold 8 GB per seed, so evaluation runs 10 at a time.
+OGBENCH_EVAL_ENVS = 10
+
 for _task, _single_env in (("cube-single", "cube-single-singletask-v0"),
                            ("cube-double", "cube-double-singletask-v0"),
                            ("scene", "scene-singletask-v0"),
                            ("puzzle-3x3", "puzzle-3x3-singletask-v0")):
     _register(_task, env_id=_single_env, dataset_id=f"dprl/{_task}/play-singletask-v0",
               play_dataset_id=f"dprl/{_task}/play-v0", score="success", eval_episodes=50,
-              ref_min_score=0.0, ref_max_score=1.0, success_masks=True)
+              eval_envs=OGBENCH_EVAL_ENVS, ref_min_score=0.0, ref_max_score=1.0,
+              success_masks=True)
 
 
 # ---- OGBench single-task ids, relabeled from one play dataset per env (issue 15) ----------------
@@ -126,8 +133,8 @@ def _register_ogbench_single_tasks() -> None:
                 data_env_id=f"{env}-v0",          # the play data's collection env
                 sparse_reward=sparse,
                 reward_relabel="dprl.datasets.ogbench_recipes:relabel_singletask",
-                score="success", eval_episodes=50, ref_min_score=0.0, ref_max_score=1.0,
-                success_masks=True, dataset_task=env)  # `make <env>-task{k}` makes <env>'s data
+                score="success", eval_episodes=50, eval_envs=OGBENCH_EVAL_ENVS, ref_min_score=0.0,
+                ref_max_score=1.0, success_masks=True, dataset_task=env)  # `make <env>-task{k}` makes <env>'s data
 
 
 _register_ogbench_single_tasks()

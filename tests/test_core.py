@@ -161,6 +161,28 @@ def test_evaluate_reports_success_and_normalized_score():
     assert all(e["side"] == "right" for e in result["episodes"])
 
 
+@pytest.mark.parametrize("max_envs", [2, 4])
+def test_evaluation_in_waves_runs_the_same_episodes(max_envs):
+    """5 episodes on at most 2 (or 4) envs: each episode is seeded as when all run at once, and
+    the policy always sees the same batch size (a jitted policy compiles once)."""
+    batch_sizes = set()
+
+    def policy(obs):
+        batch_sizes.add(obs.shape[0])
+        return np.tanh(obs[:, None, :2] * [[3.0, -2.0]]).astype(np.float32)
+
+    kwargs = dict(act_steps=2, seed=7, return_episodes=True)
+    whole = evaluate(policy, "dprl/Pole-v0", 5, **kwargs)
+    assert batch_sizes == {5}
+    batch_sizes.clear()
+    waves = evaluate(policy, "dprl/Pole-v0", 5, max_envs=max_envs, **kwargs)
+    assert batch_sizes == {max_envs}
+    assert [e["return"] for e in waves["episodes"]] == [e["return"] for e in whole["episodes"]]
+    for a, b in zip(waves["trajectories"], whole["trajectories"]):
+        np.testing.assert_array_equal(a, b)
+    assert len({t[0].tobytes() for t in whole["trajectories"]}) == 5   # 5 distinct seeds
+
+
 @pytest.mark.parametrize("policy,backbone", [("diffusion", "mlp"), ("flow", "mlp"),
                                              ("mse", "mlp"), ("diffusion", "unet")])
 def test_bc_agents_step_and_sample_chunks(policy, backbone, pole_datasets):

@@ -95,6 +95,7 @@ def test_every_single_task_preset_is_registered():
             p = get_task(f"{env}-task{k}")
             assert p["singletask_env_id"] == f"{env}-singletask-task{k}-v0"
             assert p["dataset_id"] == f"dprl/{env}/play-v0" and p["eval_episodes"] == 50
+            assert p["eval_envs"] == 10     # ~160 MB an env: 50 at once would hold 8 GB
             assert p["sparse_reward"] == (env in ("scene", "puzzle-3x3"))
             assert p["make_command"] == f"python -m dprl.datasets make {env}-task{k}"
             assert p["dataset_task"] == env
@@ -216,3 +217,20 @@ def test_reproduce_qc_reads_the_papers_points(tmp_path):
     import pytest as _pytest
     with _pytest.raises(ValueError, match="consecutive"):
         rq.make_cells(["qc"], ["scene-task2"], [0, 2], tmp_path)
+
+
+def test_eval_envs_comes_from_the_task_and_is_not_part_of_a_runs_identity():
+    from configs.qc import get_config
+    from dprl.config import run_config
+    from dprl.rundir import differences
+    from dprl.tasks import get_task
+
+    config = get_config()
+    assert run_config(config, get_task("scene-task2"), False).run.eval_envs == 10
+    assert run_config(config, get_task("pole"), False).run.eval_envs == 50   # one per episode
+    config.run.eval_envs = 5
+    assert run_config(config, get_task("scene-task2"), False).run.eval_envs == 5
+    a = {"agent": {"run": {"eval_envs": 10, "batch_size": 256}}}
+    assert differences(a, {"agent": {"run": {"eval_envs": 25, "batch_size": 256}}}) == []
+    assert differences(a, {"agent": {"run": {"batch_size": 256}}}) == []   # recorded before it
+    assert differences(a, {"agent": {"run": {"eval_envs": 10, "batch_size": 64}}})
