@@ -61,6 +61,7 @@ def get_config(preset: str = "qc"):
     config.critic_hidden_dims = (512, 512, 512, 512)  # QC: value_hidden_dims 4x512
     config.critic_activation = "gelu"  # QC: GELU
     config.critic_layer_norm = True    # QC: layer_norm=True in the critic
+    config.critic_kernel_init = "fan_avg_uniform"  # QC: default_init, variance scaling fan_avg
     config.bc_in_update = True         # QC trains the BC flow on every RL batch (joint loss)
     # The behaviour policy: flow matching (QC), 10 Euler steps; 'diffusion' is selectable for
     # best_of_n. The one-step policy has the same hidden_dims and activation (QC, FQL).
@@ -68,6 +69,8 @@ def get_config(preset: str = "qc"):
     config.actor.hidden_dims = (512, 512, 512, 512)  # QC: actor_hidden_dims 4x512, no LayerNorm
     config.actor.activation = "gelu"   # QC: GELU
     config.actor.flow_steps = 10       # QC: flow_steps 10
+    config.actor.time_dim = 0          # QC: the flow time t itself is concatenated (no embedding)
+    config.actor.kernel_init = "fan_avg_uniform"  # QC: default_init (also mu's)
     config.actor.schedule = "vp"       # used only with actor.model='diffusion'
     # Runner: QC trains offline then online with the buffer holding all offline data.
     config.run.batch_size = 256        # QC: 256

@@ -30,7 +30,9 @@ def default_actor_config() -> ml_collections.ConfigDict:
         hidden_dims=(256, 256, 256),  # MLP denoiser widths (Diffusion-QL: 3x256)
         activation="mish",        # Diffusion-QL uses Mish
         residual=False,           # DPPO: residual_style (pre-activation blocks of two layers)
-        time_dim=16,              # Diffusion-QL's time embedding size
+        time_dim=16,              # Diffusion-QL's time embedding size (0: t itself, QC/FQL)
+        kernel_init="lecun_normal",  # the MLP's Dense kernels: 'lecun_normal' (flax's default)
+                                  # or 'fan_avg_uniform' (QC/FQL: variance scaling, fan_avg)
         unet_channels=(64, 128, 256),  # Diffusion Policy's U-Net widths
         unet_kernel_size=5,       # Diffusion Policy: 5
         schedule="vp",            # Diffusion-QL's VP schedule; 'linear' / 'cosine' for DDPM/DPPO
@@ -53,7 +55,10 @@ class GenerativeActor:
 
     @property
     def network(self) -> nn.Module:
-        return make_denoiser(self.config)
+        # The samplers' time ranges: flow t in [0, TIME_SCALE), diffusion steps k in [0, N).
+        time_scale = (flow.TIME_SCALE if self.config.model == "flow"
+                      else self.config.diffusion_steps)
+        return make_denoiser(self.config, time_scale)
 
     @property
     def schedule(self) -> diffusion.Schedule:

@@ -122,7 +122,7 @@ _POSITIVE = ((lambda v: math.isfinite(v) and v > 0), "a finite number > 0")
 RULES = {
     **{k: _at_least(0) for k in ("pretrain_steps", "offline_steps", "online_steps",
                                  "start_online_updates", "rollout_steps", "sampling_steps",
-                                 "ema_start", "lr_decay_steps")},
+                                 "time_dim", "ema_start", "lr_decay_steps")},
     **{k: _at_least(1) for k in ("batch_size", "log_every", "eval_every", "online_eval_every",
                                  "online_log_every", "save_every", "steps_per_dispatch",
                                  "update_every", "num_envs", "horizon", "act_steps",
@@ -171,6 +171,15 @@ def validate_config(config: ml_collections.ConfigDict, on_policy: bool) -> None:
         if not good:
             shown = tuple(value) if isinstance(value, (list, tuple)) else value
             problems.append(f"--agent.{key}={shown}: must be {allowed}")
+    from dprl.nets import KERNEL_INITS
+    for key in config_keys(config):
+        if key.endswith("kernel_init") and _get(config, key) not in KERNEL_INITS:
+            problems.append(f"--agent.{key}={_get(config, key)}: must be one of "
+                            f"{', '.join(sorted(KERNEL_INITS))}")
+    actor = config.get("actor") or {}
+    if actor.get("backbone") == "unet" and actor.get("time_dim") == 0:
+        problems.append("--agent.actor.time_dim=0: the U-Net needs a time embedding (>= 1); "
+                        "time_dim=0 (t itself) is for the MLP backbone")
     run = config.run
     if config.act_steps > config.horizon:
         problems.append(f"--agent.act_steps={config.act_steps}: must be <= horizon "

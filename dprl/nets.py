@@ -52,6 +52,19 @@ def get_activation(name: str) -> Callable:
     return ACTIVATIONS[name]
 
 
+# Modules name their kernel initializer (a string keeps a module hashable and comparable).
+KERNEL_INITS: dict[str, Callable] = {
+    "lecun_normal": nn.initializers.lecun_normal(),   # flax's default
+    "fan_avg_uniform": nn.initializers.variance_scaling(1.0, "fan_avg", "uniform"),  # QC, FQL
+}
+
+
+def get_kernel_init(name: str) -> Callable:
+    if name not in KERNEL_INITS:
+        raise ValueError(f"Unknown kernel_init {name!r}; choose one of {sorted(KERNEL_INITS)}")
+    return KERNEL_INITS[name]
+
+
 class MLP(nn.Module):
     """Dense layers with an activation between them, optional LayerNorm after each hidden
     activation (Dense -> activation -> LayerNorm, the order of QC's, FQL's and OGBench's MLPs)."""
@@ -60,13 +73,14 @@ class MLP(nn.Module):
     activation: str = "relu"
     layer_norm: bool = False
     activate_final: bool = False
-    kernel_init: Callable = nn.initializers.lecun_normal()
+    kernel_init: str = "lecun_normal"
 
     @nn.compact
     def __call__(self, x: jax.Array) -> jax.Array:
         act = get_activation(self.activation)
+        init = get_kernel_init(self.kernel_init)
         for i, dim in enumerate(self.hidden_dims):
-            x = nn.Dense(dim, kernel_init=self.kernel_init)(x)
+            x = nn.Dense(dim, kernel_init=init)(x)
             if i + 1 < len(self.hidden_dims) or self.activate_final:
                 x = act(x)
                 if self.layer_norm:
@@ -133,6 +147,8 @@ class MLPDenoiser(nn.Module):
 
     The chunk is flattened; the time embedding and the observation are concatenated to it
     (the Diffusion-QL actor, 3x256 Mish by default; ``residual``: DPPO's residual MLP).
+    ``time_dim = 0`` concatenates the time itself instead of an embedding: ``t / time_scale``,
+    the flow time in [0, 1] (QC's and FQL's flow actor) or the diffusion step over the steps.
     """
 
     hidden_dims: Sequence[int] = (256, 256, 256)
@@ -140,18 +156,22 @@ class MLPDenoiser(nn.Module):
     time_dim: int = 16
     layer_norm: bool = False
     residual: bool = False
+    kernel_init: str = "lecun_normal"   # of the plain MLP's layers (not the residual MLP's)
+    time_scale: float = 1.0             # time_dim = 0: the sampler's t at the end of its range
 
     @nn.compact
     def __call__(self, observations, noisy_actions, t):
         B, H, A = noisy_actions.shape
-        t_emb = TimeEmbedding(self.time_dim, self.activation)(t)
+        t_emb = (TimeEmbedding(self.time_dim, self.activation)(t) if self.time_dim
+                 else (jnp.asarray(t, jnp.float32) / self.time_scale).reshape(B, 1))
         x = jnp.concatenate([noisy_actions.reshape(B, H * A), t_emb,
                              flatten_observations(observations)], axis=-1)
         if self.residual:
             x = ResidualMLP(self.hidden_dims, H * A, self.activation)(x)
         else:
-            x = MLP(self.hidden_dims, self.activation, self.layer_norm, activate_final=True)(x)
-            x = nn.Dense(H * A)(x)
+            x = MLP(self.hidden_dims, self.activation, self.layer_norm, activate_final=True,
+                    kernel_init=self.kernel_init)(x)
+            x = nn.Dense(H * A, kernel_init=get_kernel_init(self.kernel_init))(x)
         return x.reshape(B, H, A)
 
 
@@ -237,14 +257,15 @@ class ValueMLP(nn.Module):
     hidden_dims: Sequence[int] = (256, 256, 256)
     activation: str = "mish"
     layer_norm: bool = False
+    kernel_init: str = "lecun_normal"
 
     @nn.compact
     def __call__(self, observations, actions=None):
         parts = [flatten_observations(observations)]
         if actions is not None:
             parts.append(actions.reshape(actions.shape[0], -1))
-        x = MLP((*self.hidden_dims, 1), self.activation, self.layer_norm)(
-            jnp.concatenate(parts, axis=-1))
+        x = MLP((*self.hidden_dims, 1), self.activation, self.layer_norm,
+                kernel_init=self.kernel_init)(jnp.concatenate(parts, axis=-1))
         return x[..., 0]
 
 
@@ -255,12 +276,14 @@ class CriticEnsemble(nn.Module):
     hidden_dims: Sequence[int] = (256, 256, 256)
     activation: str = "mish"
     layer_norm: bool = False
+    kernel_init: str = "lecun_normal"
 
     @nn.compact
     def __call__(self, observations, actions):
         ensemble = nn.vmap(ValueMLP, variable_axes={"params": 0}, split_rngs={"params": True},
                            in_axes=None, out_axes=0, axis_size=self.num_critics)
-        return ensemble(self.hidden_dims, self.activation, self.layer_norm)(observations, actions)
+        return ensemble(self.hidden_dims, self.activation, self.layer_norm,
+                        self.kernel_init)(observations, actions)
 
 
 class NoisyActionValue(nn.Module):
@@ -279,11 +302,14 @@ class NoisyActionValue(nn.Module):
         return MLP((*self.hidden_dims, 1), self.activation, self.layer_norm)(x)[..., 0]
 
 
-def make_denoiser(config) -> nn.Module:
-    """Build the actor's denoiser from ``config.backbone`` ('mlp' or 'unet')."""
+def make_denoiser(config, time_scale: float = 1.0) -> nn.Module:
+    """Build the actor's denoiser from ``config.backbone`` ('mlp' or 'unet'); ``time_scale``: the
+    sampler's time at the end of its range (what ``time_dim = 0`` divides ``t`` by)."""
     if config.backbone == "mlp":
         return MLPDenoiser(tuple(config.hidden_dims), config.activation, config.time_dim,
-                           residual=bool(config.get("residual", False)))
+                           residual=bool(config.get("residual", False)),
+                           kernel_init=config.get("kernel_init", "lecun_normal"),
+                           time_scale=float(time_scale))
     if config.backbone == "unet":
         return UNet1DDenoiser(tuple(config.unet_channels), config.unet_kernel_size,
                               config.time_dim)
@@ -291,12 +317,14 @@ def make_denoiser(config) -> nn.Module:
 
 
 def critic_from_config(config) -> CriticEnsemble:
-    """The Q ensemble of an agent config (num_critics, critic_hidden_dims/activation/layer_norm)."""
+    """The Q ensemble of an agent config (num_critics, critic_hidden_dims/activation/layer_norm/
+    kernel_init)."""
     return CriticEnsemble(int(config.num_critics), tuple(config.critic_hidden_dims),
-                          config.critic_activation, config.critic_layer_norm)
+                          config.critic_activation, config.critic_layer_norm,
+                          config.get("critic_kernel_init", "lecun_normal"))
 
 
 def value_from_config(config) -> ValueMLP:
-    """V(s) with the critics' architecture (critic_hidden_dims/activation/layer_norm)."""
+    """V(s) with the critics' architecture (critic_hidden_dims/activation/layer_norm/kernel_init)."""
     return ValueMLP(tuple(config.critic_hidden_dims), config.critic_activation,
-                    config.critic_layer_norm)
+                    config.critic_layer_norm, config.get("critic_kernel_init", "lecun_normal"))

@@ -72,12 +72,14 @@ class OneStepPolicy(nn.Module):
     action_dim: int
     hidden_dims: Sequence[int] = (512, 512, 512, 512)
     activation: str = "gelu"
+    kernel_init: str = "lecun_normal"
 
     @nn.compact
     def __call__(self, observations: jax.Array, noise: jax.Array) -> jax.Array:
         B = noise.shape[0]
         x = jnp.concatenate([flatten_observations(observations), noise.reshape(B, -1)], axis=-1)
-        x = MLP((*self.hidden_dims, self.horizon * self.action_dim), self.activation)(x)
+        x = MLP((*self.hidden_dims, self.horizon * self.action_dim), self.activation,
+                kernel_init=self.kernel_init)(x)
         return x.reshape(B, self.horizon, self.action_dim)
 
 
@@ -120,9 +122,11 @@ class OneStepActor(TrainState):
 def init_one_step(config, teacher_model: GenerativeActor, key: jax.Array,
                   observations: jax.Array) -> OneStepActor:
     """A fresh ``mu`` for the teacher's chunks ``[teacher_model.horizon, action_dim]``: the
-    actor's widths and activation (FQL, QC), Adam at ``actor_lr`` with the agent's grad_clip."""
+    actor's widths, activation and kernel init (FQL, QC), Adam at ``actor_lr`` with the agent's
+    grad_clip."""
     net = OneStepPolicy(teacher_model.horizon, teacher_model.action_dim,
-                        tuple(config.actor.hidden_dims), config.actor.activation)
+                        tuple(config.actor.hidden_dims), config.actor.activation,
+                        config.actor.get("kernel_init", "lecun_normal"))
     return OneStepActor.init(net, key, observations,
                              make_optimizer(config.actor_lr, grad_clip=config.grad_clip))
 

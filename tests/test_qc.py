@@ -428,3 +428,40 @@ def test_layer_norm_follows_the_activation_as_in_qcs_critic():
     h = mlp.apply(mlp.init(jax.random.PRNGKey(1), x), x)
     np.testing.assert_allclose(np.asarray(h.mean(axis=-1)), 0.0, atol=1e-5)
     np.testing.assert_allclose(np.asarray(h.std(axis=-1)), 1.0, atol=1e-3)
+
+
+def test_qc_networks_are_initialized_and_fed_time_as_in_qcs_code():
+    """QC's preset: every Dense kernel from variance scaling (fan_avg, uniform), and the flow
+    actor fed the time t in [0, 1] itself (one input), not an embedding."""
+    config = _config(horizon=3)
+    config.actor.hidden_dims = (64, 64)
+    agent = Agent.create(0, _batch(B=4, H=3, O=4), config)
+    first = agent.actor.params["params"]["MLP_0"]["Dense_0"]["kernel"]
+    assert first.shape == (3 * 2 + 1 + 4, 64)           # chunk, t, observation
+    assert "TimeEmbedding_0" not in agent.actor.params["params"]
+    for kernel in (first, agent.critic.params["params"]["VmapValueMLP_0"]["MLP_0"]["Dense_1"]
+                   ["kernel"][0]):
+        fan_in, fan_out = kernel.shape
+        bound = np.sqrt(3.0 / ((fan_in + fan_out) / 2))
+        assert np.abs(np.asarray(kernel)).max() <= bound     # uniform: no normal tails
+        assert np.asarray(kernel).var() == pytest.approx(bound ** 2 / 3, rel=0.25)
+
+
+def test_raw_time_is_the_samplers_time_over_its_range():
+    from dprl.nets import MLPDenoiser
+    obs, x = jnp.ones((2, 4)), jnp.ones((2, 3, 2))
+    scaled = MLPDenoiser((16,), "gelu", time_dim=0, time_scale=1000.0)
+    params = scaled.init(jax.random.PRNGKey(0), obs, x, jnp.zeros(2))
+    unit = MLPDenoiser((16,), "gelu", time_dim=0, time_scale=1.0)
+    np.testing.assert_allclose(scaled.apply(params, obs, x, jnp.full(2, 500.0)),
+                               unit.apply(params, obs, x, jnp.full(2, 0.5)), rtol=1e-6)
+    assert not np.allclose(unit.apply(params, obs, x, jnp.full(2, 0.5)),
+                           unit.apply(params, obs, x, jnp.full(2, 0.0)))
+
+
+def test_an_unknown_kernel_init_is_refused_before_any_work():
+    from dprl.config import validate_config
+    config = _config()
+    config.critic_kernel_init = "xavier"
+    with pytest.raises(ValueError, match="critic_kernel_init=xavier: must be one of"):
+        validate_config(config, on_policy=False)

@@ -10,6 +10,9 @@ only for an intended change of behaviour, and say so in the commit. Four metrics
 off-policy online rows were re-recorded for issue 16 (the replay step compiles the same update
 inside ``lax.cond`` in one program with storing and acting, whose different XLA fusion rounds a
 few values differently by 1-3e-6 relative: same update order, same keys, same evaluations).
+QC's run was re-recorded (session 5) for three intended changes that bring its networks to QC's
+code: LayerNorm after the activation, fan_avg-uniform kernels, the flow time fed as is; the other
+agents' recordings came out identical.
 """
 from __future__ import annotations
 
