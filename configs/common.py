@@ -78,7 +78,8 @@ def add_critic(config: ml_collections.ConfigDict, ensemble: bool = True
     config.critic_hidden_dims = (256, 256, 256)  # Diffusion-QL: 3x256
     config.critic_activation = "mish"  # Diffusion-QL: Mish
     config.critic_layer_norm = False   # Diffusion-QL: none
-    config.critic_kernel_init = "lecun_normal"  # Dense kernels (flax's default; QC: fan_avg_uniform)
+    config.critic_kernel_init = "lecun_normal"  # Dense kernels: flax's default (QC:
+                                       # 'fan_avg_uniform', variance scaling)
     config.critic_lr = 3e-4            # Diffusion-QL, IQL, QC: 3e-4
     config.discount = 0.99             # gamma (Diffusion-QL, QC, DPPO: 0.99)
     if ensemble:

@@ -9,6 +9,7 @@ from pathlib import Path
 
 import ml_collections
 
+from dprl.nets import KERNEL_INITS
 from dprl.one_step import check_act_with
 
 # Config keys renamed for one name per idea (issue 14): old key -> what to use now.
@@ -144,6 +145,7 @@ RULES = {
     "grad_clip": ((lambda v: math.isfinite(v) and v >= 0), "a finite number >= 0 (0 = off)"),
 }
 _SIZES = ((lambda v: all(isinstance(d, int) and d >= 1 for d in v)), "sizes that are each >= 1")
+_KERNEL_INIT = ((lambda v: v in KERNEL_INITS), f"one of {', '.join(sorted(KERNEL_INITS))}")
 
 
 def _rule(key: str):
@@ -152,6 +154,8 @@ def _rule(key: str):
         return _SIZES
     if leaf.endswith("_lr"):
         return _POSITIVE
+    if leaf.endswith("kernel_init"):
+        return _KERNEL_INIT
     return RULES.get(leaf)
 
 
@@ -161,7 +165,7 @@ def validate_config(config: ml_collections.ConfigDict, on_policy: bool) -> None:
     problems = []
     for key in config_keys(config):
         value, rule = _get(config, key), _rule(key)
-        if rule is None or value is None or isinstance(value, str):
+        if rule is None or value is None:
             continue
         ok, allowed = rule
         try:
@@ -171,11 +175,6 @@ def validate_config(config: ml_collections.ConfigDict, on_policy: bool) -> None:
         if not good:
             shown = tuple(value) if isinstance(value, (list, tuple)) else value
             problems.append(f"--agent.{key}={shown}: must be {allowed}")
-    from dprl.nets import KERNEL_INITS
-    for key in config_keys(config):
-        if key.endswith("kernel_init") and _get(config, key) not in KERNEL_INITS:
-            problems.append(f"--agent.{key}={_get(config, key)}: must be one of "
-                            f"{', '.join(sorted(KERNEL_INITS))}")
     actor = config.get("actor") or {}
     if actor.get("backbone") == "unet" and actor.get("time_dim") == 0:
         problems.append("--agent.actor.time_dim=0: the U-Net needs a time embedding (>= 1); "

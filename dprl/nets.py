@@ -325,6 +325,7 @@ def critic_from_config(config) -> CriticEnsemble:
 
 
 def value_from_config(config) -> ValueMLP:
-    """V(s) with the critics' architecture (critic_hidden_dims/activation/layer_norm/kernel_init)."""
+    """V(s) with the critics' architecture (critic_hidden_dims, activation, layer_norm,
+    kernel_init)."""
     return ValueMLP(tuple(config.critic_hidden_dims), config.critic_activation,
                     config.critic_layer_norm, config.get("critic_kernel_init", "lecun_normal"))

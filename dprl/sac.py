@@ -385,11 +385,9 @@ class _Checkpoint:
         if buffer.size > saved:
             seg = self.dir / f"replay_{saved:09d}_{buffer.size:09d}.npz"
             atomic_write(seg, lambda f: np.savez(f, **buffer.arrays(saved, buffer.size)))
-        atomic_write(self.dir / "agent.msgpack",
-                           lambda f: f.write(serialization.to_bytes(agent)))
+        atomic_write(self.dir / "agent.msgpack", serialization.to_bytes(agent))
         progress = {**progress, "buffer_saved": buffer.size, "seeds": list(buffer.seeds)}
-        atomic_write(self.dir / "progress.json",
-                           lambda f: f.write(json.dumps(progress).encode()))
+        atomic_write(self.dir / "progress.json", json.dumps(progress))
 
     def load(self, agent: "SACAgent", buffer: "ReplayBuffer") -> tuple["SACAgent", dict]:
         """Restore into ``agent`` (a template of the same shapes) and the empty ``buffer``."""

@@ -133,8 +133,9 @@ def _register_ogbench_single_tasks() -> None:
                 data_env_id=f"{env}-v0",          # the play data's collection env
                 sparse_reward=sparse,
                 reward_relabel="dprl.datasets.ogbench_recipes:relabel_singletask",
-                score="success", eval_episodes=50, eval_envs=OGBENCH_EVAL_ENVS, ref_min_score=0.0,
-                ref_max_score=1.0, success_masks=True, dataset_task=env)  # `make <env>-task{k}` makes <env>'s data
+                score="success", eval_episodes=50, eval_envs=OGBENCH_EVAL_ENVS,
+                ref_min_score=0.0, ref_max_score=1.0, success_masks=True,
+                dataset_task=env)  # `make <env>-task{k}` makes <env>'s data
 
 
 _register_ogbench_single_tasks()

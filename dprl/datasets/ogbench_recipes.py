@@ -339,7 +339,7 @@ def _open_partial_dir(partial_dir: Path, config: dict) -> None:
                 f"that directory (rm -r '{partial_dir}') to start afresh.")
         return
     partial_dir.mkdir(parents=True, exist_ok=True)
-    atomic_write(cfg_path, lambda f: f.write(json.dumps(config, indent=1).encode()))
+    atomic_write(cfg_path, json.dumps(config, indent=1))
 
 
 def _chunk_name(start: int, stop: int) -> str:
