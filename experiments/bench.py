@@ -18,6 +18,8 @@ measured the same way):
                        shared machine, where other jobs take turns on the cores
   latency_ms_b1        ``sample_actions`` on one observation, acting as its config says (multi- or
                        one-step): the acting table's median of many calls, ms
+  latency_floor_ms_b1  that action's matmul FLOPs (``latency_gflop_b1``) at the machine's fp32
+                       matmul rate: the latency no implementation reaches here without fewer FLOPs
   env_steps_per_s      online env steps per second on Hopper-v5 with the agent acting (policy
                        calls + MuJoCo), with its chunking (act_steps actions per call)
   online_*             off-policy agents (``--online-agents``): the online phase on Hopper-v5 at
@@ -61,28 +63,32 @@ OBS_DIM, ACT_DIM = 11, 3
 
 # The reference implementations' figures on this machine kind, each timed with a small driver
 # around the reference's own update and action functions (not in this repository; see issue 16),
-# batch 256 (DPPO: 50,000-pair minibatches), Hopper-sized synthetic data. Measured 2026-11-25 on a
-# 2 vCPU AMD EPYC (AVX-512, 32 MiB L3; ~210 GFLOP/s fp32 matmul at 2048^3 when least loaded),
-# background jobs paused but other sessions' tests running (load 2-6), side by side with this
-# script. Wall figures swing with that load; CPU ms per update (all threads) is steadier.
-# ``issue`` is the figure issue 16 recorded on an idle machine of this kind, for context.
+# batch 256 (DPPO: 50,000-pair minibatches), Hopper-sized synthetic data. Measured 2026-12-04 on an
+# idle 2 vCPU AMD EPYC (AVX-512, 32 MiB L3; 201 GFLOP/s fp32 matmul at 2048^3, the hardware's
+# peak: 2 cores x 32 FLOP/cycle), nothing else running, in two sittings around this script's run
+# (figures: the mean of the two; each sitting in ``source``). ``issue`` is the figure issue 16
+# recorded on an earlier machine of this kind, for context.
 REFERENCES = {
-    "dql": dict(code="Diffusion-QL (PyTorch 2.14, 2 threads)", updates_per_s=24.6,
-                cpu_ms_per_update=81.0, latency_ms_b1=3.83, unit="updates/s",
+    "dql": dict(code="Diffusion-QL (PyTorch 2.13 CPU, 2 threads)", updates_per_s=24.8,
+                cpu_ms_per_update=80.6, latency_ms_b1=3.44, unit="updates/s",
                 latency_note="50 candidates", issue="31.3 updates/s, 2.25 ms",
-                source="2026-11-25, 2 runs of 50 x 5 updates (23.2, 26.1/s; 86, 76 CPU ms)",
+                source="2026-12-04 idle, 2 sittings of 3 x 50 updates (24.1, 25.5/s; 82.8, "
+                       "78.3 CPU ms; 3.63, 3.25 ms)",
                 target_ratio=3.0, target_latency_ms=0.75),
-    "qc": dict(code="qc (JAX 0.6, its pinned version)", updates_per_s=1.04,
-               cpu_ms_per_update=1889.0, latency_ms_b1=7.22, unit="updates/s",
+    "qc": dict(code="qc (JAX 0.6.0, its pinned version)", updates_per_s=1.02,
+               cpu_ms_per_update=1922.0, latency_ms_b1=7.60, unit="updates/s",
                latency_note="best-of-32 chunk", issue="1.66 updates/s, 2.66 ms",
-               source="2026-11-25, 3 x 3 updates (XLA: 165 GFLOP/update)",
+               source="2026-12-04 idle, 2 sittings of 3 x 3 updates (1.007, 1.042/s; 1949, 1894 "
+                      "CPU ms; 8.29, 6.90 ms). The same code on dprl's JAX 0.10.2: 0.953/s, "
+                      "2054 CPU ms, 5.47 ms",
                target_ratio=1.3, target_latency_ms=2.0),
-    "dppo": dict(code="dppo (PyTorch 2.14, 2 threads)", updates_per_s=0.144,
-                 cpu_ms_per_update=6540.0, latency_ms_b1=11.8,
+    "dppo": dict(code="dppo (PyTorch 2.13 CPU, 2 threads)", updates_per_s=0.300,
+                 cpu_ms_per_update=5779.0, latency_ms_b1=7.32,
                  unit="minibatch steps/s at 50,000", latency_note="one chunk, 20 steps",
                  issue="0.38 minibatch steps/s (an earlier machine)",
-                 source="2026-11-25, 2 x 2 minibatch steps (0.144 and 0.098/s in two sittings; "
-                        "6534, 6549 CPU ms)", target_ratio=2.0, target_latency_ms=None),
+                 source="2026-12-04 idle, 2 sittings of 2 minibatch steps (0.294, 0.306/s; "
+                        "5843, 5715 CPU ms; 7.43, 7.22 ms)", target_ratio=2.0,
+                 target_latency_ms=None),
 }
 
 
@@ -158,6 +164,26 @@ def matmul_gflops(n: int = 2048, repeats: int = 5) -> tuple[float, float]:
         times.append(time.perf_counter() - t)
         cpu.append(time.process_time() - c)
     return 2 * n**3 / min(times) / 1e9, 2 * n**3 / min(cpu) / 1e9
+
+
+# The agents' own matmul shapes [M, K] x [K, N]: DQL acting (50 candidates) and updating (batch
+# 256) with 256-wide layers; QC's best-of-32 x 256 rows through 512-wide layers.
+AGENT_MATMUL_SHAPES = ((50, 256, 256), (256, 256, 256), (8192, 512, 512))
+
+
+def matmul_chain_gflops(m: int, k: int, n: int, chain: int = 20, repeats: int = 30) -> float:
+    """GFLOP/s of a jitted chain of ``chain`` dependent ``[m, k] x [k, n]`` matmuls (median of
+    ``repeats``): the best rate an agent's matmuls of that shape get here, whatever else it does."""
+    weights = [jnp.full((k, n), 0.01, jnp.float32) for _ in range(chain)]
+    f = jax.jit(lambda x, ws: functools.reduce(jnp.matmul, ws, x))
+    x = jnp.ones((m, k), jnp.float32)
+    f(x, weights).block_until_ready()
+    times = []
+    for _ in range(repeats):
+        t = time.perf_counter()
+        f(x, weights).block_until_ready()
+        times.append(time.perf_counter() - t)
+    return 2 * m * k * n * chain / statistics.median(times) / 1e9
 
 
 def synthetic_buffer(size: int = 20_000, episode_len: int = 1000):
@@ -293,6 +319,8 @@ def bench_acting(agent_cls, agent, config, example, env_step_ms: float, repeats:
            "one_step_unavailable": why_not}
     for name, ms in latency.items():
         out[f"latency_ms_b1_{name}"] = ms
+        out[f"latency_gflop_b1_{name}"] = matmul_flops(fns[name], obs,
+                                                       jax.random.PRNGKey(0)) / 1e9
         if name != "mu":
             out[f"control_actions_per_s_{name}"] = 1e3 / (ms / config.act_steps + env_step_ms)
     if "one_step" in latency and "multi_step" in latency:
@@ -541,8 +569,12 @@ def bench_agent(name: str, args) -> dict:
         stats, agent = bench_off_policy_updates(agent, buffer, config, fuse, args.repeats)
         result.update(stats)
     # The agent's own way of acting, timed once (in the acting table, keys made beforehand).
-    result["latency_ms_b1"] = acting["latency_ms_b1_one_step" if acts_one_step(config)
-                                     else "latency_ms_b1_multi_step"]
+    how = "one_step" if acts_one_step(config) else "multi_step"
+    result["latency_ms_b1"] = acting[f"latency_ms_b1_{how}"]
+    # What the action's matmuls alone would take at the machine's best fp32 matmul rate: no
+    # implementation on this machine acts faster without doing fewer FLOPs.
+    result["latency_gflop_b1"] = acting[f"latency_gflop_b1_{how}"]
+    result["latency_floor_ms_b1"] = 1e3 * result["latency_gflop_b1"] / args.matmul_gflop_s
     result["env_steps_per_s"] = bench_env_steps(agent, config, 1, args.env_steps)
     ref = REFERENCES.get(name)
     if ref and not args.quick:
@@ -587,10 +619,14 @@ def markdown(results: list[dict], machine: dict) -> str:
     peak, peak_cpu = machine["matmul_gflop_s"], machine["matmul_gflop_per_cpu_s"]
     lines = [f"Machine: {machine['processor']} ({machine['cpus']} CPUs, JAX {machine['jax']} on "
              f"{machine['backend']}); fp32 matmul {peak:.0f} GFLOP/s, {peak_cpu:.0f} GFLOP per "
-             f"CPU second (2048^3).", "",
+             f"CPU second (2048^3); at the agents' shapes [M, K] x [K, N] (chains of 20 "
+             f"matmuls): " + ", ".join(f"{shape} {rate:.0f}" for shape, rate
+                                       in machine["matmul_gflop_s_by_shape"].items())
+             + " GFLOP/s.", "",
              "| agent | updates/s | CPU ms/update | matmul GFLOP/update "
              "| % of matmul roofline (wall; CPU) "
-             "| latency b=1 (ms) | env steps/s (Hopper, acting) | reference "
+             "| latency b=1, ms (floor: its FLOPs at the matmul rate) "
+             "| env steps/s (Hopper, acting) | reference "
              "| dprl / reference (target) |",
              "|---|---|---|---|---|---|---|---|---|"]
     for r in results:
@@ -615,7 +651,7 @@ def markdown(results: list[dict], machine: dict) -> str:
                      f"{r['cpu_ms_per_update']:.1f} | {r['update_gflop']:.3g} "
                      f"| {100 * r['achieved_gflop_s'] / peak:.0f}%; "
                      f"{100 * r['update_gflop'] / (r['cpu_ms_per_update'] / 1e3) / peak_cpu:.0f}% "
-                     f"| {r['latency_ms_b1']:.2f} | "
+                     f"| {r['latency_ms_b1']:.2f} ({r['latency_floor_ms_b1']:.2f}) | "
                      f"{r['env_steps_per_s']:.0f} | {ref_s} | {ratio} |")
     return "\n".join(lines + online_markdown(results) + acting_markdown(results))
 
@@ -677,6 +713,10 @@ def main():
                }
     machine["matmul_gflop_s"], machine["matmul_gflop_per_cpu_s"] = matmul_gflops(
         512 if args.quick else 2048)
+    args.matmul_gflop_s = machine["matmul_gflop_s"]
+    machine["matmul_gflop_s_by_shape"] = {
+        "x".join(map(str, shape)): matmul_chain_gflops(*shape, repeats=3 if args.quick else 30)
+        for shape in AGENT_MATMUL_SHAPES}
     results = []
     for name in [a for a in args.agents.split(",") if a]:
         print(f"[bench] {name} ...", file=sys.stderr, flush=True)

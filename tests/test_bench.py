@@ -15,10 +15,15 @@ def test_bench_quick_reports_every_agent(tmp_path):
     assert proc.returncode == 0, proc.stderr[-3000:]
     report = json.loads(out.read_text())
     assert report["machine"]["matmul_gflop_s"] > 0
+    assert set(report["machine"]["matmul_gflop_s_by_shape"]) == {
+        "50x256x256", "256x256x256", "8192x512x512"}
+    assert all(rate > 0 for rate in report["machine"]["matmul_gflop_s_by_shape"].values())
     agents = {r["agent"] for r in report["results"]}
     assert agents == {"bc", "dql", "guided", "dppo", "qc", "qc:qc-fql"}
     for r in report["results"]:
         assert r["updates_per_s"] > 0 and r["latency_ms_b1"] > 0 and r["env_steps_per_s"] > 0
+        # The FLOP floor: the action's matmuls at the machine's matmul rate, below the latency.
+        assert 0 < r["latency_floor_ms_b1"] < r["latency_ms_b1"], r
     # The off-policy online phase (issue 16) of DQL and QC, with its parts timed alone.
     online = {r["agent"]: r for r in report["results"] if "online_overhead" in r}
     assert set(online) == {"dql", "qc"}
