@@ -56,6 +56,13 @@ class Agent(flax.struct.PyTreeNode):
     def critic_net(self) -> CriticEnsemble:
         return critic_from_config(self.config)
 
+    @property
+    def unroll_chains(self) -> bool:
+        """Unroll the update's denoising chains when short (Diffusion-QL's 5 steps): XLA then
+        fuses across steps, ~7 % less time per update here (same numbers to float rounding); a
+        long chain would compile far slower."""
+        return self.actor.model.num_sampling_steps <= 10
+
     # ---- critic ---------------------------------------------------------------------------
     def target_q(self, next_observations: jax.Array, key: jax.Array) -> jax.Array:
         """``min_e Q'_e(s', a')`` ``[B]``, ``a'`` from the EMA actor (max over draws if max-Q).
@@ -65,7 +72,7 @@ class Agent(flax.struct.PyTreeNode):
         n = self.config.max_q_samples if self.config.max_q_backup else 1
         B = next_observations.shape[0]
         rep = jnp.repeat(next_observations, n, axis=0)                   # [B * n, ...], row-major
-        next_actions, _ = self.actor.sample(rep, key)
+        next_actions, _ = self.actor.sample(rep, key, unroll=self.unroll_chains)
         q = self.critic_net.apply(self.target_critic_params, rep, next_actions)  # [E, B * n]
         q = q.reshape(q.shape[0], B, n).max(axis=-1)                     # per critic: max over draws
         return q.min(axis=0)
@@ -85,7 +92,7 @@ class Agent(flax.struct.PyTreeNode):
         bc_key, pi_key, pick_key = jax.random.split(key, 3)
         obs = batch["observations"]
         bc = self.actor.model.loss(params, obs, batch["actions"], bc_key, batch["valid"])
-        a_pi, _ = self.actor.model.sample(params, obs, pi_key)
+        a_pi, _ = self.actor.model.sample(params, obs, pi_key, unroll=self.unroll_chains)
         q = self.critic_net.apply(critic_params, obs, a_pi)                       # [E, B]
         E = q.shape[0]
         i = jax.random.randint(pick_key, (), 0, E)

@@ -156,6 +156,7 @@ def sample(
     initial_noise: jax.Array | None = None,
     return_chain: bool = False,
     inpaint: Inpaint | None = None,
+    unroll: bool = False,
 ) -> tuple[jax.Array, Chain | None]:
     """Sample action chunks ``[B, H, A]`` by ancestral denoising, as one ``lax.scan``.
 
@@ -173,6 +174,10 @@ def sample(
       inpaint: a prefix constraint (``dprl.inpaint.Inpaint``, real-time chunking): every step's
         predicted noise is guided towards its target, and the returned chunks' first
         ``num_fixed`` actions equal it exactly. None (the default) samples as without it.
+      unroll: unroll the scan over steps (same numbers up to float rounding). For a short chain
+        that is trained through (DQL's update) XLA then fuses across steps: a DQL update takes
+        ~7 % less time here; a chain that only acts compiles 1.3-7x slower unrolled and acts no
+        faster, so the default keeps the loop.
     """
     B = observations.shape[0]
     ts, prevs = sampling_steps(schedule.num_steps, num_steps)
@@ -207,7 +212,8 @@ def sample(
         return x_next, (x_next, mean, std)
 
     keys = jax.random.split(key, len(ts))
-    x_final, (xs, means, stds) = jax.lax.scan(step, x, (jnp.asarray(ts), jnp.asarray(prevs), keys))
+    x_final, (xs, means, stds) = jax.lax.scan(step, x, (jnp.asarray(ts), jnp.asarray(prevs), keys),
+                                              unroll=unroll)
     actions = x_final if clip_actions is None else jnp.clip(x_final, -clip_actions, clip_actions)
     if inpaint is not None:
         actions = inpaint.apply(actions)

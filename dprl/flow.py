@@ -46,6 +46,7 @@ def sample(
     initial_noise: jax.Array | None = None,
     return_chain: bool = False,
     inpaint: Inpaint | None = None,
+    unroll: bool = False,
     **unused,
 ) -> tuple[jax.Array, Chain | None]:
     """Euler integration of the learned flow in ``num_steps`` steps -> ``[B, H, A]``.
@@ -54,7 +55,7 @@ def sample(
     exploration or likelihoods); guidance adds ``guidance_scale * grad_x J`` to the velocity.
     ``inpaint`` (``dprl.inpaint.Inpaint``, real-time chunking) guides every step's velocity towards
     its target and sets the returned chunks' first ``num_fixed`` actions to it exactly; None (the
-    default) samples as without it.
+    default) samples as without it. ``unroll``: as ``dprl.diffusion.sample``'s.
     """
     B = observations.shape[0]
     init_key, key = jax.random.split(key)
@@ -83,7 +84,7 @@ def sample(
         return x_next, (x_next, mean, std)
 
     keys = jax.random.split(key, num_steps)
-    x_final, (xs, means, stds) = jax.lax.scan(step, x, (times, keys))
+    x_final, (xs, means, stds) = jax.lax.scan(step, x, (times, keys), unroll=unroll)
     actions = x_final if clip_actions is None else jnp.clip(x_final, -clip_actions, clip_actions)
     if inpaint is not None:
         actions = inpaint.apply(actions)

@@ -67,12 +67,14 @@ def _denoiser_and_params(model: str):
 @pytest.mark.parametrize("method,steps,eta,min_std", [("ddpm", None, 1.0, 0.0),
                                                       ("ddpm", 3, 1.0, 0.3),
                                                       ("ddim", 3, 0.5, 0.0)])
-def test_diffusion_sample_matches_a_python_loop_of_the_formulas(method, steps, eta, min_std):
+@pytest.mark.parametrize("unroll", [False, True])
+def test_diffusion_sample_matches_a_python_loop_of_the_formulas(method, steps, eta, min_std,
+                                                                unroll):
     actor, params, obs = _denoiser_and_params("diffusion")
     schedule = actor.schedule
     key = jax.random.PRNGKey(7)
     got, chain = actor.sample(params, obs, key, method=method, num_steps=steps, eta=eta,
-                              min_std=min_std, return_chain=True)
+                              min_std=min_std, return_chain=True, unroll=unroll)
 
     abar = np.asarray(schedule.alphas_cumprod, np.float64)
     ts, prevs = diffusion.sampling_steps(schedule.num_steps, steps)
@@ -100,10 +102,12 @@ def test_diffusion_sample_matches_a_python_loop_of_the_formulas(method, steps, e
 
 
 @pytest.mark.parametrize("min_std", [0.0, 0.2])
-def test_flow_sample_matches_a_python_euler_loop(min_std):
+@pytest.mark.parametrize("unroll", [False, True])
+def test_flow_sample_matches_a_python_euler_loop(min_std, unroll):
     actor, params, obs = _denoiser_and_params("flow")
     key = jax.random.PRNGKey(11)
-    got, chain = actor.sample(params, obs, key, min_std=min_std, return_chain=True)
+    got, chain = actor.sample(params, obs, key, min_std=min_std, return_chain=True,
+                              unroll=unroll)
     S = actor.num_sampling_steps
     init_key, key = jax.random.split(key)
     x = np.asarray(jax.random.normal(init_key, (B, H, A)), np.float64)
@@ -150,3 +154,8 @@ def test_denoiser_gradient_through_the_chain_is_finite_and_nonzero():
     assert all(np.all(np.isfinite(np.asarray(g))) for g in leaves)
     assert sum(float(jnp.abs(g).sum()) for g in leaves) > 0
     assert isinstance(actor.network, MLPDenoiser)
+    # DQL's update unrolls its short chains: the same gradient as through the loop.
+    unrolled = jax.grad(lambda p: actor.sample(p, obs, jax.random.PRNGKey(0),
+                                               unroll=True)[0].sum())(params)
+    for g, u in zip(leaves, jax.tree.leaves(unrolled)):
+        np.testing.assert_allclose(np.asarray(u), np.asarray(g), rtol=1e-4, atol=1e-6)
