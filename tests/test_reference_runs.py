@@ -12,7 +12,9 @@ inside ``lax.cond`` in one program with storing and acting, whose different XLA 
 few values differently by 1-3e-6 relative: same update order, same keys, same evaluations).
 QC's run was re-recorded (session 5) for three intended changes that bring its networks to QC's
 code: LayerNorm after the activation, fan_avg-uniform kernels, the flow time fed as is; the other
-agents' recordings came out identical.
+agents' recordings came out identical. DQL's run was re-recorded (2026-12-04) when its update
+began unrolling its 5-step chains (``Agent.unroll_chains``: the same computation, fused
+differently by XLA; offline rows moved by < 1e-6 relative, four online values by 1-2e-6).
 """
 from __future__ import annotations
 
