@@ -68,7 +68,7 @@ OBS_DIM, ACT_DIM = 11, 3
 # peak: 2 cores x 32 FLOP/cycle), nothing else running, in two sittings around this script's run
 # (figures: the mean of the two; each sitting in ``source``). ``issue`` is the figure issue 16
 # recorded on an earlier machine of this kind, for context.
-REFERENCES = {
+REFERENCES = {  # every run: experiments/results/references_2026-12-04.json
     "dql": dict(code="Diffusion-QL (PyTorch 2.13 CPU, 2 threads)", updates_per_s=24.8,
                 cpu_ms_per_update=80.6, latency_ms_b1=3.44, unit="updates/s",
                 latency_note="50 candidates", issue="31.3 updates/s, 2.25 ms",
