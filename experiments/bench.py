@@ -64,7 +64,7 @@ OBS_DIM, ACT_DIM = 11, 3
 # The reference implementations' figures on this machine kind, each timed with a small driver
 # around the reference's own update and action functions (not in this repository; see issue 16),
 # batch 256 (DPPO: 50,000-pair minibatches), Hopper-sized synthetic data. Measured 2026-12-04 on an
-# idle 2 vCPU AMD EPYC (AVX-512, 32 MiB L3; 201 GFLOP/s fp32 matmul at 2048^3, the hardware's
+# idle 2 vCPU AMD EPYC (AVX-512, 32 MiB L3; 192-212 GFLOP/s fp32 matmul at 2048^3, the hardware's
 # peak: 2 cores x 32 FLOP/cycle), nothing else running, in two sittings around this script's run
 # (figures: the mean of the two; each sitting in ``source``). ``issue`` is the figure issue 16
 # recorded on an earlier machine of this kind, for context.
