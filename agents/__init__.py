@@ -1,15 +1,15 @@
 """Agents: one file each. ``get_agent(name)`` maps a config's ``agent_name`` to its class; entry
-points hand it to the core (``dprl.runner.train(config, task, run_dir, get_agent)``), which never
+points hand it to the core (``dprl.run.runner.train(config, task, run_dir, get_agent)``), which never
 imports this package.
 
-Every agent follows the interface ``dprl.agent.Agent`` (checked by ``tests/test_layers.py``)::
+Every agent follows the interface ``dprl.run.agent.Agent`` (checked by ``tests/test_layers.py``)::
 
     Agent.create(seed, example_batch, config) -> Agent
-    agent.pretrain(batch) -> (agent, info)       # BC on offline data (dprl.training.BCStage)
+    agent.pretrain(batch) -> (agent, info)       # BC on offline data (dprl.models.training.BCStage)
     agent.update(batch)   -> (agent, info)       # the agent's RL step
     agent.sample_actions(observations, key) -> (chunks [B, H, A], aux)
 
-and a class attribute ``on_policy`` (True: ``update`` takes a ``dprl.collect.Rollout``).
+and a class attribute ``on_policy`` (True: ``update`` takes a ``dprl.run.collect.Rollout``).
 """
 from __future__ import annotations
 

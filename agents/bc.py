@@ -1,10 +1,10 @@
 """Behaviour cloning of action chunks: diffusion or flow (the generative actor), or MSE regression.
 
-The shared first stage of every agent (``dprl.training.BCStage``) on its own, and the baselines
+The shared first stage of every agent (``dprl.models.training.BCStage``) on its own, and the baselines
 of the multimodality proof: a deterministic MSE policy (``actor.model='mse'``) regresses to the
 mean of the demonstrated actions, so it averages modes; a generative policy samples them.
 With ``act_with='one_step'`` a one-step actor ``mu(s, z)`` is distilled from the EMA policy at
-every BC step and acts (``dprl/one_step.py``).
+every BC step and acts (``dprl/models/one_step.py``).
 """
 from __future__ import annotations
 
@@ -13,10 +13,10 @@ import jax
 import jax.numpy as jnp
 import ml_collections
 
-from dprl.actor import policy_from_config
-from dprl.one_step import (OneStepActor, acts_one_step, check_act_with, distill_alongside,
+from dprl.models.actor import policy_from_config
+from dprl.models.one_step import (OneStepActor, acts_one_step, check_act_with, distill_alongside,
                            distill_step, init_one_step, sample_chunks, teacher_actions)
-from dprl.training import BCStage, EMA, make_optimizer, pretrain_step
+from dprl.models.training import BCStage, EMA, make_optimizer, pretrain_step
 
 POLICY_MODELS = ("diffusion", "flow", "mse")
 

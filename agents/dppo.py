@@ -8,7 +8,7 @@ applies to every denoising step as if it were an action.
 
   * Only the last ``ft_denoising_steps`` (K) steps are finetuned, with a copy of the pretrained
     actor; the earlier steps keep the frozen pretrained (BC) actor: the EMA of the shared BC stage
-    (``dprl.training.BCStage``) that ``pretrain`` trains.
+    (``dprl.models.training.BCStage``) that ``pretrain`` trains.
   * Exploration comes from a floor on the sampling std (``min_sampling_std``); likelihoods use
     their own floor (``min_logprob_std``); the sampling noise is clipped (``noise_clip``) and
     per-element log-probs are clamped to ``[logprob_min, logprob_max]`` as in the paper's code.
@@ -33,11 +33,11 @@ import ml_collections
 import numpy as np
 from flax.training.train_state import TrainState
 
-from dprl import diffusion
-from dprl.actor import actor_from_config
-from dprl.nets import ValueMLP, value_from_config
-from dprl.one_step import check_act_with
-from dprl.training import BCStage, EMA, create_state, make_optimizer, pretrain_step
+from dprl.models import diffusion
+from dprl.models.actor import actor_from_config
+from dprl.models.nets import ValueMLP, value_from_config
+from dprl.models.one_step import check_act_with
+from dprl.models.training import BCStage, EMA, create_state, make_optimizer, pretrain_step
 
 
 # ---------------------------------------------------------------------------------------------
@@ -242,7 +242,7 @@ class Agent(flax.struct.PyTreeNode):
 
     @jax.jit
     def update(self, rollout: dict) -> tuple["Agent", dict]:
-        """One PPO iteration on a rollout (``dprl.collect.Rollout``)."""
+        """One PPO iteration on a rollout (``dprl.run.collect.Rollout``)."""
         cfg = self.config
         obs = jnp.asarray(rollout["observations"])
         chain = jnp.asarray(rollout["aux"]["chain"])

@@ -1,6 +1,6 @@
 """Diffusion Q-Learning (Wang, Hunt & Zhou, ICLR 2023), on action chunks.
 
-The actor is the BC stage every agent starts from (``dprl.training.BCStage``: a diffusion policy
+The actor is the BC stage every agent starts from (``dprl.models.training.BCStage``: a diffusion policy
 and its EMA); on top of its BC loss it is pushed up the critics' landscape through the whole
 denoising chain:
 
@@ -16,10 +16,10 @@ denoising chain:
 Targets are Polyak-averaged critics, and an EMA of the actor samples the next actions and acts.
 Acting draws ``num_samples`` chunks from the EMA actor and picks one by softmax (or argmax)
 of the target critics' min Q. With ``horizon > 1`` the critics score whole chunks ``[H, A]`` and the
-target is the chunk's h-step return (``dprl.buffer.chunk_return``). ``pretrain`` is diffusion BC alone (the shared first stage);
+target is the chunk's h-step return (``dprl.data.buffer.chunk_return``). ``pretrain`` is diffusion BC alone (the shared first stage);
 ``update`` is the DQL step; offline and online use the same ``update``. With
 ``act_with='one_step'`` a one-step actor ``mu(s, z)`` is distilled from the EMA actor at every
-gradient step and its N candidates are picked from instead (``dprl/one_step.py``); the critics'
+gradient step and its N candidates are picked from instead (``dprl/models/one_step.py``); the critics'
 targets keep the EMA actor.
 """
 from __future__ import annotations
@@ -32,12 +32,12 @@ import jax.numpy as jnp
 import ml_collections
 from flax.training.train_state import TrainState
 
-from dprl.actor import actor_from_config
-from dprl.buffer import chunk_return
-from dprl.nets import CriticEnsemble, critic_from_config
-from dprl.one_step import (OneStepActor, acts_one_step, check_act_with, distill_alongside,
+from dprl.models.actor import actor_from_config
+from dprl.data.buffer import chunk_return
+from dprl.models.nets import CriticEnsemble, critic_from_config
+from dprl.models.one_step import (OneStepActor, acts_one_step, check_act_with, distill_alongside,
                            distill_step, init_one_step, sample_chunks, teacher_actions)
-from dprl.training import (BCStage, EMA, apply_loss, create_state, make_optimizer, polyak,
+from dprl.models.training import (BCStage, EMA, apply_loss, create_state, make_optimizer, polyak,
                           pretrain_step)
 
 

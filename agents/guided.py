@@ -1,7 +1,7 @@
 """Value-guided sampling: a frozen diffusion BC actor steered, while it samples, by a value on
 noisy actions (Diffuser, Janner et al. 2022; QGPO, Lu et al. 2023).
 
-  pretrain  diffusion BC of the actor (the BC stage every agent shares, ``dprl.training.BCStage``,
+  pretrain  diffusion BC of the actor (the BC stage every agent shares, ``dprl.models.training.BCStage``,
             with its EMA). Afterwards the actor is frozen (unless ``finetune_actor``).
   update    * twin critics ``Q(s, a)`` with target networks, trained by TD with next actions from
               the guided sampler ('td'), or by IQL's expectile regression with a ``V(s)`` network
@@ -21,7 +21,7 @@ noisy actions (Diffuser, Janner et al. 2022; QGPO, Lu et al. 2023).
             With ``act_with='one_step'``: a one-step actor ``mu(s, z)`` distilled at every
             gradient step from the guided sampler run deterministically (DDIM, eta 0; 'score'
             guidance, since 'mean' guidance scales with the step's noise, which eta 0 removes)
-            acts instead, best-of-N by Q on top (``dprl/one_step.py``).
+            acts instead, best-of-N by Q on top (``dprl/models/one_step.py``).
 
 Shapes: B batch, H chunk length, A action dim, O observation dim, M support actions, N candidates.
 """
@@ -36,13 +36,13 @@ import jax.numpy as jnp
 import ml_collections
 from flax.training.train_state import TrainState
 
-from dprl.actor import actor_from_config
-from dprl.buffer import chunk_return
-from dprl.diffusion import q_sample
-from dprl.nets import CriticEnsemble, NoisyActionValue, critic_from_config, value_from_config
-from dprl.one_step import (OneStepActor, acts_one_step, check_act_with, distill_alongside,
+from dprl.models.actor import actor_from_config
+from dprl.data.buffer import chunk_return
+from dprl.models.diffusion import q_sample
+from dprl.models.nets import CriticEnsemble, NoisyActionValue, critic_from_config, value_from_config
+from dprl.models.one_step import (OneStepActor, acts_one_step, check_act_with, distill_alongside,
                            distill_step, init_one_step, teacher_actions)
-from dprl.training import (BCStage, EMA, apply_loss, create_state, make_optimizer, polyak,
+from dprl.models.training import (BCStage, EMA, apply_loss, create_state, make_optimizer, polyak,
                           pretrain_step)
 
 CRITIC_MODES = ("td", "iql")

@@ -13,7 +13,7 @@ switches give the paper's six methods (presets in ``configs/qc.py``):
   ``policy_extraction``  'best_of_n': N samples of the BC flow, the one with the highest Q acts
                          (and is a' in the target). 'one_step': FQL's noise-conditioned policy
                          mu(s, z), trained with alpha * ||mu(s, z) - flow(s, z)||^2 - Q(s, mu)
-                         (``dprl/one_step.py``), acts and gives a'. (QC's code: actor_type.)
+                         (``dprl/models/one_step.py``), acts and gives a'. (QC's code: actor_type.)
   ``action_chunking``    True: policy and critic over chunks of ``horizon`` actions, executed
                          open-loop. False: policy and critic over single actions, acting every
                          step, with the (uncorrected) n-step return, n = ``horizon``, in the
@@ -34,13 +34,13 @@ Departures from the reference code, for chunks that run past an episode's end (`
     observation after its last valid step (the correct n-step return); a chunk cut by
     termination does not bootstrap.
 
-``act_with='one_step'`` (every agent's switch, ``dprl/one_step.py``) makes best-of-N pick among N
+``act_with='one_step'`` (every agent's switch, ``dprl/models/one_step.py``) makes best-of-N pick among N
 draws of a one-step actor distilled from the BC flow at every gradient step (alpha-free: pure
 distillation), for acting only: the target's a' keeps the multi-step candidates. The one-step
 extraction (FQL) acts with mu already, so its presets set act_with='one_step'.
 
-Phases: ``pretrain`` = flow BC (the shared ``dprl.training.BCStage``, without an EMA);
-``update`` = critic TD step on ``dprl.buffer.chunk_return``'s target + the same BC step (+ the
+Phases: ``pretrain`` = flow BC (the shared ``dprl.models.training.BCStage``, without an EMA);
+``update`` = critic TD step on ``dprl.data.buffer.chunk_return``'s target + the same BC step (+ the
 one-step policy's step).
 """
 from __future__ import annotations
@@ -53,13 +53,13 @@ import jax.numpy as jnp
 import ml_collections
 from flax.training.train_state import TrainState
 
-from dprl.actor import GenerativeActor, action_dim_of, make_actor
-from dprl.buffer import chunk_return
-from dprl.nets import CriticEnsemble, critic_from_config
-from dprl.one_step import (OneStepActor, acts_one_step, check_act_with, check_teacher,
+from dprl.models.actor import GenerativeActor, action_dim_of, make_actor
+from dprl.data.buffer import chunk_return
+from dprl.models.nets import CriticEnsemble, critic_from_config
+from dprl.models.one_step import (OneStepActor, acts_one_step, check_act_with, check_teacher,
                            distill_alongside, distill_step, init_one_step, one_step_loss,
                            teacher_actions)
-from dprl.training import BCStage, apply_loss, create_state, make_optimizer, polyak, pretrain_step
+from dprl.models.training import BCStage, apply_loss, create_state, make_optimizer, polyak, pretrain_step
 
 EXTRACTIONS = ("best_of_n", "one_step")
 

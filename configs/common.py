@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import ml_collections
 
-from dprl.actor import default_actor_config
+from dprl.models.actor import default_actor_config
 
 
 def run_config() -> ml_collections.ConfigDict:
@@ -55,7 +55,7 @@ def base_config(agent_name: str) -> ml_collections.ConfigDict:
     config.act_with = "multi_step"  # the acting policy (evaluation and online acting):
                                  # 'multi_step' = the actor's own sampler; 'one_step' = mu(s, z)
                                  # distilled from it as it trains (FQL's noise-conditioned
-                                 # distillation, dprl/one_step.py); off-policy agents only
+                                 # distillation, dprl/models/one_step.py); off-policy agents only
     config.actor_lr = 3e-4       # the actor's Adam learning rate (Diffusion-QL, QC: 3e-4)
     config.grad_clip = 0.0       # global-norm gradient clip of every network (0 = off)
     config.run = run_config()

@@ -4,7 +4,7 @@ Paper values are from the reference code's gym setup (irom-lab/dppo,
 cfg/gym/finetune/hopper-v2/ft_ppo_diffusion_mlp.yaml and
 cfg/gym/pretrain/hopper-medium-v2/pre_diffusion_mlp.yaml). The ``run`` defaults are scaled down
 for a 2-core CPU (paper: 40 envs x 500 chunk-steps = 80k env steps per iteration, 1000
-iterations); see experiments/dppo_results.md.
+iterations); see docs/results/dppo_results.md.
 
 ``python experiments/train.py --agent=configs/dppo.py --task=hopper-medium``
 """

@@ -39,7 +39,7 @@ def get_config():
                                           # |Q| (normalize_q), so scales are large: Diffuser's 0.1
                                           # was for returns-scale values. Measured on
                                           # hopper-medium-replay: 0 -> 14.6, 10 -> 15.8, 30 -> 17.7,
-                                          # 100 -> 25.1, 300 -> 26.1 (experiments/guided_results.md);
+                                          # 100 -> 25.1, 300 -> 26.1 (docs/results/guided_results.md);
                                           # sweep it per task (experiments/guidance_sweep.py)
     config.guidance_mode = "mean"         # 'mean' (Diffuser: std^2-scaled) | 'score' (QGPO; its
                                           # shift goes through x0_hat, which actor.clip_x0 clips at

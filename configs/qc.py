@@ -17,7 +17,7 @@ their policy outputs, and the evaluation executes, one action per step.
 
 The networks are the paper's (4x512 GELU; QC runs at about 1 update/s on the 2-core CPU); for toy
 tasks shrink them, e.g. ``--agent.actor.hidden_dims='(128,128)' --agent.critic_hidden_dims=
-'(128,128)' --agent.num_samples=8`` (what experiments/qc_results.md uses).
+'(128,128)' --agent.num_samples=8`` (what docs/results/qc_results.md uses).
 """
 from configs.common import add_critic, base_config
 

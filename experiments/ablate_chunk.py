@@ -4,7 +4,7 @@
         [--act_steps=H,1] [--seeds=0,1] --out runs/ablate_qc [--set key=value ...] [--workers 2] \
         [--backend=local|ray] [--episodes 20]
 
-Runs one grid cell per (H, act_steps, seed) through dprl.grid (``OUT/H<h>_a<a>/seed<k>``, the run
+Runs one grid cell per (H, act_steps, seed) through dprl.tools.grid (``OUT/H<h>_a<a>/seed<k>``, the run
 contract; finished cells are skipped), then evaluates each saved checkpoint again, recording the
 executed actions, and writes OUT/ablation.json and OUT/ablation.png: final normalized score, action
 smoothness (mean squared jerk of the executed actions) and wall time against H, one line per
@@ -21,7 +21,7 @@ from pathlib import Path
 
 from agents import REGISTRY
 from configs import config_file
-from dprl import grid
+from dprl.tools import grid
 
 TRAIN_SCRIPT = str(Path(__file__).with_name("train.py"))
 
@@ -53,9 +53,9 @@ def make_cells(agent: str, task: str, horizons, act_steps=("H",), seeds=(0,), ou
 
 
 def mean_squared_jerk(actions) -> float:
-    """The project's smoothness metric, ``dprl.realtime.mean_squared_jerk`` (imported lazily: this
+    """The project's smoothness metric, ``dprl.tools.realtime.mean_squared_jerk`` (imported lazily: this
     entry point loads jax only when it evaluates)."""
-    from dprl.realtime import mean_squared_jerk as jerk
+    from dprl.tools.realtime import mean_squared_jerk as jerk
 
     return jerk(actions)
 
@@ -72,8 +72,8 @@ def evaluate_run(run_dir: str, episodes: int = 20, seed: int = 10_000) -> dict:
     import numpy as np
 
     from agents import get_agent
-    from dprl.checkpoint import load_run
-    from dprl.envs import evaluate
+    from dprl.run.checkpoint import load_run
+    from dprl.envs.vector import evaluate
 
     agent, normalizer, resolved = load_run(run_dir, get_agent)
     cfg, task = resolved["agent"], resolved["task_preset"]

@@ -68,7 +68,7 @@ OBS_DIM, ACT_DIM = 11, 3
 # peak: 2 cores x 32 FLOP/cycle), nothing else running, in two sittings around this script's run
 # (figures: the mean of the two; each sitting in ``source``). ``issue`` is the figure issue 16
 # recorded on an earlier machine of this kind, for context.
-REFERENCES = {  # every run: experiments/results/references_2026-12-04.json
+REFERENCES = {  # every run: docs/results/references_2026-12-04.json
     "dql": dict(code="Diffusion-QL (PyTorch 2.13 CPU, 2 threads)", updates_per_s=24.8,
                 cpu_ms_per_update=80.6, latency_ms_b1=3.44, unit="updates/s",
                 latency_note="50 candidates", issue="31.3 updates/s, 2.25 ms",
@@ -187,8 +187,8 @@ def matmul_chain_gflops(m: int, k: int, n: int, chain: int = 20, repeats: int = 
 
 
 def synthetic_buffer(size: int = 20_000, episode_len: int = 1000):
-    from dprl.buffer import Buffer
-    from dprl.data import Normalizer, OfflineData
+    from dprl.data.buffer import Buffer
+    from dprl.data.offline import Normalizer, OfflineData
 
     rng = np.random.default_rng(0)
     dones = np.zeros(size, bool)
@@ -203,7 +203,7 @@ def synthetic_buffer(size: int = 20_000, episode_len: int = 1000):
 
 
 def load_agent_config(name: str, quick: bool):
-    from dprl.config import load_config_file
+    from dprl.run.config import load_config_file
 
     root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
     file, sep, preset = name.partition(":")
@@ -225,7 +225,7 @@ def load_agent_config(name: str, quick: bool):
 
 
 def bench_off_policy_updates(agent, buffer, config, fuse: int, repeats: int) -> dict:
-    from dprl.updates import fused_updates
+    from dprl.run.updates import fused_updates
 
     kwargs = dict(num_steps=fuse, method="update", batch_size=config.run.batch_size,
                   horizon=config.horizon, obs_history=config.obs_history)
@@ -249,7 +249,7 @@ def bench_off_policy_updates(agent, buffer, config, fuse: int, repeats: int) -> 
 
 def hopper_env_step_ms(steps: int) -> float:
     """Wall ms of one real Hopper-v5 env step (random actions, resets included)."""
-    from dprl.envs import make_env
+    from dprl.envs.vector import make_env
 
     env = make_env("Hopper-v5")
     env.reset(seed=0)
@@ -268,7 +268,7 @@ def one_step_variant(config):
     """``(config acting one-step, None)`` or ``(None, why not)``; the agent's own config when
     it already acts one-step (qc:qc-fql)."""
     from agents import get_agent
-    from dprl.one_step import acts_one_step, check_act_with
+    from dprl.models.one_step import acts_one_step, check_act_with
 
     one = config.copy_and_resolve_references()
     one.act_with = "one_step"
@@ -302,7 +302,7 @@ def interleaved_latency_ms(fns: dict, obs, repeats: int, block: int = 10) -> dic
 def bench_acting(agent_cls, agent, config, example, env_step_ms: float, repeats: int) -> dict:
     """Batch-1 latency of the agent acting multi-step and one-step and of mu alone, and the
     control rate (actions/s, Hopper-v5 env step included) each sustains."""
-    from dprl.one_step import acts_one_step
+    from dprl.models.one_step import acts_one_step
 
     one_config, why_not = one_step_variant(config)
     fns = {}
@@ -329,7 +329,7 @@ def bench_acting(agent_cls, agent, config, example, env_step_ms: float, repeats:
 
 
 def bench_env_steps(agent, config, num_envs: int, env_steps: int) -> float:
-    from dprl.envs import ChunkExecutor, VecEnv
+    from dprl.envs.vector import ChunkExecutor, VecEnv
 
     ex = ChunkExecutor(VecEnv("Hopper-v5", num_envs, seed=0), act_steps=config.act_steps,
                        obs_history=config.obs_history)
@@ -393,7 +393,7 @@ def bench_on_policy(agent, config, repeats: int) -> dict:
 
 
 def online_schedule(config, utd: float):
-    from dprl.schedule import Schedule
+    from dprl.run.schedule import Schedule
 
     run = config.run.copy_and_resolve_references()
     run.utd, run.update_every, run.start_online_updates = utd, 1, 0
@@ -411,9 +411,9 @@ def online_loop(agent, offline, config, schedule, executor, env_steps: int, key,
     """The runner's off-policy online loop (``Run.online_replay``): per env chunk, the env steps
     on the host (``run_chunk``), then one ``replay_step`` (store, owed updates, act) and one
     host sync. Runs ``env_steps`` env steps: ``(agent, env steps done, [wall, cpu] seconds)``."""
-    from dprl.buffer import Buffer, transition_block
-    from dprl.collect import run_chunk
-    from dprl.updates import replay_step
+    from dprl.data.buffer import Buffer, transition_block
+    from dprl.run.collect import run_chunk
+    from dprl.run.updates import replay_step
 
     rows, run = config.act_steps, config.run
     static = dict(update_slots=schedule.update_slots(rows), batch_size=run.batch_size,
@@ -445,9 +445,9 @@ def three_dispatch_loop(agent, offline, config, utd, executor, env_steps: int, k
     chunk), ``Buffer.add`` and ``fused_updates`` of ``round(utd * n)`` steps (a sync for the
     info). It compiles both for every new chunk length ``n``: chunks that did are left out of
     the count (the steady state of a long run). ``(env steps counted, [wall, cpu] seconds)``."""
-    from dprl.buffer import Buffer
-    from dprl.collect import run_chunk
-    from dprl.updates import fused_updates
+    from dprl.data.buffer import Buffer
+    from dprl.run.collect import run_chunk
+    from dprl.run.updates import fused_updates
 
     online = Buffer.empty(env_steps + config.act_steps, OBS_DIM, ACT_DIM)
     static = dict(method="update", batch_size=config.run.batch_size, horizon=config.horizon,
@@ -474,9 +474,9 @@ def online_parts(agent, offline, config, executor, steps: int, repeats: int) -> 
     """The online loop's parts, each timed alone, ``[wall, cpu]`` seconds: one env step with the
     executor's bookkeeping (``run_chunk``, random actions), one update on mixed batches (fused,
     an online buffer of those Hopper transitions), one action (``sample_actions``, batch 1)."""
-    from dprl.buffer import Buffer
-    from dprl.collect import run_chunk
-    from dprl.updates import fused_updates
+    from dprl.data.buffer import Buffer
+    from dprl.run.collect import run_chunk
+    from dprl.run.updates import fused_updates
 
     rng, executed, env_n, start = np.random.default_rng(0), [], 0, clocks()
     while env_n < steps:
@@ -512,7 +512,7 @@ def bench_online(agent, offline, config, args) -> dict:
     synthetic offline data and the online buffer half and half), as the runner runs it: time
     per env step next to its parts timed alone, ``utd x update + action / act_steps + env
     step``; their ratio is the loop's overhead (issue 16: <= 1.2), in wall and in CPU time."""
-    from dprl.envs import ChunkExecutor, VecEnv
+    from dprl.envs.vector import ChunkExecutor, VecEnv
 
     utd, steps = args.online_utd, args.online_env_steps
     schedule = online_schedule(config, utd)
@@ -543,7 +543,7 @@ def bench_online(agent, offline, config, args) -> dict:
 
 def bench_agent(name: str, args) -> dict:
     from agents import get_agent
-    from dprl.one_step import acts_one_step
+    from dprl.models.one_step import acts_one_step
 
     config = load_agent_config(name, args.quick)
     buffer = synthetic_buffer(2_000 if args.quick else 20_000)

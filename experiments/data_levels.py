@@ -1,6 +1,6 @@
 """The level of every locomotion dataset dprl makes, next to D4RL's own datasets.
 
-    python experiments/data_levels.py --out experiments/results/data_levels [--steps 100000]
+    python experiments/data_levels.py --out docs/results/data_levels [--steps 100000]
         [--robots hopper,walker2d,halfcheetah,ant] [--recipes random,medium,...]
 
 Makes each ``<robot>-<recipe>`` dataset with the default policies (dprl's shipped SAC snapshots,
@@ -75,7 +75,7 @@ def markdown(rows: list[dict], command: str) -> str:
 
 
 def main(argv=None) -> int:
-    from dprl.tasks import LOCOMOTION_ENVS, LOCOMOTION_RECIPES
+    from dprl.envs.tasks import LOCOMOTION_ENVS, LOCOMOTION_RECIPES
 
     argv = sys.argv[1:] if argv is None else argv
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])

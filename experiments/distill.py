@@ -6,8 +6,8 @@
 Writes RUN_DIR/one_step/ (the one-step actor's weights and one_step.json: settings, loss, wall
 time and the evaluation scores of the multi-step actor, of its deterministic teacher sampler when
 that differs (DDIM eta 0 for a DDPM-sampled diffusion actor) and of the one-step actor). Off-policy
-agents only (bc, dql, guided with guidance_mode='score', qc best-of-N); ``dprl/distill.py`` does
-the work, ``dprl/one_step.py`` says why this method. ``--episodes 0``: the run's evaluation
+agents only (bc, dql, guided with guidance_mode='score', qc best-of-N); ``dprl/tools/distill.py`` does
+the work, ``dprl/models/one_step.py`` says why this method. ``--episodes 0``: the run's evaluation
 episodes.
 """
 import argparse
@@ -25,7 +25,7 @@ def main():
     args = parser.parse_args()
 
     from agents import get_agent
-    from dprl.distill import distill_run
+    from dprl.tools.distill import distill_run
 
     record = distill_run(args.run_dir, get_agent, steps=args.steps, batch_size=args.batch_size,
                          episodes=args.episodes, seed=args.seed, progress=not args.no_progress)

@@ -17,13 +17,13 @@ from pathlib import Path
 
 from agents import REGISTRY
 from configs import config_file
-from dprl import grid
+from dprl.tools import grid
 
 TRAIN_SCRIPT = str(Path(__file__).with_name("train.py"))
 
 
 def make_cells(agents, tasks, seeds, out, sets=()) -> list[grid.Cell]:
-    """``dprl.grid.make_cells`` for this checkout: configs/<agent>.py, trained by train.py."""
+    """``dprl.tools.grid.make_cells`` for this checkout: configs/<agent>.py, trained by train.py."""
     return grid.make_cells(agents, tasks, seeds, out, sets, config_file=config_file,
                            train_script=TRAIN_SCRIPT, known_agents=list(REGISTRY))
 

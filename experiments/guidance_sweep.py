@@ -5,8 +5,8 @@ guide J at several guidance scales (and best-of-N sizes).
         --run_dir=runs/guided-hopper --scales=0,10,30,100,300 [--num_samples=1,4] [--episodes=10] \
         [--pretrain_steps=N --offline_steps=N --online_steps=0] [--agent.<key>=value ...]
 
-The run directory is an ordinary ``dprl.runner`` run (trained, or resumed/skipped when finished);
-the sweep then loads its last checkpoint with ``dprl.checkpoint.load_run`` and writes
+The run directory is an ordinary ``dprl.run.runner`` run (trained, or resumed/skipped when finished);
+the sweep then loads its last checkpoint with ``dprl.run.checkpoint.load_run`` and writes
 ``guidance_sweep.json`` (one row per (scale, N): normalized score, return mean/std) and
 ``guidance_sweep.png`` (score vs scale) into ``--out`` (default: the run directory). ``--step``
 picks an earlier checkpoint (e.g. the end of the offline phase of a run that went online).
@@ -19,7 +19,7 @@ from ml_collections import config_flags
 
 config_flags.DEFINE_config_file("agent", "configs/guided.py", "Agent config (configs/guided.py)",
                                 lock_config=True)
-flags.DEFINE_string("task", "hopper-medium", "Task preset (dprl/tasks.py)")
+flags.DEFINE_string("task", "hopper-medium", "Task preset (dprl/envs/tasks.py)")
 flags.DEFINE_string("run_dir", None, "Run directory: trained here, or loaded if finished")
 flags.DEFINE_string("out", None, "Where the JSON and PNG go (default: run_dir)")
 flags.DEFINE_list("scales", ["0", "10", "30", "100", "300"], "Guidance scales to evaluate")
@@ -45,9 +45,9 @@ def sweep(run_dir: str, scales, num_samples=(1,), episodes: int = 0, eval_seed: 
     import numpy as np
 
     from agents import get_agent
-    from dprl.checkpoint import load_run
-    from dprl.envs import evaluate
-    from dprl.tasks import get_task
+    from dprl.run.checkpoint import load_run
+    from dprl.envs.vector import evaluate
+    from dprl.envs.tasks import get_task
 
     agent, normalizer, resolved = load_run(run_dir, get_agent, step)
     task = get_task(resolved["task"])
@@ -110,7 +110,7 @@ def main(_):
     logging.set_verbosity(logging.WARNING)
 
     from agents import get_agent
-    from dprl.runner import train
+    from dprl.run.runner import train
 
     if FLAGS.train:
         config = FLAGS.agent

@@ -32,10 +32,10 @@ def run(out: str, steps: int, episodes: int, seed: int = 0, progress: bool = Tru
 
     from agents import get_agent
     from configs.bc import get_config
-    from dprl.checkpoint import load_run
-    from dprl.data import load_dataset
-    from dprl.envs import evaluate
-    from dprl.runner import train
+    from dprl.run.checkpoint import load_run
+    from dprl.data.offline import load_dataset
+    from dprl.envs.vector import evaluate
+    from dprl.run.runner import train
 
     os.makedirs(out, exist_ok=True)
     results, trajectories = {}, {}
@@ -79,7 +79,7 @@ def plot(demos, trajectories: dict, results: dict, path: str) -> None:
     import matplotlib.pyplot as plt
     import numpy as np
 
-    from dprl.pole import GOAL_Y, POLE_RADIUS, POLE_XY
+    from dprl.envs.pole import GOAL_Y, POLE_RADIUS, POLE_XY
 
     fig, axes = plt.subplots(1, len(trajectories), figsize=(5 * len(trajectories), 5), sharey=True)
     ends = np.flatnonzero(demos.dones)

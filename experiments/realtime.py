@@ -7,7 +7,7 @@ three ways to join chunks (naive switch, temporal ensembling, real-time chunking
 
 For every task it trains (or loads, with ``--run_dir``) one chunked agent with fixed seeds through
 the standard runner (DIR/runs/<task> is an ordinary run directory; re-running resumes or skips
-it), then runs ``dprl.realtime.run_async`` for every join, every delay d = 0 .. H-1 and every
+it), then runs ``dprl.tools.realtime.run_async`` for every join, every delay d = 0 .. H-1 and every
 schedule: ``run_out`` (s = H - d: each chunk runs until it runs out, the next is requested d
 steps before; d = 0 is synchronous execution) and an integer s (a request every s steps, e.g. 1
 as in ACT). Settings a join cannot run are recorded as skipped with the reason (rtc needs d <= s).
@@ -17,7 +17,7 @@ Writes DIR/realtime.csv, DIR/realtime.md (the table, the command, wall times, ma
 DIR/realtime.png (score and jerk vs d, one column per task), and prints their paths.
 
 Agents (``RECIPES``): pole: diffusion BC (DDPM, 20 steps), H = 4; chain: QC (flow, best of 4)
-with h = 5, the recipe of experiments/qc_results.md (its seed 2 reached 84 % success);
+with h = 5, the recipe of docs/results/qc_results.md (its seed 2 reached 84 % success);
 hopper-medium: flow BC, H = 4 (10 Euler steps). ``--scale`` multiplies every training budget
 (for smoke tests).
 """
@@ -56,7 +56,7 @@ EVAL_SEED = 10_000   # evaluation envs are seeded 10000, 10001, ... (not the run
 def agent_config(task: str, scale: float = 1.0):
     """The resolved agent config of a task's recipe (budgets multiplied by ``scale``)."""
     from configs import config_file
-    from dprl.config import load_config_file
+    from dprl.run.config import load_config_file
 
     r = RECIPES[task]
     config = load_config_file(config_file(r["agent"]))
@@ -84,7 +84,7 @@ def agent_config(task: str, scale: float = 1.0):
 def train_agent(task: str, run_dir: str, scale: float, progress: bool) -> dict:
     """Train (or resume, or skip when finished) the task's recipe in ``run_dir``."""
     from agents import get_agent
-    from dprl.runner import train
+    from dprl.run.runner import train
 
     config = agent_config(task, scale)
     summary_path = Path(run_dir) / "summary.json"
@@ -131,8 +131,8 @@ def sweep_task(task: str, run_dir: str, joins, schedules, episodes: int, seed: i
     import jax
 
     from agents import get_agent
-    from dprl.checkpoint import load_run
-    from dprl.realtime import agent_policy, check_schedule, run_async
+    from dprl.run.checkpoint import load_run
+    from dprl.tools.realtime import agent_policy, check_schedule, run_async
 
     agent, normalizer, resolved = load_run(run_dir, get_agent)
     cfg, preset = resolved["agent"], resolved["task_preset"]
@@ -262,7 +262,7 @@ def _uptime() -> str:
 
 def run(out: str, tasks, joins, schedules, episodes: str = "0", run_dirs: dict | None = None,
         scale: float = 1.0, seed: int = 0, progress: bool = True, command: str = "") -> dict:
-    from dprl.realtime import JOINS
+    from dprl.tools.realtime import JOINS
 
     for task in tasks:
         if task not in RECIPES and task not in (run_dirs or {}):

@@ -19,7 +19,7 @@ def main(argv=None) -> int:
     p.add_argument("--seed", type=int, default=0, help="bootstrap RNG seed")
     args = p.parse_args(argv)
 
-    from dprl.report import report
+    from dprl.tools.report import report
     try:
         result = report(args.root, args.out, reps=args.reps, confidence=args.confidence,
                         seed=args.seed)

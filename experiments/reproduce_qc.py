@@ -5,7 +5,7 @@
         [--seeds 0,1,2] [--offline_steps 100000] [--eval_every 25000] [--eval_episodes 50] \\
         [--set actor.hidden_dims='(256,256)' ...] [--no-vmap] [--workers 1] [--report-only]
 
-One grid cell per (method, task) (``dprl/grid.py``): ``experiments/train.py`` with
+One grid cell per (method, task) (``dprl/tools/grid.py``): ``experiments/train.py`` with
 ``--agent=configs/qc.py:<method>`` and the seeds vmapped in one program (``--num_seeds``), run
 directories ``OUT/<method>/<task>/seed<k>``. Re-running the same command skips finished cells and
 resumes interrupted ones from their last checkpoint (saved at every evaluation). Then it writes
@@ -15,7 +15,7 @@ resumes interrupted ones from their last checkpoint (saved at every evaluation).
                             as in the paper), the commands, and every departure from the
                             paper's configuration (config.json of the runs vs configs/qc.py);
   OUT/qc_reproduction.png   one panel per task: dprl's curves (mean, CI band) over the paper's
-                            points and CIs (``experiments/paper_data/qc_paper_curves.csv``);
+                            points and CIs (``docs/results/paper_data/qc_paper_curves.csv``);
   OUT/qc_reproduction.json  every number of the table and the figure.
 """
 from __future__ import annotations
@@ -27,7 +27,7 @@ import sys
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
-PAPER_CSV = ROOT / "experiments" / "paper_data" / "qc_paper_curves.csv"
+PAPER_CSV = ROOT / "docs" / "results" / "paper_data" / "qc_paper_curves.csv"
 TRAIN_SCRIPT = str(ROOT / "experiments" / "train.py")
 PAPER_NAMES = {"qc": "QC", "bfn": "BFN", "bfn-n": "BFN-n", "qc-fql": "QC-FQL", "fql": "FQL",
                "fql-n": "FQL-n"}
@@ -60,7 +60,7 @@ def make_cells(methods, tasks, seeds, out, sets=(), offline_steps=100_000, eval_
                eval_episodes=PAPER_EVAL_EPISODES, vmap=True):
     """One grid cell per (method, task) holding every seed (vmapped), or per seed."""
     from configs import config_file as agent_config_file
-    from dprl.grid import Cell, check_overrides
+    from dprl.tools.grid import Cell, check_overrides
 
     for m in methods:
         if m not in PAPER_NAMES:
@@ -92,7 +92,7 @@ def make_cells(methods, tasks, seeds, out, sets=(), offline_steps=100_000, eval_
 
 def check_datasets(tasks) -> None:
     """Fail before any run, with the command to run, when a task's dataset is missing."""
-    from dprl.datasets.registry import DatasetError, resolve_dataset
+    from dprl.data.registry import DatasetError, resolve_dataset
 
     for t in tasks:
         try:
@@ -138,13 +138,13 @@ def seed_curves(run_dirs) -> dict[int, list[float]]:
 def mean_ci(values) -> tuple[float, float, float]:
     import numpy as np
 
-    from dprl.report import stratified_bootstrap_ci
+    from dprl.tools.report import stratified_bootstrap_ci
     return stratified_bootstrap_ci([values], statistic=np.mean, reps=BOOTSTRAP_REPS)
 
 
 def departures(cells) -> dict[str, dict]:
     """Per method, every config value of its runs that differs from the paper's preset."""
-    from dprl.config import config_keys, load_config_file
+    from dprl.run.config import config_keys, load_config_file
 
     out: dict[str, dict] = {}
     for c in cells:
@@ -219,7 +219,7 @@ def markdown(result: dict, command: str) -> str:
         lines.append("")
     lines += ["Success rate = fraction of evaluation episodes with info['success'] at the end; "
               "CIs are percentile bootstrap intervals over seeds (5000 resamples), as the paper's. "
-              "Paper: experiments/paper_data/qc_paper_curves.csv (the QC repository's released "
+              "Paper: docs/results/paper_data/qc_paper_curves.csv (the QC repository's released "
               "plot data).", "", "Departures from the paper's configuration:"]
     deps = result["departures"]
     if not any(deps.values()):
@@ -318,7 +318,7 @@ def main(argv=None) -> int:
         return 2
     failed = 0
     if not args.report_only:
-        from dprl.grid import run_grid
+        from dprl.tools.grid import run_grid
         status = run_grid(cells, str(out), workers=args.workers)
         failed = status["counts"]["failed"]
         for label, c in status["cells"].items():

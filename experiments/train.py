@@ -16,7 +16,7 @@ from ml_collections import config_flags
 
 config_flags.DEFINE_config_file("agent", None, "Agent config file, e.g. configs/dql.py",
                                 lock_config=True)
-flags.DEFINE_string("task", "pole", "Task preset (dprl/tasks.py), e.g. hopper-medium")
+flags.DEFINE_string("task", "pole", "Task preset (dprl/envs/tasks.py), e.g. hopper-medium")
 flags.DEFINE_string("run_dir", None, "Output directory (resumes if it holds a checkpoint)")
 flags.DEFINE_integer("seed", 0, "Random seed")
 flags.DEFINE_string("dataset", None, "Force this Minari dataset id instead of the task's")
@@ -25,7 +25,7 @@ flags.DEFINE_integer("offline_steps", None, "Shortcut for --agent.run.offline_st
 flags.DEFINE_integer("online_steps", None, "Shortcut for --agent.run.online_steps")
 flags.DEFINE_bool("progress", True, "Show progress bars")
 flags.DEFINE_integer("num_seeds", 1, "Train seeds seed..seed+S-1 in one program (vmap over seeds, "
-                     "dprl/multiseed.py); writes --run_dir/seed<k> for each")
+                     "dprl/run/multiseed.py); writes --run_dir/seed<k> for each")
 flags.DEFINE_bool("restart", False, "Start over in --run_dir even if it holds another run (its "
                   "contents move to <run_dir>.replaced-<time>)")
 flags.DEFINE_bool("allow_env_mismatch", False, "Train on a dataset recorded in another env than "
@@ -43,11 +43,11 @@ def main(_):
     import gymnasium as gym
 
     from agents import get_agent
-    from dprl.checkpoint import CheckpointError
-    from dprl.grid import error_block
-    from dprl.logging import TrainingDiverged
-    from dprl.rundir import Interrupted, RunDirError
-    from dprl.runner import train
+    from dprl.run.checkpoint import CheckpointError
+    from dprl.tools.grid import error_block
+    from dprl.base.logging import TrainingDiverged
+    from dprl.run.rundir import Interrupted, RunDirError
+    from dprl.run.runner import train
 
     config = FLAGS.agent
     for name in ("pretrain_steps", "offline_steps", "online_steps"):
@@ -58,7 +58,7 @@ def main(_):
                    allow_env_mismatch=FLAGS.allow_env_mismatch)
     try:
         if FLAGS.num_seeds > 1:
-            from dprl.multiseed import seed_dirs, train_seeds
+            from dprl.run.multiseed import seed_dirs, train_seeds
             seeds = list(range(FLAGS.seed, FLAGS.seed + FLAGS.num_seeds))
             summary = train_seeds(config, FLAGS.task, seed_dirs(FLAGS.run_dir, seeds), seeds,
                                   get_agent, **options)
@@ -90,13 +90,13 @@ def main(_):
 SCORE_HELP = """\
 Scores: `eval_score` on the progress bar and `eval/normalized_score` in metrics.csv are the
 D4RL-normalized return, 100 * (R - ref_min) / (ref_max - ref_min), with the task's reference
-returns (dprl/tasks.py; D4RL's random and expert scores for locomotion), so 0 = random and
+returns (dprl/envs/tasks.py; D4RL's random and expert scores for locomotion), so 0 = random and
 100 = expert; for success tasks (pole, chain, OGBench) it is 100 x the success rate."""
 
 
 def print_help(path: str | None) -> None:
     """The flags, the score's definition and, with --agent, every --agent.<key>."""
-    from dprl.config import describe_config
+    from dprl.run.config import describe_config
 
     print(__doc__)
     print(FLAGS.module_help(sys.modules[__name__]))
@@ -114,7 +114,7 @@ def print_help(path: str | None) -> None:
 def check_argv(argv):
     """Fail fast, in one line, on a missing --agent file or an unknown --agent.<key> (absl would
     raise two chained tracebacks, or a bare KeyError)."""
-    from dprl.config import check_override_keys, load_config_file, overrides_from_argv
+    from dprl.run.config import check_override_keys, load_config_file, overrides_from_argv
 
     path, keys = overrides_from_argv(argv)
     if {"-h", "--help", "--helpfull", "-?"} & set(argv):

@@ -75,7 +75,7 @@ def tiny(config, **run):
 
 
 def random_batch(B: int, H: int, O: int, A: int, seed: int = 0) -> dict:
-    """A batch in dprl.buffer's schema (numpy): observations [B, O], actions [B, H, A], ..."""
+    """A batch in dprl.data.buffer's schema (numpy): observations [B, O], actions [B, H, A], ..."""
     rng = np.random.default_rng(seed)
     return {
         "observations": rng.normal(size=(B, O)).astype(np.float32),

@@ -14,14 +14,14 @@ AGENT_CONFIGS = ["bc", "dql", "guided", "dppo", "qc"]
 @pytest.mark.parametrize("name", AGENT_CONFIGS)
 def test_every_agent_setting_has_a_comment(name):
     """describe_config finds, for every key, the comment on the line that sets it."""
-    from dprl.config import describe_config
+    from dprl.run.config import describe_config
     rows = describe_config(str(ROOT / "configs" / f"{name}.py"))
     assert len(rows) > 30
     assert [k for k, _, comment in rows if not comment] == []
 
 
 def test_train_help_lists_every_agent_key_with_default_and_comment():
-    from dprl.config import config_keys, load_config_file
+    from dprl.run.config import config_keys, load_config_file
     out = subprocess.run([sys.executable, "experiments/train.py", "--help",
                           "--agent=configs/dql.py"], cwd=ROOT, capture_output=True, text=True,
                          timeout=120)
@@ -49,7 +49,7 @@ def test_grid_starts_ray_without_jax_fork_warnings(tmp_path):
     import jax.numpy as jnp
     pytest.importorskip("ray", reason="the [ray] extra")
 
-    from dprl.grid import Progress, _run_ray
+    from dprl.tools.grid import Progress, _run_ray
     jnp.ones(3).block_until_ready()        # JAX initialized: its fork hook is armed
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")

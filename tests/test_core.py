@@ -8,10 +8,10 @@ import ml_collections
 import numpy as np
 import pytest
 
-from dprl.buffer import Buffer, sample_mixed, transitions_from_chunks
-from dprl.data import Normalizer, OfflineData, check_compatible, load_dataset
-from dprl.datasets.io import write_minari_dataset
-from dprl.envs import ChunkExecutor, VecEnv, evaluate, make_env
+from dprl.data.buffer import Buffer, sample_mixed, transitions_from_chunks
+from dprl.data.offline import Normalizer, OfflineData, check_compatible, load_dataset
+from dprl.data.io import write_minari_dataset
+from dprl.envs.vector import ChunkExecutor, VecEnv, evaluate, make_env
 from tests.conftest import python_chunk_target
 
 
@@ -208,13 +208,13 @@ def test_bc_agents_step_and_sample_chunks(policy, backbone, pole_datasets):
 
 
 def test_unknown_task_lists_known_tasks():
-    from dprl.tasks import get_task
+    from dprl.envs.tasks import get_task
     with pytest.raises(KeyError, match="Did you mean hopper-medium"):
         get_task("hoper-medium")
 
 
 def test_metrics_logger_extends_header(tmp_path):
-    from dprl.logging import MetricsLogger
+    from dprl.base.logging import MetricsLogger
     log = MetricsLogger(tmp_path, tensorboard=False)
     log.log("pretrain", 1, 0, 0.1, {"bc/loss": 1.0}, 1)
     log.log("pretrain", 2, 0, 0.2, {"bc/loss": 0.5, "eval/normalized_score": 50.0}, 2)
@@ -228,7 +228,7 @@ def test_metrics_logger_extends_header(tmp_path):
 
 def test_chunk_return_matches_python_loop():
     """The h-step backup every agent uses: ``ret + boot * Q'`` on buffer-shaped chunks."""
-    from dprl.buffer import chunk_return
+    from dprl.data.buffer import chunk_return
 
     gamma = 0.9
     # (0) a full chunk; (1) terminal at step 2 (steps 3, 4 invalid, masks 0); (2) time-limit
@@ -256,7 +256,7 @@ def test_a_terminal_inside_a_chunk_stops_its_bootstrap():
     """success_masks data (OGBench) goes on after a success, so a terminal can sit inside an
     episode: a chunk that holds one does not bootstrap (masks 0, as QC's masks: their minimum
     over the chunk) but sums every valid reward; chunks that end before it still bootstrap."""
-    from dprl.buffer import chunk_return
+    from dprl.data.buffer import chunk_return
 
     data, _ = index_data([6])
     data.terminals[:] = False
@@ -271,7 +271,7 @@ def test_a_terminal_inside_a_chunk_stops_its_bootstrap():
 
 
 def test_schedule_lands_dispatches_on_boundaries_and_reports_crossings():
-    from dprl.schedule import Schedule
+    from dprl.run.schedule import Schedule
 
     s = Schedule(total=100, log_every=25, eval_every=40, save_every=0, dispatch=30)
     done, stops = 0, []
@@ -300,7 +300,7 @@ def test_schedule_lands_dispatches_on_boundaries_and_reports_crossings():
 
 def test_renamed_config_keys_name_the_new_key():
     from configs.dql import get_config
-    from dprl.config import check_override_keys, check_renamed_keys
+    from dprl.run.config import check_override_keys, check_renamed_keys
 
     config = get_config()
     with pytest.raises(ValueError, match="--agent.grad_norm was renamed: use --agent.grad_clip"):

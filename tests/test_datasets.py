@@ -16,10 +16,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from dprl.tasks import LOCOMOTION_ENVS, LOCOMOTION_RECIPES
-from dprl.datasets.io import dataset_dir, write_minari_dataset
-from dprl.datasets.policies import load_policy, save_policy
-from dprl.datasets.registry import DatasetError, check_dataset_dir, resolve_dataset
+from dprl.envs.tasks import LOCOMOTION_ENVS, LOCOMOTION_RECIPES
+from dprl.data.io import dataset_dir, write_minari_dataset
+from dprl.experts.policies import load_policy, save_policy
+from dprl.data.registry import DatasetError, check_dataset_dir, resolve_dataset
 from dprl.datasets.verify import verify_dataset
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -62,7 +62,7 @@ def test_policy_roundtrip_and_forward(tmp_path):
 
 
 def test_policy_bad_files(tmp_path):
-    with pytest.raises(FileNotFoundError, match="dprl.sac"):
+    with pytest.raises(FileNotFoundError, match="dprl.experts.sac"):
         load_policy(tmp_path / "missing.npz")
     (tmp_path / "junk.npz").write_bytes(b"not a zip")
     with pytest.raises(ValueError, match="not a readable"):
@@ -115,7 +115,7 @@ def test_sac_fused_update_matches_sequential():
     import jax
     import jax.numpy as jnp
 
-    from dprl.sac import SACAgent, SACConfig
+    from dprl.experts.sac import SACAgent, SACConfig
     agent = SACAgent.create(0, 3, 2, SACConfig(hidden=(16, 16), batch_size=8))
     rng = np.random.default_rng(0)
     N, B = 3, 8
@@ -139,7 +139,7 @@ def test_sac_fused_update_matches_sequential():
 
 @pytest.fixture(scope="module")
 def tiny_sac_run(tmp_path_factory):
-    from dprl.sac import SACConfig, train
+    from dprl.experts.sac import SACConfig, train
     out = tmp_path_factory.mktemp("sac")
     # expert_return tiny so the first evaluation already counts as "medium" (files get written).
     summary = train("Hopper-v5", 600, out, start_steps=200, fuse=50, eval_every=300,
@@ -149,7 +149,7 @@ def tiny_sac_run(tmp_path_factory):
 
 
 def test_sac_train_writes_snapshots_and_replay(tiny_sac_run):
-    from dprl.sac import replay_to_episodes
+    from dprl.experts.sac import replay_to_episodes
     out, summary = tiny_sac_run
     # Updates run at steps 200, 250, ..., 600: 9 fused calls of 50.
     assert summary["medium_step"] == 300 and summary["updates"] == 450
@@ -224,7 +224,7 @@ def test_locomotion_recipes(robot):
 @pytest.mark.parametrize("task", ["cube-single", "cube-double", "scene", "puzzle-3x3"])
 def test_manipulation_recipes(task):
     pytest.importorskip("ogbench", reason="pip install -e '.[ogbench]'")
-    from dprl.tasks import get_task
+    from dprl.envs.tasks import get_task
     from dprl.datasets.ogbench_recipes import make_manipulation_dataset
     res = make_manipulation_dataset(task, 1000, episode_length=500, seed=1, overwrite=True)
     assert res["num_episodes"] == 2 and res["total_steps"] == 1000
@@ -470,9 +470,9 @@ def test_cli_make_and_list(capsys):
 
 
 def test_cli_makes_every_toy_task_through_its_generator(capsys, tmp_path, monkeypatch):
-    from dprl.tasks import TASKS
+    from dprl.envs.tasks import TASKS
     from dprl.datasets.__main__ import main
-    from dprl.datasets.io import dataset_dir
+    from dprl.data.io import dataset_dir
     # A private dataset root: the 4-episode datasets must not replace the session's shared ones.
     monkeypatch.setenv("MINARI_DATASETS_PATH", str(tmp_path))
     toys = sorted(t for t, p in TASKS.items() if p["generator"])
@@ -497,7 +497,7 @@ def test_cli_subprocess_list():
 @pytest.mark.slow
 def test_hopper_medium_acceptance():
     """`make hopper-medium --steps 100000` from the shipped medium snapshot: medium-level data."""
-    from dprl.data import load_dataset
+    from dprl.data.offline import load_dataset
     from dprl.datasets.__main__ import make
     make("hopper-medium", steps=100_000, overwrite=True, progress=False)
     data = load_dataset("dprl/hopper/medium-v0")

@@ -6,7 +6,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from dprl import diffusion, flow
+from dprl.models import diffusion, flow
 
 MODES = jnp.array([-0.5, 0.5])
 WEIGHTS = jnp.array([0.3, 0.7])
@@ -127,7 +127,7 @@ def test_schedules_reach_noise():
 def test_flow_bc_learns_both_modes():
     import optax
 
-    from dprl.nets import MLPDenoiser
+    from dprl.models.nets import MLPDenoiser
 
     net = MLPDenoiser((64, 64), "relu", 16)
     key = jax.random.PRNGKey(0)

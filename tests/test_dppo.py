@@ -13,7 +13,7 @@ import pytest
 from agents import get_agent
 from agents.dppo import Agent, RewardScaler, clip_schedule, gae, ppo_policy_loss
 from configs.dppo import get_config
-from dprl import diffusion
+from dprl.models import diffusion
 from tests.conftest import tiny
 
 
@@ -186,7 +186,7 @@ def test_bandit_moves_actor_toward_rewarded_mode():
 
 # ---- end to end ----------------------------------------------------------------------------
 def test_end_to_end_pole_right(tmp_path, pole_datasets):
-    from dprl.runner import train
+    from dprl.run.runner import train
     config = _config(horizon=4, steps=4, ft=2, num_envs=2)
     config.act_steps = 2
     config.action_dim = 0

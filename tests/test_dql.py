@@ -156,7 +156,7 @@ def test_config_task_overrides():
 
 # ---- end to end --------------------------------------------------------------------------------
 def test_end_to_end_chunked_run(tmp_path, pole_datasets):
-    from dprl.runner import train
+    from dprl.run.runner import train
     config = _config(horizon=2)
     config.num_samples = 4
     config = tiny(config, pretrain_steps=25, offline_steps=25, online_steps=30, eval_episodes=2,
@@ -175,11 +175,11 @@ def test_end_to_end_chunked_run(tmp_path, pole_datasets):
 @pytest.mark.slow
 def test_pole_right_recovers_the_rewarded_mode(pole_datasets):
     """Demos pass left and right half each; only right is rewarded: DQL must go right."""
-    from dprl.buffer import Buffer
-    from dprl.data import Normalizer, load_dataset
-    from dprl.envs import evaluate
-    from dprl.tasks import get_task
-    from dprl.updates import fused_updates
+    from dprl.data.buffer import Buffer
+    from dprl.data.offline import Normalizer, load_dataset
+    from dprl.envs.vector import evaluate
+    from dprl.envs.tasks import get_task
+    from dprl.run.updates import fused_updates
 
     task = get_task("pole-right")
     data = load_dataset(task["dataset_id"])

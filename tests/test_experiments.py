@@ -47,7 +47,7 @@ def xla_cache(tmp_path_factory):
 # Grid: cells and --set
 # ---------------------------------------------------------------------------------------------
 def test_parse_sets_shared_and_per_agent():
-    from dprl.grid import parse_sets
+    from dprl.tools.grid import parse_sets
 
     out = parse_sets(["run.offline_steps=100", "dql.eta=2", "eta=3", "qc.num_samples=4",
                       "bc.actor_lr=1"], ["dql", "guided"], ["bc", "dql", "guided", "qc"])
@@ -86,7 +86,7 @@ def _bc_cells(out, seeds=(0, 1)):
 
 
 def test_grid_local_failure_skip_and_resume(tmp_path, pole_datasets, xla_cache):
-    from dprl.grid import Cell, run_grid
+    from dprl.tools.grid import Cell, run_grid
 
     out = tmp_path / "grid"
     cells = _bc_cells(out)
@@ -119,7 +119,7 @@ def _ray():
 
 def test_grid_ray_local_instance(tmp_path, pole_datasets, xla_cache):
     ray = _ray()
-    from dprl.grid import _fork_exec_only, run_grid
+    from dprl.tools.grid import _fork_exec_only, run_grid
 
     out = tmp_path / "ray_grid"
     with _fork_exec_only():   # as run_grid starts Ray: its daemons fork + exec, JAX-safe
@@ -171,7 +171,7 @@ def test_acceptance_grid_local_kill_and_resume(tmp_path, pole_datasets, xla_cach
 def test_acceptance_grid_ray(tmp_path, pole_datasets, xla_cache):
     ray = _ray()
     import grid as grid_cli
-    from dprl.grid import run_grid
+    from dprl.tools.grid import run_grid
 
     out = tmp_path / "grid"
     cells = grid_cli.make_cells(["dql", "guided", "dppo", "qc"], ["pole", "pole-right"], [0, 1],
@@ -189,7 +189,7 @@ def test_acceptance_grid_ray(tmp_path, pole_datasets, xla_cache):
 # Report
 # ---------------------------------------------------------------------------------------------
 def test_iqm_and_stratified_bootstrap_match_plain_numpy():
-    from dprl.report import iqm, stratified_bootstrap_ci
+    from dprl.tools.report import iqm, stratified_bootstrap_ci
 
     x = np.array([3.0, -1.0, 10.0, 7.0, 2.0, 100.0, 5.0, 4.0])
     middle = np.sort(x)[2:6]                      # n = 8: cut 2 from each end
@@ -229,7 +229,7 @@ def _fake_run(root, agent, task, seed, offline, online, curve):
 
 def test_report_tables_and_curves(tmp_path):
     import report as report_cli
-    from dprl.report import stratified_bootstrap_ci
+    from dprl.tools.report import stratified_bootstrap_ci
 
     scores = {("a", "t1"): [10, 20, 30], ("a", "t2"): [50, 60], ("b", "t1"): [5, 5, 8]}
     for (agent, task), xs in scores.items():
@@ -277,9 +277,9 @@ def test_multiseed_matches_separate_runs(tmp_path, pole_datasets):
 
     from agents import get_agent
     from configs.bc import get_config
-    from dprl.checkpoint import load_run
-    from dprl.multiseed import seed_dirs, train_seeds
-    from dprl.runner import train
+    from dprl.run.checkpoint import load_run
+    from dprl.run.multiseed import seed_dirs, train_seeds
+    from dprl.run.runner import train
 
     config = tiny(get_config(), pretrain_steps=20, steps_per_dispatch=10, log_every=10,
                   eval_every=20, save_every=20)

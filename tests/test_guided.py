@@ -147,7 +147,7 @@ def test_td_contrastive_finetune_update_runs():
 
 def test_end_to_end_runner(pole_datasets, tmp_path):
     """The default agent (IQL critic, regression guide) through the runner, all three phases."""
-    from dprl.runner import train
+    from dprl.run.runner import train
     config = _config(guidance_scale=0.5)
     config.action_dim = 0
     tiny(config, pretrain_steps=50, offline_steps=50, online_steps=100, start_online_updates=50,
@@ -180,10 +180,10 @@ def test_end_to_end_runner(pole_datasets, tmp_path):
 @pytest.mark.slow
 def test_pole_right_guidance_prefers_the_rewarded_side(pole_datasets, tmp_path):
     """BC keeps both sides of the pole; guidance by the learned critic passes on the right."""
-    from dprl.checkpoint import load_run
-    from dprl.envs import evaluate
-    from dprl.runner import train
-    from dprl.tasks import get_task
+    from dprl.run.checkpoint import load_run
+    from dprl.envs.vector import evaluate
+    from dprl.run.runner import train
+    from dprl.envs.tasks import get_task
     config = _config(guidance_scale=1.0)
     config.action_dim = 0
     config.actor.hidden_dims = (128, 128)

@@ -31,7 +31,7 @@ def _bc(**run_keys):
 
 def _train(config, run_dir, **kwargs):
     from agents import get_agent
-    from dprl.runner import train
+    from dprl.run.runner import train
     return train(config, kwargs.pop("task", "pole"), str(run_dir), get_agent, progress=False,
                  **kwargs)
 
@@ -84,7 +84,7 @@ def test_a_second_process_on_a_run_directory_is_refused_at_once(tmp_path, pole_d
 # ---- 2. a resume is the same run --------------------------------------------------------------
 def test_a_rerun_with_another_identity_is_refused_and_restart_starts_over(tmp_path,
                                                                           pole_datasets):
-    from dprl.rundir import RunMismatch
+    from dprl.run.rundir import RunMismatch
 
     run_dir = tmp_path / "run"
     _train(_bc(pretrain_steps=20), run_dir)
@@ -223,7 +223,7 @@ def test_an_unreadable_latest_checkpoint_is_moved_aside_and_the_run_resumes(
 
 
 def test_no_readable_checkpoint_is_a_one_line_error_naming_the_files(tmp_path, pole_datasets):
-    from dprl.checkpoint import CheckpointError
+    from dprl.run.checkpoint import CheckpointError
 
     run_dir = tmp_path / "run"
     _train(_bc(pretrain_steps=50, save_every=25), run_dir)
@@ -243,7 +243,7 @@ def test_no_readable_checkpoint_is_a_one_line_error_naming_the_files(tmp_path, p
 def test_a_failed_save_leaves_no_temporary_directory(tmp_path, monkeypatch):
     import jax.numpy as jnp
 
-    from dprl.checkpoint import Checkpointer
+    from dprl.run.checkpoint import Checkpointer
 
     ckpt = Checkpointer(tmp_path)
     ckpt.save(1, {"x": jnp.zeros(3)}, {"a": 1})
@@ -283,7 +283,7 @@ BAD_VALUES = [
 @pytest.mark.parametrize("key,value", BAD_VALUES, ids=[f"{k}={v}" for k, v in BAD_VALUES])
 def test_validate_config_names_key_value_and_range(key, value):
     from configs.dql import get_config
-    from dprl.config import validate_config
+    from dprl.run.config import validate_config
 
     config = get_config()
     *parents, leaf = key.split(".")
@@ -299,7 +299,7 @@ def test_validate_config_names_key_value_and_range(key, value):
 
 def test_validate_config_accepts_every_shipped_config():
     from configs import config_file
-    from dprl.config import load_config_file, validate_config
+    from dprl.run.config import load_config_file, validate_config
 
     for name, on_policy in (("bc", False), ("dql", False), ("guided", False), ("dppo", True),
                             ("qc", False)):
@@ -346,8 +346,8 @@ def test_a_dataset_of_another_env_is_refused_unless_overridden(tmp_path, pole_da
 
 
 def test_scores_use_the_tasks_reference_scores(tmp_path, pole_datasets):
-    from dprl.data import load_task_data
-    from dprl.datasets.io import write_minari_dataset
+    from dprl.data.offline import load_task_data
+    from dprl.data.io import write_minari_dataset
     from dprl.datasets.pole import rollout_demos
 
     write_minari_dataset("dprl/pole/odd-ref-v0", rollout_demos("dprl/Pole-v0", 4), "dprl/Pole-v0",
@@ -378,8 +378,8 @@ def test_a_signal_checkpoints_and_exits_cleanly(tmp_path, pole_datasets, sig, co
 # ---- 8. disk full / unwritable run directory ---------------------------------------------------
 def test_a_full_disk_is_one_line_and_the_same_command_resumes(tmp_path, pole_datasets,
                                                               monkeypatch):
-    from dprl.checkpoint import Checkpointer
-    from dprl.rundir import RunDirError
+    from dprl.run.checkpoint import Checkpointer
+    from dprl.run.rundir import RunDirError
 
     run_dir = tmp_path / "run"
     config = _bc(pretrain_steps=100, save_every=25)
@@ -439,8 +439,8 @@ def test_verify_reports_every_check_of_a_good_dataset(pole_datasets):
 
 
 def test_verify_stops_at_the_first_problem_with_the_runners_message(pole_datasets):
-    from dprl.data import load_dataset
-    from dprl.datasets.io import write_minari_dataset
+    from dprl.data.offline import load_dataset
+    from dprl.data.io import write_minari_dataset
     from dprl.datasets.pole import rollout_demos
 
     episodes = rollout_demos("dprl/Pole-v0", 4)
@@ -467,8 +467,8 @@ def test_a_failed_cells_error_holds_the_real_exception_and_report_lists_it(tmp_p
     sys.path.insert(0, str(ROOT / "experiments"))
     import grid as grid_cli
 
-    from dprl.grid import run_grid
-    from dprl.report import report
+    from dprl.tools.grid import run_grid
+    from dprl.tools.report import report
 
     out = tmp_path / "grid"
     sets = ["actor.hidden_dims=(16,16)", "run.batch_size=16", "run.steps_per_dispatch=10",
@@ -484,7 +484,7 @@ def test_a_failed_cells_error_holds_the_real_exception_and_report_lists_it(tmp_p
     assert cell["error"].startswith("ZeroDivisionError"), cell["error"]
     error = (Path(bad[0].run_dir) / "error.txt").read_text()
     assert "ZeroDivisionError: division by zero" in error
-    assert "dprl/nets.py" in error and "agents/bc.py" in error
+    assert "dprl/models/nets.py" in error and "agents/bc.py" in error
     assert "For simplicity, JAX has removed" not in error.split("--- last lines")[0]
     # A cell the grid never ran (killed grid, or added later) and the failed one are listed.
     status_path = out / "grid_status.json"

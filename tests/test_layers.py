@@ -1,5 +1,5 @@
 """The layers are true (dprl/ imports no agents, configs or experiments; agents and configs do
-not import each other) and every registered agent follows the interface ``dprl.agent.Agent``."""
+not import each other) and every registered agent follows the interface ``dprl.run.agent.Agent``."""
 from __future__ import annotations
 
 import ast
@@ -20,17 +20,43 @@ FORBIDDEN = {"dprl": {"agents", "configs", "experiments"},
              "agents": {"configs", "experiments"},
              "configs": {"agents", "experiments"}}
 
+# dprl's own floors, bottom to top: a sub-package imports only the sub-packages below it (and
+# itself). Modules directly in dprl/ (the package's __init__) belong to the ground floor.
+DPRL_FLOORS = [
+    {"base"},                                  # atomic files, logs, progress bars
+    {"envs", "models"},                        # environments and task presets | networks, actors
+    {"data"},                                  # offline datasets, loaders, buffers
+    {"run"},                                   # agent interface, acting, configs, checkpoints, runner
+    {"tools"},                                 # grids, reports, distillation, real-time execution
+    {"experts"},                               # SAC and the expert policies it makes
+    {"datasets", "sac"},                       # making datasets (python -m dprl.datasets), SAC's CLI
+]
+FLOOR = {package: level for level, floor in enumerate(DPRL_FLOORS) for package in floor}
 
-def imported_packages(path: Path) -> set[str]:
-    """Top-level packages a module imports, wherever the import statement sits."""
+
+def imported_modules(path: Path) -> set[str]:
+    """Dotted modules a module imports (``from a.b import c`` -> ``a.b`` and ``a.b.c``),
+    wherever the import statement sits."""
     tree = ast.parse(path.read_text(), filename=str(path))
     names = set()
     for node in ast.walk(tree):
         if isinstance(node, ast.Import):
-            names.update(alias.name.split(".")[0] for alias in node.names)
+            names.update(alias.name for alias in node.names)
         elif isinstance(node, ast.ImportFrom) and node.level == 0 and node.module:
-            names.add(node.module.split(".")[0])
+            names.add(node.module)
+            names.update(f"{node.module}.{alias.name}" for alias in node.names)
     return names
+
+
+def imported_packages(path: Path) -> set[str]:
+    """Top-level packages a module imports, wherever the import statement sits."""
+    return {name.split(".")[0] for name in imported_modules(path)}
+
+
+def dprl_subpackage(module: str) -> str | None:
+    """``dprl.run.runner`` -> ``run``; ``dprl`` itself -> None."""
+    parts = module.split(".")
+    return parts[1] if parts[0] == "dprl" and len(parts) > 1 else None
 
 
 @pytest.mark.parametrize("package", sorted(FORBIDDEN))
@@ -42,17 +68,40 @@ def test_no_module_imports_a_higher_layer(package):
     assert not {f: w for f, w in wrong.items() if w}
 
 
+def test_every_dprl_subpackage_has_a_floor():
+    found = {p.name for p in (ROOT / "dprl").iterdir() if p.is_dir() and (p / "__init__.py").exists()}
+    found |= {p.stem for p in (ROOT / "dprl").glob("*.py") if p.stem != "__init__"}
+    assert found == set(FLOOR), "add the new sub-package to DPRL_FLOORS (or remove the stale one)"
+
+
+def test_no_dprl_module_imports_a_higher_floor():
+    wrong = {}
+    for f in sorted((ROOT / "dprl").rglob("*.py")):
+        rel = f.relative_to(ROOT / "dprl")
+        own = rel.parts[0].removesuffix(".py") if len(rel.parts) > 1 or rel.stem != "__init__" else None
+        level = FLOOR[own] if own else 0
+        for module in imported_modules(f):
+            other = dprl_subpackage(module)
+            if other is None or other == own or other not in FLOOR:
+                continue  # dprl itself, its own sub-package, or a name imported from dprl
+            if FLOOR[other] >= level:
+                wrong.setdefault(str(f.relative_to(ROOT)), []).append(module)
+    assert not wrong, f"imports from the same or a higher floor: {wrong}"
+
+
 def test_the_import_check_sees_imports_inside_functions(tmp_path):
     module = tmp_path / "m.py"
-    module.write_text("import os\n\ndef f():\n    from agents import get_agent\n")
-    assert imported_packages(module) == {"os", "agents"}
+    module.write_text("import os\n\ndef f():\n    from agents import get_agent\n"
+                      "    from dprl.run import runner\n")
+    assert imported_packages(module) == {"os", "agents", "dprl"}
+    assert {"dprl.run", "dprl.run.runner"} <= imported_modules(module)
 
 
 # ---- the agent interface --------------------------------------------------------------------
 def _tiny_config(name: str):
     """``name``: an agent, or ``agent:preset`` for a preset of its config file."""
     from configs import config_file
-    from dprl.config import load_config_file
+    from dprl.run.config import load_config_file
 
     agent, sep, preset = name.partition(":")
     config = load_config_file(config_file(agent) + sep + preset)
@@ -84,11 +133,11 @@ def test_registered_agent_follows_the_interface(name, pole_datasets):
     and its steps return flat finite scalars, on batches or (on-policy) on a collected Rollout.
     Every preset of qc's config (the QC paper's six methods) is checked."""
     from agents import REGISTRY, get_agent
-    from dprl.agent import Agent
-    from dprl.buffer import Buffer
-    from dprl.collect import Rollout, collect_rollout, make_executor
-    from dprl.data import Normalizer, load_dataset
-    from dprl.tasks import get_task
+    from dprl.run.agent import Agent
+    from dprl.data.buffer import Buffer
+    from dprl.run.collect import Rollout, collect_rollout, make_executor
+    from dprl.data.offline import Normalizer, load_dataset
+    from dprl.envs.tasks import get_task
 
     assert set(REGISTRY) == {"bc", "dql", "guided", "dppo", "qc"}
     cls = get_agent(name.partition(":")[0])

@@ -33,7 +33,7 @@ def _wandb_history(run_file) -> list[dict]:
 
 
 def test_wandb_logger_records_every_metric_offline(tmp_path, monkeypatch):
-    from dprl.logging import MetricsLogger
+    from dprl.base.logging import MetricsLogger
     monkeypatch.setenv("WANDB_MODE", "offline")     # the real client, no network
     monkeypatch.setenv("WANDB_SILENT", "true")
     logger = MetricsLogger(tmp_path, tensorboard=False, wandb_project="dprl-test",
@@ -55,7 +55,7 @@ def test_wandb_logger_records_every_metric_offline(tmp_path, monkeypatch):
 
 
 def test_a_resumed_run_continues_its_wandb_run(tmp_path, monkeypatch):
-    from dprl.logging import MetricsLogger
+    from dprl.base.logging import MetricsLogger
     monkeypatch.setenv("WANDB_MODE", "offline")
     monkeypatch.setenv("WANDB_SILENT", "true")
     first = MetricsLogger(tmp_path, tensorboard=False, wandb_project="dprl-test")
@@ -75,7 +75,7 @@ def test_a_resumed_run_continues_its_wandb_run(tmp_path, monkeypatch):
 def test_wandb_project_without_the_client_names_the_extra(tmp_path, monkeypatch):
     import builtins
 
-    from dprl.logging import MetricsLogger
+    from dprl.base.logging import MetricsLogger
     real_import = builtins.__import__
 
     def no_wandb(name, *args, **kwargs):

@@ -31,11 +31,11 @@ def test_sparse_reward_and_masks_on_a_hand_made_trajectory(task_id=1):
     import jax
     import jax.numpy as jnp
 
-    from dprl.buffer import Buffer
-    from dprl.data import Normalizer, OfflineData
+    from dprl.data.buffer import Buffer
+    from dprl.data.offline import Normalizer, OfflineData
     from dprl.datasets import ogbench_recipes as og
-    from dprl.envs import make_env
-    from dprl.tasks import get_task
+    from dprl.envs.vector import make_env
+    from dprl.envs.tasks import get_task
 
     preset = get_task(f"puzzle-3x3-task{task_id}")
     goal = og.task_goal(preset["singletask_env_id"])
@@ -74,7 +74,7 @@ def test_sparse_reward_and_masks_on_a_hand_made_trajectory(task_id=1):
 
 
 def test_sparse_env_wraps_only_the_reward():
-    from dprl.envs import make_env
+    from dprl.envs.vector import make_env
 
     env = make_env("dprl/scene-singletask-task2-sparse-v0")
     base = make_env("scene-singletask-task2-v0")
@@ -88,7 +88,7 @@ def test_sparse_env_wraps_only_the_reward():
 
 
 def test_every_single_task_preset_is_registered():
-    from dprl.tasks import get_task
+    from dprl.envs.tasks import get_task
 
     for env in ("cube-single", "cube-double", "scene", "puzzle-3x3"):
         for k in range(1, 6):
@@ -108,7 +108,7 @@ def tiny_scene_play(minari_root):
     from dprl.datasets.ogbench_recipes import make_manipulation_dataset
 
     make_manipulation_dataset("scene", steps=120, episode_length=60, overwrite=True)
-    from dprl.data import load_dataset
+    from dprl.data.offline import load_dataset
     return load_dataset("dprl/scene/play-v0"), load_dataset("dprl/scene/play-singletask-v0")
 
 
@@ -117,7 +117,7 @@ def test_relabeling_matches_the_task_envs_on_replayed_states(tiny_scene_play, mo
     computed with the task env, and (b) for tasks 1..5 the task env's verdict on every replayed
     state; the replay fallback (forced here for every step) agrees too."""
     from dprl.datasets import ogbench_recipes as og
-    from dprl.tasks import get_task
+    from dprl.envs.tasks import get_task
 
     play, default = tiny_scene_play
     assert play.size == 120
@@ -221,9 +221,9 @@ def test_reproduce_qc_reads_the_papers_points(tmp_path):
 
 def test_eval_envs_comes_from_the_task_and_is_not_part_of_a_runs_identity():
     from configs.qc import get_config
-    from dprl.config import run_config
-    from dprl.rundir import differences
-    from dprl.tasks import get_task
+    from dprl.run.config import run_config
+    from dprl.run.rundir import differences
+    from dprl.envs.tasks import get_task
 
     config = get_config()
     assert run_config(config, get_task("scene-task2"), False).run.eval_envs == 10

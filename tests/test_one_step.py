@@ -1,4 +1,4 @@
-"""One-step actors (dprl/one_step.py, dprl/distill.py): the distillation step, act_with='one_step'
+"""One-step actors (dprl/models/one_step.py, dprl/tools/distill.py): the distillation step, act_with='one_step'
 in every off-policy agent, the pole multimodality proof after distillation, bad settings refused,
 and distilling a finished run. (QC-FQL's alpha-weighted loss is tested in test_qc.py.)"""
 from __future__ import annotations
@@ -14,9 +14,9 @@ import numpy as np
 import pytest
 
 from agents import get_agent
-from dprl.config import load_config_file
-from dprl.one_step import OneStepActor, OneStepPolicy
-from dprl.training import make_optimizer
+from dprl.run.config import load_config_file
+from dprl.models.one_step import OneStepActor, OneStepPolicy
+from dprl.models.training import make_optimizer
 from tests.conftest import ROOT, random_batch, tiny
 
 O, A = 4, 2
@@ -115,7 +115,7 @@ def test_one_step_acting_is_mu_and_multi_step_is_unchanged(name):
 
 
 def test_bad_act_with_is_refused_before_any_work():
-    from dprl.config import validate_config
+    from dprl.run.config import validate_config
 
     config = _config("bc", act_with="fast")
     with pytest.raises(ValueError, match=r"--agent.act_with='fast': must be one of"):
@@ -143,11 +143,11 @@ def _pole_one_step(paired: bool = True) -> tuple[dict, dict]:
     multi-step actor it came from, 50 episodes each. ``paired=False`` breaks the method: the
     teacher gets other noise than mu (what regression on unpaired samples would learn)."""
 
-    from dprl.buffer import Buffer
-    from dprl.data import Normalizer, load_dataset
-    from dprl.envs import evaluate
-    from dprl.updates import fused_updates
-    from dprl import one_step as one_step_module
+    from dprl.data.buffer import Buffer
+    from dprl.data.offline import Normalizer, load_dataset
+    from dprl.envs.vector import evaluate
+    from dprl.run.updates import fused_updates
+    from dprl.models import one_step as one_step_module
 
     sys.path.insert(0, str(ROOT / "experiments"))
     from multimodal import rollout_stats
@@ -226,8 +226,8 @@ def test_unpaired_noise_distillation_loses_a_mode(pole_datasets):
 
 # ---- a finished run ----------------------------------------------------------------------------
 def test_distill_run_saves_scores_and_loads_the_one_step_actor(tmp_path, pole_datasets):
-    from dprl.distill import distill_run, load_one_step
-    from dprl.runner import train
+    from dprl.tools.distill import distill_run, load_one_step
+    from dprl.run.runner import train
 
     config = tiny(load_config_file(str(ROOT / "configs" / "bc.py")), pretrain_steps=50)
     config.actor.diffusion_steps = 5
@@ -255,7 +255,7 @@ def test_distill_run_saves_scores_and_loads_the_one_step_actor(tmp_path, pole_da
 
 
 def test_distill_run_refuses_an_on_policy_run_before_loading_it(tmp_path):
-    from dprl.distill import distill_run
+    from dprl.tools.distill import distill_run
 
     run_dir = tmp_path / "dppo"
     run_dir.mkdir()

@@ -10,10 +10,10 @@ import pytest
 
 from agents import get_agent
 from configs.bc import get_config
-from dprl import runner
-from dprl.buffer import Buffer, example_batch, transition_block
-from dprl.schedule import Schedule
-from dprl.updates import fused_updates, replay_step
+from dprl.run import runner
+from dprl.data.buffer import Buffer, example_batch, transition_block
+from dprl.run.schedule import Schedule
+from dprl.run.updates import fused_updates, replay_step
 from tests.conftest import tiny
 
 

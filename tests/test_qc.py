@@ -12,7 +12,7 @@ import pytest
 from agents import get_agent
 from agents.qc import Agent, aggregate, select_best
 from configs.qc import PRESETS, get_config
-from dprl.config import load_config_file
+from dprl.run.config import load_config_file
 from tests.conftest import python_chunk_target, random_batch, tiny
 
 
@@ -218,7 +218,7 @@ def test_best_of_n_without_chunking_picks_the_argmax_q_single_action():
 # ---- the one-step policy (QC-FQL, FQL, FQL-n) ---------------------------------------------------
 def _student_is_teacher_plus(offset_of):
     """A stand-in for mu(s, z): the BC flow's sample from the same z plus a learnable offset."""
-    from dprl.one_step import teacher_actions
+    from dprl.models.one_step import teacher_actions
 
     def student_actions(self, params, observations, noise):
         flow = teacher_actions(self.actor.model, self.actor.params, observations, noise)
@@ -250,8 +250,8 @@ def test_distillation_loss_is_zero_when_mu_is_the_flow_from_the_same_noise(monke
 def test_one_step_policy_learns_the_flow_map():
     """Training the real mu network on the agent's loss brings mu(s, z) close to flow(s, z) on
     noises it never saw (alpha = 100 dominates the Q term at these scales)."""
-    from dprl.one_step import teacher_actions
-    from dprl.training import apply_loss
+    from dprl.models.one_step import teacher_actions
+    from dprl.models.training import apply_loss
 
     config = _config(horizon=None, preset="fql", actor_lr=3e-3)
     batch = jax.tree.map(jnp.asarray, _batch(B=64, H=1, O=4))
@@ -276,7 +276,7 @@ def test_one_step_policy_learns_the_flow_map():
 
 def test_one_step_loss_q_term_moves_actions_up_q():
     """alpha = 0: the loss is -Q(s, clip(mu)); a gradient step moves mu toward Q's maximum."""
-    from dprl.one_step import one_step_loss
+    from dprl.models.one_step import one_step_loss
 
     peak = jnp.array([[[0.5, -0.2]]])
     q_fn = lambda a: -jnp.sum((a - peak) ** 2, axis=(1, 2))  # noqa: E731
@@ -295,7 +295,7 @@ def test_a_diffusion_teacher_samples_ddim_eta_0_from_the_given_noise():
     """DDPM draws fresh noise at every step, so a DDPM-configured diffusion actor is distilled
     through its deterministic sampler: DDIM with eta 0 from the same initial noise (and a DDPM
     sample from that noise differs)."""
-    from dprl.one_step import teacher_actions
+    from dprl.models.one_step import teacher_actions
 
     config = _config(horizon=None, preset="qc-fql")
     config.actor.model = "diffusion"
@@ -314,7 +314,7 @@ def test_a_diffusion_teacher_samples_ddim_eta_0_from_the_given_noise():
 
 # ---- learning: the chunked critic must pick the rewarded mode ------------------------------------
 def _right_rate(agent, normalizer, episodes=50):
-    from dprl.envs import evaluate
+    from dprl.envs.vector import evaluate
     key = jax.random.PRNGKey(123)
 
     def policy(obs):
@@ -333,9 +333,9 @@ def test_qc_prefers_the_rewarded_mode_on_pole_right(pole_datasets):
     clearly prefer the right side (a broken target or selection stays near BC's rate)."""
     import ml_collections
 
-    from dprl.buffer import Buffer
-    from dprl.data import Normalizer, load_dataset
-    from dprl.updates import fused_updates
+    from dprl.data.buffer import Buffer
+    from dprl.data.offline import Normalizer, load_dataset
+    from dprl.run.updates import fused_updates
 
     data = load_dataset(pole_datasets["pole-right"])
     normalizer = Normalizer.fit(data.observations)
@@ -364,8 +364,8 @@ def test_qc_prefers_the_rewarded_mode_on_pole_right(pole_datasets):
 
 # ---- the waypoint chain --------------------------------------------------------------------------
 def test_chain_env_rewards_only_the_ordered_chain():
-    from dprl.chain import WAYPOINTS
-    from dprl.envs import make_env
+    from dprl.envs.chain import WAYPOINTS
+    from dprl.envs.vector import make_env
 
     env = make_env("dprl/WaypointChain-v0")
 
@@ -402,7 +402,7 @@ def test_chain_play_data_is_mostly_unsuccessful():
 
 # ---- end to end ----------------------------------------------------------------------------------
 def test_end_to_end_offline_to_online(tmp_path, pole_datasets):
-    from dprl.runner import train
+    from dprl.run.runner import train
 
     config = _config(horizon=5)
     config = tiny(config, pretrain_steps=25, offline_steps=25, online_steps=60,
@@ -422,7 +422,7 @@ def test_end_to_end_offline_to_online(tmp_path, pole_datasets):
 def test_layer_norm_follows_the_activation_as_in_qcs_critic():
     """QC's critic MLP is Dense -> GELU -> LayerNorm: each hidden output is normalized after
     the activation (zero mean, unit variance per row at init; GELU after LN would not be)."""
-    from dprl.nets import MLP
+    from dprl.models.nets import MLP
     mlp = MLP((64,), "gelu", layer_norm=True, activate_final=True)
     x = jax.random.normal(jax.random.PRNGKey(0), (8, 5))
     h = mlp.apply(mlp.init(jax.random.PRNGKey(1), x), x)
@@ -448,7 +448,7 @@ def test_qc_networks_are_initialized_and_fed_time_as_in_qcs_code():
 
 
 def test_raw_time_is_the_samplers_time_over_its_range():
-    from dprl.nets import MLPDenoiser
+    from dprl.models.nets import MLPDenoiser
     obs, x = jnp.ones((2, 4)), jnp.ones((2, 3, 2))
     scaled = MLPDenoiser((16,), "gelu", time_dim=0, time_scale=1000.0)
     params = scaled.init(jax.random.PRNGKey(0), obs, x, jnp.zeros(2))
@@ -460,7 +460,7 @@ def test_raw_time_is_the_samplers_time_over_its_range():
 
 
 def test_an_unknown_kernel_init_is_refused_before_any_work():
-    from dprl.config import validate_config
+    from dprl.run.config import validate_config
     config = _config()
     config.critic_kernel_init = "xavier"
     with pytest.raises(ValueError, match="critic_kernel_init=xavier: must be one of"):

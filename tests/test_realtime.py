@@ -1,5 +1,5 @@
-"""Asynchronous chunk execution (dprl/realtime.py) and the samplers' prefix constraint
-(dprl/inpaint.py): zero delay is synchronous execution, the inpainted prefix is the committed
+"""Asynchronous chunk execution (dprl/tools/realtime.py) and the samplers' prefix constraint
+(dprl/models/inpaint.py): zero delay is synchronous execution, the inpainted prefix is the committed
 actions, the joins execute what they say, and bad settings fail before any work."""
 from __future__ import annotations
 
@@ -11,10 +11,10 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from dprl.actor import default_actor_config, make_actor
-from dprl.envs import evaluate
-from dprl.inpaint import Inpaint, prefix_weights
-from dprl.realtime import (JOINS, agent_policy, check_schedule, mean_squared_jerk, run_async)
+from dprl.models.actor import default_actor_config, make_actor
+from dprl.envs.vector import evaluate
+from dprl.models.inpaint import Inpaint, prefix_weights
+from dprl.tools.realtime import (JOINS, agent_policy, check_schedule, mean_squared_jerk, run_async)
 from tests.conftest import ROOT, tiny
 
 POLE = "dprl/Pole-v0"
@@ -94,7 +94,7 @@ def test_prefix_weights_are_rtcs_soft_mask():
 
 # ---- the executor -------------------------------------------------------------------------
 def _sync(agent, horizon, key, episodes=4, seed=5):
-    """Synchronous whole-chunk execution (dprl.envs.evaluate) with the same key sequence, and the
+    """Synchronous whole-chunk execution (dprl.envs.vector.evaluate) with the same key sequence, and the
     actions it executed."""
     calls = []
 

@@ -63,7 +63,7 @@ RUNS = {
 
 # Intended changes since the recording, applied to the reference before comparing:
 # (agent, metric) -> factor. Empty since the re-recording of 2026-11-25: the faster Mish
-# (dprl.nets.mish, jax.nn.mish's function to float rounding) moved online rows of the Mish agents
+# (dprl.models.nets.mish, jax.nn.mish's function to float rounding) moved online rows of the Mish agents
 # by 1e-6..5e-5 relative (with jax.nn.mish the old recording still matched), so the reference was
 # recorded again; it already has DQL's critic/loss as the ensemble mean (it was the sum: x0.5).
 CHANGED: dict = {}
@@ -72,7 +72,7 @@ CHANGED: dict = {}
 def added_summary_fields(task: str) -> dict:
     """summary.json fields added since the recording (issue 13: both env ids), with the values a
     run on the task's own dataset has."""
-    from dprl.tasks import get_task
+    from dprl.envs.tasks import get_task
     env_id = get_task(task)["env_id"]
     return {"task_env_id": env_id, "dataset_env_id": env_id}
 

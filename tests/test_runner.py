@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 
 from agents import get_agent
-from dprl.checkpoint import load_run
+from dprl.run.checkpoint import load_run
 
 ROOT = Path(__file__).resolve().parents[1]
 TINY = ["--agent.actor.hidden_dims=(32, 32)", "--agent.run.batch_size=32",

@@ -14,7 +14,7 @@ def _curve(out):
 
 
 def test_sac_killed_run_resumes_bit_exactly(tmp_path):
-    from dprl.sac import SACConfig, train
+    from dprl.experts.sac import SACConfig, train
     kw = dict(start_steps=100, fuse=25, eval_every=150, eval_episodes=1, snapshot_every=150,
               checkpoint_every=100, expert_return=1e9,
               config=SACConfig(hidden=(8, 8), batch_size=16), progress=False)
@@ -33,7 +33,7 @@ def test_sac_killed_run_resumes_bit_exactly(tmp_path):
 
 
 def test_sac_resume_refuses_fewer_steps_than_checkpointed(tmp_path):
-    from dprl.sac import SACConfig, train
+    from dprl.experts.sac import SACConfig, train
     kw = dict(start_steps=50, fuse=25, eval_every=1000, eval_episodes=1, checkpoint_every=50,
               config=SACConfig(hidden=(8, 8), batch_size=16), progress=False)
     with pytest.raises(KeyboardInterrupt):
@@ -46,7 +46,7 @@ def test_sac_resume_refuses_fewer_steps_than_checkpointed(tmp_path):
 def exported_experts(tmp_path_factory, monkeypatch_module):
     """A tiny SAC run exported the way dprl's shipped experts are, and made the shipped set."""
     import dprl.experts as experts
-    from dprl.sac import SACConfig, train
+    from dprl.experts.sac import SACConfig, train
     run = tmp_path_factory.mktemp("sac-run")
     # Eval returns climb past a tiny medium target early; 'expert' is the best snapshot.
     train("Hopper-v5", 900, run, start_steps=200, fuse=50, eval_every=150, eval_episodes=2,
@@ -68,7 +68,7 @@ def monkeypatch_module():
 
 
 def test_export_picks_best_expert_nearest_medium_and_earlier_replay_snapshots(exported_experts):
-    from dprl.datasets.policies import load_policy
+    from dprl.experts.policies import load_policy
     run, shipped, entry = exported_experts
     levels, rerun = entry["levels"], {int(k): v for k, v in entry["candidates"].items()}
     # Expert: the best re-evaluated of the candidates; medium: of the snapshots up to the first

@@ -8,9 +8,9 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from dprl import diffusion, flow
-from dprl.actor import default_actor_config, make_actor
-from dprl.nets import ACTIVATIONS, MLPDenoiser, ResidualMLP, mish
+from dprl.models import diffusion, flow
+from dprl.models.actor import default_actor_config, make_actor
+from dprl.models.nets import ACTIVATIONS, MLPDenoiser, ResidualMLP, mish
 
 B, H, A, O = 5, 2, 3, 4
 

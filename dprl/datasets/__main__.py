@@ -1,7 +1,7 @@
 """``python -m dprl.datasets make <task> [--steps N] [--seed S] [--policy FILE]``, ``... list``
 and ``... verify <dataset id> [--replay N]``.
 
-``make`` writes dprl's stand-in dataset of a task preset (``dprl/tasks.py``) into
+``make`` writes dprl's stand-in dataset of a task preset (``dprl/envs/tasks.py``) into
 ``$MINARI_DATASETS_PATH`` (Minari's default: ``~/.minari/datasets``), atomically, under the
 ``dprl/`` namespace. ``list`` shows every task, which of its datasets are stored here, their
 size and which one a run would use. ``verify`` checks a stored dataset (``dprl.datasets.verify``:
@@ -25,7 +25,7 @@ def make(task: str, *, steps: int | None = None, seed: int = 0, policy: str | No
          overwrite: bool = False, progress: bool = True, chunk_episodes: int | None = None,
          episode_length: int | None = None) -> dict:
     """Make the dataset of ``task``; returns a summary dict (ids, sizes, timings, scores)."""
-    from dprl.tasks import LOCOMOTION_ENVS, LOCOMOTION_RECIPES, get_task
+    from dprl.envs.tasks import LOCOMOTION_ENVS, LOCOMOTION_RECIPES, get_task
 
     preset = get_task(task)  # a clear error for an unknown task
     if preset["dataset_task"]:  # a preset that shares another's dataset (OGBench task ids)
@@ -38,7 +38,7 @@ def make(task: str, *, steps: int | None = None, seed: int = 0, policy: str | No
                                       sac_run=sac_run, noise=noise, overwrite=overwrite,
                                       progress=progress)
     elif preset["generator"]:
-        from dprl.datasets.registry import run_generator
+        from dprl.data.registry import run_generator
         kwargs = {} if episodes is None else {"num_episodes": episodes}
         out = {"dataset_id": run_generator(task, preset, seed=seed, overwrite=overwrite, **kwargs)}
     else:
@@ -61,9 +61,9 @@ def _dir_size(path) -> int:
 
 def list_tasks() -> list[dict]:
     """One row per task: its datasets, whether each is stored here, size, and what a run uses."""
-    from dprl.tasks import TASKS
-    from dprl.datasets.io import dataset_dir
-    from dprl.datasets.registry import DatasetError, resolve_dataset
+    from dprl.envs.tasks import TASKS
+    from dprl.data.io import dataset_dir
+    from dprl.data.registry import DatasetError, resolve_dataset
 
     rows = []
     for name, preset in sorted(TASKS.items()):
@@ -99,7 +99,7 @@ def list_tasks() -> list[dict]:
 
 
 def _print_table(rows: list[dict]) -> None:
-    from dprl.datasets.io import datasets_root
+    from dprl.data.io import datasets_root
     print(f"datasets root: {datasets_root()}")
     print(f"{'task':26s} {'official (Minari)':38s} {'dprl stand-in':50s} uses")
     for r in rows:
@@ -175,7 +175,7 @@ def main(argv=None) -> int:
             print(f"error: {e}", file=sys.stderr)
             return 1
         print(json.dumps(out, indent=1, default=str))
-        from dprl.datasets.io import dataset_dir
+        from dprl.data.io import dataset_dir
         written = [out[k] for k in ("dataset_id", "play_dataset_id") if out.get(k)]
         print("wrote " + ", ".join(f"{d} ({dataset_dir(d)})" for d in written), file=sys.stderr)
         return 0

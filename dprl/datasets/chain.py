@@ -1,4 +1,4 @@
-"""Play data for the waypoint chain (dprl/chain.py), QC's long-horizon sparse-reward toy.
+"""Play data for the waypoint chain (dprl/envs/chain.py), QC's long-horizon sparse-reward toy.
 
 ``make_chain_dataset()`` writes ``dprl/chain/play-v0``: episodes of a demonstrator that goes from
 waypoint to waypoint in random order (never the same one twice in a row) with steering noise,
@@ -9,15 +9,15 @@ from __future__ import annotations
 
 import numpy as np
 
-from dprl.datasets.io import dataset_exists, record_episode, write_minari_dataset
+from dprl.data.io import dataset_exists, record_episode, write_minari_dataset
 
 CHAIN_TASKS = {"chain": ("dprl/chain/play-v0", "dprl/WaypointChain-v0")}
 
 
 def rollout_play(num_episodes: int, seed: int = 0, noise: float = 0.3) -> list[dict]:
     """Play episodes; each records its reset seed and whether it completed the chain."""
-    from dprl.chain import next_play_target, play_action
-    from dprl.envs import make_env
+    from dprl.envs.chain import next_play_target, play_action
+    from dprl.envs.vector import make_env
 
     env = make_env(CHAIN_TASKS["chain"][1])
     rng = np.random.default_rng(seed)
@@ -51,7 +51,7 @@ def make_chain_dataset(task_name: str = "chain", num_episodes: int = 300, seed: 
     success = float(np.mean([e["success"] for e in episodes]))
     write_minari_dataset(
         dataset_id, episodes, env_id, ref_min_score=0.0, ref_max_score=1.0,
-        provenance={"recipe": "chain-play", "policy": "dprl.chain.play_action (scripted)",
+        provenance={"recipe": "chain-play", "policy": "dprl.envs.chain.play_action (scripted)",
                     "seed": seed, "num_episodes": num_episodes, "chain_success_rate": success},
         description="Waypoint chain: random-order play between three waypoints; mostly "
                     "unsuccessful (sparse reward only for visiting A, B, C in order).",

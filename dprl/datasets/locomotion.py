@@ -33,7 +33,7 @@ from typing import Callable
 
 import numpy as np
 
-from dprl.tasks import D4RL_REF_SCORES, LOCOMOTION_ENVS, LOCOMOTION_RECIPES
+from dprl.envs.tasks import D4RL_REF_SCORES, LOCOMOTION_ENVS, LOCOMOTION_RECIPES
 
 # Gaussian action-noise std that brings a given expert (--policy; measured with the experts of the
 # Berkeley deep-RL course, 2x64 tanh MLPs) to about 1/3 of its
@@ -88,7 +88,7 @@ def rollout_episodes(
     Episode ``k`` (in start order) is reset with seed ``seed * 1_000_000 + k``.
     Returns episodes in the ``write_minari_dataset`` layout, with ``seed``.
     """
-    from dprl.envs import make_env, to_env_action
+    from dprl.envs.vector import make_env, to_env_action
 
     rng = np.random.default_rng(seed)
     envs = [make_env(env_id, **(env_kwargs or {})) for _ in range(num_envs)]
@@ -222,9 +222,9 @@ def make_locomotion_episodes(robot: str, recipe: str, steps: int, *, seed: int =
                              num_envs: int = 8, progress: bool = False
                              ) -> tuple[list[dict], dict]:
     """Episodes and provenance for ``<robot>-<recipe>``; see the module docstring."""
-    from dprl.datasets.policies import find_expert, load_policy
+    from dprl.experts.policies import find_expert, load_policy
     from dprl.experts import shipped_policy, shipped_replay
-    from dprl.sac import replay_to_episodes
+    from dprl.experts.sac import replay_to_episodes
 
     if recipe not in LOCOMOTION_RECIPES:
         raise KeyError(f"Unknown recipe {recipe!r}; known: {', '.join(LOCOMOTION_RECIPES)}")
@@ -237,7 +237,7 @@ def make_locomotion_episodes(robot: str, recipe: str, steps: int, *, seed: int =
         prov["policy_obs_adapter"] = ("a 111-dim (Ant-v4, use_contact_forces=True) policy sees the "
                                       "105-dim Ant-v5 observation with 6 zeros inserted at index "
                                       "27 (the world body's contact forces, always zero in v4)")
-    from dprl.envs import make_env
+    from dprl.envs.vector import make_env
     probe = make_env(env_id, **env_kwargs)
     env_obs_dim = probe.observation_space.shape[0]
     action_dim = probe.action_space.shape[0]
@@ -344,8 +344,8 @@ def make_locomotion_dataset(task_name: str, steps: int = 1_000_000, *, seed: int
                             policy_path=None, sac_run=None, noise=None, overwrite=False,
                             progress: bool = False, dataset_id: str | None = None) -> dict:
     """Generate and write the dataset of a locomotion task preset; returns a summary."""
-    from dprl.tasks import get_task
-    from dprl.datasets.io import write_minari_dataset
+    from dprl.envs.tasks import get_task
+    from dprl.data.io import write_minari_dataset
 
     task = get_task(task_name)
     robot, recipe = task_name.split("-", 1)

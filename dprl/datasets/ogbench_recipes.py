@@ -51,7 +51,7 @@ from typing import Sequence
 
 import numpy as np
 
-from dprl.files import atomic_write
+from dprl.base.files import atomic_write
 
 # task -> (collection env id, single-task evaluation env id)
 MANIPULATION_TASKS = {
@@ -107,7 +107,7 @@ class SingleTaskRelabeler:
     def __init__(self, singletask_env_id: str):
         import mujoco
 
-        from dprl.envs import make_env
+        from dprl.envs.vector import make_env
         self._mujoco = mujoco
         self.env = make_env(singletask_env_id)
         self.env.reset(seed=0)   # sets the task goal (fixed per task id)
@@ -172,7 +172,7 @@ class _PlayCollector:
     def __init__(self, task: str, episode_length: int):
         import ogbench  # noqa: F401  registers the manipulation envs
 
-        from dprl.envs import make_env
+        from dprl.envs.vector import make_env
         collect_id, single_id = MANIPULATION_TASKS[task]
         self.task = task
         self.env = make_env(collect_id, **collection_env_kwargs(episode_length))
@@ -306,14 +306,14 @@ def collection_config(task: str, seed: int, episode_length: int) -> dict:
 
 def default_partial_dir(task: str, seed: int = 0, episode_length: int = EPISODE_LENGTH) -> Path:
     """Where ``make_manipulation_dataset`` keeps the chunks of an unfinished collection."""
-    from dprl.datasets.io import DPRL_NAMESPACE, datasets_root
+    from dprl.data.io import DPRL_NAMESPACE, datasets_root
     # Hidden, so Minari's dataset listing skips it.
     return datasets_root() / DPRL_NAMESPACE / task / f".partial-play-seed{seed}-len{episode_length}"
 
 
 def unfinished_collections(task: str) -> list[tuple[Path, int]]:
     """``(partial directory, episodes saved)`` of every unfinished collection of ``task``."""
-    from dprl.datasets.io import DPRL_NAMESPACE, datasets_root
+    from dprl.data.io import DPRL_NAMESPACE, datasets_root
     if task not in MANIPULATION_TASKS:
         return []
     out = []
@@ -502,7 +502,7 @@ def relabel_successes(task: str, task_id: int, qpos: np.ndarray,
     import ogbench  # noqa: F401
     from ogbench.relabel_utils import relabel_dataset
 
-    from dprl.envs import make_env
+    from dprl.envs.vector import make_env
     env_name = f"{task}-singletask-task{task_id}-v0"
     env = make_env(env_name)
     data = {"qpos": np.asarray(qpos)}
@@ -585,7 +585,7 @@ def _collection_key(config: dict, num_episodes: int) -> str:
 
 
 def _made_by(dataset_id: str, key: str) -> bool:
-    from dprl.datasets.io import dataset_dir
+    from dprl.data.io import dataset_dir
     try:
         meta = json.loads((dataset_dir(dataset_id) / "data" / "metadata.json").read_text())
     except (OSError, ValueError):
@@ -602,8 +602,8 @@ def make_manipulation_dataset(task: str, steps: int = 1_000_000, *, seed: int = 
     resumably (see ``collect_play_episodes_resumable``; chunks in ``partial_dir``, by default
     ``default_partial_dir(task, seed, episode_length)``), and write both datasets; the partial
     directory is removed once both are stored."""
-    from dprl.tasks import get_task
-    from dprl.datasets.io import dataset_dir, write_minari_dataset
+    from dprl.envs.tasks import get_task
+    from dprl.data.io import dataset_dir, write_minari_dataset
 
     preset = get_task(task)
     collect_id, single_id = MANIPULATION_TASKS[task]
@@ -723,7 +723,7 @@ def task_goal(singletask_env_id: str) -> dict:
 
 @functools.lru_cache(maxsize=None)
 def _task_goal(singletask_env_id: str) -> dict:
-    from dprl.envs import make_env
+    from dprl.envs.vector import make_env
 
     env = make_env(singletask_env_id)
     env.reset(seed=0)   # sets the task's goal (fixed per task id)
@@ -795,7 +795,7 @@ def replay_successes(data, rows: np.ndarray, singletask_env_ids: Sequence[str]) 
     """
     import minari
 
-    from dprl.envs import make_env
+    from dprl.envs.vector import make_env
 
     prov = data.metadata.get("dprl", {})
     if "collection_env_id" not in prov:

@@ -1,4 +1,4 @@
-"""The pole task's demonstrations (dprl/pole.py): half pass the pole on the left, half on the right.
+"""The pole task's demonstrations (dprl/envs/pole.py): half pass the pole on the left, half on the right.
 
 ``make_pole_dataset('pole')`` writes ``dprl/pole/demos-v0``; ``'pole-right'`` writes the same
 demonstrations under the reward that pays only for passing on the right
@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from dprl.datasets.io import dataset_exists, record_episode, write_minari_dataset
+from dprl.data.io import dataset_exists, record_episode, write_minari_dataset
 
 POLE_TASKS = {
     "pole": ("dprl/pole/demos-v0", "dprl/Pole-v0"),
@@ -18,8 +18,8 @@ POLE_TASKS = {
 
 def rollout_demos(env_id: str, num_episodes: int, seed: int = 0, noise: float = 0.1) -> list[dict]:
     """Scripted demonstrations, sides alternating left/right; each episode records its reset seed."""
-    from dprl.envs import make_env
-    from dprl.pole import demo_action
+    from dprl.envs.vector import make_env
+    from dprl.envs.pole import demo_action
 
     env = make_env(env_id)
     rng = np.random.default_rng(seed)
@@ -43,7 +43,7 @@ def make_pole_dataset(task_name: str = "pole", num_episodes: int = 200, seed: in
     episodes = rollout_demos(env_id, num_episodes, seed)
     write_minari_dataset(
         dataset_id, episodes, env_id, ref_min_score=0.0, ref_max_score=1.0,
-        provenance={"recipe": "pole-demos", "policy": "dprl.pole.demo_action (scripted)",
+        provenance={"recipe": "pole-demos", "policy": "dprl.envs.pole.demo_action (scripted)",
                     "seed": seed, "num_episodes": num_episodes,
                     "sides": {"left": sum(e["side"] == "left" for e in episodes),
                               "right": sum(e["side"] == "right" for e in episodes)}},

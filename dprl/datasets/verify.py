@@ -2,9 +2,9 @@
 the first problem.
 
 The checks a run makes when it loads data are the same functions here: the directory is whole
-(``check_dataset_dir``), episode boundaries and finite values (``dprl.data.load_dataset``), the
+(``check_dataset_dir``), episode boundaries and finite values (``dprl.data.offline.load_dataset``), the
 recorded env is the task's (``check_dataset_env``), the spaces match the env's
-(``dprl.data.check_compatible``). Beyond a run's: the stored spaces equal the env's exactly, every
+(``dprl.data.offline.check_compatible``). Beyond a run's: the stored spaces equal the env's exactly, every
 episode ends with a flag (a timeout at the env's step limit), the reference scores agree with the
 task's, and the first episodes replay in their env to the stored observations, rewards and flags
 (play data in its collection env, single-task rewards recomputed by ``SingleTaskRelabeler``).
@@ -15,7 +15,7 @@ from typing import Callable, Iterator
 
 import numpy as np
 
-from dprl.datasets.registry import (DatasetError, check_dataset_dir, check_dataset_env,
+from dprl.data.registry import (DatasetError, check_dataset_dir, check_dataset_env,
                                     env_id_of, episode_boundary_problem, read_metadata,
                                     source_of, task_for_dataset, GENERATED)
 
@@ -30,9 +30,9 @@ def verify_steps(dataset_id: str, replay_episodes: int = 2, atol: float = 1e-5
     raise ``VerifyError`` / ``DatasetError`` / ``ValueError`` at the first problem."""
     import minari
 
-    from dprl.data import check_compatible, load_dataset
-    from dprl.envs import make_env
-    from dprl.tasks import get_task
+    from dprl.data.offline import check_compatible, load_dataset
+    from dprl.envs.vector import make_env
+    from dprl.envs.tasks import get_task
 
     path = check_dataset_dir(dataset_id)
     yield "stored whole", f"{path} (metadata, data file, env installed)"
@@ -88,7 +88,7 @@ def _reference_scores(dataset_id: str, meta: dict, task_name: str, task: dict) -
     lo, hi = task["ref_min_score"], task["ref_max_score"]
     _check(lo is not None and hi is not None and np.isfinite([lo, hi]).all() and lo < hi,
            f"task {task_name!r} has no usable reference scores ({lo}, {hi}): set "
-           f"ref_min_score < ref_max_score in dprl/tasks.py")
+           f"ref_min_score < ref_max_score in dprl/envs/tasks.py")
     recorded = (meta.get("ref_min_score"), meta.get("ref_max_score"))
     if None in recorded or np.allclose(recorded, (lo, hi)):
         return f"({lo}, {hi}), those of task {task_name}"
@@ -103,7 +103,7 @@ def _reference_scores(dataset_id: str, meta: dict, task_name: str, task: dict) -
 def _replay(ds, meta: dict, env, replay_episodes: int, atol: float) -> int:
     """Reset each of the first episodes with its stored seed and replay its actions; returns how
     many were replayed. Every episode's end flag is checked against the env's step limit."""
-    from dprl.envs import make_env
+    from dprl.envs.vector import make_env
 
     prov = meta.get("dprl", {})
     relabel = None

@@ -1,7 +1,7 @@
 """dprl's own expert policies, trained here by dprl's SAC and shipped in the package.
 
 For each locomotion robot (hopper, walker2d, halfcheetah, ant) this folder holds small ``.npz``
-policies in dprl's policy format (``dprl/datasets/policies.py``, weights stored as float16):
+policies in dprl's policy format (``dprl/experts/policies.py``, weights stored as float16):
   ``<robot>-expert.npz``     the best SAC snapshot of the run: of the ``NUM_CANDIDATES`` best
                              by the run's own (5-episode) evaluations, the best re-evaluated
   ``<robot>-medium.npz``     a snapshot at about 1/3 of D4RL's expert reference return (D4RL's
@@ -79,9 +79,9 @@ def export(sac_run: str | Path, robot: str, *, out_dir: Path = SHIPPED_DIR,
            command: str | None = None) -> dict:
     """Pick the expert, medium and replay snapshots of a SAC run, re-evaluate them and write them
     (float16) with their provenance into ``out_dir``; returns the robot's manifest entry."""
-    from dprl.datasets.policies import load_policy, save_policy
-    from dprl.sac import rollout_returns
-    from dprl.tasks import D4RL_REF_SCORES, LOCOMOTION_ENVS
+    from dprl.experts.policies import load_policy, save_policy
+    from dprl.experts.sac import rollout_returns
+    from dprl.envs.tasks import D4RL_REF_SCORES, LOCOMOTION_ENVS
 
     sac_run = Path(sac_run)
     env_id = LOCOMOTION_ENVS[robot]

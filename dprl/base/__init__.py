@@ -1,0 +1,1 @@
+"""dprl.base: atomic files, logs, progress bars."""

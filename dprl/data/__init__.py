@@ -1,0 +1,1 @@
+"""dprl.data: offline datasets (Minari, loaders), normalization, device buffers and batch sampling."""

@@ -1,0 +1,152 @@
+"""Task presets: a D4RL-style task name -> env, dataset and evaluation settings.
+
+``get_task('hopper-medium')`` returns a dict with:
+  env_id, env_kwargs          what ``dprl.envs.vector.make_env`` builds for evaluation and online steps
+  dataset_id                  dprl's locally generated stand-in (namespace ``dprl/``)
+  official_dataset_id         the official Minari dataset, used instead when it is present locally
+  make_command                the command that generates the stand-in
+  eval_episodes               episodes per evaluation
+  eval_envs                   envs evaluating at once (None: one per episode); heavy envs use fewer
+  score                       'normalized_return' (D4RL: 100 * (R - min) / (max - min)) or 'success'
+  ref_min_score, ref_max_score  used when the dataset's metadata has none
+  success_masks               OGBench: successful steps are terminal (no bootstrapping from them)
+  reward_relabel              None, or the function that gives a shared dataset this task's rewards
+  data_env_id                 the env the dataset is recorded in, when the task relabels another
+                              env's data (default: env_id; checked when a run loads the data)
+"""
+from __future__ import annotations
+
+import copy
+
+# D4RL reference scores (d4rl infos.py), also written into dprl's generated datasets.
+D4RL_REF_SCORES = {
+    "hopper": (-20.272305, 3234.3),
+    "halfcheetah": (-280.178953, 12135.0),
+    "walker2d": (1.629008, 4592.3),
+    "ant": (-325.6, 3879.7),
+}
+LOCOMOTION_ENVS = {
+    "hopper": "Hopper-v5",
+    "halfcheetah": "HalfCheetah-v5",
+    "walker2d": "Walker2d-v5",
+    "ant": "Ant-v5",
+}
+LOCOMOTION_RECIPES = ("random", "medium", "expert", "medium-replay", "medium-expert")
+# Minari hosts these D4RL-like MuJoCo datasets (v5 envs); other recipes exist only as stand-ins.
+OFFICIAL_MINARI = {"medium": "medium-v0", "expert": "expert-v0", "random": None,
+                   "medium-replay": None, "medium-expert": None}
+
+TASKS: dict[str, dict] = {}
+
+
+def _register(name: str, **preset):
+    preset.setdefault("env_kwargs", {})
+    preset.setdefault("official_dataset_id", None)
+    preset.setdefault("eval_episodes", 10)
+    preset.setdefault("eval_envs", None)
+    preset.setdefault("score", "normalized_return")
+    preset.setdefault("ref_min_score", None)
+    preset.setdefault("ref_max_score", None)
+    # OGBench convention: no bootstrapping from successful states (masks = 1 - success).
+    preset.setdefault("success_masks", False)
+    # Tasks that share another task's dataset relabel its rewards at load time
+    # ("module:function(data, preset) -> data"); ``dataset_task`` names the task whose
+    # ``make`` command makes the shared dataset.
+    preset.setdefault("reward_relabel", None)
+    preset.setdefault("dataset_task", None)
+    # The env a task's data must be recorded in (dprl.data.registry.check_dataset_env).
+    preset.setdefault("data_env_id", preset["env_id"])
+    # Toy tasks name their generator ("module:function(task_name, seed=, overwrite=)"); with
+    # auto_make a run makes the dataset on the spot when it is missing (seconds of work).
+    preset.setdefault("generator", None)
+    preset.setdefault("auto_make", False)
+    preset.setdefault("make_command", f"python -m dprl.datasets make {name}")
+    TASKS[name] = preset
+
+
+for _robot, _env_id in LOCOMOTION_ENVS.items():
+    for _recipe in LOCOMOTION_RECIPES:
+        _official = OFFICIAL_MINARI[_recipe]
+        _register(
+            f"{_robot}-{_recipe}",
+            env_id=_env_id,
+            dataset_id=f"dprl/{_robot}/{_recipe}-v0",
+            official_dataset_id=f"mujoco/{_robot}/{_official}" if _official else None,
+            ref_min_score=D4RL_REF_SCORES[_robot][0],
+            ref_max_score=D4RL_REF_SCORES[_robot][1],
+        )
+
+# The multimodality proof (dprl/envs/pole.py): score = 100 * success rate.
+_POLE_GENERATOR = dict(generator="dprl.datasets.pole:make_pole_dataset", auto_make=True)
+_register("pole", env_id="dprl/Pole-v0", dataset_id="dprl/pole/demos-v0", eval_episodes=50,
+          ref_min_score=0.0, ref_max_score=1.0, **_POLE_GENERATOR)
+# The same demonstrations, but only passing on the right is rewarded (RL must pick a mode).
+_register("pole-right", env_id="dprl/PoleRight-v0", dataset_id="dprl/pole-right/demos-v0",
+          eval_episodes=50, ref_min_score=0.0, ref_max_score=1.0, **_POLE_GENERATOR)
+# QC's long-horizon sparse-reward toy (dprl/envs/chain.py): visit 3 waypoints in order; random-order
+# play data, mostly unsuccessful. Score: 100 x success rate.
+_register("chain", env_id="dprl/WaypointChain-v0", dataset_id="dprl/chain/play-v0", score="success",
+          eval_episodes=50, ref_min_score=0.0, ref_max_score=1.0,
+          generator="dprl.datasets.chain:make_chain_dataset", auto_make=True)
+
+# OGBench manipulation (dprl/datasets/ogbench_recipes.py): play data from ogbench's scripted plan
+# oracles, relabeled with the single-task reward QC and FQL evaluate on (the default task of
+# <env>-singletask-v0; reward = #satisfied sub-goals - #sub-goals at s_t, 0 = success; OGBench's
+# masks are 1 - success). Score: 100 x success rate (info['success']). No official Minari copy.
+# ``play_dataset_id`` is the same play data with the goal-conditioned collection env's reward.
+# An OGBench manipulation env holds about 160 MB (its compiled MuJoCo model): 50 evaluation envs
+# at once would hold 8 GB per seed, so evaluation runs 10 at a time.
+OGBENCH_EVAL_ENVS = 10
+
+for _task, _single_env in (("cube-single", "cube-single-singletask-v0"),
+                           ("cube-double", "cube-double-singletask-v0"),
+                           ("scene", "scene-singletask-v0"),
+                           ("puzzle-3x3", "puzzle-3x3-singletask-v0")):
+    _register(_task, env_id=_single_env, dataset_id=f"dprl/{_task}/play-singletask-v0",
+              play_dataset_id=f"dprl/{_task}/play-v0", score="success", eval_episodes=50,
+              eval_envs=OGBENCH_EVAL_ENVS, ref_min_score=0.0, ref_max_score=1.0,
+              success_masks=True)
+
+
+# ---- OGBench single-task ids, relabeled from one play dataset per env (issue 15) ----------------
+# ``<env>-task{k}`` (k = 1..5) evaluates on ``<env>-singletask-task{k}-v0`` and trains on the env's
+# play data ``dprl/<env>/play-v0`` (made once by ``python -m dprl.datasets make <env>``, or by
+# ``make <env>-task{k}``: ``dataset_task`` names the preset whose dataset it shares), whose
+# rewards and masks are relabeled at load time for task k (``reward_relabel``): the rewards the
+# task-k env gives at s_t, and terminals = success (OGBench's masks = 1 - success). scene and
+# puzzle-3x3 use the QC paper's sparse reward (its --sparse: -1 until solved, 0 then), in the
+# data and in the env (``dprl/<env>-singletask-task{k}-sparse-v0``); cube-* keep OGBench's
+# ``#satisfied - #sub-goals``. Score: 100 x success rate over 50 episodes (QC: eval_episodes 50).
+OGBENCH_SINGLE_TASK_ENVS = ("cube-single", "cube-double", "scene", "puzzle-3x3")
+QC_SPARSE_ENVS = ("scene", "puzzle-3x3")   # QC README: --sparse=True for scene and puzzle-3x3
+
+
+def _register_ogbench_single_tasks() -> None:
+    for env in OGBENCH_SINGLE_TASK_ENVS:
+        sparse = env in QC_SPARSE_ENVS
+        for k in range(1, 6):
+            singletask_id = f"{env}-singletask-task{k}-v0"
+            _register(
+                f"{env}-task{k}",
+                env_id=(f"dprl/{env}-singletask-task{k}-sparse-v0" if sparse else singletask_id),
+                dataset_id=f"dprl/{env}/play-v0", singletask_env_id=singletask_id,
+                data_env_id=f"{env}-v0",          # the play data's collection env
+                sparse_reward=sparse,
+                reward_relabel="dprl.datasets.ogbench_recipes:relabel_singletask",
+                score="success", eval_episodes=50, eval_envs=OGBENCH_EVAL_ENVS,
+                ref_min_score=0.0, ref_max_score=1.0, success_masks=True,
+                dataset_task=env)  # `make <env>-task{k}` makes <env>'s data
+
+
+_register_ogbench_single_tasks()
+
+
+def get_task(name: str) -> dict:
+    """The preset for ``name``; a clear error lists the known tasks otherwise."""
+    if name not in TASKS:
+        import difflib
+        close = difflib.get_close_matches(name, TASKS, n=3)
+        hint = f" Did you mean {', '.join(close)}?" if close else ""
+        raise KeyError(f"Unknown task {name!r}.{hint} Known tasks: {', '.join(sorted(TASKS))}. "
+                       f"Add presets in dprl/envs/tasks.py.")
+    return copy.deepcopy(TASKS[name])

@@ -1,0 +1,324 @@
+"""Environments: the env factory, a simple vector env, chunk execution and evaluation.
+
+Agents act in action chunks ``[E, H, A]`` in [-1, 1]; the executor runs the first ``act_steps``
+actions of each chunk (receding horizon), rescales them to the env's action bounds, and keeps an
+observation history of ``K`` frames per env when the agent asks for one.
+"""
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from typing import Callable
+
+import gymnasium as gym
+import numpy as np
+
+import dprl  # noqa: F401  (warning filters)
+
+_REGISTERED = False
+
+
+def register_dprl_envs() -> None:
+    """Register dprl's own env ids with gymnasium (idempotent)."""
+    global _REGISTERED
+    if _REGISTERED:
+        return
+    ids = set(gym.registry)
+    if "dprl/Pole-v0" not in ids:
+        gym.register("dprl/Pole-v0", entry_point="dprl.envs.pole:PoleEnv")
+    if "dprl/PoleRight-v0" not in ids:
+        gym.register("dprl/PoleRight-v0", entry_point="dprl.envs.pole:PoleEnv",
+                     kwargs={"rewarded_side": "right"})
+    if "dprl/WaypointChain-v0" not in ids:  # QC's long-horizon sparse-reward toy
+        gym.register("dprl/WaypointChain-v0", entry_point="dprl.envs.chain:WaypointChainEnv")
+    # OGBench single-task envs with the QC paper's sparse reward (its --sparse on scene, puzzle).
+    for env in ("cube-single", "cube-double", "scene", "puzzle-3x3"):
+        for k in range(1, 6):
+            sparse_id = f"dprl/{env}-singletask-task{k}-sparse-v0"
+            if sparse_id not in ids:
+                gym.register(sparse_id, entry_point="dprl.envs.vector:make_sparse_reward_env",
+                             kwargs={"env_id": f"{env}-singletask-task{k}-v0"})
+    _REGISTERED = True
+
+
+class SparseReward(gym.Wrapper):
+    """-1 until the task is solved, 0 then: ``(r != 0) * -1`` of OGBench's single-task reward
+    (``#satisfied - #sub-goals``), the QC paper's ``--sparse``."""
+
+    def step(self, action):
+        obs, reward, terminated, truncated, info = self.env.step(action)
+        return obs, (0.0 if reward == 0 else -1.0), terminated, truncated, info
+
+
+def make_sparse_reward_env(env_id: str, **kwargs) -> gym.Env:
+    """``env_id`` (an OGBench single-task env, its own time limit) with ``SparseReward``."""
+    return SparseReward(make_env(env_id, **kwargs))
+
+
+register_dprl_envs()
+
+
+def make_env(env_id: str, **kwargs) -> gym.Env:
+    """``gym.make`` with dprl's ids registered and a clear error for an unknown id."""
+    if env_id not in gym.registry:
+        if env_id.split("-")[0] in ("cube", "scene", "puzzle") or "singletask" in env_id:
+            try:
+                import ogbench  # noqa: F401  registers the manipulation envs
+            except ImportError as e:
+                raise gym.error.NameNotFound(
+                    f"Env {env_id!r} is an OGBench env, but ogbench is not installed. "
+                    f"Run: pip install -e '.[ogbench]'") from e
+    if env_id not in gym.registry:
+        import difflib
+        close = difflib.get_close_matches(env_id, list(gym.registry), n=3)
+        raise gym.error.NameNotFound(
+            f"Env id {env_id!r} is not registered with gymnasium."
+            + (f" Did you mean {', '.join(close)}?" if close else "")
+            + " Install the package that provides it (e.g. pip install 'gymnasium[mujoco]').")
+    return gym.make(env_id, **kwargs)
+
+
+def action_bounds(space: gym.spaces.Box) -> tuple[np.ndarray, np.ndarray]:
+    return np.asarray(space.low, np.float64), np.asarray(space.high, np.float64)
+
+
+def to_env_action(action: np.ndarray, low: np.ndarray, high: np.ndarray) -> np.ndarray:
+    """Map an action in [-1, 1] to the env's box [low, high]."""
+    action = np.clip(action, -1.0, 1.0)
+    return low + (action + 1.0) * 0.5 * (high - low)
+
+
+def from_env_action(action: np.ndarray, low: np.ndarray, high: np.ndarray) -> np.ndarray:
+    """Map an env action in [low, high] to [-1, 1] (the inverse of ``to_env_action``)."""
+    return np.clip(2.0 * (action - low) / (high - low) - 1.0, -1.0, 1.0)
+
+
+class VecEnv:
+    """E independent envs stepped in lock-step, with per-env auto-reset.
+
+    Unlike gymnasium's vector envs it returns each finished episode's final observation next to
+    the first observation of the next one, and it can leave some envs unstepped (``active``).
+    """
+
+    def __init__(self, env_id: str, num_envs: int, seed: int = 0, env_kwargs: dict | None = None):
+        self.envs = [make_env(env_id, **(env_kwargs or {})) for _ in range(num_envs)]
+        self.num_envs = num_envs
+        self.observation_space = self.envs[0].observation_space
+        self.action_space = self.envs[0].action_space
+        self.low, self.high = action_bounds(self.action_space)
+        self._seed = seed
+        self._episodes_started = 0
+
+    def _next_seed(self) -> int:
+        seed = self._seed + self._episodes_started
+        self._episodes_started += 1
+        return seed
+
+    def reset(self) -> np.ndarray:
+        return np.stack([env.reset(seed=self._next_seed())[0] for env in self.envs])
+
+    def reset_one(self, i: int) -> np.ndarray:
+        return self.envs[i].reset(seed=self._next_seed())[0]
+
+    def step(self, actions: np.ndarray, active: np.ndarray | None = None):
+        """Step every active env with its action in [-1, 1].
+
+        Returns ``(obs, rewards, terminated, truncated, infos)``; inactive envs keep their
+        observation and report zero reward, not done.
+        """
+        E = self.num_envs
+        active = np.ones(E, bool) if active is None else active
+        obs, rew = [], np.zeros(E, np.float64)
+        term, trunc = np.zeros(E, bool), np.zeros(E, bool)
+        infos: list[dict] = [{} for _ in range(E)]
+        env_actions = to_env_action(np.asarray(actions, np.float64), self.low, self.high)
+        for i, env in enumerate(self.envs):
+            if not active[i]:
+                obs.append(None)
+                continue
+            o, r, te, tr, info = env.step(env_actions[i])
+            obs.append(o)
+            rew[i], term[i], trunc[i], infos[i] = r, te, tr, info
+        return obs, rew, term, trunc, infos
+
+
+def _history(frames: list[np.ndarray]) -> np.ndarray:
+    return np.stack(frames)
+
+
+@dataclass
+class ChunkExecutor:
+    """Runs action chunks in a VecEnv, keeping the observation history each policy call needs.
+
+    ``step_chunks(chunks [E, H, A])`` executes the first ``act_steps`` actions of every env's
+    chunk (an env whose episode ends mid-chunk drops the rest of its chunk and is reset) and
+    returns the executed transitions, each an array ``[act_steps, E, ...]`` with ``valid``
+    marking the steps that were taken.
+    """
+
+    vec_env: VecEnv
+    act_steps: int
+    obs_history: int = 1  # K: frames of observation history given to the policy (1 = none)
+    normalize: Callable[[np.ndarray], np.ndarray] = lambda obs: obs
+    _frames: list[list[np.ndarray]] = field(default_factory=list)
+    episode_returns: np.ndarray | None = None
+    episode_lengths: np.ndarray | None = None
+    finished: list[dict] = field(default_factory=list)
+
+    def reset(self) -> None:
+        obs = self.vec_env.reset()
+        self._frames = [[o] * self.obs_history for o in obs]
+        E = self.vec_env.num_envs
+        self.episode_returns = np.zeros(E)
+        self.episode_lengths = np.zeros(E, np.int64)
+
+    def raw_observations(self) -> np.ndarray:
+        """Latest observation per env, ``[E, O]`` (unnormalized)."""
+        return np.stack([f[-1] for f in self._frames])
+
+    def policy_observations(self) -> np.ndarray:
+        """Normalized policy input: ``[E, O]`` or ``[E, K, O]`` with history."""
+        if self.obs_history == 1:
+            return self.normalize(self.raw_observations()).astype(np.float32)
+        return self.normalize(np.stack([_history(f) for f in self._frames])).astype(np.float32)
+
+    def advance(self, active: np.ndarray, next_obs, rewards, terminated, truncated,
+                infos) -> dict[int, dict]:
+        """Record one ``VecEnv.step`` of the ``active`` envs without resetting any (evaluation):
+        their history, return and length. Returns ``{env: episode}`` for the envs whose episode
+        ended at this step (``return``, ``length``, ``terminated`` and the scalar ``info``)."""
+        ended = {}
+        for i in np.flatnonzero(active):
+            self._frames[i] = self._frames[i][1:] + [next_obs[i]]
+            self.episode_returns[i] += rewards[i]
+            self.episode_lengths[i] += 1
+            if terminated[i] or truncated[i]:
+                ended[i] = {"return": float(self.episode_returns[i]),
+                            "length": int(self.episode_lengths[i]),
+                            "terminated": bool(terminated[i]), **_scalar_info(infos[i])}
+        return ended
+
+    def step_chunks(self, chunks: np.ndarray) -> dict[str, np.ndarray]:
+        chunks = np.asarray(chunks)
+        E, H, _ = chunks.shape
+        steps = min(self.act_steps, H)
+        alive = np.ones(E, bool)
+        out = {k: [] for k in ("observations", "actions", "rewards", "terminals", "truncations",
+                               "next_observations", "valid")}
+        for j in range(steps):
+            obs_before = self.raw_observations()
+            next_obs, rew, term, trunc, infos = self.vec_env.step(chunks[:, j], active=alive)
+            out["observations"].append(obs_before)
+            out["actions"].append(chunks[:, j])
+            out["rewards"].append(rew)
+            out["terminals"].append(term)
+            out["truncations"].append(trunc)
+            out["valid"].append(alive.copy())
+            nxt = obs_before.copy()
+            for i in range(E):
+                if not alive[i]:
+                    continue
+                nxt[i] = next_obs[i]
+                self._frames[i] = self._frames[i][1:] + [next_obs[i]]
+                self.episode_returns[i] += rew[i]
+                self.episode_lengths[i] += 1
+                if term[i] or trunc[i]:
+                    self.finished.append({"return": float(self.episode_returns[i]),
+                                          "length": int(self.episode_lengths[i]),
+                                          "env": i, **_scalar_info(infos[i])})
+                    first = self.vec_env.reset_one(i)
+                    self._frames[i] = [first] * self.obs_history
+                    self.episode_returns[i] = 0.0
+                    self.episode_lengths[i] = 0
+                    alive[i] = False
+            out["next_observations"].append(nxt)
+        return {k: np.stack(v) for k, v in out.items()}
+
+
+def _scalar_info(info: dict) -> dict:
+    return {k: v for k, v in info.items()
+            if isinstance(v, (bool, int, float, str, np.bool_, np.floating, np.integer))}
+
+
+def normalized_score(returns: np.ndarray | float, ref_min: float | None,
+                     ref_max: float | None) -> float:
+    """D4RL-style normalized score: 100 * (R - ref_min) / (ref_max - ref_min)."""
+    if ref_min is None or ref_max is None:
+        return float("nan")
+    return float(100.0 * (np.mean(returns) - ref_min) / (ref_max - ref_min))
+
+
+def episode_statistics(episodes: list[dict], score: str, ref_min: float | None,
+                       ref_max: float | None) -> dict:
+    """Return mean/std, mean length, success rate (where episodes report one) and the normalized
+    score (``score='success'``: 100 x success rate; else D4RL-normalized return) of finished
+    episodes ``[{'return', 'length', ('success')}, ...]``."""
+    returns = np.array([e["return"] for e in episodes])
+    result = {"return_mean": float(returns.mean()), "return_std": float(returns.std()),
+              "length_mean": float(np.mean([e["length"] for e in episodes]))}
+    if all("success" in e for e in episodes):
+        result["success_rate"] = float(np.mean([bool(e["success"]) for e in episodes]))
+    if score == "success":
+        result["normalized_score"] = 100.0 * result.get("success_rate", float("nan"))
+    else:
+        result["normalized_score"] = normalized_score(returns, ref_min, ref_max)
+    return result
+
+
+def evaluate(
+    policy_fn: Callable[[np.ndarray], np.ndarray],
+    env_id: str,
+    num_episodes: int,
+    act_steps: int,
+    *,
+    seed: int = 0,
+    obs_history: int = 1,
+    normalize: Callable[[np.ndarray], np.ndarray] = lambda o: o,
+    env_kwargs: dict | None = None,
+    ref_min_score: float | None = None,
+    ref_max_score: float | None = None,
+    score: str = "normalized_return",
+    return_episodes: bool = False,
+    max_envs: int | None = None,
+) -> dict:
+    """Run ``num_episodes`` episodes, in parallel on at most ``max_envs`` envs (default: one env
+    per episode), and summarize them.
+
+    Episodes run in waves of ``E = min(max_envs, num_episodes)`` envs; episode ``k`` is seeded
+    ``seed + k`` however many waves there are. ``policy_fn(obs [E, (K,) O]) -> chunks [E, H, A]``
+    is called on all E envs at once (finished and unused envs included, so its input shape never
+    changes and a jitted policy compiles once). Fewer envs hold less memory (an OGBench
+    manipulation env holds about 160 MB) at the cost of more, smaller policy calls.
+
+    Returns ``return_mean``, ``return_std`` (undiscounted return per episode), ``length_mean``
+    (env steps), ``normalized_score`` (D4RL-style, or 100 x success rate when ``score='success'``),
+    ``success_rate`` when the env reports ``info['success']``, and ``wall_s``.
+    """
+    start = time.perf_counter()
+    E = num_episodes if not max_envs else min(max_envs, num_episodes)
+    vec = VecEnv(env_id, E, seed=seed, env_kwargs=env_kwargs)
+    ex = ChunkExecutor(vec, act_steps=act_steps, obs_history=obs_history, normalize=normalize)
+    episodes: list[dict | None] = [None] * num_episodes
+    trajectories: list[list[np.ndarray]] = [[] for _ in range(num_episodes)]
+    for first in range(0, num_episodes, E):
+        ex.reset()                     # this wave's env i runs episode first + i (seed + first + i)
+        done = np.arange(E) >= num_episodes - first   # a last, smaller wave leaves envs unused
+        for i in np.flatnonzero(~done):
+            trajectories[first + i].append(ex.raw_observations()[i])
+        while not done.all():
+            chunks = np.asarray(policy_fn(ex.policy_observations()))
+            for j in range(min(act_steps, chunks.shape[1])):
+                active = ~done
+                if not active.any():
+                    break
+                next_obs, rew, term, trunc, infos = vec.step(chunks[:, j], active=active)
+                for i in np.flatnonzero(active):
+                    trajectories[first + i].append(next_obs[i])
+                for i, episode in ex.advance(active, next_obs, rew, term, trunc, infos).items():
+                    done[i], episodes[first + i] = True, episode
+    result = episode_statistics(episodes, score, ref_min_score, ref_max_score)
+    result["wall_s"] = time.perf_counter() - start
+    if return_episodes:
+        result["episodes"] = episodes
+        result["trajectories"] = [np.stack(t) for t in trajectories]
+    return result

@@ -1,0 +1,1 @@
+"""dprl.models: networks, generative actors (diffusion, flow), samplers, training primitives, one-step actors."""

@@ -1,0 +1,299 @@
+"""The run: BC pretraining -> offline RL -> online finetuning, for any agent (``dprl.run.agent``).
+
+    setup     data <- the task's offline dataset, checked against its env   (dprl.data.offline)
+              normalizer <- the dataset's observation statistics
+              agent <- Agent.create(seed, example batch, config), or the checkpoint this run
+                       resumes from, or another run's (run.init_from)        (dprl.run.checkpoint)
+    pretrain  run.pretrain_steps gradient steps of agent.pretrain on offline batches
+    offline   run.offline_steps gradient steps of agent.update on offline batches
+    online    run.online_steps env steps:
+              off-policy  run one chunk in the env, then one jitted step: store it, the updates
+                          owed (run.utd per env step, every run.update_every chunks) on batches
+                          mixing offline and online data (run.offline_ratio), act the next chunk
+              on-policy   a rollout of run.rollout_steps chunk-steps from run.num_envs envs, then
+                          one agent.update(rollout)                          (dprl.run.collect)
+    each loop a Schedule (dprl.run.schedule) says after which dispatches it writes a metrics row,
+              evaluates and checkpoints
+
+``train(config, task, run_dir, get_agent)`` writes DESIGN.md's run contract into ``run_dir``
+(config.json, metrics.csv, summary.json, checkpoints/); calling it again resumes from the last
+checkpoint. ``run_dir`` is one run's record (``dprl.run.rundir``: lock, identity, clean stops). The
+runner never looks inside an agent, and knows agents only through ``get_agent`` (name -> class;
+the entry points pass ``agents.get_agent``).
+"""
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+
+import jax
+import ml_collections
+import numpy as np
+
+from dprl.run import checkpoint, rundir
+from dprl.run.agent import AgentLookup
+from dprl.data.buffer import Buffer, transition_block
+from dprl.run.collect import collect_rollout, evaluate_agent, make_executor, recent_return, run_chunk
+from dprl.run.config import run_config
+from dprl.data.offline import Normalizer, load_task_data, task_dataset
+from dprl.base.logging import MetricsLogger, check_finite, log, postfix, progress_bar, timed
+from dprl.run.schedule import Due, Schedule
+from dprl.envs.tasks import get_task
+from dprl.run.updates import fused_updates, replay_step
+
+
+def train(config: ml_collections.ConfigDict, task: str, run_dir: str,
+          get_agent: AgentLookup, seed: int = 0, dataset: str | None = None,
+          progress: bool = True, **options) -> dict:
+    """Run (or resume) one training run and return its summary (see DESIGN.md's run contract).
+    ``options``: ``num_seeds`` (recorded), ``restart``, ``allow_env_mismatch`` (see ``Run``)."""
+    with rundir.owned(run_dir), rundir.stop_signals():
+        run = Run(config, task, run_dir, get_agent, seed=seed, dataset=dataset,
+                  progress=progress, **options)
+        try:
+            return run.train()
+        finally:
+            run.close()
+
+
+class Run:
+    """One run's data, agent, counters and loops; ``train`` runs it in its locked ``run_dir``.
+    ``restart``: start over even if ``run_dir`` holds another run; ``allow_env_mismatch``: train
+    on data of another env than the task's; ``num_seeds``: seeds in the program (multiseed)."""
+
+    def __init__(self, config: ml_collections.ConfigDict, task_name: str, run_dir: str,
+                 get_agent: AgentLookup, seed: int = 0, dataset: str | None = None,
+                 progress: bool = True, num_seeds: int = 1, restart: bool = False,
+                 allow_env_mismatch: bool = False):
+        self.run_dir = Path(run_dir)
+        self.task_name, self.task = task_name, get_task(task_name)
+        self.seed, self.progress = int(seed), progress
+        self.agent_cls = get_agent(config.agent_name)
+        self.config = run_config(config, self.task, self.agent_cls.on_policy)
+        source = task_dataset(task_name, dataset, allow_env_mismatch)  # its metadata only
+        self.resolved = checkpoint.run_record(self.config, task_name, self.task, self.seed,
+                                              source, num_seeds)
+        self.recorded = rundir.check_identity(self.run_dir, self.resolved, restart)
+        self.processes = rundir.ProcessLog(self.run_dir)
+        self.data = load_task_data(task_name, source.dataset_id, allow_env_mismatch)
+        log(f"task {task_name}: dataset {source.dataset_id} ({source.source}, {source.env_id})")
+        self.config.action_dim = int(self.data.actions.shape[1])
+        self.resolved.update(agent=self.config.to_dict(),
+                             reward_relabel=self.data.metadata.get("dprl_relabel"))
+        run = self.config.run
+        self.normalizer = (Normalizer.fit(self.data.observations) if run.normalize_obs
+                           else Normalizer.identity(self.data.observations.shape[1]))
+        state = checkpoint.initial_state(self.agent_cls, self.config, self.normalizer.dim, seed)
+        self.agent, self.online, self.key = state["agent"], state["online"], state["key"]
+        self.eval_key = checkpoint.run_keys(self.seed)[1]
+        self.counters = {"pretrain": 0, "offline": 0, "env_steps": 0}
+        self.scores = {"offline_score": None, "online_score": None, "best_score": None}
+        self.timing = {"update_s": 0.0, "updates": 0, "env_s": 0.0, "env_steps": 0}
+        # Phase ends (global steps) outlive the rolling window of checkpoints.
+        self.ckpt = checkpoint.Checkpointer(self.run_dir, keep_steps=tuple(
+            s for s in (run.pretrain_steps, run.pretrain_steps + run.offline_steps) if s > 0))
+        self.resumed_from = self.start(get_agent)
+        self.offline = Buffer.from_offline(self.data, self.normalizer)
+        self.logger = MetricsLogger(self.run_dir, tensorboard=run.tensorboard,
+                                    wandb_project=run.wandb_project or None, config=self.resolved,
+                                    resume_step=self.resumed_from)
+
+    # ---- setup and state ------------------------------------------------------------------------
+    def start(self, get_agent) -> int | None:
+        """Resume from this run's newest readable checkpoint, or start from run.init_from's;
+        write config.json if new or extended. Returns the step resumed from (None: fresh)."""
+        restored = checkpoint.resume(self.ckpt, self.state(), self.resolved)
+        if restored is not None:
+            state, meta = restored
+            self.agent, self.online, self.key = state["agent"], state["online"], state["key"]
+            self.counters, self.scores, self.timing = meta["counters"], meta["scores"], \
+                meta["timing"]
+            self.normalizer = Normalizer.from_dict(meta["normalizer"])
+            log(f"resuming from checkpoint at step {self.global_step}")
+        elif self.config.run.init_from:
+            self.agent, self.normalizer, self.resolved["init_from"] = checkpoint.init_from(
+                self.config.run.init_from, self.agent, self.config.agent_name, get_agent)
+            source = self.resolved["init_from"]
+            log(f"initialized from {source['run_dir']} (checkpoint {source['step']}, dataset "
+                f"{source['dataset_id']})")
+        rundir.write_record(self.run_dir, self.resolved, self.recorded)
+        return None if restored is None else self.global_step
+
+    @property
+    def env_steps(self) -> int:
+        return self.counters["env_steps"]
+
+    @property
+    def global_step(self) -> int:
+        return self.counters["pretrain"] + self.counters["offline"] + self.env_steps
+
+    def state(self) -> dict:
+        return {"agent": self.agent, "online": self.online, "key": self.key}
+
+    def save(self) -> None:
+        self.processes.wall_s()
+        self.ckpt.save(self.global_step, self.state(), {
+            "counters": self.counters, "scores": self.scores, "timing": self.timing,
+            "normalizer": self.normalizer.to_dict(), "config": self.resolved["agent"]})
+
+    # ---- the algorithm ----------------------------------------------------------------------
+    def train(self) -> dict:
+        run = self.config.run
+        if self.finished():
+            log("run already finished; summary.json is up to date")
+            return json.loads((self.run_dir / "summary.json").read_text())
+        self.gradient_phase("pretrain", "pretrain")
+        self.gradient_phase("offline", "update")
+        if self.scores["offline_score"] is None:
+            if self.logger.latest("eval/normalized_score") is None and run.init_from:
+                # Started from another run with no training before online: score the start.
+                self.logger.log("offline", self.counters["offline"], self.env_steps,
+                                self.processes.wall_s(), self.evaluate(), self.global_step)
+            self.scores["offline_score"] = self.logger.latest("eval/normalized_score")
+            self.save()
+        if run.online_steps:
+            self.online_rollouts() if self.agent_cls.on_policy else self.online_replay()
+            self.scores["online_score"] = self.logger.latest("eval/normalized_score")
+        return self.finish()
+
+    def gradient_phase(self, phase: str, method: str) -> None:
+        """``pretrain`` or ``offline``: fused gradient steps of ``agent.<method>``."""
+        schedule = Schedule.of(self.config.run, phase)
+        if self.counters[phase] >= schedule.total:
+            return
+        with progress_bar(phase, schedule.total, self.counters[phase], "upd", self.progress) as bar:
+            while (done := self.counters[phase]) < schedule.total:
+                n = schedule.next_dispatch(done)
+                info = self.fused(method, n, phase, done + n)
+                self.counters[phase] = done + n
+                self.at_boundary(phase, done + n, schedule.due(done, done + n), info, bar)
+
+    def online_replay(self) -> None:
+        """Off-policy online: run a chunk in the env (on the host), then one jitted step stores
+        it, runs the updates owed (utd per env step) and samples the next chunk."""
+        schedule = Schedule.of(self.config.run, "online")
+        if self.env_steps >= schedule.total:
+            return
+        executor = make_executor(self.task, self.config, self.normalizer, 1, self.env_seed())
+        slots = schedule.update_slots(self.config.act_steps)
+        self.counters.setdefault("online_updates", schedule.updates_owed(self.env_steps))
+        chunks, info, pending = self.replay(None, 0, executor, slots)[0], {}, 0
+        with progress_bar("online", schedule.total, self.env_steps, "env-step",
+                          self.progress) as bar:
+            while (before := self.env_steps) < schedule.total:
+                with timed(self.timing, "env_s"):
+                    transitions = run_chunk(executor, chunks, schedule.total - before)
+                self.counters["env_steps"] += len(transitions["actions"])
+                self.timing["env_steps"] += len(transitions["actions"])
+                due, pending, owed = schedule.due(before, self.env_steps), pending + 1, 0
+                if schedule.store_due(pending, due):  # pay what is owed, up to the scan's slots
+                    owed, pending = min(slots, schedule.updates_owed(self.env_steps)
+                                        - self.counters["online_updates"]), 0
+                chunks, new_info = self.replay(transitions, owed, executor, slots)
+                info = new_info if owed else info
+                self.at_boundary("online", self.env_steps, due, info, bar,
+                                 recent_return(executor, 10))
+
+    def replay(self, transitions: dict | None, num_updates: int, executor, slots: int
+               ) -> tuple[np.ndarray, dict]:
+        """One ``replay_step``: store ``transitions`` (None: none), run ``num_updates`` updates,
+        sample the next chunks for the executor's observations. ``(chunks, info)`` on the host."""
+        run, c = self.config.run, self.config
+        block, count = transition_block(transitions, c.act_steps, self.normalizer.dim, c.action_dim)
+        with timed(self.timing, "update_s"):
+            self.agent, self.online, self.key, chunks, info = replay_step(
+                self.agent, self.offline, self.online, self.key, block, np.int32(count),
+                np.int32(num_updates), executor.policy_observations(), update_slots=slots,
+                batch_size=run.batch_size, horizon=c.horizon, obs_history=c.obs_history,
+                offline_ratio=float(run.offline_ratio))
+            chunks, info = jax.device_get((chunks, info))  # the one host sync per chunk
+        self.timing["updates"] += num_updates
+        self.counters["online_updates"] += num_updates
+        if num_updates:
+            check_finite(info, "online", self.env_steps, self.ckpt)
+        return chunks, info
+
+    def online_rollouts(self) -> None:
+        """On-policy online: collect a rollout from every env, then one update on it."""
+        run, schedule = self.config.run, Schedule.of(self.config.run, "online")
+        if self.env_steps >= schedule.total:
+            return
+        executor = make_executor(self.task, self.config, self.normalizer, run.num_envs,
+                                 self.env_seed())
+        with progress_bar("online", schedule.total, self.env_steps, "env-step",
+                          self.progress) as bar:
+            while (before := self.env_steps) < schedule.total:
+                self.key, key = jax.random.split(self.key)
+                with timed(self.timing, "env_s"):
+                    rollout, n = collect_rollout(self.agent, executor, run.rollout_steps, key)
+                self.timing["env_steps"] += n
+                with timed(self.timing, "update_s"):
+                    self.agent, info = self.agent.update(rollout)
+                    info = jax.device_get(info)
+                self.timing["updates"] += 1
+                self.counters["env_steps"] += n
+                check_finite(info, "online", self.env_steps, self.ckpt)
+                self.at_boundary("online", self.env_steps, schedule.due(before, self.env_steps),
+                                 info, bar, recent_return(executor, run.num_envs))
+
+    # ---- pieces of the loops, and the end -------------------------------------------------------
+    def fused(self, method: str, num_steps: int, phase: str, step: int) -> dict:
+        """``num_steps`` fused gradient steps of ``agent.<method>`` on offline batches; their
+        mean info."""
+        self.key, key = jax.random.split(self.key)
+        with timed(self.timing, "update_s"):
+            self.agent, info = fused_updates(
+                self.agent, self.offline, None, key, num_steps=num_steps, method=method,
+                batch_size=self.config.run.batch_size, horizon=self.config.horizon,
+                obs_history=self.config.obs_history)
+            info = jax.device_get(info)
+        self.timing["updates"] += num_steps
+        check_finite(info, phase, step, self.ckpt)
+        return info
+
+    def at_boundary(self, phase: str, step: int, due: Due, info: dict, bar=None,
+                    train_stats: dict | None = None) -> None:
+        """What the schedule says is due after a dispatch: a metrics row (the latest info, the
+        loop's training statistics, an evaluation), a checkpoint."""
+        if due.row:
+            row = {**info, **(train_stats or {}), **(self.evaluate() if due.eval else {})}
+            if row:
+                self.logger.log(phase, step, self.env_steps, self.processes.wall_s(), row,
+                                self.global_step)
+        if bar is not None:
+            bar.update(step - bar.n)
+            bar.set_postfix(postfix(info, self.scores["best_score"]), refresh=False)
+        if due.save or rundir.stop_requested():
+            self.save()
+        rundir.raise_if_stopped(self.global_step)
+
+    def evaluate(self) -> dict:
+        metrics = evaluate_agent(self.agent, self.eval_key, self.task, self.config,
+                                 self.normalizer, self.data.ref_min_score, self.data.ref_max_score)
+        score = metrics["eval/normalized_score"]
+        if math.isfinite(score) and (self.scores["best_score"] is None
+                                     or score > self.scores["best_score"]):
+            self.scores["best_score"] = score
+        return metrics
+
+    def env_seed(self) -> int:  # from the run's seed and progress: a resumed run gets new envs
+        return self.seed * 7919 + self.env_steps
+
+    def finished(self) -> bool:
+        run, c = self.config.run, self.counters
+        return (self.run_dir / "summary.json").exists() and self.resumed_from is not None and \
+            c["pretrain"] >= run.pretrain_steps and c["offline"] >= run.offline_steps and \
+            self.env_steps >= run.online_steps
+
+    def finish(self) -> dict:
+        self.save()
+        summary = checkpoint.summary_record(self.config, self.task_name, self.task, self.seed,
+                                            self.resolved, self.scores, self.timing,
+                                            self.processes.wall_s())
+        (self.run_dir / "summary.json").write_text(json.dumps(summary, indent=2))
+        return summary
+
+    def close(self) -> None:
+        self.logger.close()
+        self.ckpt.close()
