@@ -62,7 +62,7 @@ def test_policy_roundtrip_and_forward(tmp_path):
 
 
 def test_policy_bad_files(tmp_path):
-    with pytest.raises(FileNotFoundError, match="dprl.experts.sac"):
+    with pytest.raises(FileNotFoundError, match="dprl.sac"):
         load_policy(tmp_path / "missing.npz")
     (tmp_path / "junk.npz").write_bytes(b"not a zip")
     with pytest.raises(ValueError, match="not a readable"):
