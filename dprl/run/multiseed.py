@@ -6,11 +6,13 @@ checkpoints):
 
 - each seed gets its own ``Run`` (same dataset, normalizer, ``Agent.create(seed)``, PRNG key
   stream, and the same ``Schedule`` of dispatches as a separate run);
-- the pretrain and offline phases stack the S agents (leading axis) and run ``vmapped_updates``:
-  one XLA program updates every seed per dispatch, with each seed's own key;
+- the pretrain and offline phases are the runner's own loop (``gradient_loop``) driving
+  ``Seeds``: the S agents stacked (leading axis), each dispatch one ``vmapped_updates``, one XLA
+  program that updates every seed with each seed's own key;
 - after each dispatch every run handles what its schedule says is due (``Run.at_boundary``:
   log, evaluate, checkpoint) exactly as alone; the stack is unstacked into the runs first when
-  they evaluate or save;
+  they evaluate or save; with several local devices the stack is spread over them
+  (``dprl.run.sharding.SeedPlacement``: padded to a multiple of the devices used);
 - the online phase (env interaction, Python-side) runs per seed, one after the other, through the
   ordinary runner.
 
@@ -32,8 +34,9 @@ import numpy as np
 from dprl.run import rundir
 from dprl.run.agent import AgentLookup
 from dprl.base.logging import check_finite, postfix
-from dprl.run.runner import Run, log
-from dprl.run.schedule import Schedule
+from dprl.run.runner import Run, gradient_loop
+from dprl.run.schedule import Due
+from dprl.run.sharding import SeedPlacement
 from dprl.run.updates import stack, unstack, vmapped_updates
 
 
@@ -42,54 +45,68 @@ def seed_dirs(run_dir: str | Path, seeds: Sequence[int]) -> list[str]:
     return [str(Path(run_dir) / f"seed{s}") for s in seeds]
 
 
-def vmapped_phase(runs: list[Run], phase: str, method: str) -> None:
-    """``Run.gradient_phase`` for S runs at once: one vmapped dispatch updates every seed."""
-    lead = runs[0]
-    schedule = Schedule.of(lead.config.run, phase)
-    done = lead.counters[phase]
-    if any(r.counters[phase] != done for r in runs):
-        raise ValueError(f"the runs stand at different {phase} steps "
-                         f"({[r.counters[phase] for r in runs]}); resume them separately")
-    if done >= schedule.total:
-        return
-    agents = stack([r.agent for r in runs])
-    while done < schedule.total:
-        n = schedule.next_dispatch(done)
+class Seeds:
+    """S runs standing at the same step of a gradient phase, driven as one run by the runner's
+    loop (``dprl.run.runner.gradient_loop``): each dispatch is one vmapped program over the
+    stacked agents ``[S, ...]``, after which every run handles what its schedule says is due
+    (``Run.at_boundary``), the stack unstacked into the runs first when they evaluate or save."""
+
+    def __init__(self, runs: list[Run], phase: str):
+        steps = [r.counters[phase] for r in runs]
+        if len(set(steps)) > 1:
+            raise ValueError(f"the runs stand at different {phase} steps ({steps}); resume "
+                             f"them separately")
+        self.runs, lead = runs, runs[0]
+        self.config, self.progress = lead.config, lead.progress
+        self.counters = {phase: steps[0]}
+        self.placement = SeedPlacement.of(len(runs))   # seeds spread over the local devices
+        self.offline = self.placement.replicate(lead.offline)
+        self.agents = self.placement.put(stack([r.agent for r in runs]))
+
+    def fused(self, method: str, num_steps: int, phase: str, step: int) -> dict:
+        """``Run.fused`` for every seed in one dispatch; the info scalars come back ``[S]``."""
         keys = []
-        for r in runs:  # the same key stream as a separate run
+        for r in self.runs:  # the same key stream as a separate run
             r.key, k = jax.random.split(r.key)
             keys.append(k)
         start = time.perf_counter()
-        agents, infos = vmapped_updates(
-            agents, lead.offline, jnp.stack(keys), num_steps=n, method=method,
-            batch_size=lead.config.run.batch_size, horizon=lead.config.horizon,
-            obs_history=lead.config.obs_history)
+        self.agents, infos = vmapped_updates(
+            self.agents, self.offline, self.placement.put(jnp.stack(keys)), num_steps=num_steps,
+            method=method,
+            batch_size=self.config.run.batch_size, horizon=self.config.horizon,
+            obs_history=self.config.obs_history)
         infos = jax.device_get(infos)
         elapsed = time.perf_counter() - start
-        due = schedule.due(done, done + n)
-        done += n
+        for i, r in enumerate(self.runs):
+            r.timing["update_s"] += elapsed
+            r.timing["updates"] += num_steps
+            check_finite(self.info(infos, i), phase, step, r.ckpt)
+        return infos
+
+    @staticmethod
+    def info(infos: dict, i: int) -> dict:
+        return {k: np.asarray(v)[i] for k, v in infos.items()}
+
+    def at_boundary(self, phase: str, step: int, due: Due, infos: dict, bar=None) -> None:
+        """``Run.at_boundary`` of every seed; every seed checkpoints before a stop."""
         if due.eval or due.save or rundir.stop_requested():
-            for r, a in zip(runs, unstack(agents, len(runs))):
+            for r, a in zip(self.runs, unstack(self.agents, len(self.runs))):
                 r.agent = a
         interrupted = None
-        for i, r in enumerate(runs):
-            info = {k: np.asarray(v)[i] for k, v in infos.items()}
-            r.timing["update_s"] += elapsed
-            r.timing["updates"] += n
-            r.counters[phase] = done
-            check_finite(info, phase, done, r.ckpt)
+        for i, r in enumerate(self.runs):
+            r.counters[phase] = step
             try:
-                r.at_boundary(phase, done, due, info)
-            except rundir.Interrupted as e:  # every seed checkpoints before the stop
+                r.at_boundary(phase, step, due, self.info(infos, i))
+            except rundir.Interrupted as e:
                 interrupted = e
+        if bar is not None:
+            bar.update(step - bar.n)
+            bar.set_postfix(postfix({k: np.mean(v) for k, v in infos.items()},
+                                    max((r.scores["best_score"] for r in self.runs
+                                         if r.scores["best_score"] is not None), default=None)),
+                            refresh=False)
         if interrupted is not None:
             raise interrupted
-        if lead.progress:
-            log(f"{phase} {done}/{schedule.total} x{len(runs)} seeds "
-                f"{postfix({k: np.mean(v) for k, v in infos.items()}, None)} "
-                f"scores {[r.scores['best_score'] for r in runs]}")
-    for r, a in zip(runs, unstack(agents, len(runs))):
-        r.agent = a
 
 
 def train_seeds(config: ml_collections.ConfigDict, task: str, run_dirs: Sequence[str],
@@ -101,6 +118,9 @@ def train_seeds(config: ml_collections.ConfigDict, task: str, run_dirs: Sequence
     ``allow_env_mismatch``)."""
     if len(run_dirs) != len(seeds):
         raise ValueError("one run directory per seed")
+    if config.run.get("data_parallel", False):
+        raise ValueError("--agent.run.data_parallel splits one seed's batches over the devices; "
+                         "with --num_seeds the seeds are spread over them instead: drop one")
     runs = []
     with rundir.owned(*run_dirs), rundir.stop_signals():
         try:
@@ -109,8 +129,8 @@ def train_seeds(config: ml_collections.ConfigDict, task: str, run_dirs: Sequence
                                 progress=progress, num_seeds=len(seeds), **options))
             unfinished = [r for r in runs if not (r.run_dir / "summary.json").exists()]
             if unfinished:
-                vmapped_phase(unfinished, "pretrain", "pretrain")
-                vmapped_phase(unfinished, "offline", "update")
+                gradient_loop(Seeds(unfinished, "pretrain"), "pretrain", "pretrain")
+                gradient_loop(Seeds(unfinished, "offline"), "offline", "update")
             # The rest (offline score, online phase, summary) is the ordinary runner's, seed by
             # seed.
             return [r.train() for r in runs]

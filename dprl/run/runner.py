@@ -33,7 +33,7 @@ import numpy as np
 
 from dprl.run import checkpoint, rundir
 from dprl.run.agent import AgentLookup
-from dprl.data.buffer import Buffer, transition_block
+from dprl.data.buffer import MIXES, Buffer, transition_block
 from dprl.run.collect import collect_rollout, evaluate_agent, make_executor, recent_return, run_chunk
 from dprl.run.config import run_config
 from dprl.data.offline import Normalizer, load_task_data, task_dataset
@@ -71,6 +71,9 @@ class Run:
         self.seed, self.progress = int(seed), progress
         self.agent_cls = get_agent(config.agent_name)
         self.config = run_config(config, self.task, self.agent_cls.on_policy)
+        if self.config.run.get("offline_mix", "ratio") not in MIXES:
+            raise ValueError(f"--agent.run.offline_mix={self.config.run.offline_mix!r}: must be "
+                             f"one of {MIXES} (nothing was run)")
         source = task_dataset(task_name, dataset, allow_env_mismatch)  # its metadata only
         self.resolved = checkpoint.run_record(self.config, task_name, self.task, self.seed,
                                               source, num_seeds)
@@ -159,15 +162,7 @@ class Run:
 
     def gradient_phase(self, phase: str, method: str) -> None:
         """``pretrain`` or ``offline``: fused gradient steps of ``agent.<method>``."""
-        schedule = Schedule.of(self.config.run, phase)
-        if self.counters[phase] >= schedule.total:
-            return
-        with progress_bar(phase, schedule.total, self.counters[phase], "upd", self.progress) as bar:
-            while (done := self.counters[phase]) < schedule.total:
-                n = schedule.next_dispatch(done)
-                info = self.fused(method, n, phase, done + n)
-                self.counters[phase] = done + n
-                self.at_boundary(phase, done + n, schedule.due(done, done + n), info, bar)
+        gradient_loop(self, phase, method)
 
     def online_replay(self) -> None:
         """Off-policy online: run a chunk in the env (on the host), then one jitted step stores
@@ -176,43 +171,14 @@ class Run:
         if self.env_steps >= schedule.total:
             return
         executor = make_executor(self.task, self.config, self.normalizer, 1, self.env_seed())
-        slots = schedule.update_slots(self.config.act_steps)
-        self.counters.setdefault("online_updates", schedule.updates_owed(self.env_steps))
-        chunks, info, pending = self.replay(None, 0, executor, slots)[0], {}, 0
         with progress_bar("online", schedule.total, self.env_steps, "env-step",
                           self.progress) as bar:
-            while (before := self.env_steps) < schedule.total:
-                with timed(self.timing, "env_s"):
-                    transitions = run_chunk(executor, chunks, schedule.total - before)
-                self.counters["env_steps"] += len(transitions["actions"])
-                self.timing["env_steps"] += len(transitions["actions"])
-                due, pending, owed = schedule.due(before, self.env_steps), pending + 1, 0
-                if schedule.store_due(pending, due):  # pay what is owed, up to the scan's slots
-                    owed, pending = min(slots, schedule.updates_owed(self.env_steps)
-                                        - self.counters["online_updates"]), 0
-                chunks, new_info = self.replay(transitions, owed, executor, slots)
-                info = new_info if owed else info
+            def boundary(due: Due, info: dict, updated: bool) -> None:
+                if updated:
+                    check_finite(info, "online", self.env_steps, self.ckpt)
                 self.at_boundary("online", self.env_steps, due, info, bar,
                                  recent_return(executor, 10))
-
-    def replay(self, transitions: dict | None, num_updates: int, executor, slots: int
-               ) -> tuple[np.ndarray, dict]:
-        """One ``replay_step``: store ``transitions`` (None: none), run ``num_updates`` updates,
-        sample the next chunks for the executor's observations. ``(chunks, info)`` on the host."""
-        run, c = self.config.run, self.config
-        block, count = transition_block(transitions, c.act_steps, self.normalizer.dim, c.action_dim)
-        with timed(self.timing, "update_s"):
-            self.agent, self.online, self.key, chunks, info = replay_step(
-                self.agent, self.offline, self.online, self.key, block, np.int32(count),
-                np.int32(num_updates), executor.policy_observations(), update_slots=slots,
-                batch_size=run.batch_size, horizon=c.horizon, obs_history=c.obs_history,
-                offline_ratio=float(run.offline_ratio))
-            chunks, info = jax.device_get((chunks, info))  # the one host sync per chunk
-        self.timing["updates"] += num_updates
-        self.counters["online_updates"] += num_updates
-        if num_updates:
-            check_finite(info, "online", self.env_steps, self.ckpt)
-        return chunks, info
+            replay_loop(self, executor, schedule, boundary)
 
     def online_rollouts(self) -> None:
         """On-policy online: collect a rollout from every env, then one update on it."""
@@ -297,3 +263,67 @@ class Run:
     def close(self) -> None:
         self.logger.close()
         self.ckpt.close()
+
+
+# ---- the loops, for a Run or anything that holds what they advance -------------------------------
+def gradient_loop(run, phase: str, method: str) -> None:
+    """``pretrain`` or ``offline`` of ``run``: dispatches of fused gradient steps that land on the
+    schedule's boundaries, each followed by ``run.at_boundary``. ``run``: a ``Run``, or anything
+    with its ``config``, ``counters``, ``progress``, ``fused`` and ``at_boundary`` (multiseed's
+    stack of seeds)."""
+    schedule = Schedule.of(run.config.run, phase)
+    if run.counters[phase] >= schedule.total:
+        return
+    with progress_bar(phase, schedule.total, run.counters[phase], "upd", run.progress) as bar:
+        while (done := run.counters[phase]) < schedule.total:
+            n = schedule.next_dispatch(done)
+            info = run.fused(method, n, phase, done + n)
+            run.counters[phase] = done + n
+            run.at_boundary(phase, done + n, schedule.due(done, done + n), info, bar)
+
+
+def replay_loop(run, executor, schedule: Schedule, on_chunk=None) -> None:
+    """The off-policy online loop up to ``schedule.total`` env steps: per chunk, the env steps on
+    the host (``run_chunk``), then one ``replay_step`` (store the chunk, the updates owed, act the
+    next chunk) and one host sync; then ``on_chunk(due, info, updated)`` (``info``: the latest
+    updates' mean info; ``updated``: whether this chunk ran updates). ``run``: a ``Run``, or
+    anything with its ``agent``, ``offline``, ``online``, ``key``, ``config``, ``counters``
+    (``env_steps``) and ``timing`` (``dprl.run.updates.Learner``)."""
+    slots = schedule.update_slots(run.config.act_steps)
+    counters = run.counters
+    counters.setdefault("online_updates", schedule.updates_owed(counters["env_steps"]))
+    chunks, info, pending = replay(run, None, 0, executor, slots)[0], {}, 0
+    while (before := counters["env_steps"]) < schedule.total:
+        with timed(run.timing, "env_s"):
+            transitions = run_chunk(executor, chunks, schedule.total - before)
+        counters["env_steps"] += len(transitions["actions"])
+        run.timing["env_steps"] += len(transitions["actions"])
+        due, pending, owed = schedule.due(before, counters["env_steps"]), pending + 1, 0
+        if schedule.store_due(pending, due):  # pay what is owed, up to the scan's slots
+            owed, pending = min(slots, schedule.updates_owed(counters["env_steps"])
+                                - counters["online_updates"]), 0
+        chunks, new_info = replay(run, transitions, owed, executor, slots)
+        info = new_info if owed else info
+        if on_chunk is not None:
+            on_chunk(due, info, owed > 0)
+
+
+def replay(run, transitions: dict | None, num_updates: int, executor, slots: int
+           ) -> tuple[np.ndarray, dict]:
+    """One ``replay_step`` of ``run`` (as ``replay_loop``): store ``transitions`` (None: none),
+    run ``num_updates`` updates, sample the next chunks for the executor's observations.
+    ``(chunks, info)`` on the host."""
+    c = run.config
+    block, count = transition_block(transitions, c.act_steps, run.online.observations.shape[1],
+                                    c.action_dim)
+    with timed(run.timing, "update_s"):
+        run.agent, run.online, run.key, chunks, info = replay_step(
+            run.agent, run.offline, run.online, run.key, block, np.int32(count),
+            np.int32(num_updates), executor.policy_observations(), update_slots=slots,
+            batch_size=c.run.batch_size, horizon=c.horizon, obs_history=c.obs_history,
+            offline_ratio=float(c.run.offline_ratio),
+            offline_mix=c.run.get("offline_mix", "ratio"))
+        chunks, info = jax.device_get((chunks, info))  # the one host sync per chunk
+    run.timing["updates"] += num_updates
+    run.counters["online_updates"] += num_updates
+    return chunks, info
