@@ -37,8 +37,10 @@ def default_actor_config() -> ml_collections.ConfigDict:
         unet_kernel_size=5,       # Diffusion Policy: 5
         schedule="vp",            # Diffusion-QL's VP schedule; 'linear' / 'cosine' for DDPM/DPPO
         diffusion_steps=5,        # Diffusion-QL: N = 5
-        sampler="ddpm",           # 'ddpm' or 'ddim'
-        sampling_steps=0,         # 0 = all diffusion_steps (DDPM); fewer for DDIM
+        sampler="ddpm",           # 'ddpm', 'ddim' or 'dpm_solver' (DPM-Solver-2, deterministic:
+                                  # QGPO's sampler)
+        sampling_steps=0,         # 0 = all diffusion_steps (DDPM); fewer for DDIM; DPM-Solver:
+                                  # its model evaluations (QGPO: 15)
         ddim_eta=0.0,             # DDIM noise: 0 deterministic, 1 = DDPM's variance
         flow_steps=10,            # Euler steps of the flow sampler (QC: 10)
         clip_x0=1.0,              # clip predicted clean actions to the action bounds
