@@ -1,0 +1,125 @@
+"""Image encoders (dprl/models/encoders.py) and augmentation (dprl/models/augment.py)."""
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from dprl.models import augment
+from dprl.models.encoders import (ObservationEncoder, default_encoder_config,
+                                  encode_observations, frozen_encoder_config, stack_frames)
+
+
+def _config(name, **kw):
+    cfg = default_encoder_config()
+    cfg.name = name
+    cfg.update(kw)
+    return frozen_encoder_config(cfg)
+
+
+@pytest.mark.parametrize("name,dim", [("impala_debug", 8),
+                                      pytest.param("impala_small", 8, marks=pytest.mark.slow),
+                                      pytest.param("resnet18", 6, marks=pytest.mark.slow)])
+def test_encoder_shapes_with_history_and_state(name, dim):
+    """[B, K, H, W, C] uint8 + [B, K, S] -> [B, D] with D = feature dim + K * S."""
+    cfg = _config(name, mlp_dims=(8,), resnet_width=16, num_keypoints=4, feature_dim=6)
+    obs = {"image": jnp.zeros((2, 3, 32, 32, 3), jnp.uint8), "state": jnp.ones((2, 3, 5))}
+    enc = ObservationEncoder(cfg)
+    params = enc.init(jax.random.PRNGKey(0), obs)
+    out = enc.apply(params, obs)
+    assert out.shape == (2, dim + 15)
+    np.testing.assert_allclose(out[:, dim:], 1.0)   # the state passes through, flattened
+
+
+def test_two_cameras_get_their_own_encoders():
+    cfg = _config("impala_debug", mlp_dims=(4,))
+    obs = {"image": jnp.zeros((2, 16, 16, 3), jnp.uint8),
+           "image_wrist": jnp.zeros((2, 16, 16, 3), jnp.uint8), "state": jnp.zeros((2, 1))}
+    params = ObservationEncoder(cfg).init(jax.random.PRNGKey(0), obs)["params"]
+    assert len(params) == 2 and ObservationEncoder(cfg).apply(
+        {"params": params}, obs).shape == (2, 9)
+
+
+def test_stack_frames_puts_history_on_channels_in_unit_range():
+    img = np.arange(2 * 2 * 4 * 4 * 3, dtype=np.uint8).reshape(2, 2, 4, 4, 3)
+    x = stack_frames(jnp.asarray(img))
+    assert x.shape == (2, 4, 4, 6) and float(x.max()) <= 1.0
+    np.testing.assert_allclose(x[..., :3], img[:, 0] / 255.0, rtol=1e-6)
+    np.testing.assert_allclose(x[..., 3:], img[:, 1] / 255.0, rtol=1e-6)
+
+
+def test_flat_observations_bypass_the_encoder():
+    import flax.linen as nn
+
+    class Net(nn.Module):
+        @nn.compact
+        def __call__(self, obs):
+            return encode_observations(obs, None)
+
+    obs = jnp.arange(12.0).reshape(2, 2, 3)
+    assert Net().init(jax.random.PRNGKey(0), obs) == {}
+    np.testing.assert_array_equal(Net().apply({}, obs), obs.reshape(2, 6))
+
+
+def test_unknown_encoder_is_one_clear_error():
+    with pytest.raises(ValueError, match="Unknown encoder"):
+        ObservationEncoder(_config("vit")).init(
+            jax.random.PRNGKey(0), {"image": jnp.zeros((1, 8, 8, 3), jnp.uint8)})
+
+
+# ---- augmentation -------------------------------------------------------------------------------
+def _dot_images(B, H=20, W=20):
+    """One bright pixel per sample at (8, 9); frame 2 of a history has it too."""
+    img = np.zeros((B, 2, H, W, 1), np.uint8)
+    img[:, :, 8, 9] = 255
+    return jnp.asarray(img)
+
+
+def test_random_shift_moves_within_the_pad_and_keeps_frames_together():
+    img = _dot_images(256)
+    out = jax.jit(augment.random_shift, static_argnums=2)(img, jax.random.PRNGKey(0), 4)
+    assert out.shape == img.shape and out.dtype == jnp.uint8
+    out = np.asarray(out)
+    shifts = set()
+    for b in range(256):
+        r, c = np.argwhere(out[b, 0, ..., 0] == 255)[0]
+        assert np.array_equal(out[b, 0], out[b, 1])      # the K frames moved together
+        dr, dc = r - 8, c - 9
+        assert abs(dr) <= 4 and abs(dc) <= 4
+        shifts.add((dr, dc))
+    assert len(shifts) > 40          # many of the 81 shifts occur, not one fixed offset
+
+
+def test_random_shift_fills_with_the_edge():
+    img = jnp.asarray(np.tile(np.arange(10, dtype=np.uint8)[None, None, :, None], (64, 10, 1, 1)))
+    out = np.asarray(augment.random_shift(img, jax.random.PRNGKey(1), 4))
+    # each row is the ramp 0..9 moved by <= 4 with edge values repeated: still non-decreasing
+    assert np.all(np.diff(out[..., 0].astype(int), axis=-1) >= 0)
+    assert out.min() == 0 and out.max() == 9
+
+
+def test_augmentation_changes_only_images_and_is_off_for_none():
+    obs = {"image": _dot_images(8), "state": jnp.ones((8, 2, 3))}
+    key = jax.random.PRNGKey(2)
+    out = augment.augment_observations(obs, key, "shift")
+    np.testing.assert_array_equal(out["state"], obs["state"])
+    assert not np.array_equal(out["image"], obs["image"])
+    assert augment.augment_observations(obs, key, "none") is obs
+    flat = jnp.ones((8, 3))
+    assert augment.augment_observations(flat, key, "shift") is flat
+    with pytest.raises(ValueError, match="Unknown augmentation"):
+        augment.augment_observations(obs, key, "rotate")
+
+
+def test_random_crop_and_center_crop():
+    img = jnp.asarray(np.arange(4 * 10 * 10, dtype=np.uint8).reshape(4, 10, 10, 1))
+    out = augment.random_crop(img, jax.random.PRNGKey(0), 8)
+    assert out.shape == (4, 8, 8, 1)
+    for b in range(4):   # each crop is a window of its own image
+        full = np.asarray(img[b, ..., 0])
+        r, c = np.argwhere(full == int(out[b, 0, 0, 0]))[0]
+        np.testing.assert_array_equal(out[b, ..., 0], full[r:r + 8, c:c + 8])
+    np.testing.assert_array_equal(augment.center_crop(img, 8), img[:, 1:9, 1:9])
+    with pytest.raises(ValueError, match="larger"):
+        augment.random_crop(img, jax.random.PRNGKey(0), 11)
