@@ -21,6 +21,7 @@ REGISTRY = {
     "guided": "agents.guided",
     "dppo": "agents.dppo",
     "qc": "agents.qc",
+    "rlpd": "agents.rlpd",
 }
 
 

@@ -32,6 +32,9 @@ def run_config() -> ml_collections.ConfigDict:
         utd=1.0,                 # online: gradient updates per env step (RLPD uses more; a float,
                                  # so that --agent.run.utd=0.5 is accepted)
         offline_ratio=0.5,       # online: share of each batch from the offline data (RLPD: 0.5)
+        offline_mix="ratio",     # online: 'ratio' = offline_ratio of every batch (RLPD); 'uniform'
+                                 # = one buffer sampled uniformly, offline share n_off / (n_off +
+                                 # n_on), falling as data arrive (QC's main.py; offline_ratio unused)
         update_every=1,          # online: env chunk-steps between update dispatches
         start_online_updates=0,  # online: env steps collected before the first update
         num_envs=1,              # online envs (off-policy agents need 1; DPPO uses many)

@@ -12,6 +12,7 @@ import numpy as np
 import pytest
 
 from configs.qc import PRESETS as QC_PRESETS
+from configs.rlpd import PRESETS as RLPD_PRESETS
 from conftest import ROOT
 
 # package -> the top-level packages it must never import (the layers: dprl < agents, configs <
@@ -127,7 +128,8 @@ def _signature(fn) -> list:
 
 
 @pytest.mark.parametrize("name", ["bc", "dql", "guided", "dppo"] +
-                         [f"qc:{preset}" for preset in QC_PRESETS])
+                         [f"qc:{preset}" for preset in QC_PRESETS] +
+                         [f"rlpd:{preset}" for preset in RLPD_PRESETS])
 def test_registered_agent_follows_the_interface(name, pole_datasets):
     """Method signatures of the protocol's shape; created, it is an ``Agent``; it acts in chunks
     and its steps return flat finite scalars, on batches or (on-policy) on a collected Rollout.
@@ -139,7 +141,7 @@ def test_registered_agent_follows_the_interface(name, pole_datasets):
     from dprl.data.offline import Normalizer, load_dataset
     from dprl.envs.tasks import get_task
 
-    assert set(REGISTRY) == {"bc", "dql", "guided", "dppo", "qc"}
+    assert set(REGISTRY) == {"bc", "dql", "guided", "dppo", "qc", "rlpd"}
     cls = get_agent(name.partition(":")[0])
     assert isinstance(cls.on_policy, bool)
     for method in ("create", "pretrain", "update", "sample_actions"):

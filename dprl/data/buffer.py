@@ -162,10 +162,25 @@ def chunk_return(batch: dict, discount: float) -> tuple[jax.Array, jax.Array]:
     return ret, boot
 
 
+MIXES = ("ratio", "uniform")
+
+
 def sample_mixed(offline: Buffer, online: Buffer, key: jax.Array, batch_size: int,
-                 offline_ratio: float, horizon: int = 1, obs_history: int = 1) -> dict:
-    """``offline_ratio`` of the batch from the offline data, the rest from the online buffer
-    (0.5 = RLPD's symmetric sampling). The split is static: ``round(batch_size * ratio)``."""
+                 offline_ratio: float, horizon: int = 1, obs_history: int = 1,
+                 mix: str = "ratio") -> dict:
+    """A batch from the offline data and the online buffer.
+
+    ``mix='ratio'``: ``offline_ratio`` of the batch from the offline data, the rest from the
+    online buffer (0.5 = RLPD's symmetric sampling); the split is static,
+    ``round(batch_size * ratio)``. ``mix='uniform'``: the two as one buffer sampled uniformly
+    (QC's offline-to-online protocol), so each chunk is offline with probability
+    ``n_off / (n_off + n_on) = 1 / (1 + n_on / n_off)``; ``offline_ratio`` is unused. Chunks never
+    cross from one buffer into the other.
+    """
+    if mix == "uniform":
+        return _sample_uniform(offline, online, key, batch_size, horizon, obs_history)
+    if mix != "ratio":
+        raise ValueError(f"offline_mix must be one of {MIXES}, not {mix!r}")
     n_off = int(round(batch_size * offline_ratio))
     n_on = batch_size - n_off
     if n_on == 0:
@@ -176,6 +191,19 @@ def sample_mixed(offline: Buffer, online: Buffer, key: jax.Array, batch_size: in
     a = offline.sample(k1, n_off, horizon, obs_history)
     b = online.sample(k2, n_on, horizon, obs_history)
     return jax.tree.map(lambda x, y: jnp.concatenate([x, y], axis=0), a, b)
+
+
+def _sample_uniform(offline: Buffer, online: Buffer, key: jax.Array, batch_size: int,
+                    horizon: int, obs_history: int) -> dict:
+    """``sample_mixed``'s 'uniform' mix: an index uniform over ``n_off + n_on`` transitions, the
+    first ``n_off`` of which are the offline data's."""
+    n_off, n_on = offline.size, online.size
+    idx = jax.random.randint(key, (batch_size,), 0, jnp.maximum(n_off + n_on, 1))
+    from_offline = idx < n_off                                                   # [B]
+    a = offline.gather(jnp.minimum(idx, jnp.maximum(n_off - 1, 0)), horizon, obs_history)
+    b = online.gather(jnp.clip(idx - n_off, 0, jnp.maximum(n_on - 1, 0)), horizon, obs_history)
+    pick = lambda x, y: jnp.where(from_offline.reshape(-1, *([1] * (x.ndim - 1))), x, y)  # noqa: E731
+    return jax.tree.map(pick, a, b)
 
 
 def transitions_from_chunks(executed: dict, normalizer: Normalizer) -> dict:
