@@ -31,6 +31,11 @@ def register_dprl_envs() -> None:
                      kwargs={"rewarded_side": "right"})
     if "dprl/WaypointChain-v0" not in ids:  # QC's long-horizon sparse-reward toy
         gym.register("dprl/WaypointChain-v0", entry_point="dprl.envs.chain:WaypointChainEnv")
+    if "dprl/PixelPole-v0" not in ids:      # the toy tasks through a camera (dprl/envs/pixels.py)
+        gym.register("dprl/PixelPole-v0", entry_point="dprl.envs.pixels:PixelPoleEnv")
+    if "dprl/PixelWaypointChain-v0" not in ids:
+        gym.register("dprl/PixelWaypointChain-v0",
+                     entry_point="dprl.envs.pixels:PixelWaypointChainEnv")
     # OGBench single-task envs with the QC paper's sparse reward (its --sparse on scene, puzzle).
     for env in ("cube-single", "cube-double", "scene", "puzzle-3x3"):
         for k in range(1, 6):
@@ -38,6 +43,8 @@ def register_dprl_envs() -> None:
             if sparse_id not in ids:
                 gym.register(sparse_id, entry_point="dprl.envs.vector:make_sparse_reward_env",
                              kwargs={"env_id": f"{env}-singletask-task{k}-v0"})
+    from dprl.envs.benchmarks import register_benchmark_envs   # robomimic, AntMaze
+    register_benchmark_envs()
     _REGISTERED = True
 
 
@@ -322,3 +329,123 @@ def evaluate(
         result["episodes"] = episodes
         result["trajectories"] = [np.stack(t) for t in trajectories]
     return result
+
+
+# ---------------------------------------------------------------------------------------------
+# Env state, for an online phase that resumes where it stopped
+# ---------------------------------------------------------------------------------------------
+# Envs whose whole state can be saved as JSON and set again: dprl's toy envs (their state is
+# plain attributes: positions, counters) and gymnasium's MuJoCo envs (the simulator's integration
+# state: time, qpos, qvel, activations, warm start, controls). Others (OGBench's manipulation
+# envs, which keep task state beside the simulator) restart on resume.
+_PLAIN_ENV_MODULES = ("dprl.envs.",)
+_MUJOCO_ENV_MODULES = ("gymnasium.envs.mujoco.",)
+_SKIPPED_ATTRS = {"spec", "metadata", "render_mode", "observation_space", "action_space",
+                  "_np_random", "np_random"}
+
+
+def _innermost(env: gym.Env):
+    """``(wrappers outermost first, the unwrapped env)``."""
+    wrappers = []
+    while isinstance(env, gym.Wrapper):
+        wrappers.append(env)
+        env = env.env
+    return wrappers, env
+
+
+def _plain(v):
+    """``v`` as JSON (``{'a': list, 'dtype'}`` for arrays), or ``...`` when it is not plain data."""
+    if v is None or isinstance(v, (bool, int, float, str)):
+        return v
+    if isinstance(v, np.generic):
+        return v.item()
+    if isinstance(v, np.ndarray) and v.dtype.kind in "biuf":
+        return {"a": v.tolist(), "dtype": str(v.dtype)}
+    return ...
+
+
+def _unplain(v):
+    return np.asarray(v["a"], dtype=v["dtype"]) if isinstance(v, dict) else v
+
+
+def saveable(env: gym.Env) -> bool:
+    """Whether ``single_env_state`` can save ``env`` whole."""
+    module = type(_innermost(env)[1]).__module__ + "."
+    return module.startswith(_PLAIN_ENV_MODULES + _MUJOCO_ENV_MODULES)
+
+
+def single_env_state(env: gym.Env) -> dict | None:
+    """One env's state as JSON: its wrappers' counters (time limit), its RNG and its own state
+    (plain attributes, or MuJoCo's integration state); None when it cannot be saved."""
+    if not saveable(env):
+        return None
+    wrappers, inner = _innermost(env)
+    state = {"wrappers": [{k: v for k, v in vars(w).items()
+                           if k in ("_elapsed_steps", "_has_reset") and _plain(v) is not ...}
+                          for w in wrappers],
+             "rng": inner.np_random.bit_generator.state,
+             "rng_seed": _plain(getattr(inner, "_np_random_seed", None))}
+    if type(inner).__module__.startswith(_MUJOCO_ENV_MODULES):
+        import mujoco
+        spec = mujoco.mjtState.mjSTATE_INTEGRATION
+        physics = np.empty(mujoco.mj_stateSize(inner.model, spec))
+        mujoco.mj_getState(inner.model, inner.data, physics, spec)
+        state["mujoco"] = physics.tolist()
+    else:
+        state["attrs"] = {k: p for k, v in vars(inner).items()
+                          if k not in _SKIPPED_ATTRS and (p := _plain(v)) is not ...}
+    return state
+
+
+def set_single_env_state(env: gym.Env, state: dict) -> None:
+    """Set what ``single_env_state`` saved into ``env`` (the same env id, already reset)."""
+    wrappers, inner = _innermost(env)
+    for w, saved in zip(wrappers, state["wrappers"]):
+        for k, v in saved.items():
+            setattr(w, k, v)
+    inner.np_random.bit_generator.state = state["rng"]
+    if state.get("rng_seed") is not None:
+        inner._np_random_seed = state["rng_seed"]
+    if "mujoco" in state:
+        import mujoco
+        mujoco.mj_setState(inner.model, inner.data, np.asarray(state["mujoco"]),
+                           mujoco.mjtState.mjSTATE_INTEGRATION)
+        mujoco.mj_forward(inner.model, inner.data)
+    else:
+        for k, v in state["attrs"].items():
+            setattr(inner, k, _unplain(v))
+
+
+def env_state(vec: VecEnv) -> dict | None:
+    """A ``VecEnv``'s state as JSON (every env's, and the seed of the next episode); None when an
+    env cannot be saved (``saveable``)."""
+    envs = [single_env_state(e) for e in vec.envs]
+    if any(s is None for s in envs):
+        return None
+    return {"seed": vec._seed, "episodes_started": vec._episodes_started, "envs": envs}
+
+
+def set_env_state(vec: VecEnv, state: dict) -> None:
+    vec._seed, vec._episodes_started = state["seed"], state["episodes_started"]
+    for env, s in zip(vec.envs, state["envs"]):
+        set_single_env_state(env, s)
+
+
+def executor_state(ex: ChunkExecutor, keep_episodes: int = 100) -> dict | None:
+    """A ``ChunkExecutor``'s state as JSON: its envs (``env_state``), the observation history,
+    the running episodes' returns and lengths and the last ``keep_episodes`` finished episodes;
+    None when its envs cannot be saved."""
+    envs = env_state(ex.vec_env)
+    if envs is None:
+        return None
+    return {"envs": envs, "frames": [[_plain(np.asarray(o)) for o in f] for f in ex._frames],
+            "returns": _plain(ex.episode_returns), "lengths": _plain(ex.episode_lengths),
+            "finished": [{k: _plain(v) for k, v in e.items() if _plain(v) is not ...}
+                         for e in ex.finished[-keep_episodes:]]}
+
+
+def set_executor_state(ex: ChunkExecutor, state: dict) -> None:
+    set_env_state(ex.vec_env, state["envs"])
+    ex._frames = [[_unplain(o) for o in f] for f in state["frames"]]
+    ex.episode_returns, ex.episode_lengths = _unplain(state["returns"]), _unplain(state["lengths"])
+    ex.finished = list(state["finished"])

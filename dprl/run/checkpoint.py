@@ -25,14 +25,17 @@ from typing import Any
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 import ml_collections
 import orbax.checkpoint as ocp
 from orbax.checkpoint import checkpoint_managers
 
 import dprl
+from dprl.run import rundir
 from dprl.run.agent import AgentLookup
 from dprl.data.buffer import Buffer, example_batch
 from dprl.data.offline import Normalizer
+from dprl.envs.vector import executor_state, set_executor_state
 from dprl.base.logging import log
 
 logging.getLogger("absl").setLevel(logging.WARNING)
@@ -211,8 +214,11 @@ def summary_record(config, task_name: str, task: dict, seed: int, record: dict, 
     """summary.json: the run's scores, budgets, data (both env ids: the task's and the one the
     dataset was recorded in), throughput and wall time (``wall_s``: every process of the run)."""
     run, t = config.run, timing
+    preset = config.get("preset")
     return {
-        "agent": config.agent_name, "task": task_name, "seed": seed,
+        "agent": config.agent_name, "preset": preset,
+        "agent_label": f"{config.agent_name}:{preset}" if preset else config.agent_name,
+        "task": task_name, "seed": seed,
         "dataset_id": record["dataset_id"], "dataset_source": record["dataset_source"],
         "task_env_id": record["task_env_id"], "dataset_env_id": record["dataset_env_id"],
         "pretrain_steps": run.pretrain_steps, "offline_steps": run.offline_steps,
@@ -222,6 +228,27 @@ def summary_record(config, task_name: str, task: dict, seed: int, record: dict, 
         "updates_per_s": t["updates"] / t["update_s"] if t["update_s"] else None,
         "env_steps_per_s": t["env_steps"] / t["env_s"] if t["env_s"] else None,
         "wall_s": wall_s}
+
+
+def online_loop_record(executor, loop: dict) -> dict | None:
+    """What a checkpoint keeps of the online loop (JSON): the executor's envs, episodes and
+    observation history (``dprl.envs.vector.executor_state``) and the pending chunk
+    (``loop['chunks']``, sampled but not yet run: off-policy); None when the envs' state cannot
+    be saved (they restart on resume)."""
+    envs = executor_state(executor)
+    if envs is None:
+        return None
+    chunks = loop.get("chunks")
+    return {"executor": envs, "chunks": None if chunks is None else
+            {"a": np.asarray(chunks).tolist(), "dtype": str(np.asarray(chunks).dtype)}}
+
+
+def restore_online_loop(executor, record: dict) -> dict:
+    """Set the executor's envs from ``online_loop_record``'s record; returns ``{'chunks'}``
+    (the pending chunk) when there was one."""
+    set_executor_state(executor, record["executor"])
+    chunks = record.get("chunks")
+    return {} if chunks is None else {"chunks": np.asarray(chunks["a"], chunks["dtype"])}
 
 
 def git_commit() -> str:
@@ -245,32 +272,47 @@ def resume(ckpt: Checkpointer, target: dict, record: dict) -> tuple[dict, dict] 
     differ: a finished run can be extended), and the record keeps how the run started
     (``init_from``) from the config.json already there.
     """
-    unreadable = []
-    for step in reversed(ckpt.all_steps()):
-        try:
-            state, meta = ckpt.restore(target, step)
-        except Exception as e:  # noqa: BLE001  orbax/tensorstore raise many types for bad files
-            unreadable.append((step, _first_line(e)))
-            continue
-        for bad, why in unreadable:
-            log(f"checkpoint {bad} in {ckpt.directory} is unreadable ({why}); moved to "
-                f"{ckpt.move_aside(bad)}; resuming from the newest readable checkpoint")
-        break
-    else:
-        if unreadable:
-            raise CheckpointError(
-                "no checkpoint of this run can be read: " + "; ".join(
-                    f"{ckpt.path(s)} ({why})" for s, why in unreadable) + ". Start the run "
-                "over with --restart (its contents are moved aside), or use another --run_dir")
+    restored = newest_readable(ckpt, lambda step: ckpt.restore(target, step), move=True)
+    if restored is None:
         return None
-    if _comparable(meta.get("config")) != _comparable(record["agent"]):
-        raise ValueError(f"{ckpt.directory.parent} holds a run with a different agent config; "
-                         f"resume it with the same command, or choose a new --run_dir.")
+    state, meta = restored
+    diffs = rundir.differences({"agent": meta.get("config")}, {"agent": record["agent"]},
+                               "checkpoint") if meta.get("config") is not None else []
+    if diffs:
+        raise rundir.RunMismatch(
+            f"{ckpt.directory.parent} holds a run with a different agent config: "
+            f"{'; '.join(diffs[:6])}. Resume it with the same command, or choose a new "
+            f"--run_dir (or --restart to start over here).")
     config_path = ckpt.directory.parent / "config.json"
     previous = json.loads(config_path.read_text()) if config_path.exists() else {}
     if "init_from" in previous:
         record["init_from"] = previous["init_from"]
     return state, meta
+
+
+def newest_readable(ckpt: Checkpointer, read, move: bool, steps: list[int] | None = None):
+    """``read(step)`` of the newest checkpoint it succeeds on (None without checkpoints); one
+    line per unreadable newer one, which is moved to ``corrupt_checkpoints/`` when ``move`` (a
+    resuming run) and left in place otherwise (inspection). ``CheckpointError`` when none can be
+    read."""
+    unreadable = []
+    for step in (reversed(ckpt.all_steps()) if steps is None else steps):
+        try:
+            out = read(step)
+        except Exception as e:  # noqa: BLE001  orbax/tensorstore raise many types for bad files
+            unreadable.append((step, _first_line(e)))
+            continue
+        for bad, why in unreadable:
+            where = f"moved to {ckpt.move_aside(bad)}" if move else "left in place"
+            log(f"checkpoint {bad} in {ckpt.directory} is unreadable ({why}); {where}; "
+                f"using the newest readable checkpoint, {step}")
+        return out
+    if unreadable:
+        raise CheckpointError(
+            "no checkpoint of this run can be read: " + "; ".join(
+                f"{ckpt.path(s)} ({why})" for s, why in unreadable) + ". Start the run "
+            "over with --restart (its contents are moved aside), or use another --run_dir")
+    return None
 
 
 def _first_line(e: BaseException, limit: int = 200) -> str:
@@ -280,16 +322,6 @@ def _first_line(e: BaseException, limit: int = 200) -> str:
     text = re.split(r"[\s\[]*tensorstore_spec", text)[0]
     text = f"{type(e).__name__}: {text}"
     return text if len(text) <= limit else f"{text[:70]} ... {text[-(limit - 75):]}"
-
-
-def _comparable(agent_config: dict | None) -> dict | None:
-    """A config without the phase lengths: a resumed run may be extended."""
-    if agent_config is None:
-        return None
-    cfg = json.loads(json.dumps(agent_config, default=str))
-    for k in ("pretrain_steps", "offline_steps", "online_steps"):
-        cfg.get("run", {}).pop(k, None)
-    return cfg
 
 
 def init_from(spec: str, agent, agent_name: str, get_agent: AgentLookup
@@ -327,12 +359,18 @@ def load_run(run_dir: str | os.PathLike, get_agent: AgentLookup,
     resolved = json.loads(cfg_path.read_text())
     config = ml_collections.ConfigDict(resolved["agent"])
     ckpt = Checkpointer(run_dir)
-    step = ckpt.latest_step() if step is None else step
-    if step is None:
+    if not ckpt.all_steps():
         raise FileNotFoundError(f"No checkpoint in {run_dir / 'checkpoints'}: the run saved none yet.")
-    normalizer = Normalizer.from_dict(ckpt.read_meta(step)["normalizer"])
-    target = initial_state(get_agent(config.agent_name), config, normalizer.dim,
-                           int(resolved["seed"]))
-    state, _ = ckpt.restore(target, step)
-    ckpt.close()
-    return state["agent"], normalizer, resolved
+
+    def read(s):
+        normalizer = Normalizer.from_dict(ckpt.read_meta(s)["normalizer"])
+        target = initial_state(get_agent(config.agent_name), config, normalizer.dim,
+                               int(resolved["seed"]))
+        return ckpt.restore(target, s)[0]["agent"], normalizer
+
+    try:   # the step asked for, or the newest readable one (as a resuming run, without moving)
+        agent, normalizer = newest_readable(ckpt, read, move=False,
+                                            steps=None if step is None else [step])
+    finally:
+        ckpt.close()
+    return agent, normalizer, resolved

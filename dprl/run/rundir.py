@@ -4,10 +4,14 @@
   written inside) while it runs. The kernel drops it when the process dies, so a killed run leaves
   no stale lock; a second process on the same directory is refused at once (``RunDirBusy``).
 - **Identity** (``check_identity``): config.json records what makes the run this run (``IDENTITY``:
-  the agent config without the phase lengths, task, dataset id and fingerprint, seed, num_seeds).
-  A command that differs is refused (``RunMismatch``) with the fields, old vs new, unless it asks
-  to start over (``restart``: the old contents move to ``<run_dir>.replaced-<time>``). Extending
-  a phase is the same run. config.json is written only when it is new or a phase length changed
+  the agent config without the phase lengths and ``NOT_IDENTITY``, task, dataset id and
+  fingerprint, seed, num_seeds; docs/run_contract.md lists them), and every checkpoint holds a copy
+  (``checkpoint_record``), so a deleted config.json is restored from it, never replaced by
+  another run's. A command that differs is refused (``RunMismatch``) with the fields, old vs new,
+  unless it asks to start over (``restart``: the old contents move to
+  ``<run_dir>.replaced-<time>``). Extending a phase is the same run. A run that saved no
+  checkpoint and no summary holds no identity: another command starts over (its leftovers moved
+  aside). config.json is written only when it is new or a phase length changed
   (``write_record``): a refused or finished run never rewrites it.
 - **Processes** (``ProcessLog``): ``processes.json`` lists every process that worked on the run
   and its wall time (updated at every metrics row and checkpoint), so summary.json's ``wall_s``
@@ -39,9 +43,12 @@ PROCESSES_FILE = "processes.json"
 REPLACED = ".replaced-"   # <run_dir>.replaced-<time>: a run moved aside by --restart
 IDENTITY = ("agent", "task", "dataset_id", "dataset_fingerprint", "seed", "num_seeds")
 PHASE_LENGTHS = ("pretrain_steps", "offline_steps", "online_steps")
-# How many envs evaluate at once changes memory and speed, not the run (episode k is seeded the
-# same way whatever it is).
-NOT_IDENTITY = ("eval_envs",)
+# Run keys that change no result (docs/run_contract.md): how many envs evaluate at once (episode k
+# is seeded the same way whatever it is), where metrics go (TensorBoard, W&B), how often online
+# rows are written (an online dispatch is one chunk whatever the row interval). The gradient
+# phases' log_every / eval_every / save_every are identity: a dispatch ends at each boundary and
+# draws its own key, so they change the random stream.
+NOT_IDENTITY = ("eval_envs", "tensorboard", "wandb_project", "online_log_every")
 # Filled in from the dataset after the identity check (the fingerprint covers it).
 RESOLVED_LATER = ("action_dim",)
 
@@ -105,20 +112,28 @@ def owned(*run_dirs: str | os.PathLike):
     """Create and lock every run directory for the ``with`` block (several: a multiseed run);
     a write failure inside becomes a one-line ``RunDirError``."""
     taken = []   # released at the end; a lock this process held already stays held
+    created = [Path(d) for d in run_dirs if not Path(d).exists()]
     try:
         for d in run_dirs:
             if str(Path(d).resolve()) not in _HELD:
                 lock(d)
                 taken.append(d)
         yield
-    except Exception as e:  # noqa: BLE001  any layer may carry the OS error; others re-raised
-        cause = write_failure(e, Path(run_dirs[0]))
+    except BaseException as e:  # noqa: BLE001  any layer may carry the OS error; others re-raised
+        cause = write_failure(e, Path(run_dirs[0])) if isinstance(e, Exception) else None
         if cause is None:
             raise
         raise RunDirError(cause) from e
     finally:
         for d in taken:
             unlock(d)
+        for d in created:   # refused before any work: leave no empty directory behind
+            try:
+                if [p.name for p in d.iterdir()] in ([LOCK_FILE], []):
+                    (d / LOCK_FILE).unlink(missing_ok=True)
+                    d.rmdir()
+            except OSError:
+                pass
 
 
 # ---------------------------------------------------------------------------------------------
@@ -187,14 +202,15 @@ def _flatten(d: dict, prefix: str = "") -> dict:
     return out
 
 
-def differences(old: dict, new: dict) -> list[str]:
+def differences(old: dict, new: dict, where: str = "config.json") -> list[str]:
     """``'key: old (config.json) vs new (this command)'`` for each differing identity field. A
-    field that ``old`` lacks (a run recorded before it existed) is not compared."""
+    field that ``old`` lacks (a run recorded before it existed) or ``new`` lacks (not resolved yet:
+    the dataset, before it is looked up) is not compared."""
     a, b = identity(old), identity(new)
-    recorded = {k for k in IDENTITY if k in old}
+    recorded = {k for k in IDENTITY if k in old and k in new}
     if a.get("dataset_id") != b.get("dataset_id"):
         recorded.discard("dataset_fingerprint")   # another dataset: its fingerprint differs too
-    return [f"{k}: {_show(a.get(k))} (config.json) vs {_show(b.get(k))} (this command)"
+    return [f"{k}: {_show(a.get(k))} ({where}) vs {_show(b.get(k))} (this command)"
             for k in sorted(set(a) | set(b))
             if k.split(".")[0] in recorded and a.get(k) != b.get(k)]
 
@@ -203,26 +219,75 @@ def _show(v) -> str:
     return "(absent)" if v is None else json.dumps(v) if isinstance(v, (dict, list)) else str(v)
 
 
+def checkpoint_steps(run_dir: Path) -> list[int]:
+    """The steps of ``run_dir``'s saved checkpoints (finished ones: orbax renames a step's
+    directory to its number when it is complete), newest first."""
+    d = Path(run_dir) / "checkpoints"
+    return sorted((int(p.name) for p in d.iterdir() if p.name.isdigit() and p.is_dir()),
+                  reverse=True) if d.is_dir() else []
+
+
+def checkpoint_record(run_dir: Path) -> tuple[int, dict] | None:
+    """``(step, record)``: the config.json record kept in the newest checkpoint whose meta can be
+    read (``meta['record']``); None when no checkpoint holds one."""
+    for step in checkpoint_steps(run_dir):
+        try:
+            meta = json.loads((Path(run_dir) / "checkpoints" / str(step) / "meta" /
+                               "metadata").read_text())
+        except (OSError, ValueError):
+            continue
+        if isinstance(meta, dict) and isinstance(meta.get("record"), dict):
+            return step, meta["record"]
+    return None
+
+
 def check_identity(run_dir: Path, record: dict, restart: bool = False) -> dict | None:
-    """Refuse (``RunMismatch``) a command whose identity differs from ``run_dir``'s config.json;
-    with ``restart``, move the old run aside instead. Returns the recorded config.json (None when
-    there is none, or after a restart)."""
+    """Refuse (``RunMismatch``) a command whose identity differs from ``run_dir``'s config.json
+    (or, when config.json is missing, from the record in its newest checkpoint); with
+    ``restart``, move the old run aside instead. A run that saved neither a checkpoint nor a
+    summary does not bind: a command that differs moves its leftovers aside and starts over.
+    ``record`` may lack the dataset fields (checked again once the dataset is resolved). Returns
+    the recorded config.json (None when there is none, after a restart, or when it is restored
+    from a checkpoint: the caller then writes it)."""
     path = run_dir / "config.json"
-    old = _read_json(path)
     if restart:
         moved = move_aside(run_dir)
         if moved is not None:
             _log(f"--restart: the previous contents of {run_dir} are now in {moved}")
         return None
+    old, where = _read_json(path), "config.json"
     if old is None:
+        kept = checkpoint_record(run_dir)
+        if kept is None:
+            if checkpoint_steps(run_dir):
+                raise RunMismatch(
+                    f"{run_dir} has checkpoints but no config.json, and no checkpoint records "
+                    f"which run it is: restore its config.json, use another --run_dir, or pass "
+                    f"--restart to start over here (its contents move to "
+                    f"{run_dir.name}{REPLACED}<time>).")
+            return None
+        step, old = kept
+        where = f"checkpoint {step}"
+    diffs = differences(old, record, where)
+    if diffs and where == "config.json" and not checkpoint_steps(run_dir) and \
+            not (run_dir / "summary.json").exists():
+        moved = move_aside(run_dir)
+        _log(f"{run_dir} held a run that stopped before its first checkpoint "
+             f"({diffs[0]}{', ...' if len(diffs) > 1 else ''}); it does not bind this command: "
+             f"its leftovers are now in {moved}")
         return None
-    diffs = differences(old, record)
     if diffs:
         shown = "; ".join(diffs[:6]) + (f"; and {len(diffs) - 6} more" if len(diffs) > 6 else "")
+        missing = "" if where == "config.json" else "config.json is missing and "
         raise RunMismatch(
-            f"{run_dir} holds another run than this command describes: {shown}. Use another "
-            f"--run_dir for this one, or pass --restart to start over in this directory (its "
-            f"contents move to {run_dir.name}{REPLACED}<time>).")
+            f"{run_dir} holds another run than this command describes: {missing}{shown}. Use "
+            f"another --run_dir for this one, or pass --restart to start over in this directory "
+            f"(its contents move to {run_dir.name}{REPLACED}<time>).")
+    if where != "config.json":
+        if "dataset_id" in record:   # the full check: config.json is written after it
+            _log(f"config.json of {run_dir} was missing: the run's identity in {where} matches "
+                 f"this command; config.json is written again")
+        return None
     return old
 
 

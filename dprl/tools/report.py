@@ -7,8 +7,10 @@ bootstrap confidence interval, and the number of seeds. The aggregate row per ag
 (Agarwal et al. 2021): IQM over all runs of all tasks, CI from a *stratified* bootstrap (runs are
 resampled with replacement within each task). ``plot_curves`` draws ``eval/normalized_score``
 from each run's metrics.csv against the global step, mean and a shaded +-1 std band over seeds.
-``unfinished`` lists what the tables leave out: a grid's failed and missing cells (from
-``grid_status.json``) and run directories without summary.json, with the error when known.
+``unfinished`` lists what the tables leave out: a grid's failed, refused, interrupted and missing
+cells (from ``grid_status.json``) and run directories without a readable summary.json (missing,
+or not written whole: listed as failed with the reason). A run is named ``agent:preset`` when its
+config is one of several presets (``qc:qc-fql``), else by its agent.
 """
 from __future__ import annotations
 
@@ -71,15 +73,36 @@ def _replaced(path: Path, root: Path) -> bool:
     return any(".replaced-" in part for part in path.relative_to(root).parts)
 
 
+def read_record(path: Path) -> tuple[dict | None, str | None]:
+    """``(record, None)`` for a readable JSON object file, ``(None, why)`` otherwise (missing,
+    empty, half-written: a run that did not write it whole)."""
+    try:
+        record = json.loads(path.read_text())
+    except FileNotFoundError:
+        return None, f"no {path.name}"
+    except (OSError, ValueError) as e:
+        return None, f"{path.name} is unreadable ({type(e).__name__}: {e})"
+    if not isinstance(record, dict):
+        return None, f"{path.name} is unreadable (not a JSON object)"
+    return record, None
+
+
+def label(run: dict) -> str:
+    """How tables name a run's agent: ``agent:preset`` for a config with presets (``qc:qc-fql``),
+    else the agent."""
+    preset = run.get("preset")
+    return f"{run['agent']}:{preset}" if preset else run["agent"]
+
+
 def collect(root: str | Path) -> list[dict]:
-    """Every run below ``root`` (a directory holding summary.json): its summary plus ``run_dir``."""
+    """Every run below ``root`` with a readable summary.json: its summary plus ``run_dir`` (an
+    unreadable one is listed by ``unfinished``)."""
     runs = []
     for path in sorted(Path(root).rglob("summary.json")):
         if _replaced(path, Path(root)):
             continue
-        try:
-            summary = json.loads(path.read_text())
-        except (OSError, json.JSONDecodeError):
+        summary, _ = read_record(path)
+        if summary is None:
             continue
         summary["run_dir"] = str(path.parent)
         runs.append(summary)
@@ -94,25 +117,40 @@ def unfinished(root: str | Path) -> list[dict]:
     root = Path(root)
     out, seen = [], set()
     status_path = root / "grid_status.json"
-    cells = json.loads(status_path.read_text()).get("cells", {}) if status_path.exists() else {}
-    for label, cell in cells.items():
+    status, status_why = read_record(status_path)
+    if status is None and status_path.exists():
+        out.append({"label": "(grid)", "state": "failed", "why": status_why,
+                    "run_dir": str(root)})
+    for name, cell in ((status or {}).get("cells") or {}).items():
         run_dir = Path(cell.get("run_dir", ""))
         seen.add(run_dir.resolve())
+        summary, why = read_record(run_dir / "summary.json")
+        if summary is not None:
+            continue
+        state = cell.get("state", "?")
         if (run_dir / "summary.json").exists():
+            state = "failed"                          # written, but not whole
+        elif state in ("failed", "refused"):
+            why = cell.get("error") or state
+        elif state == "interrupted":
+            why = "interrupted (checkpointed); run the grid's command again to resume"
+        else:
+            why = "no summary.json (never finished)"
+        out.append({"label": name, "state": state, "why": why, "run_dir": str(run_dir)})
+    candidates = {p.parent for pattern in ("config.json", "summary.json")
+                  for p in root.rglob(pattern)}
+    for run_dir in sorted(candidates):
+        if run_dir.resolve() in seen or _replaced(run_dir / "x", root):
             continue
-        failed = cell.get("state") == "failed"
-        why = (cell.get("error") or "failed") if failed else "no summary.json (never finished)"
-        out.append({"label": label, "state": cell.get("state", "?"), "why": why,
-                    "run_dir": str(run_dir)})
-    for config in sorted(root.rglob("config.json")):
-        run_dir = config.parent
-        if run_dir.resolve() in seen or _replaced(config, root) or \
-                (run_dir / "summary.json").exists():
+        summary, why = read_record(run_dir / "summary.json")
+        if summary is not None:
             continue
+        state = "failed" if (run_dir / "summary.json").exists() else "unfinished"
         error = run_dir / "error.txt"
-        why = (error.read_text().splitlines()[0] if error.exists() else
-               "no summary.json (stopped before it finished)")
-        out.append({"label": str(run_dir.relative_to(root)), "state": "unfinished", "why": why,
+        if state == "unfinished":
+            why = (error.read_text(errors="replace").splitlines()[0] if error.exists() else
+                   "no summary.json (stopped before it finished)")
+        out.append({"label": str(run_dir.relative_to(root)), "state": state, "why": why,
                     "run_dir": str(run_dir)})
     return out
 
@@ -130,14 +168,14 @@ def score_table(runs: Sequence[dict], reps: int = 2000, confidence: float = 0.95
                 seed: int = 0) -> list[dict]:
     """One row per (agent, task, phase) with n, mean, std, iqm, iqm_low, iqm_high, seeds; plus one
     row per (agent, phase) with task = 'IQM (all tasks)' from the stratified bootstrap."""
-    agents = sorted({r["agent"] for r in runs})
+    agents = sorted({label(r) for r in runs})
     tasks = sorted({r["task"] for r in runs})
     rows = []
     for agent in agents:
         for phase in PHASES:
             per_task = []
             for task in tasks:
-                cell = [r for r in runs if r["agent"] == agent and r["task"] == task]
+                cell = [r for r in runs if label(r) == agent and r["task"] == task]
                 scores = [(r["seed"], s) for r in cell if (s := _score(r, phase)) is not None]
                 if not scores:
                     continue
@@ -229,10 +267,10 @@ def plot_curves(runs: Sequence[dict], out_dir: str | Path, x: str = "global_step
     paths = []
     for task in sorted({r["task"] for r in runs}):
         fig, ax = plt.subplots(figsize=(6, 4))
-        for agent in sorted({r["agent"] for r in runs if r["task"] == task}):
+        for agent in sorted({label(r) for r in runs if r["task"] == task}):
             curves = []
             for r in runs:
-                if r["task"] == task and r["agent"] == agent:
+                if r["task"] == task and label(r) == agent:
                     try:
                         c = read_curve(r["run_dir"], x)
                     except OSError:
@@ -272,7 +310,7 @@ def report(root: str | Path, out_dir: str | Path | None = None, reps: int = 2000
     out_dir.mkdir(parents=True, exist_ok=True)
     rows = score_table(runs, reps=reps, confidence=confidence, seed=seed) if runs else []
     md = markdown_table(rows, confidence) if runs else "No finished runs.\n"
-    budgets = sorted({(r["agent"], r.get("pretrain_steps"), r.get("offline_steps"),
+    budgets = sorted({(label(r), r.get("pretrain_steps"), r.get("offline_steps"),
                        r.get("online_steps"), r.get("dataset_id"), r.get("dataset_source"))
                       for r in runs}, key=str)
     if budgets:
