@@ -1,11 +1,25 @@
 """Value-guided sampling: a frozen diffusion BC actor steered, while it samples, by a value on
 noisy actions (Diffuser, Janner et al. 2022; QGPO, Lu et al. 2023).
 
+Two methods, as presets of ``configs/guided.py``:
+  'qgpo'          QGPO as its paper and code run it: Q by the in-support softmax backup over BC
+                  samples, frozen after half its steps; contrastive energy prediction (CEP) of J
+                  with beta 3 on rewards scaled by 1000 / (return range); 'score' guidance in a
+                  deterministic DPM-Solver-2 sampler (15 evaluations, no x0 clipping); evaluated
+                  over QGPO's grid of guidance scales.
+  'mse-guidance'  (the default) QGPO's MSE baseline energy (J regressed on beta Q) with
+                  Diffuser-style 'mean' guidance in a stochastic DDPM sampler, on an IQL critic:
+                  not QGPO, a cheaper relative of it and of Diffuser.
+
   pretrain  diffusion BC of the actor (the BC stage every agent shares, ``dprl.models.training.BCStage``,
             with its EMA). Afterwards the actor is frozen (unless ``finetune_actor``).
   update    * twin critics ``Q(s, a)`` with target networks, trained by TD with next actions from
-              the guided sampler ('td'), or by IQL's expectile regression with a ``V(s)`` network
-              ('iql', Kostrikov et al. 2022; no sampling inside the update);
+              the guided sampler ('td'), by IQL's expectile regression with a ``V(s)`` network
+              ('iql', Kostrikov et al. 2022; no sampling inside the update), or by QGPO's
+              in-support softmax backup ('softmax': ``V(s') = sum_m softmax(q_alpha Q')_m Q'_m``
+              over M unguided BC samples at s'); with ``critic_freeze_steps`` the critic (and
+              its target) stop changing after that many updates (QGPO: half of them). Rewards
+              enter the backup as ``reward_scale * r + reward_bias``;
             * the guide ``J(s, a^k, k)`` on noisy actions: regression of ``beta * Q(s, a^0) / q`` on
               dataset actions noised to a random step ``k`` ('regression', Diffuser's value), or
               QGPO's contrastive energy prediction over ``M`` actions sampled from the actor
@@ -30,6 +44,7 @@ from __future__ import annotations
 import functools
 from typing import Any
 
+import flax.linen as nn
 import flax.struct
 import jax
 import jax.numpy as jnp
@@ -39,20 +54,82 @@ from flax.training.train_state import TrainState
 from dprl.models.actor import actor_from_config
 from dprl.data.buffer import chunk_return
 from dprl.models.diffusion import q_sample
-from dprl.models.nets import CriticEnsemble, NoisyActionValue, critic_from_config, value_from_config
+from dprl.models.nets import (MLP, CriticEnsemble, NoisyActionValue, critic_from_config,
+                              flatten_observations, value_from_config)
 from dprl.models.one_step import (OneStepActor, acts_one_step, check_act_with, distill_alongside,
                            distill_step, init_one_step, teacher_actions)
 from dprl.models.training import (BCStage, EMA, apply_loss, create_state, make_optimizer, polyak,
                           pretrain_step)
 
-CRITIC_MODES = ("td", "iql")
+CRITIC_MODES = ("td", "iql", "softmax")
 GUIDE_LOSSES = ("regression", "contrastive")
+GUIDE_TIME_EMBEDDINGS = ("mlp", "fourier")
 
 
-def guide_net(config) -> NoisyActionValue:
-    """The guide J(s, a^k, k) on noisy actions."""
-    return NoisyActionValue(tuple(config.guide_hidden_dims), config.critic_activation,
-                            config.actor.time_dim)
+def gaussian_fourier_features(tau: jax.Array, dim: int, scale: float = 30.0) -> jax.Array:
+    """``[sin(2 pi tau W), cos(2 pi tau W)] [B, dim]`` with fixed ``W ~ N(0, scale^2) [dim / 2]``
+    (QGPO's time features). W is a constant drawn from PRNGKey(0), not a parameter: QGPO does
+    not train it either."""
+    w = scale * jax.random.normal(jax.random.PRNGKey(0), (dim // 2,))
+    proj = tau.astype(jnp.float32)[:, None] * w[None, :] * 2.0 * jnp.pi
+    return jnp.concatenate([jnp.sin(proj), jnp.cos(proj)], axis=-1)
+
+
+class FourierNoisyActionValue(nn.Module):
+    """QGPO's energy net ``J(obs [B, O], a^k [B, H, A], k [B]) -> [B]``: an MLP over
+    ``[obs, a^k, Dense(fourier(tau))]`` with ``tau = (k + 1) / time_scale`` (the continuous time of
+    step k on the 'vp_sde' schedule, ``time_scale`` = its T)."""
+
+    hidden_dims: tuple = (256, 256, 256, 256)
+    activation: str = "silu"
+    time_dim: int = 32
+    time_scale: float = 1000.0
+
+    @nn.compact
+    def __call__(self, observations, noisy_actions, t):
+        B = noisy_actions.shape[0]
+        tau = (jnp.asarray(t, jnp.float32) + 1.0) / self.time_scale
+        emb = nn.Dense(self.time_dim)(gaussian_fourier_features(tau, self.time_dim))
+        x = jnp.concatenate([flatten_observations(observations), noisy_actions.reshape(B, -1),
+                             emb], axis=-1)
+        return MLP((*self.hidden_dims, 1), self.activation)(x)[..., 0]
+
+
+def guide_net(config) -> nn.Module:
+    """The guide J(s, a^k, k) on noisy actions: Diffusion-QL's time MLP ('mlp', the critics'
+    activation unless ``guide_activation``) or QGPO's Fourier-feature energy net ('fourier')."""
+    activation = config.get("guide_activation", "") or config.critic_activation
+    if config.get("guide_time_embedding", "mlp") == "fourier":
+        return FourierNoisyActionValue(tuple(config.guide_hidden_dims), activation,
+                                       int(config.guide_time_dim),
+                                       float(config.actor.diffusion_steps))
+    return NoisyActionValue(tuple(config.guide_hidden_dims), activation, config.actor.time_dim)
+
+
+def softmax_backup(q_next: jax.Array, q_alpha: float) -> jax.Array:
+    """QGPO's in-support value ``V(s') = sum_m softmax(q_alpha Q'[:, m]) Q'[:, m]`` of
+    ``q_next [B, M]`` (the target critic at M actor samples per next state) -> ``[B]``."""
+    return (jax.nn.softmax(q_alpha * q_next, axis=1) * q_next).sum(1)
+
+
+def return_range_scale(rewards, dones, complete, target: float = 1000.0) -> float:
+    """QGPO's locomotion reward scale ``target / (max return - min return)`` over a dataset's
+    episodes (``rewards, dones, complete [N]``, ``complete`` = terminal or timeout; a last
+    episode that ended neither way is left out, as in QGPO's ``return_range``)."""
+    import numpy as np
+    rewards, dones = np.asarray(rewards, np.float64), np.asarray(dones, bool)
+    ends = np.flatnonzero(dones)
+    if ends.size and not np.asarray(complete, bool)[ends[-1]]:
+        ends = ends[:-1]
+    if ends.size < 2:
+        raise ValueError("the return range needs at least two complete episodes")
+    starts = np.concatenate([[0], ends[:-1] + 1])
+    csum = np.concatenate([[0.0], np.cumsum(rewards)])
+    returns = csum[ends + 1] - csum[starts]
+    spread = returns.max() - returns.min()
+    if spread <= 0:
+        raise ValueError("every episode has the same return: no return range to scale by")
+    return float(target / spread)
 
 
 class Agent(flax.struct.PyTreeNode):
@@ -205,42 +282,73 @@ class Agent(flax.struct.PyTreeNode):
         distillation step)."""
         cfg = self.config
         key, next_key, guide_key, sup_key, pi_key, bc_key = jax.random.split(self.key, 6)
-        ret, boot = chunk_return(batch, cfg.discount)
+        scale, bias = cfg.get("reward_scale", 1.0), cfg.get("reward_bias", 0.0)
+        scaled = batch if (scale, bias) == (1.0, 0.0) else dict(
+            batch, rewards=batch["rewards"] * scale + bias)
+        ret, boot = chunk_return(scaled, cfg.discount)
         obs = batch["observations"]
         info = {}
 
-        # Critic: TD target from the guided sampler's next chunk, or IQL's V(s').
-        value = self.value
+        # Critic: TD target from the guided sampler's next chunk, IQL's V(s'), or the softmax
+        # over BC samples at s'.
         q_data = self.q_min(self.target_critic_params, obs, batch["actions"])   # [B]
         # J sees Q in units of its typical size, so guidance scales transfer across reward scales.
         batch_scale = jnp.abs(q_data).mean()
         q_scale = jnp.where(self.critic_step == 0, batch_scale,
                             cfg.q_scale_decay * self.q_scale + (1 - cfg.q_scale_decay) * batch_scale)
         unit = jnp.maximum(q_scale, 1e-3) if cfg.normalize_q else 1.0
-        if cfg.critic_mode == "iql":
-            value, v_info = apply_loss(value, lambda p: self.value_loss(p, batch, q_data), "value")
-            info.update({"value/loss": v_info["value/loss"], "value/v_mean": v_info["value/v_mean"]})
-            next_v = value_from_config(self.config).apply(value.params, batch["next_observations"])
+
+        def critic_update():
+            value, c_info = self.value, {}
+            if cfg.critic_mode == "iql":
+                value, v_info = apply_loss(value, lambda p: self.value_loss(p, batch, q_data),
+                                           "value")
+                c_info.update({"value/loss": v_info["value/loss"],
+                               "value/v_mean": v_info["value/v_mean"]})
+                next_v = value_from_config(self.config).apply(value.params,
+                                                              batch["next_observations"])
+            elif cfg.critic_mode == "softmax":
+                M = cfg.support_actions
+                next_obs = jnp.repeat(batch["next_observations"], M, axis=0)
+                support = self.actor.sample(next_obs, next_key)[0]        # [B M, H, A] unguided
+                q_next = self.q_min(self.target_critic_params, next_obs, support).reshape(-1, M)
+                next_v = softmax_backup(q_next, cfg.q_alpha)
+            else:
+                next_actions = self.sample_guided(batch["next_observations"], next_key,
+                                                  cfg.guidance_scale)
+                next_v = self.q_min(self.target_critic_params, batch["next_observations"],
+                                    next_actions)
+            target_q = jax.lax.stop_gradient(ret + boot * next_v)
+            critic, q_info = apply_loss(self.critic,
+                                        lambda p: self.critic_loss(p, batch, target_q), "critic")
+            c_info.update(q_info)
+            return critic, polyak(self.target_critic_params, critic.params, cfg.tau), value, c_info
+
+        freeze = cfg.get("critic_freeze_steps", 0)
+        if freeze > 0:
+            # After `freeze` updates Q, its target (and V) keep their weights; J goes on learning.
+            frozen = self.critic_step >= freeze
+            zeros = jax.tree.map(lambda x: jnp.zeros(x.shape, x.dtype),
+                                 jax.eval_shape(critic_update)[3])
+            critic, target_critic_params, value, c_info = jax.lax.cond(
+                frozen, lambda: (self.critic, self.target_critic_params, self.value, zeros),
+                critic_update)
+            c_info["critic/frozen"] = frozen.astype(jnp.float32)
         else:
-            next_actions = self.sample_guided(batch["next_observations"], next_key,
-                                              cfg.guidance_scale)
-            next_v = self.q_min(self.target_critic_params, batch["next_observations"],
-                                next_actions)
-        target_q = jax.lax.stop_gradient(ret + boot * next_v)
-        critic, c_info = apply_loss(self.critic, lambda p: self.critic_loss(p, batch, target_q),
-                                    "critic")
+            critic, target_critic_params, value, c_info = critic_update()
         info.update(c_info)
-        target_critic_params = polyak(self.target_critic_params, critic.params, cfg.tau)
 
         # Guide J on noisy actions.
         if cfg.guide_loss == "regression":
             guide, g_info = apply_loss(self.guide, lambda p: self.guide_regression_loss(
                 p, batch, q_data / unit, guide_key), "guide")
         else:
-            b, M = min(cfg.contrastive_states, obs.shape[0]), cfg.support_actions
+            b, M = min(cfg.contrastive_states or obs.shape[0], obs.shape[0]), cfg.support_actions
             sub_obs = obs[:b]
             support = self.actor.sample(jnp.repeat(sub_obs, M, axis=0), sup_key)[0]  # [b M, H, A]
-            q_sup = self.q_min(self.target_critic_params, jnp.repeat(sub_obs, M, axis=0), support)
+            # The energies of the support set: the target critic after this step's update (as
+            # QGPO, which updates Q and its target before the energy net).
+            q_sup = self.q_min(target_critic_params, jnp.repeat(sub_obs, M, axis=0), support)
             support = support.reshape(b, M, *support.shape[1:])
             guide, g_info = apply_loss(self.guide, lambda p: self.guide_contrastive_loss(
                 p, sub_obs, support, q_sup.reshape(b, M) / unit, guide_key), "guide")
@@ -269,6 +377,15 @@ class Agent(flax.struct.PyTreeNode):
             raise ValueError(f"critic_mode must be one of {CRITIC_MODES}, not {config.critic_mode!r}")
         if config.guide_loss not in GUIDE_LOSSES:
             raise ValueError(f"guide_loss must be one of {GUIDE_LOSSES}, not {config.guide_loss!r}")
+        if config.get("guide_time_embedding", "mlp") not in GUIDE_TIME_EMBEDDINGS:
+            raise ValueError(f"guide_time_embedding must be one of {GUIDE_TIME_EMBEDDINGS}, not "
+                             f"{config.guide_time_embedding!r}")
+        if not config.get("reward_scale", 1.0) > 0:
+            raise ValueError(
+                f"reward_scale must be > 0, got {config.get('reward_scale')}: QGPO scales "
+                f"locomotion rewards by 1000 / (max - min episode return) of the dataset, which "
+                f"experiments/guidance_sweep.py fills in; with experiments/train.py pass "
+                f"--agent.reward_scale=<that value> (agents.guided.return_range_scale)")
         if config.actor.model != "diffusion":
             raise ValueError("guided sampling needs the diffusion actor (actor.model='diffusion')")
         if config.num_samples < 1:
