@@ -4,11 +4,15 @@
         --seeds=0,1,2 --out runs/grid [--set run.offline_steps=100000 --set dql.eta=2 ...] \
         [--backend=local|ray] [--workers=2] [--ray-address=auto] [--cpus-per-cell=1] [--dry-run]
 
-Each cell is ``experiments/train.py`` in a subprocess (the run contract); finished cells
-(summary.json present) are skipped, so re-running after a kill finishes only the missing ones.
-Failed cells leave ``<run_dir>/error.txt`` and do not stop the others; ``OUT/grid_status.json``
-holds every cell's state. ``--set key=value`` applies to every agent, ``--set <agent>.key=value``
-to one. Then: ``python experiments/report.py OUT``.
+Each cell is ``experiments/train.py`` in a subprocess (the run contract), which compares the
+cell's command with its run directory: the same run finished is skipped, longer phases or an
+unfinished run resume, another identity (other settings) is refused per cell with the differing
+fields (``--restart-changed``: start those over, the old contents moved to
+``<run_dir>.replaced-<time>``). Ctrl-C / SIGTERM stops the grid: running cells checkpoint and stop,
+no new cell starts, and the same command resumes (exit 130 / 143). Failed cells leave
+``<run_dir>/error.txt`` and do not stop the others; ``OUT/grid_status.json`` holds every cell's
+state. ``--set key=value`` applies to every agent, ``--set <agent>.key=value`` to one. Then:
+``python experiments/report.py OUT``.
 """
 import argparse
 import os
@@ -47,6 +51,9 @@ def main(argv=None) -> int:
                    help="Ray cluster address ('auto' = the running cluster); default: local Ray")
     p.add_argument("--cpus-per-cell", "--cpus_per_cell", type=float, default=1.0,
                    help="Ray resources per cell")
+    p.add_argument("--restart-changed", "--restart_changed", action="store_true",
+                   help="start over the cells whose run directory holds other settings (the old "
+                        "contents move to <run_dir>.replaced-<time>); without it they are refused")
     p.add_argument("--dry-run", "--dry_run", action="store_true", help="list the cells and exit")
     args = p.parse_args(argv)
 
@@ -63,14 +70,29 @@ def main(argv=None) -> int:
         print(f"{len(cells)} cells, {sum(c.finished() for c in cells)} finished")
         return 0
     status = grid.run_grid(cells, args.out, backend=args.backend, workers=args.workers,
-                      ray_address=args.ray_address, cpus_per_cell=args.cpus_per_cell)
+                           ray_address=args.ray_address, cpus_per_cell=args.cpus_per_cell,
+                           restart_changed=args.restart_changed)
     n = status["counts"]
-    print(f"grid {args.out}: {n['done']} done, {n['skipped']} skipped, {n['failed']} failed "
+    print(f"grid {args.out}: {n['done']} done, {n.get('resumed', 0)} resumed, {n['skipped']} "
+          f"skipped (same settings, finished), {n.get('restarted', 0)} restarted, "
+          f"{n.get('refused', 0)} refused, {n['failed']} failed "
           f"(status: {os.path.join(args.out, 'grid_status.json')})")
     for label, c in status["cells"].items():
         if c["state"] == "failed":
             print(f"  FAILED {label}: {c.get('error')} (see {c['run_dir']}/error.txt)")
-    return 1 if n["failed"] else 0
+        elif c["state"] == "refused":
+            print(f"  REFUSED {label}: {c.get('error')}")
+    if n.get("refused"):
+        print(f"{n['refused']} refused: their run directories hold other settings (above); use "
+              f"another --out, or pass --restart-changed to start them over (the old contents "
+              f"move to <run_dir>.replaced-<time>)")
+    signum = grid.stopped_by()
+    if signum is not None:
+        print(f"grid interrupted ({status['interrupted']}): {n.get('interrupted', 0)} running "
+              f"cells checkpointed and stopped, {n['pending']} not started; run the same "
+              f"command to resume", file=sys.stderr)
+        return 128 + signum
+    return 1 if n["failed"] or n.get("refused") else 0
 
 
 if __name__ == "__main__":

@@ -17,7 +17,9 @@
   and its wall time (updated at every metrics row and checkpoint), so summary.json's ``wall_s``
   counts them all, killed ones up to their last row.
 - **Stops** (``stop_signals``): SIGINT / SIGTERM ask the loops to checkpoint at the current step
-  and raise ``Interrupted`` (entry points exit 128 + signal number); a second signal stops at once.
+  and raise ``Interrupted`` (entry points exit 128 + signal number); a second signal stops at once
+  (the same signal again within ``DUPLICATE_S`` is one request delivered twice: a terminal's
+  Ctrl-C reaches a grid's cells directly and through the grid).
 - **Write failures** (``owned``): a full disk or an unwritable directory becomes one line naming
   the path and the cause (``RunDirError``), whatever layer (orbax, tensorstore, csv) hit it.
 """
@@ -344,6 +346,9 @@ class ProcessLog:
 # Signals
 # ---------------------------------------------------------------------------------------------
 _STOP: list[int] = []   # the signal asked for (at most one)
+# A grid forwards its signal to its cells, which may have had it from the terminal too: the same
+# signal again within this many seconds is that copy, not a second request.
+DUPLICATE_S = 1.0
 
 
 def stop_requested() -> int | None:
@@ -365,10 +370,15 @@ def stop_signals():
         yield
         return
 
+    first = []   # when the first signal came
+
     def handler(signum, frame):
+        if _STOP and signum == _STOP[0] and time.monotonic() - first[0] < DUPLICATE_S:
+            return   # the same signal twice at once: a terminal's and a grid's forwarded copy
         if _STOP:
             raise KeyboardInterrupt
         _STOP.append(signum)
+        first.append(time.monotonic())
         _log(f"{signal.Signals(signum).name}: checkpointing at the end of this dispatch "
              f"(again to stop at once)")
 

@@ -11,9 +11,15 @@ The grid knows no agent, config directory or script by name: ``experiments/grid.
 cells with this checkout's (``configs/<agent>.py``, ``experiments/train.py``, the agent registry).
 
 Backends: ``local`` (a pool of ``workers`` subprocesses on this machine) and ``ray`` (one Ray task
-per cell, ``num_cpus`` each, on the cluster at ``ray_address`` or a local instance). Cells whose run
-directory holds ``summary.json`` are skipped, so re-running a killed grid finishes only the missing
-cells (an interrupted cell resumes from its last checkpoint). A failed cell writes its exit code,
+per cell, ``num_cpus`` each, on the cluster at ``ray_address`` or a local instance).
+
+A cell is a run with an identity (``dprl.run.rundir``): every cell is launched, and its train
+script compares the command with the run directory's config.json. The same identity finished
+is ``skipped`` (summary.json untouched), longer phases or an interrupted run ``resumed``, a new run
+``done``; a different identity is ``refused`` with the differing fields (the old results stay),
+or, with ``restart_changed``, started over with the old contents moved aside (``restarted``).
+The first SIGINT / SIGTERM stops the grid: it is passed to the running cells, which checkpoint
+and stop (``interrupted``), no new cell starts, and the same command resumes. A failed cell writes its exit code,
 command, the exception it died of and the tail of its log to ``<run_dir>/error.txt`` and does not
 stop the others. The exception is the train script's last words: a line ``error (Type): message``
 and, for an unexpected one, the frames in this repository's code (``error_block``); the grid
@@ -83,7 +89,18 @@ class Cell:
         return [Path(self.run_dir) / f"seed{self.seed + i}" for i in range(self.num_seeds)]
 
     def finished(self) -> bool:
-        return all((d / "summary.json").exists() for d in self.seed_dirs())
+        """Every seed's summary.json is there and readable (written whole)."""
+        return all(_summary_bytes(d) is not None for d in self.seed_dirs())
+
+
+def _summary_bytes(run_dir: Path) -> bytes | None:
+    """A run directory's summary.json, or None when it is missing or not readable JSON."""
+    try:
+        data = (Path(run_dir) / "summary.json").read_bytes()
+        json.loads(data)
+    except (OSError, ValueError):
+        return None
+    return data
 
 
 # ---------------------------------------------------------------------------------------------
@@ -120,15 +137,25 @@ def _dedupe(pairs: list[tuple[str, str]]) -> list[tuple[str, str]]:
 
 
 def check_overrides(cell: Cell) -> None:
-    """Raise ValueError, naming the fix, if the cell's config lacks one of its override keys."""
+    """Raise ValueError, naming the fix, if the cell's config lacks one of its override keys, or
+    a key that holds a list of sizes is given one bare number (it would become one layer)."""
     from dprl.run.config import check_override_keys, load_config_file
 
+    config = load_config_file(cell.config_file)
     try:
-        check_override_keys(load_config_file(cell.config_file), [k for k, _ in cell.overrides],
-                            cell.config_file)
+        check_override_keys(config, [k for k, _ in cell.overrides], cell.config_file)
     except ValueError as e:
         raise ValueError(f"{e}\n(--set key=value applies to every agent; use --set "
                          f"{cell.agent}.key=value for keys only some agents have.)") from None
+    for key, value in cell.overrides:
+        current = config
+        for part in key.split("."):
+            current = current[part]
+        if isinstance(current, (tuple, list)) and re.fullmatch(r"\s*[\d.eE+-]+\s*", value):
+            raise ValueError(
+                f"--set {key}={value}: {key} is a list of sizes {tuple(current)}, and one bare "
+                f"number would make it one layer ({value.strip()},): write every layer, e.g. "
+                f"{key}=({value.strip()}, {value.strip()}) (or ({value.strip()},) for one)")
 
 
 def make_cells(agents: Sequence[str], tasks: Sequence[str], seeds: Sequence[int], out: str,
@@ -151,12 +178,45 @@ def make_cells(agents: Sequence[str], tasks: Sequence[str], seeds: Sequence[int]
 # ---------------------------------------------------------------------------------------------
 # Running cells
 # ---------------------------------------------------------------------------------------------
-def run_cell(cell: Cell, env: dict | None = None, python: str = sys.executable) -> dict:
-    """Run one cell to completion in a subprocess; log to ``<run_dir>/log.txt``.
+_CELLS: dict[int, subprocess.Popen] = {}   # the cell processes this process runs, by PID
+_CELLS_LOCK = threading.Lock()
+_STOP: list[int] = []                      # the signal that stopped the grid (at most one)
+INTERRUPTED_CODES = {128 + signal.SIGINT, 128 + signal.SIGTERM, -signal.SIGINT, -signal.SIGTERM}
 
-    Returns ``{'label', 'state': 'done'|'failed', 'returncode', 'wall_s', 'error'}``; a failure also
-    writes ``<run_dir>/error.txt``. Never raises for a failing run.
+
+def run_cell(cell: Cell, env: dict | None = None, python: str = sys.executable,
+             restart_changed: bool = False) -> dict:
+    """Run one cell in a subprocess; log to ``<run_dir>/log.txt``.
+
+    Returns ``{'label', 'state', 'returncode', 'wall_s', 'error'}``, ``state``: ``done`` (a new
+    run), ``resumed`` (longer phases, or an unfinished run), ``skipped`` (the same run, finished:
+    its summary.json untouched), ``refused`` (the run directory holds another identity; the
+    error names the differing fields), ``restarted`` (``restart_changed``: that other run moved
+    aside, this one run), ``interrupted`` (SIGINT / SIGTERM: checkpointed and stopped) or
+    ``failed`` (which also writes ``<run_dir>/error.txt``). Never raises for a failing run.
     """
+    before = [_summary_bytes(d) for d in cell.seed_dirs()]
+    result = _attempt(cell, env, python)
+    if result["state"] == "refused" and restart_changed:
+        from dprl.run.rundir import move_aside   # as train.py's --restart does
+        for d in cell.seed_dirs():
+            if d.is_dir():
+                move_aside(d)
+        result = _attempt(cell, env, python)
+        if result["state"] == "done":
+            result["state"] = "restarted"
+    elif result["state"] == "done" and all(b is not None for b in before):
+        after = [_summary_bytes(d) for d in cell.seed_dirs()]
+        result["state"] = "skipped" if after == before else "resumed"
+    elif result["state"] == "done" and any(
+            (d / "config.json").exists() for d in cell.seed_dirs()) and \
+            result.get("resumed"):
+        result["state"] = "resumed"
+    result.pop("resumed", None)
+    return result
+
+
+def _attempt(cell: Cell, env: dict | None, python: str) -> dict:
     run_dir = Path(cell.run_dir)
     run_dir.mkdir(parents=True, exist_ok=True)
     (run_dir / ERROR_FILE).unlink(missing_ok=True)
@@ -167,27 +227,62 @@ def run_cell(cell: Cell, env: dict | None = None, python: str = sys.executable) 
         log.flush()
         offset = log.tell()   # this attempt's output starts here (the log keeps earlier ones)
         try:
-            rc = subprocess.run(cmd, stdout=log, stderr=subprocess.STDOUT,
-                                env={**os.environ, **(env or {})}).returncode
+            proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT,
+                                    env={**os.environ, **(env or {})})
         except OSError as e:  # the interpreter itself could not start
             rc, log_err = -1, str(e)
         else:
             log_err = ""
+            rc = _wait(proc)
     wall = time.perf_counter() - start
+    output = log_err or _read_from(run_dir / LOG_FILE, offset)
     if rc == 0 and cell.finished():
         return {"label": cell.label, "state": "done", "returncode": 0, "wall_s": wall,
-                "error": None}
-    output = log_err or _read_from(run_dir / LOG_FILE, offset)
+                "error": None, "resumed": "resuming from checkpoint" in output}
     tail = "\n".join(output.splitlines()[-40:])
+    headline, block = error_summary(output)
+    if rc in INTERRUPTED_CODES:
+        return {"label": cell.label, "state": "interrupted", "returncode": rc, "wall_s": wall,
+                "error": "interrupted (checkpointed and stopped)"}
+    if headline and headline.startswith("RunMismatch:"):
+        return {"label": cell.label, "state": "refused", "returncode": rc, "wall_s": wall,
+                "error": headline}
     reason = (f"exit code {rc}" if rc > 0 else f"killed by {_signal_name(-rc)}" if rc < -1
               else "could not start" if rc == -1 else "exit code 0 but no summary.json")
-    headline, block = error_summary(output)
     error = (f"{reason}\ncommand: {' '.join(cmd)}\n{block or '(no error line in the log)'}\n"
              f"--- last lines of {LOG_FILE} ---\n{tail}")
-    (run_dir / ERROR_FILE).write_text(error)
+    atomic_write(run_dir / ERROR_FILE, error)
     last = [line for line in tail.splitlines() if line.strip()]
     return {"label": cell.label, "state": "failed", "returncode": rc, "wall_s": wall,
             "error": headline or (last[-1] if last else reason)}
+
+
+def _wait(proc: subprocess.Popen) -> int:
+    """Wait for a cell process; it is registered meanwhile so that a stopping grid can pass it
+    its signal. A KeyboardInterrupt here (a Ray task cancelled) is passed on as SIGINT."""
+    with _CELLS_LOCK:
+        _CELLS[proc.pid] = proc
+        stopped = list(_STOP)
+    try:
+        if stopped:   # the grid stopped while this cell was starting
+            proc.send_signal(stopped[0])
+        while True:
+            try:
+                return proc.wait()
+            except KeyboardInterrupt:
+                proc.send_signal(signal.SIGINT)
+    finally:
+        with _CELLS_LOCK:
+            _CELLS.pop(proc.pid, None)
+
+
+def _forward(signum: int) -> None:
+    with _CELLS_LOCK:
+        for proc in _CELLS.values():
+            try:
+                proc.send_signal(signum)
+            except OSError:
+                pass
 
 
 PROJECT_DIRS = ("dprl", "agents", "configs", "experiments")   # the frames worth reporting
@@ -264,8 +359,13 @@ class Progress:
         self.walls: list[float] = []
 
     def counts(self) -> dict:
+        """Cells per state: pending, running, done, failed, skipped always; resumed, restarted,
+        refused and interrupted when any."""
         states = [c["state"] for c in self.cells.values()]
-        return {s: states.count(s) for s in ("pending", "running", "done", "failed", "skipped")}
+        counts = {s: states.count(s) for s in ("pending", "running", "done", "failed", "skipped")}
+        counts.update({s: states.count(s) for s in ("resumed", "restarted", "refused",
+                                                     "interrupted") if s in states})
+        return counts
 
     def eta_s(self) -> float | None:
         n = self.counts()
@@ -277,7 +377,7 @@ class Progress:
     def set(self, label: str, state: str, **extra) -> None:
         with self.lock:
             self.cells[label].update(state=state, **extra)
-            if state in ("done", "failed") and "wall_s" in extra:
+            if state in ("done", "resumed", "restarted", "failed") and "wall_s" in extra:
                 self.walls.append(extra["wall_s"])
             self._write()
             if state != "running" or extra.get("announce", True):
@@ -288,12 +388,15 @@ class Progress:
         total = len(self.cells)
         eta = self.eta_s()
         eta_s = "?" if eta is None else _hms(eta)
-        return (f"[grid] {n['done'] + n['skipped']}/{total} done ({n['skipped']} skipped), "
-                f"{n['running']} running, {n['failed']} failed, elapsed "
+        ended = sum(n.get(s, 0) for s in ("done", "skipped", "resumed", "restarted"))
+        other = "".join(f", {n[s]} {s}" for s in ("refused", "interrupted") if n.get(s))
+        return (f"[grid] {ended}/{total} done ({n['skipped']} skipped), "
+                f"{n['running']} running, {n['failed']} failed{other}, elapsed "
                 f"{_hms(time.perf_counter() - self.t0)}, ETA {eta_s} | {label}: {state}")
 
     def _write(self) -> None:
         status = {"backend": self.backend, "workers": self.workers,
+                  "interrupted": _signal_name(_STOP[0]) if _STOP else None,
                   "elapsed_s": round(time.perf_counter() - self.t0, 1), "counts": self.counts(),
                   "updated": time.strftime("%Y-%m-%d %H:%M:%S"), "cells": self.cells}
         atomic_write(self.out / STATUS_FILE, json.dumps(status, indent=2))
@@ -308,8 +411,12 @@ def _hms(s: float) -> str:
 def run_grid(cells: Sequence[Cell], out: str, backend: str = "local", workers: int = 1,
              ray_address: str | None = None, cpus_per_cell: float = 1.0,
              env: dict | None = None, echo: Callable[[str], None] | None = None,
-             compile_cache: bool = True, prepare_datasets: bool = True) -> dict:
-    """Run every unfinished cell; return the grid status (also in ``out/grid_status.json``).
+             compile_cache: bool = True, prepare_datasets: bool = True,
+             restart_changed: bool = False) -> dict:
+    """Run every cell (``run_cell``: a finished one with the same identity is skipped, one with
+    another is refused, or restarted with ``restart_changed``); return the grid status (also in
+    ``out/grid_status.json``). The first SIGINT / SIGTERM (main thread only) is passed to the
+    running cells, no new cell starts, and the status says ``interrupted`` (the signal's name).
 
     ``env``: extra environment variables for the cells (MINARI_DATASETS_PATH travels anyway).
     ``compile_cache``: share a persistent JAX compilation cache ``out/.jax_cache`` between cells
@@ -323,12 +430,7 @@ def run_grid(cells: Sequence[Cell], out: str, backend: str = "local", workers: i
     progress = Progress(cells, out, workers, backend, echo)
     if prepare_datasets:
         _prepare_datasets({c.task for c in cells if not c.finished()}, progress.echo)
-    todo = []
-    for c in cells:
-        if c.finished():
-            progress.set(c.label, "skipped")
-        else:
-            todo.append(c)
+    todo = list(cells)
     cell_env = {k: os.environ[k] for k in ("MINARI_DATASETS_PATH",) if k in os.environ}
     if compile_cache and "JAX_COMPILATION_CACHE_DIR" not in os.environ:
         # Cells of a grid compile the same programs (same shapes across seeds and tasks): a
@@ -337,15 +439,46 @@ def run_grid(cells: Sequence[Cell], out: str, backend: str = "local", workers: i
                         JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS="0",
                         JAX_PERSISTENT_CACHE_MIN_ENTRY_SIZE_BYTES="0")
     cell_env.update(env or {})
-    if todo:
-        if backend == "local":
-            _run_local(todo, progress, workers, cell_env)
-        elif backend == "ray":
-            _run_ray(todo, progress, workers, cell_env, ray_address, cpus_per_cell)
-        else:
-            raise ValueError(f"backend must be 'local' or 'ray', not {backend!r}")
-    progress._write()
+    if backend not in ("local", "ray"):
+        raise ValueError(f"backend must be 'local' or 'ray', not {backend!r}")
+    with _stop_signals(progress.echo):
+        if todo and backend == "local":
+            _run_local(todo, progress, workers, cell_env, restart_changed)
+        elif todo:
+            _run_ray(todo, progress, workers, cell_env, ray_address, cpus_per_cell,
+                     restart_changed)
+        progress._write()
     return json.loads((Path(out) / STATUS_FILE).read_text())
+
+
+@contextmanager
+def _stop_signals(echo):
+    """SIGINT / SIGTERM stop the grid for the ``with`` block: the first is passed to the running
+    cells (which checkpoint and stop) and no new cell starts; a second is passed on too (the
+    cells then stop at once). Only the main thread can install handlers (elsewhere: no-op)."""
+    _STOP.clear()
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def handler(signum, frame):
+        if not _STOP:
+            _STOP.append(signum)
+            echo(f"[grid] {_signal_name(signum)}: the running cells checkpoint and stop; no "
+                 f"new cell starts (again to stop them at once)")
+        _forward(signum)
+
+    previous = {s: signal.signal(s, handler) for s in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        yield
+    finally:
+        for s, h in previous.items():
+            signal.signal(s, h)
+
+
+def stopped_by() -> int | None:
+    """The signal that stopped the last ``run_grid`` of this process (None: it ran to the end)."""
+    return _STOP[0] if _STOP else None
 
 
 def _prepare_datasets(tasks, echo) -> None:
@@ -377,10 +510,13 @@ def _fork_exec_only():
         yield
 
 
-def _run_local(cells, progress: Progress, workers: int, env: dict) -> None:
+def _run_local(cells, progress: Progress, workers: int, env: dict,
+               restart_changed: bool = False) -> None:
     def one(cell):
+        if _STOP:   # the grid is stopping: no new cell
+            return
         progress.set(cell.label, "running")
-        result = run_cell(cell, env)
+        result = run_cell(cell, env, restart_changed=restart_changed)
         progress.set(cell.label, result["state"], wall_s=round(result["wall_s"], 1),
                      error=result["error"])
 
@@ -390,7 +526,7 @@ def _run_local(cells, progress: Progress, workers: int, env: dict) -> None:
 
 
 def _run_ray(cells, progress: Progress, workers: int, env: dict, address: str | None,
-             cpus_per_cell: float) -> None:
+             cpus_per_cell: float, restart_changed: bool = False) -> None:
     """One Ray task per cell. ``workers`` caps the cells in flight (0 = the cluster decides)."""
     try:
         import ray
@@ -412,20 +548,29 @@ def _run_ray(cells, progress: Progress, workers: int, env: dict, address: str | 
         pending = list(cells)
         in_flight: dict = {}
         limit = workers if workers > 0 else len(cells)
-        while pending or in_flight:
-            while pending and len(in_flight) < limit:
+        cancelled = False
+        while (pending and not _STOP) or in_flight:
+            while pending and len(in_flight) < limit and not _STOP:
                 cell = pending.pop(0)
-                in_flight[remote.remote(cell, env, sys.executable)] = cell
+                in_flight[remote.remote(cell, env, sys.executable, restart_changed)] = cell
                 progress.set(cell.label, "running")
-            ready, _ = ray.wait(list(in_flight), num_returns=1)
+            if _STOP and not cancelled:   # each cell's run_cell passes SIGINT to its process
+                for ref in in_flight:
+                    ray.cancel(ref, force=False)
+                cancelled = True
+            ready, _ = ray.wait(list(in_flight), num_returns=1, timeout=1.0)
             for ref in ready:
                 cell = in_flight.pop(ref)
                 try:
                     result = ray.get(ref)
                 except Exception as e:  # the Ray task itself died (node lost, ...)
                     result = {"state": "failed", "wall_s": 0.0, "error": f"ray: {e}"}
+                    if _STOP:   # cancelled: the cell checkpointed and stopped
+                        result = {"state": "interrupted", "wall_s": 0.0,
+                                  "error": "interrupted (checkpointed and stopped)"}
                     Path(cell.run_dir).mkdir(parents=True, exist_ok=True)
-                    (Path(cell.run_dir) / ERROR_FILE).write_text(f"ray task failed: {e!r}")
+                    if result["state"] == "failed":
+                        atomic_write(Path(cell.run_dir) / ERROR_FILE, f"ray task failed: {e!r}")
                 progress.set(cell.label, result["state"], wall_s=round(result["wall_s"], 1),
                              error=result["error"])
     finally:
