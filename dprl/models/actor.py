@@ -31,6 +31,9 @@ def default_actor_config() -> ml_collections.ConfigDict:
         activation="mish",        # Diffusion-QL uses Mish
         residual=False,           # DPPO: residual_style (pre-activation blocks of two layers)
         time_dim=16,              # Diffusion-QL's time embedding size (0: t itself, QC/FQL)
+        time_activation="",       # the time MLP's activation ('' = activation; DPPO: mish)
+        time_freqs="half",        # sinusoid frequencies 10000^(-i / half) ('half') or
+                                  # / (half - 1) ('half-1': Diffusion-QL's and DPPO's code)
         kernel_init="lecun_normal",  # the MLP's Dense kernels: 'lecun_normal' (flax's default)
                                   # or 'fan_avg_uniform' (QC/FQL: variance scaling, fan_avg)
         unet_channels=(64, 128, 256),  # Diffusion Policy's U-Net widths

@@ -88,10 +88,13 @@ class MLP(nn.Module):
         return x
 
 
-def sinusoidal_embedding(t: jax.Array, dim: int, max_period: float = 10000.0) -> jax.Array:
-    """Transformer-style embedding of (possibly fractional) times ``t [B]`` -> ``[B, dim]``."""
+def sinusoidal_embedding(t: jax.Array, dim: int, max_period: float = 10000.0,
+                         freq_offset: int = 0) -> jax.Array:
+    """Transformer-style embedding of (possibly fractional) times ``t [B]`` -> ``[B, dim]``:
+    frequencies ``max_period^(-i / (dim / 2 - freq_offset))``; ``freq_offset = 1`` is the
+    ``/(half_dim - 1)`` of Diffusion-QL's and DPPO's code."""
     half = dim // 2
-    freqs = jnp.exp(-jnp.log(max_period) * jnp.arange(half) / half)
+    freqs = jnp.exp(-jnp.log(max_period) * jnp.arange(half) / (half - freq_offset))
     args = t.astype(jnp.float32)[:, None] * freqs[None, :]
     return jnp.concatenate([jnp.sin(args), jnp.cos(args)], axis=-1)
 
@@ -101,10 +104,11 @@ class TimeEmbedding(nn.Module):
 
     dim: int = 16
     activation: str = "mish"
+    freq_offset: int = 0      # 1: DPPO's / Diffusion-QL's frequencies (sinusoidal_embedding)
 
     @nn.compact
     def __call__(self, t: jax.Array) -> jax.Array:
-        x = sinusoidal_embedding(t, self.dim)
+        x = sinusoidal_embedding(t, self.dim, freq_offset=self.freq_offset)
         x = nn.Dense(self.dim * 2)(x)
         x = get_activation(self.activation)(x)
         return nn.Dense(self.dim)(x)
@@ -158,11 +162,14 @@ class MLPDenoiser(nn.Module):
     residual: bool = False
     kernel_init: str = "lecun_normal"   # of the plain MLP's layers (not the residual MLP's)
     time_scale: float = 1.0             # time_dim = 0: the sampler's t at the end of its range
+    time_activation: str = ""         # the time MLP's activation ('' = the net's; DPPO: mish)
+    time_freq_offset: int = 0           # 1: DPPO's sinusoid frequencies, /(half - 1)
 
     @nn.compact
     def __call__(self, observations, noisy_actions, t):
         B, H, A = noisy_actions.shape
-        t_emb = (TimeEmbedding(self.time_dim, self.activation)(t) if self.time_dim
+        t_emb = (TimeEmbedding(self.time_dim, self.time_activation or self.activation,
+                               freq_offset=self.time_freq_offset)(t) if self.time_dim
                  else (jnp.asarray(t, jnp.float32) / self.time_scale).reshape(B, 1))
         x = jnp.concatenate([noisy_actions.reshape(B, H * A), t_emb,
                              flatten_observations(observations)], axis=-1)
@@ -258,12 +265,16 @@ class ValueMLP(nn.Module):
     activation: str = "mish"
     layer_norm: bool = False
     kernel_init: str = "lecun_normal"
+    residual: bool = False   # a ResidualMLP (DPPO's critic: residual_style, one block)
 
     @nn.compact
     def __call__(self, observations, actions=None):
         parts = [flatten_observations(observations)]
         if actions is not None:
             parts.append(actions.reshape(actions.shape[0], -1))
+        if self.residual:
+            x = ResidualMLP(self.hidden_dims, 1, self.activation)(jnp.concatenate(parts, axis=-1))
+            return x[..., 0].astype(jnp.float32)
         x = MLP((*self.hidden_dims, 1), self.activation, self.layer_norm,
                 kernel_init=self.kernel_init)(jnp.concatenate(parts, axis=-1))
         return x[..., 0]
@@ -309,6 +320,8 @@ def make_denoiser(config, time_scale: float = 1.0) -> nn.Module:
         return MLPDenoiser(tuple(config.hidden_dims), config.activation, config.time_dim,
                            residual=bool(config.get("residual", False)),
                            kernel_init=config.get("kernel_init", "lecun_normal"),
+                           time_activation=config.get("time_activation", ""),
+                           time_freq_offset=int(config.get("time_freqs", "half") == "half-1"),
                            time_scale=float(time_scale))
     if config.backbone == "unet":
         return UNet1DDenoiser(tuple(config.unet_channels), config.unet_kernel_size,

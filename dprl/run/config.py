@@ -121,7 +121,8 @@ def _in(lo, hi, lo_open=False, hi_open=False):
 
 _POSITIVE = ((lambda v: math.isfinite(v) and v > 0), "a finite number > 0")
 RULES = {
-    **{k: _at_least(0) for k in ("pretrain_steps", "offline_steps", "online_steps",
+    **{k: _at_least(0) for k in ("contrastive_states", "critic_freeze_steps",
+                                 "pretrain_steps", "offline_steps", "online_steps",
                                  "start_online_updates", "rollout_steps", "sampling_steps",
                                  "time_dim", "ema_start", "lr_decay_steps")},
     **{k: _at_least(1) for k in ("batch_size", "log_every", "eval_every", "online_eval_every",
@@ -129,7 +130,7 @@ RULES = {
                                  "update_every", "num_envs", "horizon", "act_steps",
                                  "obs_history", "diffusion_steps", "flow_steps", "num_samples",
                                  "max_q_samples", "num_critics", "support_actions",
-                                 "contrastive_states", "update_epochs", "ppo_batch_size",
+                                 "update_epochs", "ppo_batch_size",
                                  "ft_denoising_steps", "ema_every", "unet_kernel_size")},
     **{k: ((lambda v: v >= 0), "an integer >= 1 (or 0: the task preset's number)")
        for k in ("eval_episodes", "eval_envs")},
@@ -143,6 +144,9 @@ RULES = {
     "q_scale_decay": _in(0, 1),
     "expectile": _in(0, 1, lo_open=True, hi_open=True),
     "grad_clip": ((lambda v: math.isfinite(v) and v >= 0), "a finite number >= 0 (0 = off)"),
+    "time_freqs": ((lambda v: v in ("half", "half-1")), "one of half, half-1"),
+    "guide_time_embedding": ((lambda v: v in ("mlp", "fourier")), "one of mlp, fourier"),
+    "critic_mode": ((lambda v: v in ("td", "iql", "softmax")), "one of td, iql, softmax"),
 }
 _SIZES = ((lambda v: all(isinstance(d, int) and d >= 1 for d in v)), "sizes that are each >= 1")
 _KERNEL_INIT = ((lambda v: v in KERNEL_INITS), f"one of {', '.join(sorted(KERNEL_INITS))}")
