@@ -22,6 +22,7 @@ REGISTRY = {
     "dppo": "agents.dppo",
     "qc": "agents.qc",
     "rlpd": "agents.rlpd",
+    "dsrl": "agents.dsrl",
 }
 
 

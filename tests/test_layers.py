@@ -110,9 +110,13 @@ def _tiny_config(name: str):
     config.actor.hidden_dims = (8, 8)
     config.actor.diffusion_steps = 3
     config.actor.flow_steps = 2
+    if config.actor.get("sampling_steps"):   # DDIM over fewer steps than diffusion_steps
+        config.actor.sampling_steps = 2
     for key in list(config):
         if key.endswith("hidden_dims"):
             config[key] = (8, 8)
+    if config.actor.get("residual"):   # a residual MLP: one input layer and blocks of two
+        config.actor.hidden_dims = (8, 8, 8)
     for key, value in (("num_samples", 2), ("max_q_samples", 2), ("ft_denoising_steps", 2),
                        ("support_actions", 2), ("contrastive_states", 4)):
         if key in config:
@@ -129,7 +133,9 @@ def _signature(fn) -> list:
 
 @pytest.mark.parametrize("name", ["bc", "dql", "guided", "dppo"] +
                          [f"qc:{preset}" for preset in QC_PRESETS] +
-                         [f"rlpd:{preset}" for preset in RLPD_PRESETS])
+                         [f"rlpd:{preset}" for preset in RLPD_PRESETS] +
+                         ["dsrl:dsrl-na"])  # dsrl-sac's batches carry its acting noise: its
+                                            # steps are checked in tests/test_dsrl.py
 def test_registered_agent_follows_the_interface(name, pole_datasets):
     """Method signatures of the protocol's shape; created, it is an ``Agent``; it acts in chunks
     and its steps return flat finite scalars, on batches or (on-policy) on a collected Rollout.
@@ -141,7 +147,7 @@ def test_registered_agent_follows_the_interface(name, pole_datasets):
     from dprl.data.offline import Normalizer, load_dataset
     from dprl.envs.tasks import get_task
 
-    assert set(REGISTRY) == {"bc", "dql", "guided", "dppo", "qc", "rlpd"}
+    assert set(REGISTRY) == {"bc", "dql", "guided", "dppo", "qc", "rlpd", "dsrl"}
     cls = get_agent(name.partition(":")[0])
     assert isinstance(cls.on_policy, bool)
     for method in ("create", "pretrain", "update", "sample_actions"):

@@ -23,6 +23,7 @@ the entry points pass ``agents.get_agent``).
 """
 from __future__ import annotations
 
+import functools
 import json
 import math
 from pathlib import Path
@@ -115,8 +116,12 @@ class Run:
             self.normalizer = Normalizer.from_dict(meta["normalizer"])
             log(f"resuming from checkpoint at step {self.global_step}")
         elif self.config.run.init_from:
-            self.agent, self.normalizer, self.resolved["init_from"] = checkpoint.init_from(
-                self.config.run.init_from, self.agent, self.config.agent_name, get_agent)
+            # An agent may take part of another agent's run (``init_from_run``: DSRL takes a
+            # BC policy); otherwise the whole agent of a run of the same agent.
+            take = getattr(self.agent, "init_from_run", None) or functools.partial(
+                checkpoint.init_from, agent=self.agent, agent_name=self.config.agent_name)
+            self.agent, self.normalizer, self.resolved["init_from"] = take(
+                self.config.run.init_from, get_agent=get_agent)
             source = self.resolved["init_from"]
             log(f"initialized from {source['run_dir']} (checkpoint {source['step']}, dataset "
                 f"{source['dataset_id']})")
