@@ -40,6 +40,10 @@ def run_config() -> ml_collections.ConfigDict:
         num_envs=1,              # online envs (off-policy agents need 1; DPPO uses many)
         rollout_steps=0,         # on-policy: chunk-steps per env per update (DPPO)
         normalize_obs=True,      # standardize observations with the dataset's statistics
+        data_parallel=False,     # split each batch over all local devices (params replicated,
+                                 # gradients averaged by XLA); batch_size a multiple of them
+        compute_dtype="float32",  # the networks' matmuls: 'float32' or 'bfloat16' (mixed
+                                 # precision: bf16 matmuls, fp32 params, optimizer and losses)
         init_from="",            # 'RUN_DIR' or 'RUN_DIR:STEP': start from that run's checkpoint
                                  # (agent and normalizer), e.g. online variants of one offline run
         tensorboard=True,        # TensorBoard event files in run_dir/tb

@@ -48,7 +48,7 @@ def tiny_agent(name: str, seed: int = 0, **run):
     """A registered agent with (8, 8) networks on ``synthetic_buffer``'s shapes."""
     from agents import get_agent
     from configs import config_file
-    from dprl.run.config import load_config_file
+    from dprl.run.config import load_config_file, with_compute_dtype
 
     config = load_config_file(config_file(name))
     config.action_dim = 2
@@ -65,6 +65,7 @@ def tiny_agent(name: str, seed: int = 0, **run):
     config.run.num_envs = 2 if config.run.num_envs > 1 else 1
     for k, v in run.items():
         config.run[k] = v
+    config = with_compute_dtype(config)
     batch = synthetic_buffer().sample(jax.random.PRNGKey(0), 8, config.horizon,
                                       config.obs_history)
     return get_agent(name).create(seed, jax.device_get(batch), config)

@@ -4,6 +4,7 @@ Shapes: B batch, H chunk length, A action dim, O observation dim, K observation 
 """
 from __future__ import annotations
 
+import functools
 from typing import Callable, Sequence
 
 import flax.linen as nn
@@ -59,6 +60,11 @@ KERNEL_INITS: dict[str, Callable] = {
 }
 
 
+# The networks' compute dtype (``run.compute_dtype``): 'bfloat16' runs the Dense matmuls in bf16
+# with float32 parameters; outputs are cast back to float32, so losses stay float32.
+COMPUTE_DTYPES = ("float32", "bfloat16")
+
+
 def get_kernel_init(name: str) -> Callable:
     if name not in KERNEL_INITS:
         raise ValueError(f"Unknown kernel_init {name!r}; choose one of {sorted(KERNEL_INITS)}")
@@ -74,13 +80,14 @@ class MLP(nn.Module):
     layer_norm: bool = False
     activate_final: bool = False
     kernel_init: str = "lecun_normal"
+    dtype: str = "float32"   # the matmuls' dtype (COMPUTE_DTYPES); parameters stay float32
 
     @nn.compact
     def __call__(self, x: jax.Array) -> jax.Array:
         act = get_activation(self.activation)
         init = get_kernel_init(self.kernel_init)
         for i, dim in enumerate(self.hidden_dims):
-            x = nn.Dense(dim, kernel_init=init)(x)
+            x = nn.Dense(dim, kernel_init=init, dtype=self.dtype)(x)
             if i + 1 < len(self.hidden_dims) or self.activate_final:
                 x = act(x)
                 if self.layer_norm:
@@ -104,14 +111,15 @@ class TimeEmbedding(nn.Module):
 
     dim: int = 16
     activation: str = "mish"
+    dtype: str = "float32"
     freq_offset: int = 0      # 1: DPPO's / Diffusion-QL's frequencies (sinusoidal_embedding)
 
     @nn.compact
     def __call__(self, t: jax.Array) -> jax.Array:
         x = sinusoidal_embedding(t, self.dim, freq_offset=self.freq_offset)
-        x = nn.Dense(self.dim * 2)(x)
+        x = nn.Dense(self.dim * 2, dtype=self.dtype)(x)
         x = get_activation(self.activation)(x)
-        return nn.Dense(self.dim)(x)
+        return nn.Dense(self.dim, dtype=self.dtype)(x)
 
 
 def flatten_observations(observations: jax.Array, obs_dim_rank: int = 1) -> jax.Array:
@@ -131,6 +139,7 @@ class ResidualMLP(nn.Module):
     hidden_dims: Sequence[int]
     out_dim: int
     activation: str = "relu"
+    dtype: str = "float32"
 
     @nn.compact
     def __call__(self, x: jax.Array) -> jax.Array:
@@ -139,11 +148,12 @@ class ResidualMLP(nn.Module):
             raise ValueError(f"a residual MLP needs an odd number of equal hidden dims (one input "
                              f"layer, then blocks of two), got {dims}")
         act = get_activation(self.activation)
-        x = nn.Dense(dims[0])(x)
+        dense = functools.partial(nn.Dense, dtype=self.dtype)
+        x = dense(dims[0])(x)
         for _ in range(len(dims) // 2):
-            h = nn.Dense(dims[0])(act(x))
-            x = x + nn.Dense(dims[0])(act(h))
-        return nn.Dense(self.out_dim)(x)
+            h = dense(dims[0])(act(x))
+            x = x + dense(dims[0])(act(h))
+        return dense(self.out_dim)(x)
 
 
 class MLPDenoiser(nn.Module):
@@ -162,24 +172,26 @@ class MLPDenoiser(nn.Module):
     residual: bool = False
     kernel_init: str = "lecun_normal"   # of the plain MLP's layers (not the residual MLP's)
     time_scale: float = 1.0             # time_dim = 0: the sampler's t at the end of its range
+    dtype: str = "float32"              # the matmuls' dtype; the output is float32
     time_activation: str = ""         # the time MLP's activation ('' = the net's; DPPO: mish)
     time_freq_offset: int = 0           # 1: DPPO's sinusoid frequencies, /(half - 1)
 
     @nn.compact
     def __call__(self, observations, noisy_actions, t):
         B, H, A = noisy_actions.shape
-        t_emb = (TimeEmbedding(self.time_dim, self.time_activation or self.activation,
+        t_emb = (TimeEmbedding(self.time_dim, self.time_activation or self.activation, self.dtype,
                                freq_offset=self.time_freq_offset)(t) if self.time_dim
                  else (jnp.asarray(t, jnp.float32) / self.time_scale).reshape(B, 1))
         x = jnp.concatenate([noisy_actions.reshape(B, H * A), t_emb,
                              flatten_observations(observations)], axis=-1)
         if self.residual:
-            x = ResidualMLP(self.hidden_dims, H * A, self.activation)(x)
+            x = ResidualMLP(self.hidden_dims, H * A, self.activation, self.dtype)(x)
         else:
             x = MLP(self.hidden_dims, self.activation, self.layer_norm, activate_final=True,
-                    kernel_init=self.kernel_init)(x)
-            x = nn.Dense(H * A, kernel_init=get_kernel_init(self.kernel_init))(x)
-        return x.reshape(B, H, A)
+                    kernel_init=self.kernel_init, dtype=self.dtype)(x)
+            x = nn.Dense(H * A, kernel_init=get_kernel_init(self.kernel_init),
+                         dtype=self.dtype)(x)
+        return x.reshape(B, H, A).astype(jnp.float32)
 
 
 class FiLMResidualBlock(nn.Module):
@@ -265,6 +277,7 @@ class ValueMLP(nn.Module):
     activation: str = "mish"
     layer_norm: bool = False
     kernel_init: str = "lecun_normal"
+    dtype: str = "float32"   # the matmuls' dtype; the output is float32
     residual: bool = False   # a ResidualMLP (DPPO's critic: residual_style, one block)
 
     @nn.compact
@@ -273,11 +286,12 @@ class ValueMLP(nn.Module):
         if actions is not None:
             parts.append(actions.reshape(actions.shape[0], -1))
         if self.residual:
-            x = ResidualMLP(self.hidden_dims, 1, self.activation)(jnp.concatenate(parts, axis=-1))
+            x = ResidualMLP(self.hidden_dims, 1, self.activation, self.dtype)(
+                jnp.concatenate(parts, axis=-1))
             return x[..., 0].astype(jnp.float32)
         x = MLP((*self.hidden_dims, 1), self.activation, self.layer_norm,
-                kernel_init=self.kernel_init)(jnp.concatenate(parts, axis=-1))
-        return x[..., 0]
+                kernel_init=self.kernel_init, dtype=self.dtype)(jnp.concatenate(parts, axis=-1))
+        return x[..., 0].astype(jnp.float32)
 
 
 class CriticEnsemble(nn.Module):
@@ -288,13 +302,14 @@ class CriticEnsemble(nn.Module):
     activation: str = "mish"
     layer_norm: bool = False
     kernel_init: str = "lecun_normal"
+    dtype: str = "float32"
 
     @nn.compact
     def __call__(self, observations, actions):
         ensemble = nn.vmap(ValueMLP, variable_axes={"params": 0}, split_rngs={"params": True},
                            in_axes=None, out_axes=0, axis_size=self.num_critics)
         return ensemble(self.hidden_dims, self.activation, self.layer_norm,
-                        self.kernel_init)(observations, actions)
+                        self.kernel_init, self.dtype)(observations, actions)
 
 
 class NoisyActionValue(nn.Module):
@@ -322,7 +337,8 @@ def make_denoiser(config, time_scale: float = 1.0) -> nn.Module:
                            kernel_init=config.get("kernel_init", "lecun_normal"),
                            time_activation=config.get("time_activation", ""),
                            time_freq_offset=int(config.get("time_freqs", "half") == "half-1"),
-                           time_scale=float(time_scale))
+                           time_scale=float(time_scale),
+                           dtype=config.get("compute_dtype", "float32"))
     if config.backbone == "unet":
         return UNet1DDenoiser(tuple(config.unet_channels), config.unet_kernel_size,
                               config.time_dim)
@@ -334,11 +350,19 @@ def critic_from_config(config) -> CriticEnsemble:
     kernel_init)."""
     return CriticEnsemble(int(config.num_critics), tuple(config.critic_hidden_dims),
                           config.critic_activation, config.critic_layer_norm,
-                          config.get("critic_kernel_init", "lecun_normal"))
+                          config.get("critic_kernel_init", "lecun_normal"),
+                          compute_dtype(config))
 
 
 def value_from_config(config) -> ValueMLP:
     """V(s) with the critics' architecture (critic_hidden_dims, activation, layer_norm,
     kernel_init)."""
     return ValueMLP(tuple(config.critic_hidden_dims), config.critic_activation,
-                    config.critic_layer_norm, config.get("critic_kernel_init", "lecun_normal"))
+                    config.critic_layer_norm, config.get("critic_kernel_init", "lecun_normal"),
+                    compute_dtype(config))
+
+
+def compute_dtype(config) -> str:
+    """``config.run.compute_dtype`` of an agent config (float32 when it has none)."""
+    run = config.get("run")
+    return run.get("compute_dtype", "float32") if run is not None else "float32"

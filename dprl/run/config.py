@@ -9,8 +9,9 @@ from pathlib import Path
 
 import ml_collections
 
-from dprl.models.nets import KERNEL_INITS
+from dprl.models.nets import COMPUTE_DTYPES, KERNEL_INITS
 from dprl.models.one_step import check_act_with
+from dprl.run.sharding import check_data_parallel
 
 # Config keys renamed for one name per idea (issue 14): old key -> what to use now.
 RENAMED = {
@@ -96,13 +97,24 @@ def run_config(config: ml_collections.ConfigDict, task: dict, on_policy: bool
     """A private copy of ``config`` with the task's evaluation episodes filled in, checked
     (``validate_config``) before any work is done. The runner sets ``action_dim`` from the data."""
     check_renamed_keys(config)
-    config = ml_collections.ConfigDict(config.to_dict())
+    config = with_compute_dtype(ml_collections.ConfigDict(config.to_dict()))
     validate_config(config, on_policy)
     if not config.run.eval_episodes:
         config.run.eval_episodes = task["eval_episodes"]
     if not config.run.eval_envs:
         config.run.eval_envs = min(task["eval_envs"] or config.run.eval_episodes,
                                    config.run.eval_episodes)
+    return config
+
+
+def with_compute_dtype(config: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
+    """``config`` (changed in place) with ``run.compute_dtype`` handed to the actor's networks,
+    which see only ``config.actor`` (``actor.compute_dtype``, set only when it is not float32, so
+    float32 configs stay as they were); the critics read ``run.compute_dtype`` themselves."""
+    dtype = config.run.get("compute_dtype", "float32")
+    if dtype != "float32" and "actor" in config:
+        with config.unlocked():
+            config.actor.compute_dtype = dtype
     return config
 
 
@@ -144,6 +156,7 @@ RULES = {
     "q_scale_decay": _in(0, 1),
     "expectile": _in(0, 1, lo_open=True, hi_open=True),
     "grad_clip": ((lambda v: math.isfinite(v) and v >= 0), "a finite number >= 0 (0 = off)"),
+    "compute_dtype": ((lambda v: v in COMPUTE_DTYPES), f"one of {', '.join(COMPUTE_DTYPES)}"),
     "time_freqs": ((lambda v: v in ("half", "half-1")), "one of half, half-1"),
     "guide_time_embedding": ((lambda v: v in ("mlp", "fourier")), "one of mlp, fourier"),
     "critic_mode": ((lambda v: v in ("td", "iql", "softmax")), "one of td, iql, softmax"),
@@ -197,6 +210,8 @@ def validate_config(config: ml_collections.ConfigDict, on_policy: bool) -> None:
     if run.online_steps and on_policy and run.rollout_steps <= 0:
         problems.append(f"--agent.run.rollout_steps={run.rollout_steps}: must be >= 1 for an "
                         f"on-policy agent's online phase (chunk-steps per env and update)")
+    if (problem := check_data_parallel(run)) is not None:
+        problems.append(problem)
     try:
         check_act_with(config, on_policy)
     except ValueError as e:
