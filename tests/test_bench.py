@@ -24,14 +24,14 @@ def test_bench_quick_reports_every_agent(tmp_path):
         assert r["updates_per_s"] > 0 and r["latency_ms_b1"] > 0 and r["env_steps_per_s"] > 0
         # The FLOP floor: the action's matmuls at the machine's matmul rate, below the latency.
         assert 0 < r["latency_floor_ms_b1"] < r["latency_ms_b1"], r
-    # The off-policy online phase (issue 16) of DQL and QC, with its parts timed alone.
+    # The off-policy online phase of DQL and QC (the runner's loop), with its parts timed alone.
     online = {r["agent"]: r for r in report["results"] if "online_overhead" in r}
     assert set(online) == {"dql", "qc"}
     for r in online.values():
         assert r["online_env_steps_per_s"] > 0 and r["online_parts_ms_per_env_step"] > 0
         assert r["online_update_ms"] > 0 and r["online_env_step_ms"] > 0
     assert "| dql |" in proc.stdout
-    # Acting (issue 18): multi-step next to one-step and mu alone, with the control rate.
+    # Acting: multi-step next to one-step and mu alone, with the control rate.
     acting = {r["agent"]: r for r in report["results"]}
     for name in ("bc", "dql", "guided", "qc"):
         r = acting[name]
@@ -62,8 +62,7 @@ def test_matmul_flops_count_every_scan_iteration_and_the_backward_pass():
     import jax
     import jax.numpy as jnp
 
-    sys.path.insert(0, str(ROOT / "experiments"))
-    import bench
+    from dprl.tools.speed import matmul_flops
 
     m, k, n, steps = 4, 8, 6, 7
     w_in, w = jnp.ones((k, n)), jnp.ones((n, n))
@@ -75,12 +74,12 @@ def test_matmul_flops_count_every_scan_iteration_and_the_backward_pass():
 
     x = jnp.ones((m, k))
     forward = 2 * m * k * n + steps * 2 * m * n * n
-    assert bench.matmul_flops(f, x, w) == forward
+    assert matmul_flops(f, x, w) == forward
     # Backward: each scanned matmul gives two (input and weight gradients); w_in only its input's.
-    assert bench.matmul_flops(jax.grad(f, argnums=(0, 1)), x, w) == (
+    assert matmul_flops(jax.grad(f, argnums=(0, 1)), x, w) == (
         forward + steps * 2 * (2 * m * n * n) + 2 * m * k * n)
 
     def g(x, flag):  # a cond counts its costliest branch
         return jax.lax.cond(flag, lambda: (x @ w_in @ w).sum(), lambda: (x @ w_in).sum())
 
-    assert bench.matmul_flops(g, x, True) == 2 * m * k * n + 2 * m * n * n
+    assert matmul_flops(g, x, True) == 2 * m * k * n + 2 * m * n * n

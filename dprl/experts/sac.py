@@ -1,8 +1,12 @@
 """Soft Actor-Critic in JAX: trains expert (and medium) policies for D4RL-style datasets.
 
-The agent is an immutable ``flax.struct.PyTreeNode``; ``update_many`` fuses ``N`` gradient steps
-(critic, actor, temperature, target EMA) into one ``lax.scan`` under one ``jax.jit``. The training
-loop alternates ``N`` env steps with one fused call of ``N`` updates (update-to-data ratio 1).
+SAC is an agent of dprl's off-policy interface (``update(batch)``, ``sample_actions(obs, key)``)
+trained by the runner's online loop (``dprl.run.runner.replay_loop``): one env step per chunk
+(``act_steps = 1``), stored in the core's ``Buffer``; every ``fuse`` env steps one jitted replay
+step runs the updates owed (update-to-data ratio 1 from ``start_steps`` on) on batches sampled on
+device, then acts. Until its first update the agent acts uniformly at random (the warm-up).
+Checkpoints are ``dprl.run.checkpoint``'s (agent, buffer, PRNG key and the next action, with the
+loop's counters), the output directory is locked as a run directory (``dprl.run.rundir``).
 
 During training it writes, under ``--out``:
   ``curve.csv``              step, wall_s, eval return (deterministic), training episode returns
@@ -12,7 +16,7 @@ During training it writes, under ``--out``:
   ``medium_replay.npz``      the replay buffer up to that snapshot (D4RL's medium-replay)
   ``final.npz``, ``replay.npz``  the last actor and the whole replay buffer
   ``curve.png``              the learning curve (eval and training returns vs env steps)
-  ``checkpoint/``            the whole loop state every ``--checkpoint-every`` env steps (at the
+  ``checkpoints/``           the whole loop state every ``--checkpoint-every`` env steps (at the
                              next episode end): kill the run and re-run the same command, it goes
                              on bit for bit; a larger ``--steps`` extends a finished run
 
@@ -22,7 +26,6 @@ from __future__ import annotations
 
 import argparse
 import csv
-import functools
 import json
 import os
 import sys
@@ -34,11 +37,19 @@ import flax.linen as nn
 import flax.struct
 import jax
 import jax.numpy as jnp
+import ml_collections
 import numpy as np
 import optax
 
 from dprl.base.files import atomic_write
+from dprl.base.logging import progress_bar
+from dprl.data.buffer import Buffer
 from dprl.models.training import polyak
+from dprl.run import rundir
+from dprl.run.checkpoint import Checkpointer
+from dprl.run.runner import replay_loop
+from dprl.run.schedule import Schedule
+from dprl.run.updates import Learner
 
 LOG_STD_MIN, LOG_STD_MAX = -5.0, 2.0
 
@@ -119,6 +130,7 @@ class SACAgent(flax.struct.PyTreeNode):
     critic_opt: Any
     alpha_opt: Any
     key: jnp.ndarray
+    updates: jnp.ndarray                  # gradient steps taken (acting is random before one)
     config: SACConfig = flax.struct.field(pytree_node=False)
     action_dim: int = flax.struct.field(pytree_node=False)
 
@@ -149,8 +161,8 @@ class SACAgent(flax.struct.PyTreeNode):
         return cls(actor_params=actor_params, critic_params=critic_params,
                    target_critic_params=critic_params, log_alpha=log_alpha,
                    actor_opt=a_tx.init(actor_params), critic_opt=c_tx.init(critic_params),
-                   alpha_opt=al_tx.init(log_alpha), key=key, config=config,
-                   action_dim=action_dim)
+                   alpha_opt=al_tx.init(log_alpha), key=key,
+                   updates=jnp.zeros((), jnp.int32), config=config, action_dim=action_dim)
 
     def _update(self, batch: dict[str, jnp.ndarray]) -> tuple["SACAgent", dict]:
         """One SAC step on ``batch`` (``observations [B, O]``, ``actions [B, A]``, ``rewards [B]``,
@@ -205,10 +217,18 @@ class SACAgent(flax.struct.PyTreeNode):
         agent = self.replace(actor_params=actor_params, critic_params=critic_params,
                              target_critic_params=target_critic_params, log_alpha=log_alpha,
                              actor_opt=actor_opt, critic_opt=critic_opt, alpha_opt=alpha_opt,
-                             key=key)
+                             key=key, updates=self.updates + 1)
         info = {"critic/loss": c_loss, "critic/q_mean": q_mean, "actor/loss": a_loss,
                 "actor/entropy": entropy, "alpha": alpha}
         return agent, info
+
+    def update(self, batch: dict[str, jnp.ndarray]) -> tuple["SACAgent", dict]:
+        """One SAC step on a batch of the core's schema (``dprl.data.buffer``, horizon 1):
+        ``actions [B, 1, A]``, ``rewards [B, 1]``, ``masks [B]``."""
+        return self._update({"observations": batch["observations"],
+                             "actions": batch["actions"][:, 0],
+                             "rewards": batch["rewards"][:, 0], "masks": batch["masks"],
+                             "next_observations": batch["next_observations"]})
 
     @jax.jit
     def update_many(self, batches: dict[str, jnp.ndarray]) -> tuple["SACAgent", dict]:
@@ -216,14 +236,21 @@ class SACAgent(flax.struct.PyTreeNode):
         agent, infos = jax.lax.scan(lambda a, b: a._update(b), self, batches)
         return agent, jax.tree_util.tree_map(jnp.mean, infos)
 
-    @functools.partial(jax.jit, static_argnames=("deterministic",))
-    def sample_actions(self, observations: jnp.ndarray, key: jnp.ndarray,
-                       deterministic: bool = False) -> jnp.ndarray:
-        """Actions in [-1, 1], ``[B, A]`` for ``observations [B, O]``."""
+    def sample_actions(self, observations: jnp.ndarray, key: jnp.ndarray
+                       ) -> tuple[jnp.ndarray, dict]:
+        """Chunks of one action in [-1, 1], ``[B, 1, A]`` for ``observations [B, O]`` (and no
+        aux): sampled from the policy, or uniform before the first update (the warm-up)."""
+        policy_key, explore_key = jax.random.split(key)
         mean, log_std = self.actor.apply({"params": self.actor_params}, observations)
-        if deterministic:
-            return jnp.tanh(mean)
-        return _sample_tanh_gaussian(mean, log_std, key)[0]
+        action = _sample_tanh_gaussian(mean, log_std, policy_key)[0]
+        explore = jax.random.uniform(explore_key, action.shape, minval=-1.0, maxval=1.0)
+        return jnp.where(self.updates > 0, action, explore)[:, None], {}
+
+    @jax.jit
+    def act(self, observations: jnp.ndarray) -> jnp.ndarray:
+        """The deterministic action (tanh of the mean), ``[B, A]``: evaluation and experts."""
+        mean, _ = self.actor.apply({"params": self.actor_params}, observations)
+        return jnp.tanh(mean)
 
     def save_policy(self, path, meta: dict | None = None):
         """Write the actor in dprl's ``.npz`` policy format (``squash='tanh'``)."""
@@ -237,63 +264,26 @@ class SACAgent(flax.struct.PyTreeNode):
                            log_std_min=LOG_STD_MIN, log_std_max=LOG_STD_MAX, meta=meta)
 
 
-class ReplayBuffer:
-    """Flat numpy transitions in insertion order, with episode bookkeeping for datasets.
+def save_replay(buffer: Buffer, path, seed: int, meta: dict | None = None):
+    """Write ``buffer``'s transitions as a replay file: flat fields ``[N, ...]`` in insertion
+    order, with ``episode_id [N]`` and each episode's reset ``seeds`` (``episode_seed``), so that
+    a dataset recipe can cut it back into episodes (``replay_to_episodes``)."""
+    b = jax.device_get(buffer)
+    n = int(b.size)
+    dones, terminals = b.dones[:n] > 0, b.terminals[:n] > 0
+    episode_id = np.concatenate([[0], np.cumsum(dones[:-1])]).astype(np.int64)[:n]
+    n_eps = int(episode_id[-1]) + 1 if n else 0
+    return atomic_write(path, lambda f: np.savez(
+        f, observations=b.observations[:n], actions=b.actions[:n], rewards=b.rewards[:n],
+        terminations=terminals, truncations=dones & ~terminals,
+        next_observations=b.next_observations[:n], episode_id=episode_id,
+        seeds=episode_seed(seed, np.arange(n_eps)).astype(np.int64),
+        meta=np.array(json.dumps(meta or {}, default=str))))
 
-    ``episode_id [N]`` and per-episode ``seeds`` let a dataset recipe cut the buffer back into
-    the episodes it came from (observation ``[T+1]`` per episode).
-    """
 
-    def __init__(self, capacity: int, obs_dim: int, action_dim: int):
-        self.obs = np.zeros((capacity, obs_dim), np.float32)
-        self.next_obs = np.zeros((capacity, obs_dim), np.float32)
-        self.actions = np.zeros((capacity, action_dim), np.float32)
-        self.rewards = np.zeros(capacity, np.float32)
-        self.terminations = np.zeros(capacity, bool)
-        self.truncations = np.zeros(capacity, bool)
-        self.episode_id = np.zeros(capacity, np.int64)
-        self.seeds: list[int] = []
-        self.size = 0
-
-    def add(self, obs, action, reward, terminated, truncated, next_obs, episode: int):
-        i = self.size
-        self.obs[i], self.actions[i], self.rewards[i] = obs, action, reward
-        self.terminations[i], self.truncations[i] = terminated, truncated
-        self.next_obs[i] = next_obs
-        self.episode_id[i] = episode
-        self.size += 1
-
-    _FIELDS = ("obs", "next_obs", "actions", "rewards", "terminations", "truncations",
-               "episode_id")
-
-    def arrays(self, start: int, end: int) -> dict[str, np.ndarray]:
-        """Transitions ``[start, end)`` of every field (for incremental checkpoints)."""
-        return {k: getattr(self, k)[start:end] for k in self._FIELDS}
-
-    def load_arrays(self, start: int, arrays: dict[str, np.ndarray]) -> None:
-        n = len(arrays["obs"])
-        for k in self._FIELDS:
-            getattr(self, k)[start:start + n] = arrays[k]
-        self.size = max(self.size, start + n)
-
-    def sample(self, rng: np.random.Generator, n: int, batch_size: int) -> dict[str, np.ndarray]:
-        idx = rng.integers(0, self.size, size=(n, batch_size))
-        return {"observations": self.obs[idx], "actions": self.actions[idx],
-                "rewards": self.rewards[idx],
-                "masks": 1.0 - self.terminations[idx].astype(np.float32),
-                "next_observations": self.next_obs[idx]}
-
-    def save(self, path, upto: int | None = None, meta: dict | None = None) -> Path:
-        """Write the first ``upto`` transitions (default all) as ``.npz`` (no pickle)."""
-        n = self.size if upto is None else upto
-        path = Path(path)
-        n_eps = int(self.episode_id[n - 1]) + 1 if n else 0
-        return atomic_write(path, lambda f: np.savez(
-            f, observations=self.obs[:n], actions=self.actions[:n], rewards=self.rewards[:n],
-            terminations=self.terminations[:n], truncations=self.truncations[:n],
-            next_observations=self.next_obs[:n], episode_id=self.episode_id[:n],
-            seeds=np.asarray(self.seeds[:n_eps], np.int64),
-            meta=np.array(json.dumps(meta or {}, default=str))))
+def episode_seed(seed: int, episode):
+    """The env reset seed of training episode ``episode`` of a run seeded ``seed``."""
+    return seed * 1_000_000 + episode
 
 
 def replay_to_episodes(path, drop_unfinished: bool = True) -> list[dict[str, np.ndarray]]:
@@ -347,10 +337,8 @@ def rollout_returns(act_fn, env_id: str, episodes: int, seed: int,
 def evaluate_agent(agent: SACAgent, env_id: str, episodes: int, seed: int,
                    env_kwargs: dict | None = None) -> np.ndarray:
     """Deterministic (tanh of the mean) returns of ``episodes`` episodes."""
-    key = jax.random.PRNGKey(0)
-    return rollout_returns(
-        lambda obs: agent.sample_actions(jnp.asarray(obs, jnp.float32), key, deterministic=True),
-        env_id, episodes, seed, env_kwargs)
+    return rollout_returns(lambda obs: agent.act(jnp.asarray(obs, jnp.float32)), env_id,
+                           episodes, seed, env_kwargs)
 
 
 def default_expert_return(env_id: str) -> float | None:
@@ -362,60 +350,8 @@ def default_expert_return(env_id: str) -> float | None:
     return None
 
 
-class _Checkpoint:
-    """Resumable training state under ``out/checkpoint/``, written at episode boundaries.
-
-    ``agent.msgpack`` (flax serialization of the agent pytree), ``replay_<start>_<end>.npz``
-    (the transitions added since the previous checkpoint: a 1M-step buffer is written once, not
-    every time) and ``progress.json`` (counters, numpy and JAX RNG states, wall time), written last
-    with an atomic rename: it is the commit point. Taken right after an env reset, the checkpoint
-    holds the whole state of the loop, so a resumed run continues bit for bit as if never stopped.
-    """
-
-    def __init__(self, out: Path):
-        self.dir = out / "checkpoint"
-
-    def exists(self) -> bool:
-        return (self.dir / "progress.json").exists()
-
-    def save(self, agent: "SACAgent", buffer: "ReplayBuffer", progress: dict) -> None:
-        from flax import serialization
-        self.dir.mkdir(parents=True, exist_ok=True)
-        saved = progress.get("buffer_saved", 0)
-        if buffer.size > saved:
-            seg = self.dir / f"replay_{saved:09d}_{buffer.size:09d}.npz"
-            atomic_write(seg, lambda f: np.savez(f, **buffer.arrays(saved, buffer.size)))
-        atomic_write(self.dir / "agent.msgpack", serialization.to_bytes(agent))
-        progress = {**progress, "buffer_saved": buffer.size, "seeds": list(buffer.seeds)}
-        atomic_write(self.dir / "progress.json", json.dumps(progress))
-
-    def load(self, agent: "SACAgent", buffer: "ReplayBuffer") -> tuple["SACAgent", dict]:
-        """Restore into ``agent`` (a template of the same shapes) and the empty ``buffer``."""
-        from flax import serialization
-        progress = json.loads((self.dir / "progress.json").read_text())
-        agent = serialization.from_bytes(agent, (self.dir / "agent.msgpack").read_bytes())
-        n = progress["buffer_saved"]
-        if n > len(buffer.obs):
-            raise ValueError(f"{self.dir} holds {n} transitions, more than --steps allows; "
-                             f"pass --steps >= {progress['step']} to resume this run.")
-        segments = sorted(self.dir.glob("replay_*_*.npz"))
-        covered = 0
-        for seg in segments:
-            s, e = (int(x) for x in seg.stem.split("_")[1:])
-            if e > n:      # written by a save that never reached its commit point
-                seg.unlink()
-                continue
-            if s != covered:
-                raise ValueError(f"{self.dir}: replay segments do not join at {covered} "
-                                 f"({seg.name}); the checkpoint is damaged. Move {self.dir} "
-                                 f"aside to start this run over.")
-            buffer.load_arrays(s, dict(np.load(seg, allow_pickle=False)))
-            covered = e
-        if covered != n:
-            raise ValueError(f"{self.dir}: replay segments cover {covered} of {n} transitions; "
-                             f"the checkpoint is damaged. Move {self.dir} aside to start over.")
-        buffer.seeds = list(progress["seeds"])
-        return agent, progress
+CURVE_COLUMNS = ["step", "wall_s", "eval_return_mean", "eval_return_std", "train_return_mean",
+                 "updates", "critic_loss", "q_mean", "alpha", "entropy"]
 
 
 def train(env_id: str, steps: int, out: str | os.PathLike, *, seed: int = 0,
@@ -426,139 +362,176 @@ def train(env_id: str, steps: int, out: str | os.PathLike, *, seed: int = 0,
           progress: bool = True, _interrupt_at: int | None = None) -> dict:
     """Train SAC on ``env_id`` for ``steps`` env steps; see the module docstring for outputs.
 
-    ``fuse`` env steps are collected, then ``fuse`` gradient updates run in one jitted call.
-    Every ``checkpoint_every`` env steps (at the next episode end) the whole loop state is
-    checkpointed; calling ``train`` again with the same ``out`` resumes from there (a larger
-    ``steps`` extends a finished run). Returns a summary dict (also ``out/summary.json``).
+    Every ``fuse`` env steps one jitted step runs the updates owed (one per env step from the
+    first multiple of ``fuse`` at or after ``start_steps``, ``fuse`` per call). Every
+    ``checkpoint_every`` env steps (at the next episode end) the whole loop state is checkpointed;
+    calling ``train`` again with the same ``out`` resumes from there (a larger ``steps`` extends
+    a finished run). Returns a summary dict (also ``out/summary.json``).
     """
-    from tqdm import tqdm
-
-    from dprl.envs.vector import make_env
-
     out = Path(out)
-    (out / "snapshots").mkdir(parents=True, exist_ok=True)
-    env = make_env(env_id, **(env_kwargs or {}))
-    obs_dim = env.observation_space.shape[0]
-    action_dim = env.action_space.shape[0]
-    low, high = env.action_space.low, env.action_space.high
-    agent = SACAgent.create(seed, obs_dim, action_dim, config)
-    buffer = ReplayBuffer(steps, obs_dim, action_dim)
-    rng = np.random.default_rng(seed)
-    act_key = jax.random.PRNGKey(seed + 1)
-    if expert_return is None:
-        expert_return = default_expert_return(env_id)
-    medium_target = None if expert_return is None else medium_fraction * expert_return
-    meta_base = {"env_id": env_id, "env_kwargs": env_kwargs or {}, "seed": seed,
-                 "algorithm": "SAC", "config": {k: getattr(config, k) for k in
-                                                 config.__dataclass_fields__}}
-    columns = ["step", "wall_s", "eval_return_mean", "eval_return_std", "train_return_mean",
-               "updates", "critic_loss", "q_mean", "alpha", "entropy"]
-    ckpt = _Checkpoint(out)
-    state = {"step": 0, "episode": 0, "updates": 0, "medium_step": None, "recent": [],
-             "wall_s": 0.0, "buffer_saved": 0}
-    if ckpt.exists():
-        agent, state = ckpt.load(agent, buffer)
-        if state["step"] > steps:
-            raise ValueError(f"{out} is checkpointed at env step {state['step']}, beyond "
-                             f"--steps {steps}; pass --steps >= {state['step']}.")
-        rng.bit_generator.state = state["rng"]
-        act_key = jnp.asarray(np.asarray(state["act_key"], np.uint32))
-        # Keep the curve rows up to the checkpoint: the steps after it are trained again.
+    with rundir.owned(out):
+        training = _Training(env_id, steps, out, seed, start_steps, fuse, env_kwargs, config)
+        try:
+            return training.run(eval_every, eval_episodes, snapshot_every, checkpoint_every,
+                                expert_return, medium_fraction, progress, _interrupt_at)
+        finally:
+            training.ckpt.close()
+
+
+class _Training:
+    """One SAC run: its ``Learner`` (agent, buffer, key, counters) advanced by the runner's
+    online loop, and what happens after each env step (evaluation, snapshots, checkpoints)."""
+
+    def __init__(self, env_id, steps, out, seed, start_steps, fuse, env_kwargs, config):
+        from dprl.envs.vector import make_env
+
+        self.env_id, self.steps, self.out, self.seed = env_id, steps, out, seed
+        self.env_kwargs = env_kwargs or {}
+        env = make_env(env_id, **self.env_kwargs)
+        obs_dim, action_dim = env.observation_space.shape[0], env.action_space.shape[0]
+        env.close()
+        loop = ml_collections.ConfigDict({
+            "act_steps": 1, "horizon": 1, "obs_history": 1, "action_dim": action_dim,
+            "run": {"batch_size": config.batch_size, "offline_ratio": 0.0}})
+        # No offline data: every batch comes from the online buffer (offline_ratio 0).
+        self.learner = Learner(SACAgent.create(seed, obs_dim, action_dim, config),
+                               Buffer.empty(1, obs_dim, action_dim),
+                               Buffer.empty(steps + 1, obs_dim, action_dim),
+                               jax.random.PRNGKey(seed + 1), loop)
+        first_update = -(-start_steps // fuse) * fuse    # the first multiple of fuse >= start
+        self.schedule = Schedule(total=steps, log_every=0, eval_every=0, save_every=0,
+                                 dispatch=fuse, update_every=fuse, utd=1.0,
+                                 start_updates=max(0, first_update - fuse))
+        self.meta = {"env_id": env_id, "env_kwargs": self.env_kwargs, "seed": seed,
+                     "algorithm": "SAC",
+                     "config": {k: getattr(config, k) for k in config.__dataclass_fields__}}
+        self.state = {"episode": 0, "medium_step": None, "recent": [], "wall_s": 0.0}
+        self.ckpt = Checkpointer(out)
+        self.chunks = self.resume()
+
+    def resume(self) -> np.ndarray | None:
+        """Restore the newest checkpoint, if any; the next action to take (None: fresh)."""
+        step = self.ckpt.latest_step()
+        if step is None:
+            return None
+        if step > self.steps:
+            raise ValueError(f"{self.out} is checkpointed at env step {step}, beyond --steps "
+                             f"{self.steps}; pass --steps >= {step}.")
+        meta = self.ckpt.read_meta(step)
+        learner = self.learner
+        saved = _resized(learner.online, meta["capacity"])
+        target = {"agent": learner.agent, "online": saved, "key": learner.key,
+                  "chunks": np.zeros((1, 1, learner.config.action_dim), np.float32)}
+        restored, meta = self.ckpt.restore(target, step)
+        learner.agent, learner.key = restored["agent"], restored["key"]
+        learner.online = _resized(restored["online"], learner.online.capacity)
+        learner.counters, self.state = meta["counters"], meta["state"]
+        print(f"SAC {self.env_id}: resuming {self.out} from env step {step} "
+              f"({int(learner.online.size)} transitions, {learner.counters['online_updates']} "
+              f"updates)", file=sys.stderr)
+        return np.asarray(restored["chunks"])
+
+    def save(self, chunks) -> None:
+        learner = self.learner
+        self.state["wall_s"] = time.perf_counter() - self.start
+        self.ckpt.save(learner.counters["env_steps"], {
+            "agent": learner.agent, "online": learner.online, "key": learner.key,
+            "chunks": jnp.asarray(chunks)}, {"counters": learner.counters, "state": self.state,
+                                             "capacity": learner.online.capacity})
+
+    def run(self, eval_every, eval_episodes, snapshot_every, checkpoint_every, expert_return,
+            medium_fraction, progress, interrupt_at) -> dict:
+        from dprl.envs.vector import ChunkExecutor, VecEnv
+
+        out, learner, state = self.out, self.learner, self.state
+        (out / "snapshots").mkdir(parents=True, exist_ok=True)
+        if expert_return is None:
+            expert_return = default_expert_return(self.env_id)
+        medium_target = None if expert_return is None else medium_fraction * expert_return
+        done = learner.counters["env_steps"]
+        # The curve up to the checkpoint: the steps after it are trained again.
         rows = list(csv.DictReader(open(out / "curve.csv"))) if (out / "curve.csv").exists() \
             else []
-        rows = [r for r in rows if int(r["step"]) <= state["step"]]
-        print(f"SAC {env_id}: resuming {out} from env step {state['step']} "
-              f"({buffer.size} transitions, {state['updates']} updates)", file=sys.stderr)
-    else:
-        rows = []
-        buffer.seeds.append(seed * 1_000_000)
-    curve_f = open(out / "curve.csv", "w", newline="")
-    curve = csv.DictWriter(curve_f, columns)
-    curve.writeheader()
-    curve.writerows(rows)
-    curve_f.flush()
-    start = time.perf_counter() - state["wall_s"]
-    episode, updates, medium_step = state["episode"], state["updates"], state["medium_step"]
-    recent = list(state["recent"])
-    ep_return = 0.0
-    obs, _ = env.reset(seed=buffer.seeds[-1])
-    info: dict = {}
-    rets = np.full(1, np.nan)
-    checkpoint_due = False
-    # Logs (nohup) get a line every 30 s rather than a redraw per step.
-    bar = tqdm(total=steps, initial=state["step"], disable=not progress, desc=f"SAC {env_id}",
-               smoothing=0.05, mininterval=0.5 if sys.stderr.isatty() else 30.0)
-    for step in range(state["step"] + 1, steps + 1):
-        if step == _interrupt_at:                     # tests: a kill at a known step
-            raise KeyboardInterrupt(step)
-        if step <= start_steps:
-            action = rng.uniform(-1.0, 1.0, action_dim).astype(np.float32)
-        else:
-            act_key, k = jax.random.split(act_key)
-            action = np.asarray(agent.sample_actions(jnp.asarray(obs[None], jnp.float32), k))[0]
-        env_action = low + (action + 1.0) * 0.5 * (high - low)
-        next_obs, reward, terminated, truncated, _ = env.step(env_action)
-        buffer.add(obs, action, reward, terminated, truncated, next_obs, episode)
-        ep_return += reward
-        obs = next_obs
-        if step >= start_steps and step % fuse == 0:
-            batches = buffer.sample(rng, fuse, config.batch_size)
-            agent, info = agent.update_many(jax.tree_util.tree_map(jnp.asarray, batches))
-            updates += fuse
-        if step % eval_every == 0 or step == steps:
-            rets = evaluate_agent(agent, env_id, eval_episodes, seed=10_000 + step,
-                                  env_kwargs=env_kwargs)
-            info_np = {k: float(v) for k, v in jax.device_get(info).items()}
-            curve.writerow(dict(zip(columns, [
-                step, round(time.perf_counter() - start, 1), rets.mean(), rets.std(),
-                np.mean(recent) if recent else float("nan"), updates,
-                info_np.get("critic/loss"), info_np.get("critic/q_mean"), info_np.get("alpha"),
-                info_np.get("actor/entropy")])))
-            curve_f.flush()
-            bar.set_postfix(eval_return=f"{rets.mean():.0f}",
-                            train_return=f"{np.mean(recent or [0]):.0f}")
-            meta = {**meta_base, "step": step, "eval_return_mean": float(rets.mean()),
-                    "eval_return_std": float(rets.std())}
-            if step % snapshot_every == 0 or step == steps:
-                agent.save_policy(out / "snapshots" / f"step_{step}.npz", meta)
-            if (medium_step is None and medium_target is not None
-                    and rets.mean() >= medium_target):
-                # D4RL's medium policy: the first snapshot at about 1/3 of the expert's return;
-                # medium-replay is everything the agent saw until then.
-                medium_step = step
-                agent.save_policy(out / "medium.npz", {**meta, "medium_target": medium_target})
-                buffer.save(out / "medium_replay.npz", meta={**meta, "upto_step": step})
-        checkpoint_due |= step % checkpoint_every == 0
-        if terminated or truncated:
-            recent = (recent + [ep_return])[-10:]
-            episode += 1
-            ep_return = 0.0
-            buffer.seeds.append(seed * 1_000_000 + episode)
-            obs, _ = env.reset(seed=buffer.seeds[-1])
-            if checkpoint_due and step < steps:
-                state = {**state, "step": step, "episode": episode, "updates": updates,
-                         "medium_step": medium_step, "recent": recent,
-                         "wall_s": time.perf_counter() - start,
-                         "rng": rng.bit_generator.state,
-                         "act_key": np.asarray(jax.device_get(act_key)).tolist()}
-                ckpt.save(agent, buffer, state)
-                state["buffer_saved"] = buffer.size
+        curve_f = open(out / "curve.csv", "w", newline="")
+        curve = csv.DictWriter(curve_f, CURVE_COLUMNS)
+        curve.writeheader()
+        curve.writerows([r for r in rows if int(r["step"]) <= done])
+        curve_f.flush()
+        self.start = time.perf_counter() - state["wall_s"]
+        executor = ChunkExecutor(VecEnv(self.env_id, 1, episode_seed(self.seed, state["episode"]),
+                                        self.env_kwargs), act_steps=1)
+        executor.reset()
+        rets, checkpoint_due = np.full(1, np.nan), False
+
+        def after_step(due, info, updated, chunks) -> None:
+            nonlocal rets, checkpoint_due
+            step = learner.counters["env_steps"]
+            ended = bool(executor.finished)
+            if ended:   # one env, one step: at most one episode ended
+                state["recent"] = (state["recent"] + [executor.finished.pop()["return"]])[-10:]
+                state["episode"] += 1
+            if step % eval_every == 0 or step == self.steps:
+                rets = evaluate_agent(learner.agent, self.env_id, eval_episodes,
+                                      seed=10_000 + step, env_kwargs=self.env_kwargs)
+                info = {k: float(v) for k, v in info.items()}
+                curve.writerow(dict(zip(CURVE_COLUMNS, [
+                    step, round(time.perf_counter() - self.start, 1), rets.mean(), rets.std(),
+                    np.mean(state["recent"]) if state["recent"] else float("nan"),
+                    learner.counters["online_updates"], info.get("critic/loss"),
+                    info.get("critic/q_mean"), info.get("alpha"), info.get("actor/entropy")])))
+                curve_f.flush()
+                bar.set_postfix(eval_return=f"{rets.mean():.0f}",
+                                train_return=f"{np.mean(state['recent'] or [0]):.0f}")
+                meta = {**self.meta, "step": step, "eval_return_mean": float(rets.mean()),
+                        "eval_return_std": float(rets.std())}
+                if step % snapshot_every == 0 or step == self.steps:
+                    learner.agent.save_policy(out / "snapshots" / f"step_{step}.npz", meta)
+                if (state["medium_step"] is None and medium_target is not None
+                        and rets.mean() >= medium_target):
+                    # D4RL's medium policy: the first snapshot at about 1/3 of the expert's
+                    # return; medium-replay is everything the agent saw until then.
+                    state["medium_step"] = step
+                    learner.agent.save_policy(out / "medium.npz",
+                                              {**meta, "medium_target": medium_target})
+                    save_replay(learner.online, out / "medium_replay.npz", self.seed,
+                                meta={**meta, "upto_step": step})
+            checkpoint_due |= step % checkpoint_every == 0
+            if ended and checkpoint_due and step < self.steps:
+                self.save(chunks)   # right after a reset: the whole state of the loop
                 checkpoint_due = False
-        bar.update(1)
-    bar.close()
-    curve_f.close()
-    agent.save_policy(out / "final.npz", {**meta_base, "step": steps,
-                                          "eval_return_mean": float(rets.mean()),
-                                          "eval_return_std": float(rets.std())})
-    buffer.save(out / "replay.npz", meta={**meta_base, "upto_step": steps})
-    wall = time.perf_counter() - start
-    summary = {"env_id": env_id, "steps": steps, "seed": seed, "wall_s": wall,
-               "updates": updates, "medium_step": medium_step, "medium_target": medium_target,
-               "final_eval_return": float(rets.mean())}
-    (out / "summary.json").write_text(json.dumps(summary, indent=1))
-    plot_curve(out)
-    print(f"SAC {env_id}: wrote {out} (final.npz, curve.png, summary.json)", file=sys.stderr)
-    return summary
+            bar.update(1)
+            if step + 1 == interrupt_at:                    # tests: a kill at a known step
+                raise KeyboardInterrupt(step + 1)
+
+        # Logs (nohup) get a line every 10 s rather than a redraw per step.
+        with progress_bar(f"SAC {self.env_id}", self.steps, done, "env-step", progress) as bar:
+            replay_loop(learner, executor, self.schedule, after_step, self.chunks)
+        curve_f.close()
+        final = {**self.meta, "step": self.steps, "eval_return_mean": float(rets.mean()),
+                 "eval_return_std": float(rets.std())}
+        learner.agent.save_policy(out / "final.npz", final)
+        save_replay(learner.online, out / "replay.npz", self.seed,
+                    meta={**self.meta, "upto_step": self.steps})
+        summary = {"env_id": self.env_id, "steps": self.steps, "seed": self.seed,
+                   "wall_s": time.perf_counter() - self.start,
+                   "updates": learner.counters["online_updates"],
+                   "medium_step": state["medium_step"], "medium_target": medium_target,
+                   "final_eval_return": float(rets.mean())}
+        (out / "summary.json").write_text(json.dumps(summary, indent=1))
+        plot_curve(out)
+        print(f"SAC {self.env_id}: wrote {out} (final.npz, curve.png, summary.json)",
+              file=sys.stderr)
+        return summary
+
+
+def _resized(buffer: Buffer, capacity: int) -> Buffer:
+    """``buffer`` with room for ``capacity`` transitions (its own cut or zero-padded)."""
+    def fit(x):
+        x = x[:capacity]
+        return jnp.pad(x, [(0, capacity - x.shape[0])] + [(0, 0)] * (x.ndim - 1))
+    return buffer.replace(**{k: fit(getattr(buffer, k)) for k in
+                             ("observations", "actions", "rewards", "terminals", "dones",
+                              "next_observations")})
 
 
 def plot_curve(out: str | os.PathLike) -> Path:

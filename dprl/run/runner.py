@@ -178,7 +178,7 @@ class Run:
         executor = make_executor(self.task, self.config, self.normalizer, 1, self.env_seed())
         with progress_bar("online", schedule.total, self.env_steps, "env-step",
                           self.progress) as bar:
-            def boundary(due: Due, info: dict, updated: bool) -> None:
+            def boundary(due: Due, info: dict, updated: bool, chunks) -> None:
                 if updated:
                     check_finite(info, "online", self.env_steps, self.ckpt)
                 self.at_boundary("online", self.env_steps, due, info, bar,
@@ -287,30 +287,39 @@ def gradient_loop(run, phase: str, method: str) -> None:
             run.at_boundary(phase, done + n, schedule.due(done, done + n), info, bar)
 
 
-def replay_loop(run, executor, schedule: Schedule, on_chunk=None) -> None:
+def replay_loop(run, executor, schedule: Schedule, on_chunk=None, chunks=None) -> None:
     """The off-policy online loop up to ``schedule.total`` env steps: per chunk, the env steps on
     the host (``run_chunk``), then one ``replay_step`` (store the chunk, the updates owed, act the
-    next chunk) and one host sync; then ``on_chunk(due, info, updated)`` (``info``: the latest
-    updates' mean info; ``updated``: whether this chunk ran updates). ``run``: a ``Run``, or
-    anything with its ``agent``, ``offline``, ``online``, ``key``, ``config``, ``counters``
-    (``env_steps``) and ``timing`` (``dprl.run.updates.Learner``)."""
+    next chunk) and one host sync; then ``on_chunk(due, info, updated, chunks)`` (``info``: the
+    latest updates' mean info; ``updated``: whether this chunk ran updates; ``chunks``: the next
+    chunks to run). ``chunks``: the first chunks to run (None: sampled for the executor's
+    observations). ``run``: a ``Run``, or anything with its ``agent``, ``offline``, ``online``,
+    ``key``, ``config``, ``counters`` (``env_steps``) and ``timing``
+    (``dprl.run.updates.Learner``). ``counters`` keeps the updates paid (``online_updates``) and
+    the chunks collected since the last update dispatch (``online_pending``), so that a run
+    resumed from them pays the same updates at the same chunks."""
     slots = schedule.update_slots(run.config.act_steps)
     counters = run.counters
     counters.setdefault("online_updates", schedule.updates_owed(counters["env_steps"]))
-    chunks, info, pending = replay(run, None, 0, executor, slots)[0], {}, 0
+    counters.setdefault("online_pending", 0)
+    if chunks is None:
+        chunks = replay(run, None, 0, executor, slots)[0]
+    info = {}
     while (before := counters["env_steps"]) < schedule.total:
         with timed(run.timing, "env_s"):
             transitions = run_chunk(executor, chunks, schedule.total - before)
         counters["env_steps"] += len(transitions["actions"])
         run.timing["env_steps"] += len(transitions["actions"])
-        due, pending, owed = schedule.due(before, counters["env_steps"]), pending + 1, 0
-        if schedule.store_due(pending, due):  # pay what is owed, up to the scan's slots
-            owed, pending = min(slots, schedule.updates_owed(counters["env_steps"])
-                                - counters["online_updates"]), 0
+        due, owed = schedule.due(before, counters["env_steps"]), 0
+        counters["online_pending"] += 1
+        if schedule.store_due(counters["online_pending"], due):  # pay what is owed, up to slots
+            owed = min(slots, schedule.updates_owed(counters["env_steps"])
+                       - counters["online_updates"])
+            counters["online_pending"] = 0
         chunks, new_info = replay(run, transitions, owed, executor, slots)
         info = new_info if owed else info
         if on_chunk is not None:
-            on_chunk(due, info, owed > 0)
+            on_chunk(due, info, owed > 0, chunks)
 
 
 def replay(run, transitions: dict | None, num_updates: int, executor, slots: int
