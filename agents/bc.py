@@ -59,7 +59,7 @@ class Agent(flax.struct.PyTreeNode):
                              f"not {config.actor.model!r}")
         check_act_with(config, on_policy=False)
         key, init_key = jax.random.split(jax.random.PRNGKey(seed))
-        obs = jnp.asarray(example_batch["observations"])
+        obs = jax.tree.map(jnp.asarray, example_batch["observations"])  # flat or pixel
         actor = BCStage.init(policy_from_config(config), init_key, obs,
                              make_optimizer(config.actor_lr, grad_clip=config.grad_clip),
                              EMA.from_config(config))

@@ -118,6 +118,12 @@ def ppo_policy_loss(new_logp, old_logp, advantages, clip):
 # ---------------------------------------------------------------------------------------------
 # The agent
 # ---------------------------------------------------------------------------------------------
+def critic_net(config) -> ValueMLP:
+    """V(s): the critics' MLP (critic_hidden_dims, activation), residual with ``critic_residual``
+    (the paper's CriticObs, residual_style: Dense, one pre-activation block, Dense)."""
+    return value_from_config(config).clone(residual=bool(config.get("critic_residual", False)))
+
+
 class Agent(flax.struct.PyTreeNode):
     bc: BCStage             # the pretrained actor (trained by ``pretrain``, frozen online); its
                             # EMA is the frozen actor of the early denoising steps
@@ -132,7 +138,7 @@ class Agent(flax.struct.PyTreeNode):
     # ---- networks -------------------------------------------------------------------------
     @property
     def value_net(self) -> ValueMLP:
-        return value_from_config(self.config)
+        return critic_net(self.config)
 
     def _method_eta(self) -> tuple[str, float]:
         cfg = self.config.actor
@@ -202,6 +208,14 @@ class Agent(flax.struct.PyTreeNode):
         actions, chain = self._sample(observations, key, self.actor.params,
                                       self.config.min_sampling_std)
         return actions, {"chain": chain}
+
+    @jax.jit
+    def eval_actions(self, observations: jax.Array, key: jax.Array) -> tuple[jax.Array, dict]:
+        """Evaluation chunks ``[B, H, A]``: with ``deterministic_eval`` (the paper's evaluation)
+        the std floor is ``eval_min_std`` instead of the exploration floor; else as acting."""
+        cfg = self.config
+        floor = cfg.eval_min_std if cfg.get("deterministic_eval", False) else cfg.min_sampling_std
+        return self._sample(observations, key, self.actor.params, floor)[0], {}
 
     # ---- pretraining: diffusion BC --------------------------------------------------------
     @jax.jit
@@ -313,13 +327,16 @@ class Agent(flax.struct.PyTreeNode):
         config = ml_collections.FrozenConfigDict(config)
         if config.actor.model != "diffusion":
             raise ValueError("DPPO needs a diffusion actor (actor.model='diffusion')")
+        if config.actor.sampler not in ("ddpm", "ddim"):
+            raise ValueError(f"DPPO's likelihoods need a Gaussian denoising step: actor.sampler "
+                             f"must be 'ddpm' or 'ddim', not {config.actor.sampler!r}")
         check_act_with(config, on_policy=True)   # acts with its chain: act_with='multi_step'
         actor = actor_from_config(config)
         if not 1 <= config.ft_denoising_steps <= actor.num_sampling_steps:
             raise ValueError(f"ft_denoising_steps ({config.ft_denoising_steps}) must be in "
                              f"[1, {actor.num_sampling_steps}] (the sampling steps)")
         key, actor_key, critic_key = jax.random.split(jax.random.PRNGKey(seed), 3)
-        obs = jnp.asarray(example_batch["observations"])
+        obs = jax.tree.map(jnp.asarray, example_batch["observations"])  # flat or pixel
         bc = BCStage.init(actor, actor_key, obs,
                           make_optimizer(config.actor_lr, grad_clip=config.grad_clip),
                           EMA.from_config(config))
@@ -327,6 +344,6 @@ class Agent(flax.struct.PyTreeNode):
             bc=bc,
             actor=create_state(bc.params, make_optimizer(config.ft_actor_lr,
                                                          grad_clip=config.grad_clip)),
-            critic=create_state(value_from_config(config).init(critic_key, obs),
+            critic=create_state(critic_net(config).init(critic_key, obs),
                                 make_optimizer(config.critic_lr)),
             reward_scaler=RewardScaler.create(config.run.num_envs), key=key, config=config)

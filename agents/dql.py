@@ -171,7 +171,7 @@ class Agent(flax.struct.PyTreeNode):
             raise ValueError("dql.num_critics and dql.num_samples must be >= 1")
         check_act_with(config, on_policy=False)
         key, actor_key, critic_key = jax.random.split(jax.random.PRNGKey(seed), 3)
-        obs = jnp.asarray(example_batch["observations"])
+        obs = jax.tree.map(jnp.asarray, example_batch["observations"])  # flat or pixel
         decay_steps = config.lr_decay_steps or (config.run.pretrain_steps + config.run.offline_steps)
         opt = dict(grad_clip=config.grad_clip, lr_schedule=config.lr_schedule,
                    total_steps=int(decay_steps))

@@ -396,7 +396,7 @@ class Agent(flax.struct.PyTreeNode):
                              "deterministically (DDIM, eta 0), where 'mean' guidance (scaled by "
                              "the step's noise variance) is zero; use --agent.guidance_mode=score")
         key, a_key, c_key, v_key, g_key = jax.random.split(jax.random.PRNGKey(seed), 5)
-        obs = jnp.asarray(example_batch["observations"])
+        obs = jax.tree.map(jnp.asarray, example_batch["observations"])  # flat or pixel
         actions = jnp.asarray(example_batch["actions"])
         t = jnp.zeros((obs.shape[0],), jnp.float32)
         opt = lambda lr: make_optimizer(lr, grad_clip=config.grad_clip)  # noqa: E731

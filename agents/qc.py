@@ -235,7 +235,7 @@ class Agent(flax.struct.PyTreeNode):
         config = ml_collections.FrozenConfigDict(config)
         _check_config(config)
         key, actor_key, critic_key = jax.random.split(jax.random.PRNGKey(seed), 3)
-        obs = jnp.asarray(example_batch["observations"])
+        obs = jax.tree.map(jnp.asarray, example_batch["observations"])  # flat or pixel
         actions = jnp.asarray(example_batch["actions"])[:, :policy_horizon(config)]
         critic_params = critic_from_config(config).init(critic_key, obs, actions)
         one_step = None

@@ -200,3 +200,92 @@ def test_end_to_end_pole_right(tmp_path, pole_datasets):
     online = [r for r in rows if r["phase"] == "online"]
     assert online and all(np.isfinite(float(r["ppo/pg_loss"])) for r in online)
     assert json.loads((tmp_path / "summary.json").read_text())["online_steps"] == 40
+
+
+# ---- the paper's configuration ---------------------------------------------------------------
+def _paper_agent(**overrides):
+    config = _config(**overrides)
+    paper = get_config("paper")
+    for key in ("residual", "time_activation", "time_freqs", "activation"):
+        config.actor[key] = paper.actor[key]
+    config.actor.hidden_dims = (32, 32, 32)   # a residual MLP: input layer + one block
+    config.critic_hidden_dims = (32, 32, 32)
+    config.critic_residual, config.critic_activation = True, "mish"
+    config.deterministic_eval, config.eval_min_std = True, paper.eval_min_std
+    return config, _agent(config)
+
+
+def test_paper_preset_values_are_the_reference_yamls():
+    """The hopper finetune yaml's values (irom-princeton/dppo, ft_ppo_diffusion_mlp.yaml)."""
+    c = get_config("paper")
+    assert (c.run.num_envs, c.run.rollout_steps, c.ppo_batch_size * c.ft_denoising_steps) == (
+        40, 500, 50_000)
+    assert c.run.online_steps == 1000 * 40 * 500 * 4 and c.update_epochs == 5
+    assert (c.actor.diffusion_steps, c.ft_denoising_steps, c.horizon, c.act_steps) == (20, 10, 4, 4)
+    assert c.actor.residual and tuple(c.actor.hidden_dims) == (512, 512, 512)
+    assert c.critic_residual and tuple(c.critic_hidden_dims) == (256, 256, 256)
+    assert (c.actor.time_activation, c.actor.time_freqs) == ("mish", "half-1")
+    assert c.deterministic_eval and c.min_sampling_std == 0.1
+    small = get_config("cpu-small")
+    differs = {k for k in ("num_envs", "rollout_steps", "online_steps", "online_eval_every",
+                           "save_every") if small.run[k] != c.run[k]}
+    assert differs == {"num_envs", "rollout_steps", "online_steps", "online_eval_every",
+                       "save_every"}
+    assert small.ppo_batch_size == 125 and small.actor.residual and small.critic_residual
+    with pytest.raises(KeyError, match="preset"):
+        get_config("papr")
+
+
+def test_paper_networks_time_embedding_and_residual_critic():
+    """The actor's time embedding is DPPO's SinusoidalPosEmb (log 10000 / (half - 1)) then
+    Linear-Mish-Linear, written out here in numpy on the agent's weights; V(s) is a residual MLP:
+    Dense, one pre-activation block of two Dense, Dense."""
+    config, agent = _paper_agent()
+    p = agent.bc.params["params"]
+    te = p["TimeEmbedding_0"]
+    t = np.array([0.0, 3.0, 5.0], np.float32)
+    half = 8
+    freqs = np.exp(-np.arange(half) * np.log(10000.0) / (half - 1))
+    emb = np.concatenate([np.sin(t[:, None] * freqs), np.cos(t[:, None] * freqs)], -1)
+    h = emb @ np.asarray(te["Dense_0"]["kernel"]) + np.asarray(te["Dense_0"]["bias"])
+    h = h * np.tanh(np.log1p(np.exp(h)))                                      # Mish
+    want = h @ np.asarray(te["Dense_1"]["kernel"]) + np.asarray(te["Dense_1"]["bias"])
+    from dprl.models.nets import TimeEmbedding
+    got = TimeEmbedding(16, "mish", freq_offset=1).apply({"params": te}, jnp.asarray(t))
+    np.testing.assert_allclose(np.asarray(got), want, rtol=1e-5, atol=1e-6)
+    assert "ResidualMLP_0" in p
+    c = agent.critic.params["params"]["ResidualMLP_0"]
+    obs = np.random.default_rng(0).normal(size=(5, 3)).astype(np.float32)
+    dense = lambda x, i: x @ np.asarray(c[f"Dense_{i}"]["kernel"]) + np.asarray(  # noqa: E731
+        c[f"Dense_{i}"]["bias"])
+    mish = lambda x: x * np.tanh(np.log1p(np.exp(x)))  # noqa: E731
+    x = dense(obs, 0)
+    x = x + dense(mish(dense(mish(x), 1)), 2)
+    np.testing.assert_allclose(np.asarray(agent.value_net.apply(agent.critic.params, obs)),
+                               dense(x, 3)[:, 0], rtol=1e-5, atol=1e-5)
+
+
+def test_evaluation_drops_the_exploration_floor():
+    """deterministic_eval: evaluation samples the chain with the std floored at 1e-3 (the paper's
+    deterministic DDPM), collection at min_sampling_std 0.1; without it, evaluation acts as
+    collection does."""
+    config, agent = _paper_agent()
+    obs = jnp.asarray(np.random.default_rng(1).normal(size=(64, 3)).astype(np.float32))
+    key = jax.random.PRNGKey(1)
+    collected = agent.sample_actions(obs, key)[0]
+    evaluated = agent.eval_actions(obs, key)[0]
+    np.testing.assert_allclose(np.asarray(evaluated),
+                               np.asarray(agent._sample(obs, key, agent.actor.params, 1e-3)[0]),
+                               atol=1e-6)
+    assert float(jnp.abs(evaluated - collected).mean()) > 1e-3
+    floor = agent.replace(config=type(agent.config)({**agent.config.to_dict(),
+                                                      "deterministic_eval": False}))
+    np.testing.assert_array_equal(np.asarray(floor.eval_actions(obs, key)[0]),
+                                  np.asarray(floor.sample_actions(obs, key)[0]))
+
+
+def test_dpm_solver_is_refused():
+    config = _config()
+    config.actor.sampler = "dpm_solver"
+    with pytest.raises(ValueError, match="Gaussian"):
+        _agent(config)

@@ -61,6 +61,11 @@ RUNS = {
 }
 
 
+# The config preset each run pins (configs/<agent>.py:<preset>): the recorded configuration by
+# name, whatever the file's default becomes (DPPO: 'plain-mlp-cpu', not 'paper' or 'cpu-small').
+PRESETS = {"dppo": "plain-mlp-cpu"}
+
+
 # Intended changes since the recording, applied to the reference before comparing:
 # (agent, metric) -> factor. Empty since the re-recording of 2026-11-25: the faster Mish
 # (dprl.models.nets.mish, jax.nn.mish's function to float rounding) moved online rows of the Mish agents
@@ -92,7 +97,8 @@ def run_short(agent: str, run_dir: Path) -> dict:
     dropped (a row keeps only its non-empty cells)."""
     task, extra = RUNS[agent]
     cmd = [sys.executable, str(ROOT / "experiments" / "train.py"),
-           f"--agent={ROOT / 'configs' / f'{agent}.py'}", f"--task={task}",
+           f"--agent={ROOT / 'configs' / f'{agent}.py'}"
+           + (f":{PRESETS[agent]}" if agent in PRESETS else ""), f"--task={task}",
            f"--run_dir={run_dir}", *TINY, *extra]
     proc = subprocess.run(cmd, capture_output=True, text=True, cwd=ROOT, timeout=900,
                           env=dict(os.environ))

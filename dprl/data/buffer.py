@@ -14,12 +14,16 @@ run in one ``lax.scan`` without touching the host:
 """
 from __future__ import annotations
 
+from typing import Any
+
 import flax.struct
 import jax
 import jax.numpy as jnp
 import numpy as np
 
+from dprl.data.frames import PixelSpec, is_pixel
 from dprl.data.offline import Normalizer, OfflineData
+from dprl.models.augment import augment_observations
 
 FIELDS = ("observations", "actions", "rewards", "terminals", "dones", "next_observations")
 
@@ -34,6 +38,11 @@ class Buffer(flax.struct.PyTreeNode):
     dones: jax.Array              # [C] float: last step of an episode
     next_observations: jax.Array  # [C, O] normalized
     size: jax.Array               # [] int32
+    # Pixel data (dprl.data.frames): every episode step's frame once, uint8 [F, H, W, C];
+    # observations / next_observations are then {'frame': int32 [C] (an index into frames),
+    # 'state': [C, S] normalized}, and batches carry {'image': uint8, 'state'}.
+    frames: Any = None
+    augment: str = flax.struct.field(pytree_node=False, default="none")  # of sampled batches
 
     @property
     def capacity(self) -> int:
@@ -41,6 +50,8 @@ class Buffer(flax.struct.PyTreeNode):
 
     @classmethod
     def from_offline(cls, data: OfflineData, normalizer: Normalizer) -> "Buffer":
+        if is_pixel(data.observations):
+            return cls._from_pixel_data(data, normalizer)
         return cls(
             observations=jnp.asarray(normalizer(data.observations), jnp.float32),
             actions=jnp.asarray(data.actions, jnp.float32),
@@ -52,7 +63,38 @@ class Buffer(flax.struct.PyTreeNode):
         )
 
     @classmethod
+    def _from_pixel_data(cls, data: OfflineData, normalizer: Normalizer) -> "Buffer":
+        obs, nxt = data.observations, data.next_observations
+        if obs["image"].store is not nxt["image"].store:
+            raise ValueError("pixel observations and next observations must share one frame store")
+        part = lambda o: {"frame": jnp.asarray(o["image"].index, jnp.int32),  # noqa: E731
+                          "state": jnp.asarray(normalizer(o)["state"], jnp.float32)}
+        return cls(
+            observations=part(obs), actions=jnp.asarray(data.actions, jnp.float32),
+            rewards=jnp.asarray(data.rewards, jnp.float32),
+            terminals=jnp.asarray(data.terminals, jnp.float32),
+            dones=jnp.asarray(data.dones, jnp.float32), next_observations=part(nxt),
+            size=jnp.asarray(data.size, jnp.int32), frames=jnp.asarray(obs["image"].store),
+            augment=data.metadata.get("augment", "none"))
+
+    def nbytes_per_transition(self) -> float:
+        """Device bytes per stored transition (frames, indices, states and the rest)."""
+        leaves = jax.tree.leaves(self.replace(size=jnp.zeros((), jnp.int32)))
+        return sum(x.nbytes for x in leaves) / max(int(self.size), 1)
+
+    def _observations_at(self, which: Any, idx: jax.Array) -> Any:
+        """``which`` (observations or next_observations) at rows ``idx [B, ...]``; pixel rows
+        have their frames looked up."""
+        if self.frames is None:
+            return which[idx]
+        return {"image": self.frames[which["frame"][idx]], "state": which["state"][idx]}
+
+    @classmethod
     def empty(cls, capacity: int, obs_dim: int, action_dim: int) -> "Buffer":
+        if isinstance(obs_dim, PixelSpec):
+            raise NotImplementedError(
+                "online off-policy finetuning from pixels is not supported yet (its replay "
+                "buffer stores flat observations); run pixel tasks with --online_steps=0")
         z = lambda *s: jnp.zeros(s, jnp.float32)  # noqa: E731
         return cls(z(capacity, obs_dim), z(capacity, action_dim), z(capacity), z(capacity),
                    z(capacity), z(capacity, obs_dim), jnp.zeros((), jnp.int32))
@@ -83,6 +125,15 @@ class Buffer(flax.struct.PyTreeNode):
     def sample(self, key: jax.Array, batch_size: int, horizon: int = 1,
                obs_history: int = 1) -> dict:
         """A batch of chunks of length ``horizon`` that never cross an episode end (see module doc)."""
+        if self.frames is not None and self.augment != "none":
+            key, aug_key = jax.random.split(key)
+            batch = self.gather(jax.random.randint(key, (batch_size,), 0,
+                                                   jnp.maximum(self.size, 1)),
+                                horizon, obs_history)
+            for i, k in enumerate(("observations", "next_observations")):
+                batch[k] = augment_observations(batch[k], jax.random.fold_in(aug_key, i),
+                                                self.augment)
+            return batch
         idx = jax.random.randint(key, (batch_size,), 0, jnp.maximum(self.size, 1))
         return self.gather(idx, horizon, obs_history)
 
@@ -110,14 +161,15 @@ class Buffer(flax.struct.PyTreeNode):
             "masks": 1.0 - (self.terminals[eff] * validf).max(axis=1),
         }
         if obs_history == 1:
-            batch["observations"] = self.observations[idx]
-            batch["next_observations"] = self.next_observations[last]
+            batch["observations"] = self._observations_at(self.observations, idx)
+            batch["next_observations"] = self._observations_at(self.next_observations, last)
         else:
             hist = self._history(idx, obs_history)                               # [B, K, O]
             last_hist = self._history(last, obs_history)
             batch["observations"] = hist
-            batch["next_observations"] = jnp.concatenate(
-                [last_hist[:, 1:], self.next_observations[last][:, None]], axis=1)
+            batch["next_observations"] = jax.tree.map(
+                lambda h, n: jnp.concatenate([h[:, 1:], n[:, None]], axis=1), last_hist,
+                self._observations_at(self.next_observations, last))
         return batch
 
     def _history(self, idx: jax.Array, K: int) -> jax.Array:
@@ -130,14 +182,24 @@ class Buffer(flax.struct.PyTreeNode):
         n_back = same.sum(axis=1)                                                 # [B]
         ks = jnp.arange(K - 1, -1, -1)                                            # K-1 .. 0
         frames = idx[:, None] - jnp.minimum(ks[None, :], n_back[:, None])
-        return self.observations[frames]
+        return self._observations_at(self.observations, frames)
 
 
-def example_batch(obs_dim: int, action_dim: int, horizon: int, obs_history: int = 1,
-                  batch_size: int = 2) -> dict:
-    """A batch of zeros with the schema's shapes, for ``Agent.create`` (which reads shapes only)."""
-    obs_shape = (batch_size, obs_dim) if obs_history == 1 else (batch_size, obs_history, obs_dim)
+def example_batch(obs_dim: "int | PixelSpec", action_dim: int, horizon: int,
+                  obs_history: int = 1, batch_size: int = 2) -> dict:
+    """A batch of zeros with the schema's shapes, for ``Agent.create`` (which reads shapes only).
+    ``obs_dim``: a ``PixelSpec`` gives pixel observations ``{'image': uint8 [B, (K,) H, W, C],
+    'state': [B, (K,) S]}``."""
+    lead = (batch_size,) if obs_history == 1 else (batch_size, obs_history)
     z = lambda *shape: np.zeros(shape, np.float32)  # noqa: E731
+    if isinstance(obs_dim, PixelSpec):
+        obs = {"image": np.zeros(lead + tuple(obs_dim.image_shape), np.uint8),
+               "state": z(*lead, obs_dim.state_dim)}
+        return {"observations": obs, "actions": z(batch_size, horizon, action_dim),
+                "valid": z(batch_size, horizon) + 1, "rewards": z(batch_size, horizon),
+                "terminals": z(batch_size, horizon), "next_observations": obs,
+                "masks": z(batch_size) + 1}
+    obs_shape = lead + (obs_dim,)
     return {"observations": z(*obs_shape), "actions": z(batch_size, horizon, action_dim),
             "valid": z(batch_size, horizon) + 1, "rewards": z(batch_size, horizon),
             "terminals": z(batch_size, horizon), "next_observations": z(*obs_shape),

@@ -19,6 +19,9 @@ import gymnasium as gym
 import jax.numpy as jnp
 import numpy as np
 
+from dprl.data.formats import (ROBOMIMIC_OBS_KEYS, DataSource, load_ogbench, load_robomimic,
+                               recorded_env_id, source_fingerprint)
+from dprl.data.frames import PixelSpec, apply_observation_transform, is_pixel
 from dprl.data.io import dataset_dir
 from dprl.data.registry import (check_dataset_dir, check_dataset_env, dataset_fingerprint,
                                     env_id_of, episode_boundary_problem, read_metadata,
@@ -231,6 +234,9 @@ def check_compatible(data: OfflineData, env: gym.Env, task_name: str = "") -> No
     if env_obs is not None and tuple(env_obs) != obs_shape:
         problems.append(f"observations are {obs_shape} in the dataset but {tuple(env_obs)} in the env")
     if env_act is not None and (act_dim,) != tuple(env_act):
+    if task.get("observation_transform"):      # a pixel task: its frames from the state data
+        data = apply_observation_transform(data, task)
+    check_finite(data)
         problems.append(f"actions are ({act_dim},) in the dataset but {tuple(env_act)} in the env")
     if problems:
         env_id = env.spec.id if env.spec else type(env).__name__
@@ -242,7 +248,11 @@ def check_compatible(data: OfflineData, env: gym.Env, task_name: str = "") -> No
 
 
 class Normalizer(flax.struct.PyTreeNode):
-    """Observation standardizer ``(obs - mean) / std``; its statistics travel with checkpoints."""
+    """Observation standardizer ``(obs - mean) / std``; its statistics travel with checkpoints.
+
+    Pixel observations (``dprl.data.frames``): only their ``state`` is standardized; images stay
+    uint8 (``image_shape`` records their shape, and ``dim`` is then a ``PixelSpec``).
+    """
 
     mean: jnp.ndarray
     std: jnp.ndarray
@@ -252,20 +262,46 @@ class Normalizer(flax.struct.PyTreeNode):
         return cls(mean=np.asarray(observations.mean(0), np.float32),
                    std=np.asarray(observations.std(0) + eps, np.float32))
 
+        if is_pixel(arr):                      # uint8 frames are finite; check the state
+            arr, name = arr["state"], f"{name}['state']"
     @classmethod
-    def identity(cls, dim: int) -> "Normalizer":
+    def identity(cls, dim: "int | PixelSpec") -> "Normalizer":
+        if isinstance(dim, PixelSpec):
+            return cls(mean=np.zeros(dim.state_dim, np.float32),
+                       std=np.ones(dim.state_dim, np.float32),
+                       image_shape=tuple(dim.image_shape))
         return cls(mean=np.zeros(dim, np.float32), std=np.ones(dim, np.float32))
 
     @property
-    def dim(self) -> int:
+    def dim(self) -> "int | PixelSpec":
+        if self.image_shape:
+            return PixelSpec(int(np.shape(self.mean)[0]), tuple(self.image_shape))
         return int(np.shape(self.mean)[0])
 
     def __call__(self, observations):
         return (observations - self.mean) / self.std
 
     def to_dict(self) -> dict:
-        return {"mean": np.asarray(self.mean).tolist(), "std": np.asarray(self.std).tolist()}
+        out = {"mean": np.asarray(self.mean).tolist(), "std": np.asarray(self.std).tolist()}
+        if self.image_shape:
+            out["image_shape"] = list(self.image_shape)
+        return out
+    if is_pixel(data.observations):            # a Dict space: compare its parts
+        space = env.observation_space
+        obs_shape = (("image", data.observations["image"].shape[1:]),
+                     ("state", data.observations["state"].shape[1:]))
+        env_obs = (tuple((k, tuple(space[k].shape)) for k in ("image", "state"))
+                   if isinstance(space, gym.spaces.Dict) else (("flat", space.shape),))
 
     @classmethod
     def from_dict(cls, d: dict) -> "Normalizer":
-        return cls(mean=np.asarray(d["mean"], np.float32), std=np.asarray(d["std"], np.float32))
+        return cls(mean=np.asarray(d["mean"], np.float32), std=np.asarray(d["std"], np.float32),
+                   image_shape=tuple(d.get("image_shape", ())))
+    image_shape: tuple = flax.struct.field(pytree_node=False, default=())
+        if is_pixel(observations):
+            state = np.asarray(observations["state"])
+            return cls(mean=np.asarray(state.mean(0), np.float32),
+                       std=np.asarray(state.std(0) + eps, np.float32),
+                       image_shape=tuple(observations["image"].shape[1:]))
+        if is_pixel(observations):
+            return {**observations, "state": (observations["state"] - self.mean) / self.std}

@@ -11,7 +11,8 @@ import numpy as np
 
 from dprl.data.io import dataset_exists, record_episode, write_minari_dataset
 
-CHAIN_TASKS = {"chain": ("dprl/chain/play-v0", "dprl/WaypointChain-v0")}
+CHAIN_TASKS = {"chain": ("dprl/chain/play-v0", "dprl/WaypointChain-v0"),
+               "pixel-chain": ("dprl/chain/play-v0", "dprl/WaypointChain-v0")}  # rendered at load
 
 
 def rollout_play(num_episodes: int, seed: int = 0, noise: float = 0.3) -> list[dict]:

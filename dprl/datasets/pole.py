@@ -13,6 +13,7 @@ from dprl.data.io import dataset_exists, record_episode, write_minari_dataset
 POLE_TASKS = {
     "pole": ("dprl/pole/demos-v0", "dprl/Pole-v0"),
     "pole-right": ("dprl/pole-right/demos-v0", "dprl/PoleRight-v0"),
+    "pixel-pole": ("dprl/pole/demos-v0", "dprl/Pole-v0"),   # pole's demos, rendered at load time
 }
 
 

@@ -69,6 +69,14 @@ for _robot, _env_id in LOCOMOTION_ENVS.items():
         _official = OFFICIAL_MINARI[_recipe]
         _register(
             f"{_robot}-{_recipe}",
+    official = preset["official_dataset_id"]
+    preset.setdefault("official_sources", [f"minari:{official}"] if official else [])
+    preset.setdefault("has_recipe", True)
+    preset.setdefault("reward_transform", None)
+    # Pixel tasks: how their images come from a state dataset, and how training batches are
+    # augmented ('none' | 'shift'); None / 'none' for state tasks.
+    preset.setdefault("observation_transform", None)
+    preset.setdefault("augment", "none")
             env_id=_env_id,
             dataset_id=f"dprl/{_robot}/{_recipe}-v0",
             official_dataset_id=f"mujoco/{_robot}/{_official}" if _official else None,
@@ -97,6 +105,21 @@ _register("chain", env_id="dprl/WaypointChain-v0", dataset_id="dprl/chain/play-v
 # An OGBench manipulation env holds about 160 MB (its compiled MuJoCo model): 50 evaluation envs
 # at once would hold 8 GB per seed, so evaluation runs 10 at a time.
 OGBENCH_EVAL_ENVS = 10
+# The toy tasks from pixels (dprl/envs/pixels.py): the same envs seen through a 32 x 32 camera
+# (image + a state without the position), trained on the state tasks' own datasets rendered
+# through the same camera at load time (``observation_transform``: "module:function(obs,
+# next_obs, dones) -> frames"). ``augment``: the image augmentation of training batches
+# (dprl/models/augment.py; 'shift' = DrQ's and FQL's pad-4 random shift; evaluation has none).
+_register("pixel-pole", env_id="dprl/PixelPole-v0", dataset_id="dprl/pole/demos-v0",
+          data_env_id="dprl/Pole-v0", dataset_task="pole", eval_episodes=50,
+          ref_min_score=0.0, ref_max_score=1.0, observation_transform="dprl.envs.pixels:pole_pixels",
+          augment="shift", **_POLE_GENERATOR)
+_register("pixel-chain", env_id="dprl/PixelWaypointChain-v0", dataset_id="dprl/chain/play-v0",
+          data_env_id="dprl/WaypointChain-v0", dataset_task="chain", score="success",
+          eval_episodes=50, ref_min_score=0.0, ref_max_score=1.0,
+          observation_transform="dprl.envs.pixels:chain_pixels", augment="shift",
+          generator="dprl.datasets.chain:make_chain_dataset", auto_make=True)
+
 
 for _task, _single_env in (("cube-single", "cube-single-singletask-v0"),
                            ("cube-double", "cube-double-singletask-v0"),

@@ -150,7 +150,30 @@ class VecEnv:
 
 
 def _history(frames: list[np.ndarray]) -> np.ndarray:
-    return np.stack(frames)
+    return stack_observations(frames)
+
+
+def stack_observations(observations: list) -> np.ndarray | dict:
+    """Stack flat observations ``[O]`` -> ``[n, O]``, or pixel ones (dicts of named parts) part
+    by part -> ``{'image': [n, H, W, C], 'state': [n, S]}``."""
+    if isinstance(observations[0], dict):
+        return {k: np.stack([o[k] for o in observations]) for k in observations[0]}
+    return np.stack(observations)
+
+
+def observation_at(observations, i):
+    """Row ``i`` of stacked flat or pixel observations."""
+    if isinstance(observations, dict):
+        return {k: v[i] for k, v in observations.items()}
+    return observations[i]
+
+
+def _as_policy_input(observations):
+    """float32 for flat observations and pixel states; images stay uint8."""
+    if isinstance(observations, dict):
+        return {k: (v if v.dtype == np.uint8 else v.astype(np.float32))
+                for k, v in observations.items()}
+    return observations.astype(np.float32)
 
 
 @dataclass
@@ -181,13 +204,14 @@ class ChunkExecutor:
 
     def raw_observations(self) -> np.ndarray:
         """Latest observation per env, ``[E, O]`` (unnormalized)."""
-        return np.stack([f[-1] for f in self._frames])
+        return stack_observations([f[-1] for f in self._frames])
 
     def policy_observations(self) -> np.ndarray:
         """Normalized policy input: ``[E, O]`` or ``[E, K, O]`` with history."""
         if self.obs_history == 1:
-            return self.normalize(self.raw_observations()).astype(np.float32)
-        return self.normalize(np.stack([_history(f) for f in self._frames])).astype(np.float32)
+            return _as_policy_input(self.normalize(self.raw_observations()))
+        return _as_policy_input(self.normalize(
+            stack_observations([_history(f) for f in self._frames])))
 
     def advance(self, active: np.ndarray, next_obs, rewards, terminated, truncated,
                 infos) -> dict[int, dict]:
@@ -221,7 +245,7 @@ class ChunkExecutor:
             out["terminals"].append(term)
             out["truncations"].append(trunc)
             out["valid"].append(alive.copy())
-            nxt = obs_before.copy()
+            nxt = [observation_at(obs_before, i) for i in range(E)]
             for i in range(E):
                 if not alive[i]:
                     continue
@@ -238,8 +262,8 @@ class ChunkExecutor:
                     self.episode_returns[i] = 0.0
                     self.episode_lengths[i] = 0
                     alive[i] = False
-            out["next_observations"].append(nxt)
-        return {k: np.stack(v) for k, v in out.items()}
+            out["next_observations"].append(stack_observations(nxt))
+        return {k: stack_observations(v) for k, v in out.items()}
 
 
 def _scalar_info(info: dict) -> dict:
@@ -311,7 +335,7 @@ def evaluate(
         ex.reset()                     # this wave's env i runs episode first + i (seed + first + i)
         done = np.arange(E) >= num_episodes - first   # a last, smaller wave leaves envs unused
         for i in np.flatnonzero(~done):
-            trajectories[first + i].append(ex.raw_observations()[i])
+            trajectories[first + i].append(observation_at(ex.raw_observations(), i))
         while not done.all():
             chunks = np.asarray(policy_fn(ex.policy_observations()))
             for j in range(min(act_steps, chunks.shape[1])):
@@ -327,7 +351,7 @@ def evaluate(
     result["wall_s"] = time.perf_counter() - start
     if return_episodes:
         result["episodes"] = episodes
-        result["trajectories"] = [np.stack(t) for t in trajectories]
+        result["trajectories"] = [stack_observations(t) for t in trajectories]
     return result
 
 

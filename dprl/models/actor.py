@@ -16,6 +16,7 @@ import ml_collections
 
 from dprl.models import diffusion, flow
 from dprl.models.diffusion import masked_mean
+from dprl.models.encoders import frozen_encoder_config
 from dprl.models.nets import MSEPolicy, make_denoiser
 
 GENERATIVE_MODELS = ("diffusion", "flow")
@@ -77,7 +78,7 @@ class GenerativeActor:
 
     def init(self, key: jax.Array, observations: jax.Array):
         """Network parameters for example ``observations [B, (K,) O]``."""
-        B = observations.shape[0]
+        B = jax.tree.leaves(observations)[0].shape[0]  # flat or pixel (dict)
         x = jnp.zeros((B, self.horizon, self.action_dim))
         return self.network.init(key, observations, x, jnp.zeros((B,)))
 
@@ -121,10 +122,12 @@ class MSEActor:
     action_dim: int
     hidden_dims: tuple[int, ...]
     activation: str
+    encoder: Any = None   # a frozen config.encoder (pixel observations)
 
     @property
     def network(self) -> MSEPolicy:
-        return MSEPolicy(self.horizon, self.action_dim, self.hidden_dims, self.activation)
+        return MSEPolicy(self.horizon, self.action_dim, self.hidden_dims, self.activation,
+                         self.encoder)
 
     def init(self, key: jax.Array, observations: jax.Array):
         return self.network.init(key, observations)
@@ -163,5 +166,6 @@ def policy_from_config(config) -> GenerativeActor | MSEActor:
     """``actor_from_config``, or the MSE regressor when ``actor.model == 'mse'``."""
     if config.actor.model == "mse":
         return MSEActor(int(config.horizon), action_dim_of(config),
-                        tuple(config.actor.hidden_dims), config.actor.activation)
+                        tuple(config.actor.hidden_dims), config.actor.activation,
+                        frozen_encoder_config(config.actor.get("encoder")))
     return actor_from_config(config)

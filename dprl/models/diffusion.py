@@ -220,7 +220,7 @@ def dpm_solver_sample(
     Returns chunks ``[B, H, A]`` and, with ``return_chain``, a ``Chain`` whose ``xs`` are ``x`` at
     every step's end (``means = xs[1:]``, ``stds = 0``: the sampler draws no noise).
     """
-    B = observations.shape[0]
+    B = jax.tree.leaves(observations)[0].shape[0]  # flat or pixel (dict)
     T = schedule.num_steps
     orders = dpm_solver_orders(num_steps, order)
     taus = np.linspace(1.0, 1.0 / T, num_steps + 1).astype(np.float32)
@@ -343,7 +343,7 @@ def sample(
             clip_actions=clip_actions, guidance_fn=guidance_fn, guidance_scale=guidance_scale,
             guidance_min_step=guidance_min_step, initial_noise=initial_noise,
             return_chain=return_chain)
-    B = observations.shape[0]
+    B = jax.tree.leaves(observations)[0].shape[0]  # flat or pixel (dict)
     ts, prevs = sampling_steps(schedule.num_steps, num_steps)
     init_key, key = jax.random.split(key)
     x = (jax.random.normal(init_key, (B, *action_shape)) if initial_noise is None

@@ -57,7 +57,7 @@ def sample(
     its target and sets the returned chunks' first ``num_fixed`` actions to it exactly; None (the
     default) samples as without it. ``unroll``: as ``dprl.models.diffusion.sample``'s.
     """
-    B = observations.shape[0]
+    B = jax.tree.leaves(observations)[0].shape[0]  # flat or pixel (dict)
     init_key, key = jax.random.split(key)
     x = (jax.random.normal(init_key, (B, *action_shape)) if initial_noise is None
          else initial_noise)

@@ -63,7 +63,7 @@ def collect_rollout(agent, executor: ChunkExecutor, num_steps: int, key: jax.Arr
     for _ in range(num_steps):
         key, act_key = jax.random.split(key)
         obs = executor.policy_observations()
-        chunks, aux = agent.sample_actions(jnp.asarray(obs), act_key)
+        chunks, aux = agent.sample_actions(jax.tree.map(jnp.asarray, obs), act_key)
         executed = executor.step_chunks(np.asarray(chunks))
         valid = executed["valid"]
         env_steps += int(valid.sum())
@@ -97,7 +97,7 @@ def evaluate_agent(agent, key: jax.Array, task: dict, config, normalizer, ref_mi
     def policy(obs):
         nonlocal key
         key, act_key = jax.random.split(key)
-        return np.asarray(agent.sample_actions(jnp.asarray(obs), act_key)[0])
+        return np.asarray(agent.sample_actions(jax.tree.map(jnp.asarray, obs), act_key)[0])
 
     result = evaluate(policy, task["env_id"], config.run.eval_episodes, config.act_steps,
                       seed=config.run.eval_seed, obs_history=config.obs_history,
