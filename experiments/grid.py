@@ -3,6 +3,7 @@
     python experiments/grid.py --agents=dql,guided,dppo,qc --tasks=hopper-medium,cube-double \
         --seeds=0,1,2 --out runs/grid [--set run.offline_steps=100000 --set dql.eta=2 ...] \
         [--backend=local|ray] [--workers=2] [--ray-address=auto] [--cpus-per-cell=1] [--dry-run]
+        [--gpus-per-cell=0.25]   # 4 cells per GPU (docs/gpu.md)
 
 Each cell is ``experiments/train.py`` in a subprocess (the run contract), which compares the
 cell's command with its run directory: the same run finished is skipped, longer phases or an
@@ -51,6 +52,10 @@ def main(argv=None) -> int:
                    help="Ray cluster address ('auto' = the running cluster); default: local Ray")
     p.add_argument("--cpus-per-cell", "--cpus_per_cell", type=float, default=1.0,
                    help="Ray resources per cell")
+    p.add_argument("--gpus-per-cell", "--gpus_per_cell", type=float, default=0.0,
+                   help="GPUs per cell: a fraction packs cells on one GPU (Ray's num_gpus; the "
+                        "local backend sets CUDA_VISIBLE_DEVICES round robin and each cell's "
+                        "XLA_PYTHON_CLIENT_MEM_FRACTION); 0 = CPU")
     p.add_argument("--restart-changed", "--restart_changed", action="store_true",
                    help="start over the cells whose run directory holds other settings (the old "
                         "contents move to <run_dir>.replaced-<time>); without it they are refused")
@@ -69,9 +74,14 @@ def main(argv=None) -> int:
             print(f"{c.label:40s} {state:8s} {' '.join(c.command()[1:])}")
         print(f"{len(cells)} cells, {sum(c.finished() for c in cells)} finished")
         return 0
-    status = grid.run_grid(cells, args.out, backend=args.backend, workers=args.workers,
-                           ray_address=args.ray_address, cpus_per_cell=args.cpus_per_cell,
-                           restart_changed=args.restart_changed)
+    try:
+        status = grid.run_grid(cells, args.out, backend=args.backend, workers=args.workers,
+                               ray_address=args.ray_address, cpus_per_cell=args.cpus_per_cell,
+                               restart_changed=args.restart_changed,
+                               gpus_per_cell=args.gpus_per_cell)
+    except ValueError as e:   # e.g. --gpus-per-cell where there is no GPU: before any cell
+        print(f"error: {e}", file=sys.stderr)
+        return 2
     n = status["counts"]
     print(f"grid {args.out}: {n['done']} done, {n.get('resumed', 0)} resumed, {n['skipped']} "
           f"skipped (same settings, finished), {n.get('restarted', 0)} restarted, "

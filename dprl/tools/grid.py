@@ -412,7 +412,7 @@ def run_grid(cells: Sequence[Cell], out: str, backend: str = "local", workers: i
              ray_address: str | None = None, cpus_per_cell: float = 1.0,
              env: dict | None = None, echo: Callable[[str], None] | None = None,
              compile_cache: bool = True, prepare_datasets: bool = True,
-             restart_changed: bool = False) -> dict:
+             restart_changed: bool = False, gpus_per_cell: float = 0.0) -> dict:
     """Run every cell (``run_cell``: a finished one with the same identity is skipped, one with
     another is refused, or restarted with ``restart_changed``); return the grid status (also in
     ``out/grid_status.json``). The first SIGINT / SIGTERM (main thread only) is passed to the
@@ -423,10 +423,12 @@ def run_grid(cells: Sequence[Cell], out: str, backend: str = "local", workers: i
     (unless JAX_COMPILATION_CACHE_DIR is set already); it changes no result, only compile time.
     ``prepare_datasets``: make the tasks' auto-made datasets (toy tasks) here first, so that cells
     running at once do not write the same dataset concurrently.
+    ``gpus_per_cell``: GPUs each cell runs on (``GpuSlots``, ``gpu_env``; 0 = the CPU).
     """
     labels = [c.label for c in cells]
     if len(set(labels)) != len(labels):
         raise ValueError("two cells share a label; give them distinct names")
+    slots = GpuSlots.local(gpus_per_cell) if gpus_per_cell and backend == "local" else None
     progress = Progress(cells, out, workers, backend, echo)
     if prepare_datasets:
         _prepare_datasets({c.task for c in cells if not c.finished()}, progress.echo)
@@ -438,15 +440,15 @@ def run_grid(cells: Sequence[Cell], out: str, backend: str = "local", workers: i
         cell_env.update(JAX_COMPILATION_CACHE_DIR=str(Path(out).resolve() / ".jax_cache"),
                         JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS="0",
                         JAX_PERSISTENT_CACHE_MIN_ENTRY_SIZE_BYTES="0")
-    cell_env.update(env or {})
+    cell_env.update(gpu_env(gpus_per_cell), **(env or {}))
     if backend not in ("local", "ray"):
         raise ValueError(f"backend must be 'local' or 'ray', not {backend!r}")
     with _stop_signals(progress.echo):
         if todo and backend == "local":
-            _run_local(todo, progress, workers, cell_env, restart_changed)
+            _run_local(todo, progress, workers, cell_env, restart_changed, slots)
         elif todo:
             _run_ray(todo, progress, workers, cell_env, ray_address, cpus_per_cell,
-                     restart_changed)
+                     restart_changed, gpus_per_cell)
         progress._write()
     return json.loads((Path(out) / STATUS_FILE).read_text())
 
@@ -511,12 +513,13 @@ def _fork_exec_only():
 
 
 def _run_local(cells, progress: Progress, workers: int, env: dict,
-               restart_changed: bool = False) -> None:
+               restart_changed: bool = False, slots: "GpuSlots | None" = None) -> None:
     def one(cell):
         if _STOP:   # the grid is stopping: no new cell
             return
         progress.set(cell.label, "running")
-        result = run_cell(cell, env, restart_changed=restart_changed)
+        with (slots.held() if slots else _no_gpus()) as gpus:
+            result = run_cell(cell, {**env, **gpus}, restart_changed=restart_changed)
         progress.set(cell.label, result["state"], wall_s=round(result["wall_s"], 1),
                      error=result["error"])
 
@@ -526,8 +529,11 @@ def _run_local(cells, progress: Progress, workers: int, env: dict,
 
 
 def _run_ray(cells, progress: Progress, workers: int, env: dict, address: str | None,
-             cpus_per_cell: float, restart_changed: bool = False) -> None:
-    """One Ray task per cell. ``workers`` caps the cells in flight (0 = the cluster decides)."""
+             cpus_per_cell: float, restart_changed: bool = False,
+             gpus_per_cell: float = 0.0) -> None:
+    """One Ray task per cell. ``workers`` caps the cells in flight (0 = the cluster decides).
+    ``gpus_per_cell``: Ray's ``num_gpus`` (fractions pack cells on a GPU; Ray sets each task's
+    CUDA_VISIBLE_DEVICES, which its train.py inherits)."""
     try:
         import ray
     except ImportError as e:
@@ -544,7 +550,10 @@ def _run_ray(cells, progress: Progress, workers: int, env: dict, address: str | 
         # Ship this module's code by value: workers need not have dprl on their import path.
         from ray import cloudpickle
         cloudpickle.register_pickle_by_value(sys.modules[__name__])
-        remote = ray.remote(num_cpus=cpus_per_cell, max_retries=0)(run_cell)
+        check_gpus_per_cell(gpus_per_cell, ray.cluster_resources().get("GPU", 0.0),
+                            "the Ray cluster has no GPU resource")
+        remote = ray.remote(num_cpus=cpus_per_cell, num_gpus=gpus_per_cell,
+                            max_retries=0)(run_cell)
         pending = list(cells)
         in_flight: dict = {}
         limit = workers if workers > 0 else len(cells)
@@ -576,3 +585,81 @@ def _run_ray(cells, progress: Progress, workers: int, env: dict, address: str | 
     finally:
         if started_here:
             ray.shutdown()
+
+
+# ---------------------------------------------------------------------------------------------
+# GPUs
+# ---------------------------------------------------------------------------------------------
+def local_gpus() -> list[str]:
+    """This machine's GPUs as CUDA_VISIBLE_DEVICES ids: that variable's list when it is set (empty
+    or -1: none), else the indices ``nvidia-smi`` lists (none without a driver)."""
+    if "CUDA_VISIBLE_DEVICES" in os.environ:
+        ids = [g.strip() for g in os.environ["CUDA_VISIBLE_DEVICES"].split(",")]
+        return [] if "-1" in ids else [g for g in ids if g]
+    try:
+        out = subprocess.run(["nvidia-smi", "--query-gpu=index", "--format=csv,noheader"],
+                             capture_output=True, text=True, timeout=60)
+    except (OSError, subprocess.TimeoutExpired):
+        return []
+    return [x.strip() for x in out.stdout.splitlines() if x.strip().isdigit()] \
+        if out.returncode == 0 else []
+
+
+def check_gpus_per_cell(gpus_per_cell: float, available: float, none_why: str) -> None:
+    """One line (ValueError) when ``gpus_per_cell`` cannot be had: not a fraction in (0, 1] or a
+    whole number, no GPU at all (``none_why``), or more than there are."""
+    f = gpus_per_cell
+    if not f:
+        return
+    if f < 0 or (f > 1 and f != int(f)):
+        raise ValueError(f"--gpus-per-cell={f:g}: must be in (0, 1] (cells sharing one GPU) or a "
+                         f"whole number of GPUs")
+    if not available:
+        raise ValueError(f"--gpus-per-cell={f:g}: no GPU here ({none_why}); leave it out to run "
+                         f"the cells on the CPU")
+    if f > available:
+        raise ValueError(f"--gpus-per-cell={f:g}: more than the {available:g} GPUs there are")
+
+
+def gpu_env(gpus_per_cell: float) -> dict:
+    """Each cell's JAX memory share: a cell on a fraction F < 1 of a GPU may take 0.9 F of its
+    memory (JAX preallocates 75 % by default, which would leave no room for a second cell)."""
+    if 0 < gpus_per_cell < 1:
+        return {"XLA_PYTHON_CLIENT_MEM_FRACTION": f"{0.9 * gpus_per_cell:.3f}"}
+    return {}
+
+
+@contextmanager
+def _no_gpus():
+    yield {}
+
+
+class GpuSlots:
+    """The local backend's GPUs: each starting cell gets ``CUDA_VISIBLE_DEVICES`` = the least-used
+    GPU (round robin over them as cells start; a fraction F packs 1 / F cells on one), or for
+    F >= 2 the least-used group of F GPUs. ``workers`` still caps the cells running at once."""
+
+    def __init__(self, gpus: Sequence[str], gpus_per_cell: float):
+        check_gpus_per_cell(gpus_per_cell, len(gpus), "nvidia-smi lists none and "
+                            "CUDA_VISIBLE_DEVICES names none")
+        self.per_cell = float(gpus_per_cell)
+        n = max(1, int(self.per_cell))
+        self.groups = [tuple(gpus[i:i + n]) for i in range(0, len(gpus) - n + 1, n)]
+        self.load = {g: 0.0 for g in self.groups}
+        self.lock = threading.Lock()
+
+    @classmethod
+    def local(cls, gpus_per_cell: float) -> "GpuSlots":
+        return cls(local_gpus(), gpus_per_cell)
+
+    @contextmanager
+    def held(self):
+        """``{'CUDA_VISIBLE_DEVICES': ...}`` for one cell while it runs."""
+        with self.lock:
+            group = min(self.groups, key=lambda g: (self.load[g], self.groups.index(g)))
+            self.load[group] += min(self.per_cell, 1.0)
+        try:
+            yield {"CUDA_VISIBLE_DEVICES": ",".join(group)}
+        finally:
+            with self.lock:
+                self.load[group] -= min(self.per_cell, 1.0)
