@@ -25,7 +25,8 @@ from dprl.data.frames import PixelSpec, apply_observation_transform, is_pixel
 from dprl.data.io import dataset_dir
 from dprl.data.registry import (check_dataset_dir, check_dataset_env, dataset_fingerprint,
                                     env_id_of, episode_boundary_problem, read_metadata,
-                                    resolve_task_dataset, run_relabel, source_of)
+                                    resolve_task_source, run_relabel, source_of)
+from dprl.envs.benchmarks import REWARDS
 from dprl.envs.vector import from_env_action, make_env
 from dprl.envs.tasks import get_task
 
@@ -53,6 +54,9 @@ class OfflineData:
     ref_min_score: float | None = None
     ref_max_score: float | None = None
     metadata: dict = dataclasses.field(default_factory=dict)
+    # Per-transition arrays [N, ...] a task may relabel from (OGBench: qpos, qvel, button_states
+    # of s_t); the runner does not use them.
+    extras: dict = dataclasses.field(default_factory=dict)
 
     @property
     def size(self) -> int:
@@ -164,23 +168,45 @@ def load_dataset(dataset_id: str) -> OfflineData:
 class TaskDataset:
     """The dataset a run of a task uses, known from its metadata before it is loaded."""
 
-    dataset_id: str
-    source: str               # 'official' (Minari) or 'dprl-generated'
+    dataset_id: str           # a Minari id, or kind:path of a released file (DataSource.ref)
+    source: str               # 'official' or 'dprl-generated'
     env_id: str | None        # the env the dataset was recorded in
     fingerprint: dict         # metadata and file sizes: a regenerated dataset differs
+    data_source: DataSource | None = None
 
 
 def task_dataset(task_name: str, forced_id: str | None = None,
                  allow_env_mismatch: bool = False) -> TaskDataset:
-    """Which dataset a run of ``task_name`` trains on (``resolve_task_dataset``, or
-    ``forced_id``). A dataset recorded in another env than the task's is refused, even when the
-    shapes match, unless ``allow_env_mismatch`` (``check_dataset_env``)."""
+    """Which dataset a run of ``task_name`` trains on (``resolve_task_source``, or ``forced_id``:
+    any ``--dataset=`` string). A dataset recorded in another env than the task's is refused,
+    even when the shapes match, unless ``allow_env_mismatch`` (``check_dataset_env``)."""
     task = get_task(task_name)
-    dataset_id, source = resolve_task_dataset(task_name, forced_id)
-    meta = read_metadata(dataset_id)
-    if not allow_env_mismatch:
-        check_dataset_env(meta, dataset_id, task_name, task["data_env_id"])
-    return TaskDataset(dataset_id, source, env_id_of(meta), dataset_fingerprint(dataset_id, meta))
+    src, label = resolve_task_source(task_name, forced_id)
+    if src.kind == "minari":
+        meta = read_metadata(src.name)
+        recorded, fingerprint = env_id_of(meta), dataset_fingerprint(src.name, meta)
+    else:
+        recorded, fingerprint = recorded_env_id(src), source_fingerprint(src)
+        meta = {"env_spec": {"id": recorded}}
+    if not allow_env_mismatch and task["data_env_id"] is not None:
+        check_dataset_env(meta, src.ref, task_name, task["data_env_id"])
+    return TaskDataset(src.ref, label, recorded, fingerprint, src)
+
+
+def load_source(src: DataSource, task: dict | None = None) -> OfflineData:
+    """The offline data of ``src``, each format by its own reader (``dprl.data.formats``).
+    ``task``: a preset whose relabeling a shard directory applies shard by shard."""
+    if src.kind == "minari":
+        return load_dataset(src.name)
+    if src.kind == "ogbench":
+        on_shard = (lambda d: run_relabel(task, d)) if task and task["reward_relabel"] else None
+        data = load_ogbench(src, on_shard=on_shard if src.sharded else None)
+        if task and task["reward_relabel"] and not src.sharded:
+            data = run_relabel(task, data)
+        data.metadata.setdefault("relabeled", bool(task and task["reward_relabel"]))
+        return data
+    keys = (task or {}).get("obs_keys") or ROBOMIMIC_OBS_KEYS
+    return load_robomimic(src, keys)
 
 
 def load_task_data(task_name: str, forced_id: str | None = None,
@@ -188,21 +214,29 @@ def load_task_data(task_name: str, forced_id: str | None = None,
     """The offline data a run of ``task_name`` trains on, checked against the task's env.
 
     The dataset is ``task_dataset``'s, with the task's rewards when the preset has a
-    ``reward_relabel`` (OGBench's five tasks per env share one play dataset). Scores always use the
-    task's reference scores (a dataset may record others: Minari's official ones, or another
-    task's); tasks with ``success_masks`` (OGBench's sparse rewards: 0 at success, negative before)
-    mark every successful step terminal, so that no value is bootstrapped from a solved state (as
-    QC and FQL do).
+    ``reward_relabel`` (OGBench's five tasks per env share one play dataset) and its
+    ``reward_transform`` (the papers' ``r - 1``). Scores always use the task's reference scores
+    (a dataset may record others: Minari's official ones, or another task's); tasks with
+    ``success_masks`` (OGBench's sparse rewards: 0 at success, negative before) mark every
+    successful step terminal, so that no value is bootstrapped from a solved state (as QC and
+    FQL do).
     """
     task = get_task(task_name)
     ref = task_dataset(task_name, forced_id, allow_env_mismatch)
-    data = load_dataset(ref.dataset_id)
-    if task["reward_relabel"]:
+    src = ref.data_source
+    data = load_source(src, task)
+    if src.kind == "minari" and task["reward_relabel"]:
         data = run_relabel(task, data)
     if task["success_masks"]:
         data.terminals = data.rewards >= 0
+    if task.get("reward_transform"):
+        data.rewards = transform_rewards(data.rewards, task["reward_transform"])
+    data.source = ref.source
     if task["ref_min_score"] is not None and task["ref_max_score"] is not None:
         data.ref_min_score, data.ref_max_score = task["ref_min_score"], task["ref_max_score"]
+    if task.get("observation_transform"):      # a pixel task: its frames from the state data
+        data = apply_observation_transform(data, task)
+    check_finite(data)
     env = make_env(task["env_id"], **task["env_kwargs"])
     try:
         check_compatible(data, env, task_name)
@@ -211,10 +245,21 @@ def load_task_data(task_name: str, forced_id: str | None = None,
     return data
 
 
+def transform_rewards(rewards: np.ndarray, name: str) -> np.ndarray:
+    """A preset's ``reward_transform`` (``dprl.envs.benchmarks.REWARDS``: 'minus_one' is IQL's
+    and QC's ``r - 1``, 'cql_antmaze' Diffusion-QL's ``(r - 0.5) * 4``) applied to dataset
+    rewards ``[N]``; the task's env applies the same to online rewards."""
+    if name not in REWARDS:
+        raise ValueError(f"Unknown reward_transform {name!r}; known: {', '.join(REWARDS)}")
+    return REWARDS[name](np.asarray(rewards, np.float32)).astype(np.float32)
+
+
 def check_finite(data: OfflineData) -> None:
     """Raise ValueError naming the field and the first bad transition when data has NaN/inf."""
     for name in ("observations", "actions", "rewards", "next_observations"):
         arr = getattr(data, name)
+        if is_pixel(arr):                      # uint8 frames are finite; check the state
+            arr, name = arr["state"], f"{name}['state']"
         bad = ~np.isfinite(arr)
         if bad.any():
             rows = np.flatnonzero(bad.reshape(len(arr), -1).any(axis=1))
@@ -228,15 +273,18 @@ def check_compatible(data: OfflineData, env: gym.Env, task_name: str = "") -> No
     """Raise ValueError when the dataset's spaces do not match the environment's."""
     obs_shape = tuple(data.observations.shape[1:])
     env_obs = env.observation_space.shape
+    if is_pixel(data.observations):            # a Dict space: compare its parts
+        space = env.observation_space
+        obs_shape = (("image", data.observations["image"].shape[1:]),
+                     ("state", data.observations["state"].shape[1:]))
+        env_obs = (tuple((k, tuple(space[k].shape)) for k in ("image", "state"))
+                   if isinstance(space, gym.spaces.Dict) else (("flat", space.shape),))
     act_dim = data.actions.shape[1]
     env_act = env.action_space.shape
     problems = []
     if env_obs is not None and tuple(env_obs) != obs_shape:
         problems.append(f"observations are {obs_shape} in the dataset but {tuple(env_obs)} in the env")
     if env_act is not None and (act_dim,) != tuple(env_act):
-    if task.get("observation_transform"):      # a pixel task: its frames from the state data
-        data = apply_observation_transform(data, task)
-    check_finite(data)
         problems.append(f"actions are ({act_dim},) in the dataset but {tuple(env_act)} in the env")
     if problems:
         env_id = env.spec.id if env.spec else type(env).__name__
@@ -256,14 +304,18 @@ class Normalizer(flax.struct.PyTreeNode):
 
     mean: jnp.ndarray
     std: jnp.ndarray
+    image_shape: tuple = flax.struct.field(pytree_node=False, default=())
 
     @classmethod
     def fit(cls, observations: np.ndarray, eps: float = 1e-3) -> "Normalizer":
+        if is_pixel(observations):
+            state = np.asarray(observations["state"])
+            return cls(mean=np.asarray(state.mean(0), np.float32),
+                       std=np.asarray(state.std(0) + eps, np.float32),
+                       image_shape=tuple(observations["image"].shape[1:]))
         return cls(mean=np.asarray(observations.mean(0), np.float32),
                    std=np.asarray(observations.std(0) + eps, np.float32))
 
-        if is_pixel(arr):                      # uint8 frames are finite; check the state
-            arr, name = arr["state"], f"{name}['state']"
     @classmethod
     def identity(cls, dim: "int | PixelSpec") -> "Normalizer":
         if isinstance(dim, PixelSpec):
@@ -279,6 +331,8 @@ class Normalizer(flax.struct.PyTreeNode):
         return int(np.shape(self.mean)[0])
 
     def __call__(self, observations):
+        if is_pixel(observations):
+            return {**observations, "state": (observations["state"] - self.mean) / self.std}
         return (observations - self.mean) / self.std
 
     def to_dict(self) -> dict:
@@ -286,22 +340,8 @@ class Normalizer(flax.struct.PyTreeNode):
         if self.image_shape:
             out["image_shape"] = list(self.image_shape)
         return out
-    if is_pixel(data.observations):            # a Dict space: compare its parts
-        space = env.observation_space
-        obs_shape = (("image", data.observations["image"].shape[1:]),
-                     ("state", data.observations["state"].shape[1:]))
-        env_obs = (tuple((k, tuple(space[k].shape)) for k in ("image", "state"))
-                   if isinstance(space, gym.spaces.Dict) else (("flat", space.shape),))
 
     @classmethod
     def from_dict(cls, d: dict) -> "Normalizer":
         return cls(mean=np.asarray(d["mean"], np.float32), std=np.asarray(d["std"], np.float32),
                    image_shape=tuple(d.get("image_shape", ())))
-    image_shape: tuple = flax.struct.field(pytree_node=False, default=())
-        if is_pixel(observations):
-            state = np.asarray(observations["state"])
-            return cls(mean=np.asarray(state.mean(0), np.float32),
-                       std=np.asarray(state.std(0) + eps, np.float32),
-                       image_shape=tuple(observations["image"].shape[1:]))
-        if is_pixel(observations):
-            return {**observations, "state": (observations["state"] - self.mean) / self.std}

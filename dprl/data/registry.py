@@ -11,20 +11,26 @@ verify`` (``dprl.datasets.verify``) share these checks.
 """
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import importlib
 import json
+import os
+import shutil
 from pathlib import Path
 
 import numpy as np
 
+from dprl.data.formats import (DataSource, SourceError, check_source, download_command,
+                               parse_source, source_exists)
+from dprl.base.logging import log
 from dprl.data.io import DPRL_NAMESPACE, dataset_dir, dataset_exists, datasets_root
 from dprl.envs.tasks import TASKS, get_task
 
 OFFICIAL, GENERATED = "official", "dprl-generated"
 
-
-class DatasetError(FileNotFoundError):
-    """A dataset that is missing, corrupted or unusable here; the message says what to run."""
+# A dataset that is missing, corrupted or unusable here; the message says what to run.
+DatasetError = SourceError
 
 
 def source_of(dataset_id: str) -> str:
@@ -34,7 +40,8 @@ def source_of(dataset_id: str) -> str:
 
 def task_for_dataset(dataset_id: str) -> str | None:
     for name, preset in TASKS.items():
-        if dataset_id in (preset["dataset_id"], preset.get("official_dataset_id")):
+        if dataset_id in (preset["dataset_id"], preset.get("official_dataset_id")) or \
+                f"minari:{dataset_id}" in preset.get("official_sources", ()):
             return name
     return None
 
@@ -212,7 +219,37 @@ def _function(spec: str):
 
 def run_generator(task: str, preset: dict, **kwargs) -> str:
     """Call a toy preset's ``generator`` ("module:function"); returns the dataset id."""
-    return _function(preset["generator"])(task, **kwargs)
+    with making(preset["dataset_id"]):
+        return _function(preset["generator"])(task, **kwargs)
+
+
+_MAKING: dict[str, int] = {}   # dataset dir -> the open lock file (this process holds it)
+
+
+@contextlib.contextmanager
+def making(dataset_id: str):
+    """Hold ``dataset_id``'s make lock (``<root>/<ns>/<name>/.make-<version>.lock``; re-entrant
+    within a process) for the ``with`` block: another make of the same id waits, and the
+    ``.tmp-*`` directories found meanwhile were left by a killed make: they are removed, one line
+    each."""
+    final = dataset_dir(dataset_id)
+    key = str(final)
+    if key in _MAKING:
+        yield
+        return
+    final.parent.mkdir(parents=True, exist_ok=True)
+    fd = os.open(final.parent / f".make-{final.name}.lock", os.O_RDWR | os.O_CREAT | os.O_CLOEXEC,
+                 0o644)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)   # the kernel drops it when a make dies
+        _MAKING[key] = fd
+        for tmp in half_written_dirs(dataset_id):
+            shutil.rmtree(tmp, ignore_errors=True)
+            log(f"removed {tmp}: a half-written copy of {dataset_id} that a killed make left")
+        yield
+    finally:
+        _MAKING.pop(key, None)
+        os.close(fd)
 
 
 def resolve_task_dataset(task_name: str, forced_id: str | None = None) -> tuple[str, str]:
@@ -224,6 +261,14 @@ def resolve_task_dataset(task_name: str, forced_id: str | None = None) -> tuple[
     return resolve_dataset(task_name, forced_id)
 
 
+def resolve_task_source(task_name: str, forced: str | None = None) -> tuple[DataSource, str]:
+    """``resolve_source`` after ``auto_make`` (as ``resolve_task_dataset``)."""
+    task = get_task(task_name)
+    if task["auto_make"] and not forced and not dataset_exists(task["dataset_id"]):
+        run_generator(task_name, task)
+    return resolve_source(task_name, forced)
+
+
 def run_relabel(preset: dict, data):
     """Apply a task preset's ``reward_relabel`` ("module:function(data, preset) -> data"): the
     rewards and terminals of the preset's task on a shared dataset (OGBench's five tasks per env
@@ -231,28 +276,51 @@ def run_relabel(preset: dict, data):
     return _function(preset["reward_relabel"])(data, preset)
 
 
-def resolve_dataset(task_name: str, forced_id: str | None = None) -> tuple[str, str]:
-    """``(dataset_id, source)`` for a task preset; source is ``'official'`` or ``'dprl-generated'``.
+def official_sources(task: dict) -> list[DataSource]:
+    """The released datasets a preset can train on, in the order they are preferred."""
+    return [parse_source(s) for s in task.get("official_sources") or ()]
 
-    ``forced_id`` (``--dataset=ID``) must exist. Otherwise the official Minari dataset wins when it
-    is stored locally, else dprl's stand-in; a present but broken directory is an error (never a
-    silent fallback). With neither, ``DatasetError`` names ``python -m dprl.datasets make <task>``.
+
+def stand_in_source(task: dict) -> DataSource | None:
+    """dprl's stand-in (a Minari dataset in the ``dprl/`` namespace), when the preset has one."""
+    return DataSource("minari", task["dataset_id"]) if task.get("dataset_id") else None
+
+
+def label_of(src: DataSource) -> str:
+    return GENERATED if src.kind == "minari" and source_of(src.name) == GENERATED else OFFICIAL
+
+
+def resolve_source(task_name: str, forced: str | None = None) -> tuple[DataSource, str]:
+    """``(source, 'official' | 'dprl-generated')`` of a task's offline data.
+
+    ``forced`` (``--dataset=``: ``ogbench:scene-play-v0``, ``minari:<id>``, ``robomimic:<path>``
+    or a bare Minari / dprl id) must be on disk whole. Otherwise the first official dataset on
+    disk wins, else dprl's stand-in; a present but broken one is an error (never a silent
+    fallback). With none, one ``DatasetError`` line names the download command of each official
+    source and the command that makes the stand-in.
     """
     task = get_task(task_name)
-    if forced_id:
-        check_dataset_dir(forced_id)
-        return forced_id, source_of(forced_id)
-    official = task.get("official_dataset_id")
-    if official and (dataset_dir(official).exists() or half_written_dirs(official)):
-        check_dataset_dir(official)
-        return official, OFFICIAL
-    generated = task["dataset_id"]
-    if dataset_dir(generated).exists() or half_written_dirs(generated):
-        check_dataset_dir(generated)
-        return generated, GENERATED
-    alt = (f" (or download the official one: `minari download {official}`, needs internet)"
-           if official else "")
+    if forced:
+        src = parse_source(forced)
+        check_source(src)
+        return src, label_of(src)
+    candidates = official_sources(task) + [s for s in [stand_in_source(task)] if s]
+    for src in candidates:
+        if source_exists(src):
+            check_source(src)
+            return src, label_of(src)
+    gets = [f"`{download_command(s)}` (needs internet)" for s in official_sources(task)]
+    if task.get("dataset_id") and task.get("has_recipe", True):
+        gets.append(f"make dprl's stand-in with `{task['make_command']}`")
+    where = ", ".join(s.ref for s in candidates) or "none named by the preset"
     raise DatasetError(
-        f"No dataset for task {task_name!r} in {datasets_root()} (MINARI_DATASETS_PATH): neither "
-        f"{(official + ' nor ') if official else ''}{generated} is stored. Run "
-        f"`{task['make_command']}`{alt}.")
+        f"No dataset for task {task_name!r}: none of {where} is stored (Minari root "
+        f"{datasets_root()}). Run " + ", or ".join(gets or ["nothing: add a source to the "
+                                                          "preset in dprl/envs/tasks.py"]) + ".")
+
+
+def resolve_dataset(task_name: str, forced_id: str | None = None) -> tuple[str, str]:
+    """``(dataset ref, source)`` for a task preset (``resolve_source``): the bare id of a Minari
+    dataset, ``kind:path`` of a file; source is ``'official'`` or ``'dprl-generated'``."""
+    src, label = resolve_source(task_name, forced_id)
+    return src.ref, label

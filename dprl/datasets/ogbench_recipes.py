@@ -1,4 +1,5 @@
-"""OGBench-style manipulation datasets (cube-single, cube-double, scene, puzzle-3x3), made here.
+"""OGBench-style manipulation datasets (cube-single/double/triple/quadruple, scene, puzzle-3x3/4x4),
+made here.
 
 The ``ogbench`` package ships the manipulation envs and the scripted oracles its authors used to
 make the published ``*-play-v0`` datasets. The published play recipe (OGBench, Park et al. 2024,
@@ -9,7 +10,8 @@ make the published ``*-play-v0`` datasets. The published play recipe (OGBench, P
     ``noise_smoothing=0.5``, no random actions; puzzle's button oracle keeps the gripper closed;
   * whenever the oracle finishes its sub-task the env draws a new target
     (``set_new_target(p_stack)``), with ``p_stack`` 0 (cube-single), U(0, 0.25) per episode
-    (cube-double), 0.5 (scene, puzzle);
+    (cube-double), U(0.05, 0.35) (cube-triple), U(0.1, 0.5) (cube-quadruple), 0.5 (scene,
+    puzzle);
   * scene episodes where the cube leaves the visible area are discarded and redone.
 
 Two datasets come out of one collection:
@@ -59,6 +61,9 @@ MANIPULATION_TASKS = {
     "cube-double": ("cube-double-v0", "cube-double-singletask-v0"),
     "scene": ("scene-v0", "scene-singletask-v0"),
     "puzzle-3x3": ("puzzle-3x3-v0", "puzzle-3x3-singletask-v0"),
+    "cube-triple": ("cube-triple-v0", "cube-triple-singletask-v0"),
+    "cube-quadruple": ("cube-quadruple-v0", "cube-quadruple-singletask-v0"),
+    "puzzle-4x4": ("puzzle-4x4-v0", "puzzle-4x4-singletask-v0"),
 }
 EPISODE_LENGTH = 1001
 ORACLE_NOISE = 0.1
@@ -93,6 +98,10 @@ def _p_stack(task: str, rng: np.random.Generator) -> float:
         return 0.0
     if task == "cube-double":
         return float(rng.uniform(0.0, 0.25))
+    if task == "cube-triple":
+        return float(rng.uniform(0.05, 0.35))
+    if task == "cube-quadruple":
+        return float(rng.uniform(0.1, 0.5))
     return 0.5
 
 
@@ -115,11 +124,16 @@ class SingleTaskRelabeler:
 
     def successes(self, collection_env) -> np.ndarray:
         src = collection_env.unwrapped
+        return self.successes_at(src._data.qpos, src._data.qvel,
+                                 getattr(src, "_cur_button_states", None))
+
+    def successes_at(self, qpos, qvel=None, button_states=None) -> np.ndarray:
+        """Sub-goal successes ``[S]`` of the state ``qpos [nq]`` (``qvel``, ``button_states``)."""
         u = self.u
-        u._data.qpos[:] = src._data.qpos
-        u._data.qvel[:] = src._data.qvel
-        if hasattr(src, "_cur_button_states"):
-            u._cur_button_states = np.array(src._cur_button_states).copy()
+        u._data.qpos[:] = qpos
+        u._data.qvel[:] = 0.0 if qvel is None else qvel
+        if button_states is not None and hasattr(u, "_cur_button_states"):
+            u._cur_button_states = np.array(button_states).copy()
         self._mujoco.mj_forward(u._model, u._data)
         flat = []
         for s in _as_tuple(u._compute_successes()):
@@ -399,8 +413,12 @@ def _load_chunk(path: Path) -> list[dict]:
 def collect_play_episodes_resumable(task: str, num_episodes: int, partial_dir, *, seed: int = 0,
                                     episode_length: int = EPISODE_LENGTH,
                                     chunk_episodes: int = CHUNK_EPISODES, progress: bool = False,
-                                    on_chunk=None) -> list[dict]:
+                                    on_chunk=None, workers: int = 1) -> list[dict]:
     """``collect_play_episodes(task, num_episodes, ...)``, saved chunk by chunk in ``partial_dir``.
+
+    ``workers`` > 1 collects the chunks in that many processes (each builds its own envs and
+    oracles); episode k depends only on ``(seed, k)``, so the episodes are the same as one
+    process collects (only their ``seconds`` differ) and chunks are saved in order.
 
     Every ``chunk_episodes`` episodes are written atomically (temporary file, then rename) as
     ``episodes-<start>-<stop>.npz``; calling again with the same task, seed and episode_length
@@ -426,6 +444,10 @@ def collect_play_episodes_resumable(task: str, num_episodes: int, partial_dir, *
     if episodes:
         print(f"resuming {task}: {len(episodes)} of {num_episodes} episodes already in "
               f"{partial_dir}", file=sys.stderr, flush=True)
+    if workers > 1:
+        return _collect_parallel(task, num_episodes, partial_dir, episodes, seed=seed,
+                                 episode_length=episode_length, chunk_episodes=chunk_episodes,
+                                 progress=progress, on_chunk=on_chunk, workers=workers)
     collector = _PlayCollector(task, episode_length)
     bar = _progress_bar(task, num_episodes, len(episodes), progress)
     t0, steps_now = time.perf_counter(), 0
@@ -442,6 +464,43 @@ def collect_play_episodes_resumable(task: str, num_episodes: int, partial_dir, *
                     bar.update(1)
                 _save_chunk(partial_dir, chunk)
                 episodes.extend(chunk)
+                if on_chunk is not None:
+                    on_chunk(len(episodes), num_episodes)
+    finally:
+        bar.close()
+    return episodes
+
+
+_WORKER: "_PlayCollector | None" = None
+
+
+def _worker_init(task: str, episode_length: int) -> None:
+    global _WORKER
+    _WORKER = _PlayCollector(task, episode_length)
+
+
+def _worker_chunk(args: tuple[int, int, int]) -> list[dict]:
+    seed, start, stop = args
+    with _global_rng_kept():
+        return [_WORKER.episode(seed, k) for k in range(start, stop)]
+
+
+def _collect_parallel(task: str, num_episodes: int, partial_dir: Path, episodes: list[dict], *,
+                      seed: int, episode_length: int, chunk_episodes: int, progress: bool,
+                      on_chunk, workers: int) -> list[dict]:
+    """The rest of a resumable collection in ``workers`` processes (spawned: no state of the
+    parent, e.g. JAX's threads, is forked), chunks saved in order as they come back."""
+    import multiprocessing as mp
+
+    starts = range(len(episodes), num_episodes, chunk_episodes)
+    jobs = [(seed, a, min(a + chunk_episodes, num_episodes)) for a in starts]
+    bar = _progress_bar(task, num_episodes, len(episodes), progress)
+    try:
+        with mp.get_context("spawn").Pool(workers, _worker_init, (task, episode_length)) as pool:
+            for chunk in pool.imap(_worker_chunk, jobs):
+                _save_chunk(partial_dir, chunk)
+                episodes.extend(chunk)
+                bar.update(len(chunk))
                 if on_chunk is not None:
                     on_chunk(len(episodes), num_episodes)
     finally:
@@ -597,7 +656,7 @@ def make_manipulation_dataset(task: str, steps: int = 1_000_000, *, seed: int = 
                               episode_length: int = EPISODE_LENGTH, overwrite: bool = False,
                               progress: bool = False, num_episodes: int | None = None,
                               chunk_episodes: int = CHUNK_EPISODES, partial_dir=None,
-                              on_chunk=None) -> dict:
+                              on_chunk=None, workers: int = 1) -> dict:
     """Collect ``num_episodes`` (default ``ceil(steps / episode_length)``) play episodes,
     resumably (see ``collect_play_episodes_resumable``; chunks in ``partial_dir``, by default
     ``default_partial_dir(task, seed, episode_length)``), and write both datasets; the partial
@@ -625,7 +684,7 @@ def make_manipulation_dataset(task: str, steps: int = 1_000_000, *, seed: int = 
     t0 = time.perf_counter()
     episodes = collect_play_episodes_resumable(
         task, num_episodes, partial_dir, seed=seed, episode_length=episode_length,
-        chunk_episodes=chunk_episodes, progress=progress, on_chunk=on_chunk)
+        chunk_episodes=chunk_episodes, progress=progress, on_chunk=on_chunk, workers=workers)
     t_collect = time.perf_counter() - t0
     collect_seconds = float(sum(e["seconds"] for e in episodes))
     total_steps = int(sum(len(e["actions"]) for e in episodes))
@@ -835,8 +894,24 @@ def singletask_labels(data, singletask_env_id: str) -> np.ndarray:
     successes, ambiguous = successes_from_observations(data.observations, goal)
     rows = np.flatnonzero(ambiguous)
     if len(rows):
-        successes[rows] = replay_successes(data, rows, [singletask_env_id])[0]
+        if "qpos" in getattr(data, "extras", {}):
+            successes[rows] = stored_state_successes(data.extras, rows, singletask_env_id)
+        else:
+            successes[rows] = replay_successes(data, rows, [singletask_env_id])[0]
     return successes
+
+
+def stored_state_successes(extras: dict, rows: np.ndarray, singletask_env_id: str) -> np.ndarray:
+    """Sub-goal successes ``[len(rows), S]`` judged by the task env on the states a file stores
+    (OGBench's ``qpos``, ``qvel``, ``button_states`` of s_t), for data that cannot be replayed."""
+    judge = SingleTaskRelabeler(singletask_env_id)
+    out = []
+    for r in np.asarray(rows):
+        out.append(judge.successes_at(
+            extras["qpos"][r], extras["qvel"][r] if "qvel" in extras else None,
+            extras["button_states"][r] if "button_states" in extras else None))
+    judge.env.close()
+    return np.stack(out)
 
 
 def singletask_rewards(successes: np.ndarray, sparse: bool) -> tuple[np.ndarray, np.ndarray]:
@@ -871,3 +946,37 @@ def relabel_singletask(data, preset: dict):
         "success_fraction_of_steps": float(success.mean()),
     }
     return dataclasses.replace(data, rewards=rewards, terminals=success, metadata=meta)
+
+
+# ---------------------------------------------------------------------------------------------
+# dprl's stand-in in OGBench's file layout
+# ---------------------------------------------------------------------------------------------
+def ogbench_export_path(task: str) -> Path:
+    """Where ``make <env> --format ogbench`` writes: beside the stand-in, never into OGBench's
+    own data directory (which holds only released files)."""
+    from dprl.data.io import DPRL_NAMESPACE, datasets_root
+    return datasets_root() / DPRL_NAMESPACE / task / f"{task}-play-v0.npz"
+
+
+def export_play_ogbench(task: str, out=None) -> Path:
+    """Write the stored play stand-in ``dprl/<task>/play-v0`` as an OGBench npz file
+    (``dprl.data.formats.write_ogbench_npz``: observations, actions, terminals, qpos,
+    button_states of every state), so ``--dataset=ogbench:<that file>`` trains on the same data
+    through OGBench's reader. The file has no qvel (the stand-in does not store it)."""
+    import minari
+
+    from dprl.data.formats import write_ogbench_npz
+    from dprl.data.registry import check_dataset_dir
+
+    play_id = f"dprl/{task}/play-v0"
+    check_dataset_dir(play_id)
+    ds = minari.load_dataset(play_id)
+    episodes = []
+    for ep in ds.iterate_episodes():
+        e = {"observations": np.asarray(ep.observations, np.float32),
+             "actions": np.asarray(ep.actions, np.float32)}
+        for k in ("qpos", "button_states"):
+            if k in (ep.infos or {}):
+                e[k] = np.asarray(ep.infos[k])
+        episodes.append(e)
+    return write_ogbench_npz(out or ogbench_export_path(task), episodes)

@@ -54,7 +54,8 @@ def verify_steps(dataset_id: str, replay_episodes: int = 2, atol: float = 1e-5
         yield "env id", f"{env_id_of(meta)} (no task preset uses this dataset: not compared)"
     else:
         task = get_task(task_name)
-        check_dataset_env(meta, dataset_id, task_name, task["data_env_id"])
+        if task["data_env_id"] is not None:
+            check_dataset_env(meta, dataset_id, task_name, task["data_env_id"])
         yield "env id", f"{env_id_of(meta)}, the env of task {task_name}"
         yield "reference scores", _reference_scores(dataset_id, meta, task_name, task)
     n = _replay(ds, meta, env, replay_episodes, atol)

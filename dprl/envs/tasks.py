@@ -12,7 +12,15 @@
   success_masks               OGBench: successful steps are terminal (no bootstrapping from them)
   reward_relabel              None, or the function that gives a shared dataset this task's rewards
   data_env_id                 the env the dataset is recorded in, when the task relabels another
-                              env's data (default: env_id; checked when a run loads the data)
+                              env's data (default: env_id; checked when a run loads the data;
+                              None: the env is built from the dataset itself, no check)
+  official_sources            the released datasets, preferred in order over the stand-in
+                              (``dprl.data.formats``: ``minari:<id>``, ``ogbench:<name>``,
+                              ``robomimic:<task>/<type>``); default: ``official_dataset_id``
+  has_recipe                  whether ``python -m dprl.datasets make`` can make ``dataset_id``
+  reward_transform            None, 'minus_one' (r - 1) or 'cql_antmaze' ((r - 0.5) * 4), on the
+                              dataset's rewards (the env's ``reward_transform`` does the same)
+  obs_keys                    robomimic: the low-dim observation keys, in order
 """
 from __future__ import annotations
 
@@ -61,14 +69,6 @@ def _register(name: str, **preset):
     preset.setdefault("generator", None)
     preset.setdefault("auto_make", False)
     preset.setdefault("make_command", f"python -m dprl.datasets make {name}")
-    TASKS[name] = preset
-
-
-for _robot, _env_id in LOCOMOTION_ENVS.items():
-    for _recipe in LOCOMOTION_RECIPES:
-        _official = OFFICIAL_MINARI[_recipe]
-        _register(
-            f"{_robot}-{_recipe}",
     official = preset["official_dataset_id"]
     preset.setdefault("official_sources", [f"minari:{official}"] if official else [])
     preset.setdefault("has_recipe", True)
@@ -77,6 +77,14 @@ for _robot, _env_id in LOCOMOTION_ENVS.items():
     # augmented ('none' | 'shift'); None / 'none' for state tasks.
     preset.setdefault("observation_transform", None)
     preset.setdefault("augment", "none")
+    TASKS[name] = preset
+
+
+for _robot, _env_id in LOCOMOTION_ENVS.items():
+    for _recipe in LOCOMOTION_RECIPES:
+        _official = OFFICIAL_MINARI[_recipe]
+        _register(
+            f"{_robot}-{_recipe}",
             env_id=_env_id,
             dataset_id=f"dprl/{_robot}/{_recipe}-v0",
             official_dataset_id=f"mujoco/{_robot}/{_official}" if _official else None,
@@ -97,14 +105,6 @@ _register("chain", env_id="dprl/WaypointChain-v0", dataset_id="dprl/chain/play-v
           eval_episodes=50, ref_min_score=0.0, ref_max_score=1.0,
           generator="dprl.datasets.chain:make_chain_dataset", auto_make=True)
 
-# OGBench manipulation (dprl/datasets/ogbench_recipes.py): play data from ogbench's scripted plan
-# oracles, relabeled with the single-task reward QC and FQL evaluate on (the default task of
-# <env>-singletask-v0; reward = #satisfied sub-goals - #sub-goals at s_t, 0 = success; OGBench's
-# masks are 1 - success). Score: 100 x success rate (info['success']). No official Minari copy.
-# ``play_dataset_id`` is the same play data with the goal-conditioned collection env's reward.
-# An OGBench manipulation env holds about 160 MB (its compiled MuJoCo model): 50 evaluation envs
-# at once would hold 8 GB per seed, so evaluation runs 10 at a time.
-OGBENCH_EVAL_ENVS = 10
 # The toy tasks from pixels (dprl/envs/pixels.py): the same envs seen through a 32 x 32 camera
 # (image + a state without the position), trained on the state tasks' own datasets rendered
 # through the same camera at load time (``observation_transform``: "module:function(obs,
@@ -120,11 +120,18 @@ _register("pixel-chain", env_id="dprl/PixelWaypointChain-v0", dataset_id="dprl/c
           observation_transform="dprl.envs.pixels:chain_pixels", augment="shift",
           generator="dprl.datasets.chain:make_chain_dataset", auto_make=True)
 
+# OGBench manipulation (dprl/datasets/ogbench_recipes.py): play data from ogbench's scripted plan
+# oracles, relabeled with the single-task reward QC and FQL evaluate on (the default task of
+# <env>-singletask-v0; reward = #satisfied sub-goals - #sub-goals at s_t, 0 = success; OGBench's
+# masks are 1 - success). Score: 100 x success rate (info['success']). No official Minari copy.
+# ``play_dataset_id`` is the same play data with the goal-conditioned collection env's reward.
+# An OGBench manipulation env holds about 160 MB (its compiled MuJoCo model): 50 evaluation envs
+# at once would hold 8 GB per seed, so evaluation runs 10 at a time.
+OGBENCH_EVAL_ENVS = 10
 
-for _task, _single_env in (("cube-single", "cube-single-singletask-v0"),
-                           ("cube-double", "cube-double-singletask-v0"),
-                           ("scene", "scene-singletask-v0"),
-                           ("puzzle-3x3", "puzzle-3x3-singletask-v0")):
+OGBENCH_MANIPULATION_ENVS = ("cube-single", "cube-double", "cube-triple", "cube-quadruple",
+                             "scene", "puzzle-3x3", "puzzle-4x4")
+for _task, _single_env in ((e, f"{e}-singletask-v0") for e in OGBENCH_MANIPULATION_ENVS):
     _register(_task, env_id=_single_env, dataset_id=f"dprl/{_task}/play-singletask-v0",
               play_dataset_id=f"dprl/{_task}/play-v0", score="success", eval_episodes=50,
               eval_envs=OGBENCH_EVAL_ENVS, ref_min_score=0.0, ref_max_score=1.0,
@@ -140,7 +147,11 @@ for _task, _single_env in (("cube-single", "cube-single-singletask-v0"),
 # puzzle-3x3 use the QC paper's sparse reward (its --sparse: -1 until solved, 0 then), in the
 # data and in the env (``dprl/<env>-singletask-task{k}-sparse-v0``); cube-* keep OGBench's
 # ``#satisfied - #sub-goals``. Score: 100 x success rate over 50 episodes (QC: eval_episodes 50).
-OGBENCH_SINGLE_TASK_ENVS = ("cube-single", "cube-double", "scene", "puzzle-3x3")
+# The released data come first when on disk: OGBench's <env>-play-v0.npz (ogbench's
+# download_datasets; 1M transitions), relabeled by the same code. cube-quadruple-100m-task{k}
+# trains on the 100M-transition shard directory the QC paper uses for cube-quadruple (no stand-in:
+# 100M transitions are ~2 h of collection per 1M on one core).
+OGBENCH_SINGLE_TASK_ENVS = OGBENCH_MANIPULATION_ENVS
 QC_SPARSE_ENVS = ("scene", "puzzle-3x3")   # QC README: --sparse=True for scene and puzzle-3x3
 
 
@@ -149,19 +160,66 @@ def _register_ogbench_single_tasks() -> None:
         sparse = env in QC_SPARSE_ENVS
         for k in range(1, 6):
             singletask_id = f"{env}-singletask-task{k}-v0"
-            _register(
-                f"{env}-task{k}",
+            common = dict(
                 env_id=(f"dprl/{env}-singletask-task{k}-sparse-v0" if sparse else singletask_id),
-                dataset_id=f"dprl/{env}/play-v0", singletask_env_id=singletask_id,
+                singletask_env_id=singletask_id,
                 data_env_id=f"{env}-v0",          # the play data's collection env
                 sparse_reward=sparse,
                 reward_relabel="dprl.datasets.ogbench_recipes:relabel_singletask",
                 score="success", eval_episodes=50, eval_envs=OGBENCH_EVAL_ENVS,
-                ref_min_score=0.0, ref_max_score=1.0, success_masks=True,
-                dataset_task=env)  # `make <env>-task{k}` makes <env>'s data
+                ref_min_score=0.0, ref_max_score=1.0, success_masks=True)
+            _register(f"{env}-task{k}", dataset_id=f"dprl/{env}/play-v0",
+                      official_sources=[f"ogbench:{env}-play-v0"],
+                      dataset_task=env,  # `make <env>-task{k}` makes <env>'s data
+                      **common)
+            if env == "cube-quadruple":
+                _register(f"{env}-100m-task{k}", dataset_id=None, has_recipe=False,
+                          official_sources=[f"ogbench:{env}-play-100m-v0"],
+                          make_command="(no stand-in: download the 100M shards)", **common)
 
 
 _register_ogbench_single_tasks()
+
+
+# ---- robomimic (DPPO's main benchmark; QC's lift/can/square mh) -------------------------------
+# robomimic-<task>-<ph|mh>: the low-dim file ~/.robomimic/<task>/<type>/low_dim_v15.hdf5
+# (ROBOMIMIC_DATASET_ROOT), the robosuite env built from its env_args (dprl/envs/benchmarks.py,
+# extra [robomimic]); observation keys and horizons as QC's and DPPO's wrappers (lift 300, can
+# 300, square 400, transport 800 steps); the episode ends at success; reward = success, r - 1 as
+# QC trains (its robomimic penalty, in the data and online); masks = 1 - dones. Score: 100 x
+# success rate over 50 episodes (QC: eval_episodes 50). No stand-in.
+ROBOMIMIC_HORIZON = {"lift": 300, "can": 300, "square": 400, "transport": 800}
+ROBOMIMIC_ENV_NAMES = {"lift": "Lift", "can": "PickPlaceCan", "square": "NutAssemblySquare",
+                       "transport": "TwoArmTransport"}
+for _task, _horizon in ROBOMIMIC_HORIZON.items():
+    for _kind in ("ph", "mh"):
+        _keys = ["robot0_eef_pos", "robot0_eef_quat", "robot0_gripper_qpos"]
+        if _task == "transport":
+            _keys += ["robot1_eef_pos", "robot1_eef_quat", "robot1_gripper_qpos"]
+        _register(f"robomimic-{_task}-{_kind}", env_id=f"dprl/robomimic-{_task}-{_kind}-v0",
+                  env_kwargs={"reward_shift": -1.0}, dataset_id=None, has_recipe=False,
+                  official_sources=[f"robomimic:{_task}/{_kind}"],
+                  data_env_id=ROBOMIMIC_ENV_NAMES[_task], obs_keys=_keys + ["object"],
+                  max_episode_steps=_horizon, reward_transform="minus_one", score="success",
+                  eval_episodes=50, ref_min_score=0.0, ref_max_score=1.0,
+                  make_command="(no stand-in: download the robomimic file)")
+
+
+# ---- D4RL AntMaze, from Minari's ports (DQL's and IQL's AntMaze tasks) -------------------------
+# antmaze-<maze>: D4RL/antmaze/<maze>-v1, evaluated in the env the dataset records
+# (gymnasium-robotics, extra [antmaze]). D4RL's reference scores are 0 and 1 (normalized score
+# = 100 x return, i.e. the success rate); the papers' reward conventions as an option: the
+# default is IQL's and QC's r - 1 ('minus_one'); Diffusion-QL trains with (r - 0.5) * 4
+# (--task.reward_transform=cql_antmaze is not a flag: register a preset, or edit this one).
+ANTMAZE_MAZES = ("umaze", "umaze-diverse", "medium-play", "medium-diverse", "large-play",
+                 "large-diverse")
+for _maze in ANTMAZE_MAZES:
+    _register(f"antmaze-{_maze}", env_id=f"dprl/antmaze-{_maze}-v0",
+              env_kwargs={"reward_transform": "minus_one"}, dataset_id=None, has_recipe=False,
+              official_sources=[f"minari:D4RL/antmaze/{_maze}-v1"], data_env_id=None,
+              reward_transform="minus_one", score="success", eval_episodes=100,
+              ref_min_score=0.0, ref_max_score=1.0,
+              make_command="(no stand-in: minari download the dataset)")
 
 
 def get_task(name: str) -> dict:
