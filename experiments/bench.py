@@ -334,6 +334,9 @@ def main():
     parser.add_argument("--acting-repeats", type=int, default=200,
                         help="interleaved calls per actor for the acting latencies")
     parser.add_argument("--quick", action="store_true", help="tiny networks (a smoke test)")
+    parser.add_argument("--compute-dtypes", default="float32",
+                        help="run.compute_dtype values to time the updates in, e.g. "
+                             "float32,bfloat16 (mixed precision: updates_per_s_bfloat16)")
     args = parser.parse_args()
     if args.quick:
         args.fuse, args.repeats, args.env_steps, args.online_env_steps = 5, 2, 100, 20
@@ -355,6 +358,12 @@ def main():
             results.append(bench_agent(name, args))
         except Exception as e:  # noqa: BLE001  one broken agent must not hide the others
             results.append({"agent": name, "error": f"{type(e).__name__}: {e}"})
+    for dtype in [d for d in args.compute_dtypes.split(",") if d and d != "float32"]:
+        for r in results:
+            if "updates_per_s" in r:
+                r[f"updates_per_s_{dtype}"] = updates_per_s_in(r["agent"], dtype, args)
+                print(f"[bench] {r['agent']} updates/s: float32 {r['updates_per_s']:.3g}, {dtype} "
+                      f"{r[f'updates_per_s_{dtype}']:.3g}", file=sys.stderr, flush=True)
     report = {"machine": machine, "results": results,
               "command": "python experiments/bench.py " + " ".join(sys.argv[1:]),
               "date": time.strftime("%Y-%m-%d")}
@@ -364,6 +373,25 @@ def main():
             json.dump(report, f, indent=2)
     if any("error" in r for r in results):
         sys.exit(1)
+
+
+def updates_per_s_in(name: str, dtype: str, args) -> float:
+    """``updates_per_s`` of ``name`` (as ``bench_agent`` times it) with ``run.compute_dtype``."""
+    from agents import get_agent
+    from dprl.run.config import with_compute_dtype
+
+    config = load_agent_config(name, args.quick)
+    config.run.compute_dtype = dtype
+    config = with_compute_dtype(config)
+    buffer = synthetic_buffer(OBS_DIM, ACT_DIM, 2_000 if args.quick else 20_000)
+    example = jax.device_get(buffer.sample(jax.random.PRNGKey(0), 2, config.horizon,
+                                           config.obs_history))
+    agent_cls = get_agent(config.agent_name)
+    agent = agent_cls.create(0, example, config)
+    if agent_cls.on_policy:
+        return bench_on_policy(agent, config, min(args.repeats, 2))["updates_per_s"]
+    fuse = min(args.fuse, 5) if name == "qc" else args.fuse
+    return bench_off_policy_updates(agent, buffer, config, fuse, args.repeats)["updates_per_s"]
 
 
 if __name__ == "__main__":
