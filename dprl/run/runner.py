@@ -75,12 +75,13 @@ class Run:
         if self.config.run.get("offline_mix", "ratio") not in MIXES:
             raise ValueError(f"--agent.run.offline_mix={self.config.run.offline_mix!r}: must be "
                              f"one of {MIXES} (nothing was run)")
-        source = task_dataset(task_name, dataset, allow_env_mismatch)  # its metadata only
+        # The task and its data source are resolved here, once, and handed down.
+        source = task_dataset(self.task, dataset, allow_env_mismatch)  # its metadata only
         self.resolved = checkpoint.run_record(self.config, task_name, self.task, self.seed,
                                               source, num_seeds)
         self.recorded = rundir.check_identity(self.run_dir, self.resolved, restart)
         self.processes = rundir.ProcessLog(self.run_dir)
-        self.data = load_task_data(task_name, source.dataset_id, allow_env_mismatch)
+        self.data = load_task_data(self.task, source, allow_env_mismatch)
         log(f"task {task_name}: dataset {source.dataset_id} ({source.source}, {source.env_id})")
         self.config.action_dim = int(self.data.actions.shape[1])
         self.resolved.update(agent=self.config.to_dict(),
