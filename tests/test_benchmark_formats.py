@@ -121,6 +121,11 @@ def test_shard_directory_is_read_shard_by_shard_and_checked(tmp_path):
                                       np.concatenate([s[key] for s in shards]))
     np.testing.assert_array_equal(data.rewards, np.concatenate([s["qpos"][:, 0] for s in shards]))
     np.testing.assert_array_equal(data.dones, np.concatenate([s["terminals"] for s in shards]))
+    first_two = load_ogbench(parse_source("ogbench:cube-quadruple-play-100m-v0@2"))
+    assert first_two.size == 9 + 3
+    np.testing.assert_array_equal(first_two.actions, data.actions[:12])
+    with pytest.raises(SourceError, match="fewer than the 4"):
+        check_source(parse_source("ogbench:cube-quadruple-play-100m-v0@4"))
     ram = ogbench_ram_bytes(src)
     assert ram["transitions_at_most"] == 30 and ram["peak_bytes"] > ram["flat_bytes"] > 0
     (root / "cube-quadruple-play-100m-v0-001.npz").unlink()
@@ -354,3 +359,38 @@ def test_parallel_collection_equals_one_process(tmp_path):
             if k != "seconds":
                 assert np.asarray(a[k]).tobytes() == np.asarray(b[k]).tobytes(), k
     assert "seconds" in PER_EPISODE_KEYS
+
+
+# ---- D4RL AntMaze from a Minari port --------------------------------------------------------
+def test_antmaze_task_from_a_minari_dataset(minari_root):
+    """A Minari dataset recorded in gymnasium-robotics' AntMaze (as Minari's D4RL ports are):
+    the task trains on it with r - 1 and evaluates in the env the dataset records, whose dict
+    observation is flattened like the dataset's."""
+    gym_robotics = pytest.importorskip("gymnasium_robotics")
+    import gymnasium as gym
+    import minari
+
+    from dprl.data.offline import load_task_data
+    from dprl.envs.tasks import get_task
+    from dprl.envs.vector import make_env
+
+    gym.register_envs(gym_robotics)
+    env = minari.DataCollector(gym.make("AntMaze_UMaze-v5", continuing_task=False,
+                                        max_episode_steps=15))
+    for seed in range(2):
+        env.reset(seed=seed)
+        while not any(env.step(env.action_space.sample())[2:4]):
+            pass
+    env.create_dataset(dataset_id="D4RL/antmaze/umaze-v1", algorithm_name="random",
+                       ref_min_score=0.0, ref_max_score=1.0)
+    ref = minari.load_dataset("D4RL/antmaze/umaze-v1")
+    data = load_task_data("antmaze-umaze")
+    assert data.source == "official" and data.num_episodes == 2
+    raw = np.concatenate([e.rewards for e in ref.iterate_episodes()]).astype(np.float32)
+    np.testing.assert_array_equal(data.rewards, raw - 1.0)            # IQL's and QC's r - 1
+    task = get_task("antmaze-umaze")
+    eval_env = make_env(task.env_id, **task.env_kwargs)
+    obs, _ = eval_env.reset(seed=0)
+    assert obs.shape == data.observations.shape[1:]
+    _, reward, _, _, info = eval_env.step(eval_env.action_space.sample())
+    assert reward == -1.0 and info["success"] is False

@@ -8,8 +8,9 @@ A *source* is where a task's offline data come from:
   ``ogbench:<name>``         an OGBench file ``$OGBENCH_DATA_DIR/<name>.npz`` (ogbench's default
                              directory ``~/.ogbench/data``), e.g. ``ogbench:scene-play-v0``; a name
                              with a size token (``cube-quadruple-play-100m-v0``) is a directory of
-                             npz shards; ``ogbench:/path/file.npz`` and ``ogbench:/path/dir`` name
-                             a file or a shard directory anywhere
+                             npz shards (``@K`` after it: only the first K shards);
+                             ``ogbench:/path/file.npz`` and ``ogbench:/path/dir`` name a file or
+                             a shard directory anywhere
   ``robomimic:<task>/<type>`` robomimic's low-dim file ``$ROBOMIMIC_DATASET_ROOT/<task>/<type>/
                              low_dim_v15.hdf5`` (default root ``~/.robomimic``), or
                              ``robomimic:/path/file.hdf5``
@@ -65,11 +66,14 @@ class DataSource:
     kind: str
     name: str
     path: str | None = None
+    shards: int | None = None       # a shard directory: only its first ``shards`` shards
 
     @property
     def ref(self) -> str:
         """What config.json records as the dataset: the bare id for Minari, else kind:path."""
-        return self.name if self.kind == "minari" else f"{self.kind}:{self.path}"
+        if self.kind == "minari":
+            return self.name
+        return f"{self.kind}:{self.path}" + (f"@{self.shards}" if self.shards else "")
 
     @property
     def sharded(self) -> bool:
@@ -94,6 +98,11 @@ def parse_source(spec: str) -> DataSource:
     if kind == "minari":
         return DataSource("minari", rest)
     if kind == "ogbench":
+        rest, at, count = rest.partition("@")
+        if at and not (count.isdigit() and int(count) > 0):
+            raise SourceError(f"--dataset={spec!r}: '@' must be followed by a number of shards "
+                              f"(e.g. @10), not {count!r}")
+        shards = int(count) if at else None
         if "/" in rest or rest.endswith(".npz"):
             path = Path(rest).expanduser()
             name = path.stem if path.suffix == ".npz" else path.name
@@ -101,7 +110,7 @@ def parse_source(spec: str) -> DataSource:
             name = rest
             is_dir = any(_SIZE_TOKEN.match(t) for t in rest.split("-"))
             path = ogbench_data_dir() / (rest if is_dir else f"{rest}.npz")
-        return DataSource("ogbench", name, str(path))
+        return DataSource("ogbench", name, str(path), shards)
     if rest.endswith(".hdf5") or rest.endswith(".h5"):
         path = Path(rest).expanduser()
         parts = path.parts
@@ -183,9 +192,10 @@ def _check_npz(path: Path, what: str) -> dict:
 SHARD_NUMBER = re.compile(r"(\d+)$")
 
 
-def ogbench_shards(directory: Path) -> list[Path]:
+def ogbench_shards(directory: Path, limit: int | None = None) -> list[Path]:
     """The training shards of an OGBench shard directory in order, checked: every ``*.npz``
-    but ``*-val.npz``; when their names end in numbers, the numbers run without a gap."""
+    but ``*-val.npz``; when their names end in numbers, the numbers run without a gap.
+    ``limit``: only the first ``limit`` (all must exist)."""
     shards = sorted(p for p in directory.glob("*.npz") if not p.name.endswith("-val.npz"))
     if not shards:
         raise SourceError(f"OGBench shard directory {directory} holds no .npz shards; download "
@@ -199,7 +209,10 @@ def ogbench_shards(directory: Path) -> list[Path]:
                               f"{', '.join(map(str, missing[:5]))}"
                               f"{' ...' if len(missing) > 5 else ''} (has {len(shards)} of "
                               f"{nums[-1] - nums[0] + 1}); download the missing files again.")
-    return shards
+    if limit is not None and limit > len(shards):
+        raise SourceError(f"OGBench shard directory {directory} has {len(shards)} shards, fewer "
+                          f"than the {limit} asked for (@{limit}).")
+    return shards[:limit] if limit else shards
 
 
 def check_source(src: DataSource) -> None:
@@ -215,7 +228,7 @@ def check_source(src: DataSource) -> None:
                           f"{download_command(src)}")
     if src.kind == "ogbench":
         if path.is_dir():
-            for shard in ogbench_shards(path):
+            for shard in ogbench_shards(path, src.shards):
                 _check_npz(shard, "OGBench shard")
         else:
             _check_npz(path, "OGBench dataset")
@@ -273,7 +286,7 @@ def source_fingerprint(src: DataSource) -> dict:
         from dprl.data.registry import dataset_fingerprint
         return dataset_fingerprint(src.name)
     path = Path(src.path)
-    files = ogbench_shards(path) if path.is_dir() else [path]
+    files = ogbench_shards(path, src.shards) if path.is_dir() else [path]
     out = []
     for f in files:
         entry = {"file": f.name, "bytes": f.stat().st_size}
@@ -358,7 +371,7 @@ def load_ogbench(src: DataSource, on_shard: Callable | None = None, info: bool =
         extras = {k: arrays.pop(k) for k in OGBENCH_INFO if k in arrays}
         data = _offline(arrays, src, extras, meta)
         return on_shard(data) if on_shard else data
-    shards = ogbench_shards(path)
+    shards = ogbench_shards(path, src.shards)
     sizes = []
     for shard in shards:
         with np.load(shard) as z:
@@ -395,7 +408,7 @@ def ogbench_ram_bytes(src: DataSource) -> dict:
     the flat arrays of every transition (float32 observations twice: s and s'), plus the largest
     shard read at once (with qpos/qvel/button_states)."""
     path = Path(src.path)
-    files = ogbench_shards(path) if path.is_dir() else [path]
+    files = ogbench_shards(path, src.shards) if path.is_dir() else [path]
     total, largest = 0, 0
     per_row = None
     for f in files:

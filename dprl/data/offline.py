@@ -28,7 +28,7 @@ from dprl.data.registry import (check_dataset_dir, check_dataset_env, dataset_fi
                                     resolve_task_source, run_relabel, source_of)
 from dprl.envs.benchmarks import REWARDS
 from dprl.envs.vector import from_env_action, make_env
-from dprl.envs.tasks import get_task
+from dprl.envs.tasks import Task, get_task
 
 
 @dataclasses.dataclass
@@ -175,13 +175,14 @@ class TaskDataset:
     data_source: DataSource | None = None
 
 
-def task_dataset(task_name: str, forced_id: str | None = None,
+def task_dataset(task_name: "str | Task", forced_id: str | None = None,
                  allow_env_mismatch: bool = False) -> TaskDataset:
     """Which dataset a run of ``task_name`` trains on (``resolve_task_source``, or ``forced_id``:
     any ``--dataset=`` string). A dataset recorded in another env than the task's is refused,
     even when the shapes match, unless ``allow_env_mismatch`` (``check_dataset_env``)."""
     task = get_task(task_name)
-    src, label = resolve_task_source(task_name, forced_id)
+    task_name = task.name
+    src, label = resolve_task_source(task, forced_id)
     if src.kind == "minari":
         meta = read_metadata(src.name)
         recorded, fingerprint = env_id_of(meta), dataset_fingerprint(src.name, meta)
@@ -209,11 +210,12 @@ def load_source(src: DataSource, task: dict | None = None) -> OfflineData:
     return load_robomimic(src, keys)
 
 
-def load_task_data(task_name: str, forced_id: str | None = None,
+def load_task_data(task_name: "str | Task", forced_id: "str | TaskDataset | None" = None,
                    allow_env_mismatch: bool = False) -> OfflineData:
     """The offline data a run of ``task_name`` trains on, checked against the task's env.
 
-    The dataset is ``task_dataset``'s, with the task's rewards when the preset has a
+    ``task_name``: a name or a resolved ``Task``; ``forced_id``: a ``--dataset=`` string, or
+    the ``TaskDataset`` that ``task_dataset`` resolved. The dataset is ``task_dataset``'s, with the task's rewards when the preset has a
     ``reward_relabel`` (OGBench's five tasks per env share one play dataset) and its
     ``reward_transform`` (the papers' ``r - 1``). Scores always use the task's reference scores
     (a dataset may record others: Minari's official ones, or another task's); tasks with
@@ -222,7 +224,10 @@ def load_task_data(task_name: str, forced_id: str | None = None,
     FQL do).
     """
     task = get_task(task_name)
-    ref = task_dataset(task_name, forced_id, allow_env_mismatch)
+    task_name = task.name
+    # A TaskDataset is the source already resolved (the runner resolves it once).
+    ref = (forced_id if isinstance(forced_id, TaskDataset)
+           else task_dataset(task, forced_id, allow_env_mismatch))
     src = ref.data_source
     data = load_source(src, task)
     if src.kind == "minari" and task["reward_relabel"]:

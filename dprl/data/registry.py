@@ -25,7 +25,7 @@ from dprl.data.formats import (DataSource, SourceError, check_source, download_c
                                parse_source, source_exists)
 from dprl.base.logging import log
 from dprl.data.io import DPRL_NAMESPACE, dataset_dir, dataset_exists, datasets_root
-from dprl.envs.tasks import TASKS, get_task
+from dprl.envs.tasks import TASKS, Task, get_task
 
 OFFICIAL, GENERATED = "official", "dprl-generated"
 
@@ -261,12 +261,13 @@ def resolve_task_dataset(task_name: str, forced_id: str | None = None) -> tuple[
     return resolve_dataset(task_name, forced_id)
 
 
-def resolve_task_source(task_name: str, forced: str | None = None) -> tuple[DataSource, str]:
+def resolve_task_source(task_name: "str | Task", forced: str | None = None
+                        ) -> tuple[DataSource, str]:
     """``resolve_source`` after ``auto_make`` (as ``resolve_task_dataset``)."""
     task = get_task(task_name)
     if task["auto_make"] and not forced and not dataset_exists(task["dataset_id"]):
-        run_generator(task_name, task)
-    return resolve_source(task_name, forced)
+        run_generator(task.name, task)
+    return resolve_source(task, forced)
 
 
 def run_relabel(preset: dict, data):
@@ -290,7 +291,8 @@ def label_of(src: DataSource) -> str:
     return GENERATED if src.kind == "minari" and source_of(src.name) == GENERATED else OFFICIAL
 
 
-def resolve_source(task_name: str, forced: str | None = None) -> tuple[DataSource, str]:
+def resolve_source(task_name: "str | Task", forced: str | None = None
+                   ) -> tuple[DataSource, str]:
     """``(source, 'official' | 'dprl-generated')`` of a task's offline data.
 
     ``forced`` (``--dataset=``: ``ogbench:scene-play-v0``, ``minari:<id>``, ``robomimic:<path>``
@@ -300,6 +302,7 @@ def resolve_source(task_name: str, forced: str | None = None) -> tuple[DataSourc
     source and the command that makes the stand-in.
     """
     task = get_task(task_name)
+    task_name = task.name
     if forced:
         src = parse_source(forced)
         check_source(src)
@@ -319,7 +322,7 @@ def resolve_source(task_name: str, forced: str | None = None) -> tuple[DataSourc
                                                           "preset in dprl/envs/tasks.py"]) + ".")
 
 
-def resolve_dataset(task_name: str, forced_id: str | None = None) -> tuple[str, str]:
+def resolve_dataset(task_name: "str | Task", forced_id: str | None = None) -> tuple[str, str]:
     """``(dataset ref, source)`` for a task preset (``resolve_source``): the bare id of a Minari
     dataset, ``kind:path`` of a file; source is ``'official'`` or ``'dprl-generated'``."""
     src, label = resolve_source(task_name, forced_id)

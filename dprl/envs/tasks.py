@@ -222,12 +222,73 @@ for _maze in ANTMAZE_MAZES:
               make_command="(no stand-in: minari download the dataset)")
 
 
-def get_task(name: str) -> dict:
-    """The preset for ``name``; a clear error lists the known tasks otherwise."""
+class Task(dict):
+    """A task preset resolved once, at the entry, and handed down (runner, data, registry): its
+    name and read-only fields (the keys of the module docstring; ``task["env_id"]`` and the
+    typed properties below read the same values). It is a dict so config.json records it as is.
+    """
+
+    def __init__(self, name: str, preset: dict):
+        super().__init__(copy.deepcopy(preset))
+        self.name = name
+
+    def _read_only(self, *args, **kwargs):
+        raise TypeError(f"Task {self.name!r} is read-only: build a new preset with "
+                        f"dict(task, key=value) instead")
+
+    __setitem__ = __delitem__ = update = pop = popitem = setdefault = clear = _read_only
+
+    def __reduce__(self):
+        return Task, (self.name, dict(self))
+
+    def __deepcopy__(self, memo):
+        return Task(self.name, dict(self))
+
+    # -- env: what evaluation and online steps run in
+    @property
+    def env_id(self) -> str:
+        return self["env_id"]
+
+    @property
+    def env_kwargs(self) -> dict:
+        return self["env_kwargs"]
+
+    # -- data: where the offline data come from, and how they are relabeled
+    @property
+    def official_sources(self) -> list[str]:
+        return list(self["official_sources"])
+
+    @property
+    def stand_in_id(self) -> str | None:
+        return self["dataset_id"]
+
+    @property
+    def data_env_id(self) -> str | None:
+        return self["data_env_id"]
+
+    @property
+    def reward_relabel(self) -> str | None:
+        return self["reward_relabel"]
+
+    # -- evaluation
+    @property
+    def eval_episodes(self) -> int:
+        return int(self["eval_episodes"])
+
+    @property
+    def score(self) -> str:
+        return self["score"]
+
+
+def get_task(name: "str | Task") -> Task:
+    """The preset for ``name`` as a ``Task`` (a ``Task`` is returned as it is); a clear error
+    lists the known tasks otherwise."""
+    if isinstance(name, Task):
+        return name
     if name not in TASKS:
         import difflib
         close = difflib.get_close_matches(name, TASKS, n=3)
         hint = f" Did you mean {', '.join(close)}?" if close else ""
         raise KeyError(f"Unknown task {name!r}.{hint} Known tasks: {', '.join(sorted(TASKS))}. "
                        f"Add presets in dprl/envs/tasks.py.")
-    return copy.deepcopy(TASKS[name])
+    return Task(name, TASKS[name])
