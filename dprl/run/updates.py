@@ -78,10 +78,11 @@ def replay_step(agent, offline: Buffer, online: Buffer, key: jax.Array, transiti
     Returns ``(agent, online, key, chunks [E, H, A], info)``: ``info`` is the mean of each info
     scalar over the ``num_updates`` steps (zeros when there were none). The scan always has
     ``update_slots`` iterations and skips those past ``num_updates`` with ``lax.cond`` (on CPU
-    only the taken branch runs), so every chunk, whatever its length or its updates, runs the
-    same compiled program. ``online`` is donated: the buffer is updated in place, not copied.
-    The key stream is the one of acting, storing and updating in separate dispatches: an update
-    key is split off only when there are updates, then the acting key.
+    only the taken branch runs; a step with no updates skips the scan), so every chunk, whatever
+    its length or its updates, runs the same compiled program. ``online`` is donated: the buffer
+    is updated in place, not copied. The key stream is the one of acting, storing and updating
+    in separate dispatches: an update key is split off only when there are updates, then the
+    acting key.
     """
     online = online.insert(transitions, count)
 
@@ -101,8 +102,15 @@ def replay_step(agent, offline: Buffer, online: Buffer, key: jax.Array, transiti
         i, step_key = slot
         return jax.lax.cond(i < num_updates, update, skip, agent, step_key)
 
-    slots = (jnp.arange(update_slots), jax.random.split(update_key, update_slots))
-    agent, infos = jax.lax.scan(body, agent, slots)
+    def run_slots(agent):
+        slots = (jnp.arange(update_slots), jax.random.split(update_key, update_slots))
+        return jax.lax.scan(body, agent, slots)
+
+    def no_updates(agent):  # most chunks of a run with update_every > 1: not even the scan
+        return agent, jax.tree.map(lambda s: jnp.zeros((update_slots, *s.shape), s.dtype),
+                                   info_shapes)
+
+    agent, infos = jax.lax.cond(num_updates > 0, run_slots, no_updates, agent)
     done = jnp.maximum(num_updates, 1).astype(jnp.float32)
     info = jax.tree.map(lambda x: x.sum() / done, infos)
     key, act_key = jax.random.split(key)
