@@ -112,6 +112,13 @@ def softmax_backup(q_next: jax.Array, q_alpha: float) -> jax.Array:
     return (jax.nn.softmax(q_alpha * q_next, axis=1) * q_next).sum(1)
 
 
+def cep_loss(logits: jax.Array, q_support: jax.Array, beta: float) -> jax.Array:
+    """QGPO's contrastive energy prediction loss ``-mean_b sum_m softmax(beta Q)_m log
+    softmax(J)_m`` of ``logits, q_support [b, M]``: minimized, over J, by ``J = beta Q + c(b)``."""
+    weights = jax.nn.softmax(beta * q_support, axis=1)
+    return -(weights * jax.nn.log_softmax(logits, axis=1)).sum(1).mean()
+
+
 def return_range_scale(rewards, dones, complete, target: float = 1000.0) -> float:
     """QGPO's locomotion reward scale ``target / (max return - min return)`` over a dataset's
     episodes (``rewards, dones, complete [N]``, ``complete`` = terminal or timeout; a last
@@ -266,7 +273,7 @@ class Agent(flax.struct.PyTreeNode):
         obs = jnp.repeat(observations, M, axis=0)
         logits = guide_net(self.config).apply(params, obs, noisy, k.astype(jnp.float32)).reshape(b, M)
         weights = jax.nn.softmax(self.config.beta * q_support, axis=1)
-        loss = -(weights * jax.nn.log_softmax(logits, axis=1)).sum(1).mean()
+        loss = cep_loss(logits, q_support, self.config.beta)
         return loss, {"guide/loss": loss, "guide/j_mean": logits.mean(),
                       "guide/weight_max": weights.max(1).mean()}
 

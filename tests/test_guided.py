@@ -3,6 +3,7 @@ action, moves a bimodal actor's mass to the valued mode, and runs end to end thr
 from __future__ import annotations
 
 import json
+import math
 import subprocess
 import sys
 from pathlib import Path
@@ -222,3 +223,137 @@ def test_untrained_guide_samples_unguided_bc():
     np.testing.assert_allclose(acted, plain)
     trained = agent.replace(critic_step=jnp.ones((), jnp.int32))
     assert not np.allclose(trained.sample_actions(obs, key)[0], plain)
+
+
+# ---- QGPO (configs/guided.py:qgpo) ---------------------------------------------------------------
+def _qgpo_config(**overrides):
+    config = tiny(get_config("qgpo"))
+    config.critic_hidden_dims = (32, 32)
+    config.guide_hidden_dims = (32, 32)
+    config.support_actions = 4
+    config.action_dim = 1
+    config.reward_scale = 2.0   # a scale != 1 checks where it enters
+    for k, v in overrides.items():
+        config[k] = v
+    return config
+
+
+def test_qgpo_preset_is_qgpos_method():
+    c = get_config("qgpo")
+    assert (c.critic_mode, c.guide_loss, c.guidance_mode) == ("softmax", "contrastive", "score")
+    assert (c.actor.sampler, c.actor.sampling_steps, c.actor.schedule) == ("dpm_solver", 15,
+                                                                           "vp_sde")
+    assert c.actor.clip_x0 is None and c.beta == 3.0 and c.q_alpha == 1.0
+    assert c.support_actions == 16 and c.contrastive_states == 0 and not c.normalize_q
+    assert c.critic_freeze_steps * 2 == c.run.offline_steps
+    assert tuple(c.guide_hidden_dims) == (256,) * 4 and c.guide_activation == "silu"
+    assert tuple(c.guidance_scales) == (0.0, 1.0, 2.0, 3.0, 5.0, 8.0, 10.0)
+    a = get_config("qgpo-antmaze")
+    assert (a.support_actions, a.reward_scale, a.reward_bias) == (32, 1.0, -1.0)
+    assert tuple(a.guidance_scales) == (1.0, 1.5, 2.0, 2.5, 3.0, 4.0)
+    assert get_config().guide_loss == "regression"   # the default is mse-guidance
+    with pytest.raises(ValueError, match="reward_scale"):
+        _create(_qgpo_config(reward_scale=0.0))      # locomotion: fill in from the dataset
+
+
+def test_softmax_backup_is_the_hand_computed_in_support_value():
+    """The critic's target: r * reward_scale + discount * sum_m softmax(q_alpha Q'_m) Q'_m over
+    M unguided BC samples at s' under the target critic, computed here by hand (the update's use
+    of it: the slow test below)."""
+    from agents.guided import softmax_backup
+    q = np.array([[1.0, 2.0, 0.5], [-1.0, -1.0, 3.0]], np.float32)
+    for alpha in (1.0, 0.3):
+        w = np.exp(alpha * q) / np.exp(alpha * q).sum(1, keepdims=True)
+        np.testing.assert_allclose(np.asarray(softmax_backup(jnp.asarray(q), alpha)),
+                                   (w * q).sum(1), rtol=1e-6)
+
+
+@pytest.mark.slow
+def test_qgpo_update_backs_up_the_softmax_over_bc_samples():
+    """One update's critic target, against its hand computation over the support set."""
+    agent = _create(_qgpo_config(q_alpha=0.7))
+    batch = _bandit_batch(jax.random.PRNGKey(4), 8)
+    batch["masks"] = jnp.ones((8,))
+    batch["next_observations"] = jax.random.normal(jax.random.PRNGKey(5), (8, 1))
+    _, next_key, *_ = jax.random.split(agent.key, 6)
+    M = 4
+    nobs = jnp.repeat(batch["next_observations"], M, axis=0)
+    support = agent.actor.sample(nobs, next_key)[0]
+    qn = np.asarray(agent.q_min(agent.target_critic_params, nobs, support)).reshape(8, M)
+    want = []
+    for b in range(8):
+        w = [math.exp(0.7 * x) for x in qn[b]]
+        v = sum(wi * x for wi, x in zip(w, qn[b])) / sum(w)
+        want.append(2.0 * float(batch["rewards"][b, 0]) + 0.99 * v)
+    _, info = agent.update(batch)
+    np.testing.assert_allclose(float(info["critic/target_mean"]), np.mean(want), rtol=1e-5)
+
+
+def test_q_stops_changing_after_its_freeze_step():
+    agent = _create(_qgpo_config(critic_freeze_steps=2))
+    batch = _bandit_batch(jax.random.PRNGKey(6), 16)
+    states = [agent]
+    for _ in range(4):
+        agent, info = agent.update(batch)
+        states.append(agent)
+    same = lambda a, b: all(bool(jnp.all(x == y)) for x, y in zip(  # noqa: E731
+        jax.tree.leaves(a), jax.tree.leaves(b)))
+    assert not same(states[0].critic.params, states[2].critic.params)   # trained for 2 steps
+    assert not same(states[1].critic.params, states[2].critic.params)
+    for later in states[3:]:
+        assert same(states[2].critic.params, later.critic.params)
+        assert same(states[2].target_critic_params, later.target_critic_params)
+    assert not same(states[2].guide.params, states[4].guide.params)    # J goes on learning
+    assert float(info["critic/frozen"]) == 1.0
+
+
+def test_qgpo_scale_zero_equals_the_bc_sampler_and_scale_moves_it():
+    """With DPM-Solver and score guidance: scale 0 gives the BC actor's samples for the same
+    noise (key), bit for bit; a trained-looking J at scale > 0 moves them."""
+    agent = _create(_qgpo_config())
+    obs = jax.random.normal(jax.random.PRNGKey(1), (32, 1))
+    key = jax.random.PRNGKey(7)
+    plain, _ = agent.actor.sample(obs, key)
+    np.testing.assert_array_equal(np.asarray(agent.sample_guided(obs, key, 0.0)),
+                                  np.asarray(plain))
+    assert float(jnp.abs(agent.sample_guided(obs, key, 5.0) - plain).max()) > 1e-3
+
+
+def test_cep_loss_is_minimized_by_beta_q():
+    """On a toy support set the CEP loss is smallest, with zero gradient, at J = beta Q + c(s);
+    J = Q (beta dropped) or a perturbed J scores worse."""
+    from agents.guided import cep_loss
+    q = jax.random.normal(jax.random.PRNGKey(0), (5, 16))
+    beta = 3.0
+    best = beta * q + jnp.arange(5.0)[:, None]            # any per-state constant
+    grad = jax.grad(cep_loss)(best, q, beta)
+    np.testing.assert_allclose(np.asarray(grad), 0.0, atol=1e-6)
+    at_best = float(cep_loss(best, q, beta))
+    p = jax.nn.softmax(beta * q, axis=1)
+    np.testing.assert_allclose(at_best, float(-(p * jnp.log(p)).sum(1).mean()), rtol=1e-5)
+    assert float(cep_loss(q, q, beta)) > at_best + 1e-3
+    for seed in range(3):
+        noise = 0.3 * jax.random.normal(jax.random.PRNGKey(seed + 1), q.shape)
+        assert float(cep_loss(best + noise, q, beta)) > at_best
+
+
+def test_agents_contrastive_loss_is_cep_of_its_energy_net():
+    """The agent's guide loss is cep_loss of J on its support set, all M actions of a state noised
+    to one shared step k (as QGPO), with the config's beta: recomputed here by hand."""
+    from agents.guided import cep_loss
+    from dprl.models.diffusion import q_sample
+    agent = _create(_qgpo_config(beta=2.5))
+    b, M = 3, 4
+    obs = jax.random.normal(jax.random.PRNGKey(1), (b, 1))
+    support = jax.random.uniform(jax.random.PRNGKey(2), (b, M, 1, 1), minval=-1, maxval=1)
+    q = jax.random.normal(jax.random.PRNGKey(3), (b, M))
+    key = jax.random.PRNGKey(4)
+    got, _ = agent.guide_contrastive_loss(agent.guide.params, obs, support, q, key)
+    k_key, n_key = jax.random.split(key)
+    k = jax.random.randint(k_key, (b,), 0, 1000)
+    noisy = q_sample(agent.actor.model.schedule, support.reshape(b * M, 1, 1), jnp.repeat(k, M),
+                     jax.random.normal(n_key, (b * M, 1, 1)))
+    J = agent.guidance_fn(agent.guide.params, jnp.repeat(obs, M, axis=0))(
+        noisy, jnp.repeat(k, M).astype(jnp.float32)).reshape(b, M)
+    np.testing.assert_allclose(float(got), float(cep_loss(J, q, 2.5)), rtol=1e-6)
+    assert abs(float(got) - float(cep_loss(J, q, 1.0))) > 1e-4   # beta matters
