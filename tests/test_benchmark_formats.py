@@ -262,6 +262,17 @@ def scene_both_layouts(minari_root, tmp_path_factory):
     return out
 
 
+def _as_shards(npz, directory):
+    """The episodes of an OGBench file split into one shard per episode (a 100M-style directory)."""
+    with np.load(npz) as z:
+        arrays = {k: z[k] for k in z.files}
+    ends = np.flatnonzero(arrays["terminals"]) + 1
+    directory.mkdir(parents=True, exist_ok=True)
+    for i, (a, b) in enumerate(zip(np.concatenate([[0], ends[:-1]]), ends)):
+        np.savez(directory / f"{directory.name}-{i:03d}.npz", **{k: v[a:b] for k, v in arrays.items()})
+    return directory
+
+
 @pytest.mark.slow
 @pytest.mark.parametrize("task", ["scene-task2", "scene-task4"])
 def test_relabeling_and_masks_equal_on_both_paths(scene_both_layouts, task):
@@ -288,6 +299,11 @@ def test_relabeling_and_masks_equal_on_both_paths(scene_both_layouts, task):
     sparse = (ref["rewards"] != 0) * -1.0                  # QC's --sparse on scene
     np.testing.assert_array_equal(via_ogbench.rewards, sparse)
     assert via_ogbench.size == 120
+    # The same episodes as a shard directory, relabeled shard by shard.
+    shards = _as_shards(npz, npz.parent / f"shards-{task}" / "scene-play-100m-v0")
+    via_shards = load_task_data(task, f"ogbench:{shards}")
+    for key in ("observations", "next_observations", "actions", "rewards", "terminals", "dones"):
+        np.testing.assert_array_equal(getattr(via_shards, key), getattr(via_ogbench, key))
 
 
 @pytest.mark.slow
@@ -323,9 +339,10 @@ def test_released_file_is_preferred_and_listed(scene_both_layouts, data_dirs):
 
 
 @pytest.mark.slow
-def test_a_run_on_the_released_layout_goes_end_to_end(scene_both_layouts, tmp_path):
-    """BC for 200 steps on scene-task2 from the OGBench file; config.json records the source and
-    its fingerprint (the file's arrays' CRCs)."""
+@pytest.mark.parametrize("layout", ["file", "shards"])
+def test_a_run_on_the_released_layout_goes_end_to_end(scene_both_layouts, tmp_path, layout):
+    """BC for 200 steps on scene-task2 from the OGBench file (or the same episodes as a shard
+    directory); config.json records the source and its fingerprint (the arrays' CRCs)."""
     from agents import get_agent
     from configs.bc import get_config
     from dprl.run.runner import train
@@ -333,10 +350,12 @@ def test_a_run_on_the_released_layout_goes_end_to_end(scene_both_layouts, tmp_pa
     config = tiny(get_config(), pretrain_steps=200, eval_episodes=1, eval_envs=1)
     config.actor.diffusion_steps = 3
     run_dir = tmp_path / "run"
-    train(config, "scene-task2", str(run_dir), get_agent, dataset=f"ogbench:{scene_both_layouts}",
+    path = (scene_both_layouts if layout == "file" else
+            _as_shards(scene_both_layouts, tmp_path / "scene-play-100m-v0"))
+    train(config, "scene-task2", str(run_dir), get_agent, dataset=f"ogbench:{path}",
           progress=False)
     record = json.loads((run_dir / "config.json").read_text())
-    assert record["dataset_id"] == f"ogbench:{scene_both_layouts}"
+    assert record["dataset_id"] == f"ogbench:{path}"
     assert record["dataset_source"] == "official" and record["dataset_env_id"] == "scene-v0"
     arrays = record["dataset_fingerprint"]["files"][0]["arrays"]
     assert set(arrays) >= {"observations", "actions", "terminals", "qpos", "button_states"}

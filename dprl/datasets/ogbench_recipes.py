@@ -444,6 +444,8 @@ def collect_play_episodes_resumable(task: str, num_episodes: int, partial_dir, *
     if episodes:
         print(f"resuming {task}: {len(episodes)} of {num_episodes} episodes already in "
               f"{partial_dir}", file=sys.stderr, flush=True)
+    chunks_left = -(-(num_episodes - len(episodes)) // chunk_episodes)
+    workers = min(workers, chunks_left)
     if workers > 1:
         return _collect_parallel(task, num_episodes, partial_dir, episodes, seed=seed,
                                  episode_length=episode_length, chunk_episodes=chunk_episodes,
