@@ -212,7 +212,7 @@ class Agent(flax.struct.PyTreeNode):
     def td_target(self, batch: dict, key: jax.Array) -> jax.Array:
         """``[B]``: the chunk's n-step return + gamma^n mask (agg Q'(s', a') [- alpha log pi])."""
         cfg = self.config
-        next_key, agg_key = jax.random.split(key)
+        agg_key, next_key = jax.random.split(key)   # next_key: the reference's sample_rng
         next_obs = batch["next_observations"]
         next_actions, next_log_prob = self.policy(self.actor.params, next_obs, next_key)
         next_q = aggregate_target(self.critic_net.apply(self.target_critic_params, next_obs,
@@ -252,7 +252,8 @@ class Agent(flax.struct.PyTreeNode):
         """Critic, actor and temperature steps, each from the parameters before the update,
         then the target critics."""
         cfg = self.config
-        key, target_key, actor_key = jax.random.split(self.key, 3)
+        key, step_key = jax.random.split(self.key)   # the reference's key stream
+        _, actor_key, target_key = jax.random.split(step_key, 3)
         target = jax.lax.stop_gradient(self.td_target(batch, target_key))
         critic, c_info = apply_loss(self.critic, lambda p: self.critic_loss(p, batch, target),
                                     "critic")

@@ -58,8 +58,8 @@ def test_update_regresses_on_the_target_by_hand(q_agg):
     agent = Agent.create(0, batch, config)
     agent = agent.replace(target_critic_params=jax.tree.map(lambda p: p * 1.5 + 0.1,
                                                             agent.target_critic_params))
-    _, target_key, _ = jax.random.split(agent.key, 3)
-    next_key, agg_key = jax.random.split(target_key)
+    _, actor_key, target_key = jax.random.split(jax.random.split(agent.key)[1], 3)
+    agg_key, next_key = jax.random.split(target_key)
     mean, log_std = agent.actor_net.apply(agent.actor.params, batch["next_observations"])
     u = mean + jnp.exp(log_std) * jax.random.normal(next_key, mean.shape)
     qs = np.asarray(agent.critic_net.apply(agent.target_critic_params, batch["next_observations"],
