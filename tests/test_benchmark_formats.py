@@ -413,3 +413,24 @@ def test_antmaze_task_from_a_minari_dataset(minari_root):
     assert obs.shape == data.observations.shape[1:]
     _, reward, _, _, info = eval_env.step(eval_env.action_space.sample())
     assert reward == -1.0 and info["success"] is False
+
+
+def test_train_refuses_a_truncated_file_in_one_line(tmp_path):
+    """experiments/train.py with a truncated OGBench file: one error line, no run directory."""
+    import subprocess
+    import sys
+
+    from conftest import ROOT
+
+    path = tmp_path / "scene-play-v0.npz"
+    _ogbench_file(path)
+    path.write_bytes(path.read_bytes()[:-100])
+    run_dir = tmp_path / "run"
+    proc = subprocess.run(
+        [sys.executable, str(ROOT / "experiments" / "train.py"), "--agent=configs/bc.py",
+         "--task=scene-task2", f"--run_dir={run_dir}", f"--dataset=ogbench:{path}",
+         "--noprogress"], capture_output=True, text=True, cwd=ROOT, timeout=300)
+    assert proc.returncode == 1
+    lines = [ln for ln in proc.stderr.splitlines() if ln.strip()]
+    assert lines[-1].startswith("error (SourceError): OGBench dataset") and "truncated" in lines[-1]
+    assert not (run_dir / "metrics.csv").exists()
