@@ -434,3 +434,21 @@ def test_train_refuses_a_truncated_file_in_one_line(tmp_path):
     lines = [ln for ln in proc.stderr.splitlines() if ln.strip()]
     assert lines[-1].startswith("error (SourceError): OGBench dataset") and "truncated" in lines[-1]
     assert not (run_dir / "metrics.csv").exists()
+
+
+def test_verify_a_released_file(tmp_path, capsys):
+    """`python -m dprl.datasets verify ogbench:<file>`: one line per check, the tasks it serves;
+    a shard directory with a gap fails at the first line."""
+    from dprl.datasets.__main__ import main
+
+    path = tmp_path / "scene-play-v0.npz"
+    _ogbench_file(path, obs_dim=40, act_dim=5)
+    assert main(["verify", f"ogbench:{path}"]) == 0
+    out = capsys.readouterr().out
+    assert "ok    episode boundaries: 3 episodes, 13 transitions" in out
+    assert "scene-task2" in out and out.strip().endswith(f"verified ogbench:{path}")
+    shards = tmp_path / "scene-play-100m-v0"
+    for i in (0, 2):
+        _ogbench_file(shards / f"scene-play-100m-v0-{i:03d}.npz", obs_dim=40, act_dim=5)
+    assert main(["verify", f"ogbench:{shards}"]) == 1
+    assert "FAIL  OGBench shard directory" in capsys.readouterr().out

@@ -27,7 +27,12 @@ class VerifyError(DatasetError):
 def verify_steps(dataset_id: str, replay_episodes: int = 2, atol: float = 1e-5
                  ) -> Iterator[tuple[str, str]]:
     """Run the checks in order, yielding ``(check, what was found)`` for each that passes;
-    raise ``VerifyError`` / ``DatasetError`` / ``ValueError`` at the first problem."""
+    raise ``VerifyError`` / ``DatasetError`` / ``ValueError`` at the first problem. A released
+    file (``ogbench:...``, ``robomimic:...``) gets ``released_file_steps``."""
+    from dprl.data.formats import parse_source
+    if parse_source(dataset_id).kind != "minari":
+        yield from released_file_steps(dataset_id)
+        return
     import minari
 
     from dprl.data.offline import check_compatible, load_dataset
@@ -65,6 +70,33 @@ def verify_steps(dataset_id: str, replay_episodes: int = 2, atol: float = 1e-5
                        "episodes cannot be replayed")
 
 
+def released_file_steps(spec: str) -> Iterator[tuple[str, str]]:
+    """The checks of a released file or shard directory: whole (headers), readable, episode
+    ends, finite values, the env it was recorded in and the tasks whose released source it is,
+    and (shard directories) the RAM a run needs."""
+    from dprl.data.formats import (check_source, load_ogbench, load_robomimic,
+                                   ogbench_ram_bytes, parse_source, recorded_env_id)
+    from dprl.data.offline import check_finite
+    from dprl.envs.tasks import TASKS
+
+    src = parse_source(spec)
+    check_source(src)
+    yield "stored whole", f"{src.path} (headers of every array / demo)"
+    if src.kind == "ogbench" and src.sharded:
+        ram = ogbench_ram_bytes(src)
+        yield "memory", (f"{ram['transitions_at_most']} transitions: {ram['peak_bytes'] / 1e9:.1f}"
+                         f" GB of host RAM to load (the training buffer needs as much again)")
+    data = load_ogbench(src) if src.kind == "ogbench" else load_robomimic(src)
+    _check(bool(data.dones[-1]), "the last transition does not end an episode")
+    yield "episode boundaries", f"{data.num_episodes} episodes, {data.size} transitions"
+    check_finite(data)
+    yield "finite values", "no NaN or inf"
+    env = recorded_env_id(src)
+    users = sorted(t for t, p in TASKS.items() if p["data_env_id"] == env and any(
+        parse_source(s).kind == src.kind for s in p.get("official_sources", ())))
+    yield "env id", f"{env} (tasks: {', '.join(users) or 'none'})"
+
+
 def verify_dataset(dataset_id: str, replay_episodes: int = 2, atol: float = 1e-5,
                    echo: Callable[[str], None] | None = None) -> dict:
     """Every check of ``verify_steps`` (each passing one echoed as ``ok  check: found``); raises
@@ -74,6 +106,9 @@ def verify_dataset(dataset_id: str, replay_episodes: int = 2, atol: float = 1e-5
         checks[check] = found
         if echo is not None:
             echo(f"ok    {check}: {found}")
+    from dprl.data.formats import parse_source
+    if parse_source(dataset_id).kind != "minari":
+        return {"dataset_id": dataset_id, "checks": checks}
     import minari
     ds = minari.load_dataset(dataset_id)
     return {"dataset_id": dataset_id, "episodes": ds.total_episodes, "steps": ds.total_steps,
