@@ -5,10 +5,12 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import signal
 import socket
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -91,6 +93,15 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
+def _wait_for(ready, what: str, limit_s: float = 240) -> None:
+    end = time.monotonic() + limit_s
+    while not ready():
+        if time.monotonic() > end:
+            raise AssertionError(f"{what} did not come up within {limit_s:.0f} s (its log is in "
+                                 f"the test's tmp_path)")
+        time.sleep(2)
+
+
 def _stop(proc: subprocess.Popen) -> None:
     """End a ``ray start --block`` and everything it started (its own process group)."""
     for sig, wait in ((signal.SIGTERM, 20), (signal.SIGKILL, 10)):
@@ -118,18 +129,23 @@ def test_grid_on_a_two_node_ray_cluster(tmp_path, pole_datasets):
     env = {**os.environ, "RAY_AUTH_MODE": "disabled", "RAY_USAGE_STATS_ENABLED": "0"}
     port, ip = _free_port(), services.get_node_ip_address()
     common = ["--num-cpus=1", "--num-gpus=1", "--block", "--disable-usage-stats"]
-    head = subprocess.Popen(["ray", "start", "--head", f"--port={port}",
-                             f"--temp-dir={tmp_path / 'ray'}", "--include-dashboard=false",
+    # Ray's Unix sockets live under --temp-dir: a short path (pytest's tmp_path is too long).
+    temp = tempfile.mkdtemp(prefix="dprl-ray-", dir="/tmp")
+    logs = [open(tmp_path / "head.log", "w"), open(tmp_path / "node.log", "w")]
+    head = subprocess.Popen(["ray", "start", "--head", f"--port={port}", f"--temp-dir={temp}",
+                             "--include-dashboard=false",
                              f"--ray-client-server-port={_free_port()}", *common],
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=env,
+                            stdout=logs[0], stderr=subprocess.STDOUT, env=env,
                             start_new_session=True)
     nodes = [head]
     try:
         address = f"{ip}:{port}"
-        time.sleep(5)
+        _wait_for(lambda: subprocess.run(["ray", "status", f"--address={address}"],
+                                         capture_output=True, env=env, timeout=60).returncode == 0,
+                  "the head node")
         nodes.append(subprocess.Popen(["ray", "start", f"--address={address}", *common],
-                                      stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-                                      env=env, start_new_session=True))
+                                      stdout=logs[1], stderr=subprocess.STDOUT, env=env,
+                                      start_new_session=True))
         probe = ("import ray, time\nray.init(address=%r, log_to_driver=False)\n"
                  "for _ in range(120):\n"
                  "    if len([n for n in ray.nodes() if n['Alive']]) == 2: break\n"
@@ -159,8 +175,11 @@ def test_grid_on_a_two_node_ray_cluster(tmp_path, pole_datasets):
                                  str(out)], capture_output=True, text=True, cwd=ROOT, env=env,
                                 timeout=300)
         assert report.returncode == 0, report.stderr[-3000:]
-        assert "bc" in report.stdout and "pole" in report.stdout
-        assert "2" in report.stdout   # two seeds
+        assert "| bc |" in report.stdout and "| pole |" in report.stdout
+        assert "(n=2)" in report.stdout   # both seeds' runs
     finally:
         for node in reversed(nodes):
             _stop(node)
+        for f in logs:
+            f.close()
+        shutil.rmtree(temp, ignore_errors=True)

@@ -179,7 +179,26 @@ def make_cells(agents: Sequence[str], tasks: Sequence[str], seeds: Sequence[int]
 # Running cells
 # ---------------------------------------------------------------------------------------------
 _CELLS: dict[int, subprocess.Popen] = {}   # the cell processes this process runs, by PID
-_CELLS_LOCK = threading.Lock()
+
+
+class _ProcessLock:
+    """A lock that pickles as a new lock: Ray ships this module by value (``_run_ray``), and a
+    ``threading.Lock`` cannot be pickled."""
+
+    def __init__(self):
+        self._lock = threading.Lock()
+
+    def __enter__(self):
+        return self._lock.__enter__()
+
+    def __exit__(self, *exc):
+        return self._lock.__exit__(*exc)
+
+    def __reduce__(self):
+        return (_ProcessLock, ())
+
+
+_CELLS_LOCK = _ProcessLock()
 _STOP: list[int] = []                      # the signal that stopped the grid (at most one)
 INTERRUPTED_CODES = {128 + signal.SIGINT, 128 + signal.SIGTERM, -signal.SIGINT, -signal.SIGTERM}
 
