@@ -27,9 +27,16 @@ from dprl.tools import grid
 TRAIN_SCRIPT = str(Path(__file__).with_name("train.py"))
 
 
+def agent_config_file(agent: str) -> str:
+    """configs/<agent>.py, or configs/<agent>.py:<preset> for ``<agent>:<preset>`` (qc:qc-fql)."""
+    name, sep, preset = agent.partition(":")
+    return config_file(name) + (f":{preset}" if sep else "")
+
+
 def make_cells(agents, tasks, seeds, out, sets=()) -> list[grid.Cell]:
-    """``dprl.tools.grid.make_cells`` for this checkout: configs/<agent>.py, trained by train.py."""
-    return grid.make_cells(agents, tasks, seeds, out, sets, config_file=config_file,
+    """``dprl.tools.grid.make_cells`` for this checkout: configs/<agent>.py (an agent may name a
+    preset: ``qc:qc-fql``), trained by train.py."""
+    return grid.make_cells(agents, tasks, seeds, out, sets, config_file=agent_config_file,
                            train_script=TRAIN_SCRIPT, known_agents=list(REGISTRY))
 
 
@@ -39,7 +46,9 @@ def _list(s: str) -> list[str]:
 
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    p.add_argument("--agents", required=True, help="comma-separated, configs/<agent>.py each")
+    p.add_argument("--agents", required=True,
+                   help="comma-separated, configs/<agent>.py each; <agent>:<preset> for a preset "
+                        "(qc:qc-fql)")
     p.add_argument("--tasks", required=True, help="comma-separated task presets")
     p.add_argument("--seeds", default="0", help="comma-separated seeds (default 0)")
     p.add_argument("--out", required=True, help="grid directory")

@@ -393,3 +393,15 @@ def test_summary_json_names_the_preset():
     summary = summary_record(config, "pole", get_task("pole"), 0, record, {}, timing, 1.0)
     assert summary["agent"] == "qc" and summary["preset"] == "qc-fql"
     assert summary["agent_label"] == "qc:qc-fql"
+
+
+def test_a_grid_of_presets_names_each_and_takes_the_agents_sets(tmp_path):
+    sys.path.insert(0, str(ROOT / "experiments"))
+    import grid as grid_cli
+
+    cells = grid_cli.make_cells(["qc:qc-fql", "qc"], ["pole"], [0], tmp_path,
+                                ["qc.alpha=3", "qc:qc-fql.num_samples=2", "run.batch_size=8"])
+    fql, qc = cells
+    assert fql.label == "qc:qc-fql/pole/seed0" and fql.config_file.endswith("configs/qc.py:qc-fql")
+    assert dict(fql.overrides) == {"run.batch_size": "8", "alpha": "3", "num_samples": "2"}
+    assert dict(qc.overrides) == {"run.batch_size": "8", "alpha": "3"}

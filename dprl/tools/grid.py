@@ -111,18 +111,22 @@ def parse_sets(sets: Sequence[str], agents: Sequence[str], known_agents: Sequenc
     """``['run.offline_steps=100', 'dql.eta=2']`` -> per-agent ``[(key, value), ...]``.
 
     A key whose first component is an agent name (``agents`` or ``known_agents``, the registered
-    ones) applies to that agent only (and is dropped when the agent is not in the grid); later
-    values override earlier ones; agent-specific values come after the shared ones.
+    ones) applies to that agent only (and is dropped when the agent is not in the grid); an agent
+    of the grid may be a preset, ``<agent>:<preset>`` (``qc:qc-fql``), which takes both
+    ``qc.key=value`` and ``qc:qc-fql.key=value``; later values override earlier ones;
+    agent-specific values come after the shared ones.
     """
     shared, specific = [], {a: [] for a in agents}
+    bases = {a.split(":")[0] for a in agents}
     for item in sets:
         if "=" not in item:
             raise ValueError(f"--set {item!r}: expected key=value (e.g. run.offline_steps=100)")
         key, value = item.split("=", 1)
         head, _, rest = key.partition(".")
-        if (head in specific or head in known_agents) and rest:
-            if head in specific:  # a registered agent that is not in this grid: ignored
-                specific[head].append((rest, value))
+        if (head in specific or head in bases or head.split(":")[0] in known_agents) and rest:
+            for a in agents:   # a registered agent that is not in this grid: ignored
+                if head in (a, a.split(":")[0]):
+                    specific[a].append((rest, value))
         else:
             shared.append((key, value))
     return {a: _dedupe(shared + specific[a]) for a in agents}
