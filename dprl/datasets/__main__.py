@@ -23,14 +23,38 @@ import time
 def make(task: str, *, steps: int | None = None, seed: int = 0, policy: str | None = None,
          sac_run: str | None = None, noise: float | None = None, episodes: int | None = None,
          overwrite: bool = False, progress: bool = True, chunk_episodes: int | None = None,
-         episode_length: int | None = None) -> dict:
-    """Make the dataset of ``task``; returns a summary dict (ids, sizes, timings, scores)."""
+         episode_length: int | None = None, workers: int | None = None,
+         fmt: str = "minari", out: str | None = None) -> dict:
+    """Make the dataset of ``task``; returns a summary dict (ids, sizes, timings, scores).
+    OGBench envs: ``workers`` processes collect (default: the cores); ``fmt='ogbench'`` also
+    writes the play data as an OGBench npz file (``out``, default beside the stand-in)."""
+    import os
+
     from dprl.envs.tasks import LOCOMOTION_ENVS, LOCOMOTION_RECIPES, get_task
 
     preset = get_task(task)  # a clear error for an unknown task
+    if not preset["has_recipe"]:
+        from dprl.data.formats import download_command
+        from dprl.data.registry import official_sources
+        raise ValueError(f"Task {task!r} has no stand-in dprl can make; get its released data: "
+                         + " or ".join(f"`{download_command(s)}`"
+                                       for s in official_sources(preset)))
     if preset["dataset_task"]:  # a preset that shares another's dataset (OGBench task ids)
         task, preset = preset["dataset_task"], get_task(preset["dataset_task"])
+    if fmt not in ("minari", "ogbench"):
+        raise ValueError(f"--format must be minari or ogbench, got {fmt!r}")
     t0 = time.perf_counter()
+    if fmt == "ogbench":
+        from dprl.data.io import dataset_exists
+        from dprl.datasets.ogbench_recipes import MANIPULATION_TASKS, export_play_ogbench
+        if task not in MANIPULATION_TASKS:
+            raise ValueError(f"--format ogbench is for the OGBench manipulation envs "
+                             f"({', '.join(MANIPULATION_TASKS)}), not {task!r}")
+        if dataset_exists(f"dprl/{task}/play-v0") and not overwrite:
+            path = export_play_ogbench(task, out)   # the stored stand-in, in OGBench's layout
+            return {"play_dataset_id": f"dprl/{task}/play-v0", "ogbench_file": str(path),
+                    "ogbench_dataset_flag": f"--dataset=ogbench:{path}",
+                    "wall_s": time.perf_counter() - t0}
     robot, _, recipe = task.partition("-")
     if robot in LOCOMOTION_ENVS and recipe in LOCOMOTION_RECIPES:
         from dprl.datasets.locomotion import make_locomotion_dataset
@@ -49,8 +73,14 @@ def make(task: str, *, steps: int | None = None, seed: int = 0, policy: str | No
                              f"{get_task(task)['make_command']}")
         kwargs = {k: v for k, v in (("chunk_episodes", chunk_episodes),
                                     ("episode_length", episode_length)) if v is not None}
+        target = out
         out = make_manipulation_dataset(task, steps or 1_000_000, seed=seed, overwrite=overwrite,
-                                        progress=progress, num_episodes=episodes, **kwargs)
+                                        progress=progress, num_episodes=episodes,
+                                        workers=workers or os.cpu_count() or 1, **kwargs)
+        if fmt == "ogbench":
+            from dprl.datasets.ogbench_recipes import export_play_ogbench
+            out["ogbench_file"] = str(export_play_ogbench(task, target))
+            out["ogbench_dataset_flag"] = f"--dataset=ogbench:{out['ogbench_file']}"
     out["wall_s"] = time.perf_counter() - t0
     return out
 
@@ -63,7 +93,8 @@ def list_tasks() -> list[dict]:
     """One row per task: its datasets, whether each is stored here, size, and what a run uses."""
     from dprl.envs.tasks import TASKS
     from dprl.data.io import dataset_dir
-    from dprl.data.registry import DatasetError, resolve_dataset
+    from dprl.data.formats import download_command, source_exists
+    from dprl.data.registry import DatasetError, official_sources, resolve_dataset
 
     rows = []
     for name, preset in sorted(TASKS.items()):
@@ -82,13 +113,20 @@ def list_tasks() -> list[dict]:
                 except (OSError, ValueError):
                     info["steps"] = None
             row["official" if key == "official_dataset_id" else "generated"] = info
+        row["sources"] = [{"source": src.ref, "present": source_exists(src),
+                           "get": download_command(src)} for src in official_sources(preset)]
         try:
             ds, source = resolve_dataset(name)
             row["uses"] = f"{source}: {ds}"
         except DatasetError as e:
             msg = str(e)
-            row["uses"] = ("missing: run " + preset["make_command"]
-                           if "No dataset for task" in msg else "broken: " + msg.split(". ")[0])
+            if "No dataset for task" not in msg:
+                row["uses"] = "broken: " + msg.split(". ")[0]
+            elif preset["has_recipe"]:
+                row["uses"] = "missing: run " + preset["make_command"] + "".join(
+                    f" (or get the released data: {s['get']})" for s in row["sources"])
+            else:
+                row["uses"] = "missing: run " + " or ".join(s["get"] for s in row["sources"])
         except Exception as e:  # noqa: BLE001  list must show every task whatever is broken
             row["uses"] = f"error: {e}"
         from dprl.datasets.ogbench_recipes import unfinished_collections
@@ -101,7 +139,7 @@ def list_tasks() -> list[dict]:
 def _print_table(rows: list[dict]) -> None:
     from dprl.data.io import datasets_root
     print(f"datasets root: {datasets_root()}")
-    print(f"{'task':26s} {'official (Minari)':38s} {'dprl stand-in':50s} uses")
+    print(f"{'task':26s} {'official (released data)':46s} {'dprl stand-in':50s} uses")
     for r in rows:
         def cell(info):
             if not info:
@@ -109,8 +147,9 @@ def _print_table(rows: list[dict]) -> None:
             if not info["present"]:
                 return f"{info['id']} (absent)"
             return f"{info['id']} ({info['size_mib']} MiB, {info.get('steps')} steps)"
-        print(f"{r['task']:26s} {cell(r.get('official')):38s} {cell(r.get('generated')):50s} "
-              f"{r['uses']}")
+        official = ", ".join(f"{s['source']} ({'present' if s['present'] else 'absent'})"
+                             for s in r.get("sources", [])) or "-"
+        print(f"{r['task']:26s} {official:46s} {cell(r.get('generated')):50s} {r['uses']}")
         for c in r.get("collecting", []):
             print(f"{'':26s} unfinished collection: {c['episodes_saved']} episodes saved in "
                   f"{c['dir']} (run the same `make` command to go on)")
@@ -155,6 +194,13 @@ def main(argv=None) -> int:
     m.add_argument("--episode-length", type=int, default=None,
                    help="OGBench manipulation: env steps per episode (OGBench's: 1001, the "
                         "default; shorter only for quick looks and tests)")
+    m.add_argument("--workers", type=int, default=None,
+                   help="OGBench manipulation: processes collecting episodes (default: the "
+                        "cores); the data are the same for any number")
+    m.add_argument("--format", dest="fmt", choices=("minari", "ogbench"), default="minari",
+                   help="ogbench: also write the play data as an OGBench npz file (train on it "
+                        "with --dataset=ogbench:<file>)")
+    m.add_argument("--out", default=None, help="--format ogbench: the npz file to write")
     m.add_argument("--overwrite", action="store_true", help="replace an existing dataset")
     m.add_argument("--quiet", action="store_true", help="no progress bar")
     lp = sub.add_parser("list", help="show tasks and their local datasets")
@@ -170,7 +216,8 @@ def main(argv=None) -> int:
             out = make(args.task, steps=args.steps, seed=args.seed, policy=args.policy,
                        sac_run=args.sac_run, noise=args.noise, episodes=args.episodes,
                        overwrite=args.overwrite, progress=not args.quiet,
-                       chunk_episodes=args.chunk_episodes, episode_length=args.episode_length)
+                       chunk_episodes=args.chunk_episodes, episode_length=args.episode_length,
+                       workers=args.workers, fmt=args.fmt, out=args.out)
         except (FileNotFoundError, FileExistsError, KeyError, ValueError) as e:
             print(f"error: {e}", file=sys.stderr)
             return 1
