@@ -121,3 +121,21 @@ def test_a_level_never_reached_says_so_with_the_return_reached(exported_experts,
             make_locomotion_episodes("hopper", "medium", 300, sac_run=run, num_envs=2)
     finally:
         (run / "medium.npz.bak").rename(run / "medium.npz")
+
+
+def test_replay_file_cuts_back_into_the_episodes_that_were_run(exported_experts):
+    """replay.npz (the core buffer written out): each episode's reset seed gives its first
+    observation, and every episode but the unfinished last ends where the env ended it."""
+    from dprl.envs.vector import make_env
+    from dprl.experts.sac import replay_to_episodes
+    run, _, _ = exported_experts
+    d = np.load(run / "replay.npz")
+    assert len(d["actions"]) == 900 and d["episode_id"][0] == 0
+    assert np.all(np.diff(d["episode_id"]) >= 0)
+    episodes = replay_to_episodes(run / "replay.npz")
+    assert len(episodes) >= 2 and sum(len(e["actions"]) for e in episodes) <= 900
+    env = make_env("Hopper-v5")
+    for e in episodes[:3]:
+        np.testing.assert_allclose(env.reset(seed=e["seed"])[0], e["observations"][0], rtol=1e-6)
+        assert e["terminations"][-1] or e["truncations"][-1]
+        assert not (e["terminations"][:-1] | e["truncations"][:-1]).any()

@@ -573,7 +573,9 @@ def main(argv=None):
     p.add_argument("--steps", type=int, default=1_000_000)
     p.add_argument("--out", required=True, help="output directory")
     p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--start-steps", type=int, default=5000, help="uniform-random warm-up steps")
+    p.add_argument("--start-steps", type=int, default=5000,
+                   help="warm-up: no updates before this env step (uniform-random actions until "
+                        "the first update)")
     p.add_argument("--fuse", type=int, default=50, help="updates per jitted call")
     p.add_argument("--eval-every", type=int, default=10_000)
     p.add_argument("--snapshot-every", type=int, default=10_000)
