@@ -1,9 +1,15 @@
 """Guidance-scale sweep of the value-guided agent: train once, evaluate the same frozen BC actor and
-guide J at several guidance scales (and best-of-N sizes).
+guide J at several guidance scales (and best-of-N sizes), and report the best scale (as QGPO
+reports each run: the best of its scale grid; every scale is recorded).
 
-    python experiments/guidance_sweep.py --agent=configs/guided.py --task=hopper-medium \
-        --run_dir=runs/guided-hopper --scales=0,10,30,100,300 [--num_samples=1,4] [--episodes=10] \
+    python experiments/guidance_sweep.py --agent=configs/guided.py:qgpo --task=hopper-medium \
+        --run_dir=runs/qgpo-hopper [--scales=0,1,2,3,5,8,10] [--num_samples=1,4] [--episodes=10] \
         [--pretrain_steps=N --offline_steps=N --online_steps=0] [--agent.<key>=value ...]
+
+``--scales`` defaults to the config's ``guidance_scales`` (QGPO: 0, 1, 2, 3, 5, 8, 10; AntMaze
+1, 1.5, 2, 2.5, 3, 4; mse-guidance: 0, 10, 30, 100, 300). A config with ``reward_scale = 0``
+(QGPO on locomotion) gets ``1000 / (max - min episode return)`` of the task's dataset before
+training (``agents.guided.return_range_scale``), recorded in the run's config.
 
 The run directory is an ordinary ``dprl.run.runner`` run (trained, or resumed/skipped when finished);
 the sweep then loads its last checkpoint with ``dprl.run.checkpoint.load_run`` and writes
@@ -22,7 +28,8 @@ config_flags.DEFINE_config_file("agent", "configs/guided.py", "Agent config (con
 flags.DEFINE_string("task", "hopper-medium", "Task preset (dprl/envs/tasks.py)")
 flags.DEFINE_string("run_dir", None, "Run directory: trained here, or loaded if finished")
 flags.DEFINE_string("out", None, "Where the JSON and PNG go (default: run_dir)")
-flags.DEFINE_list("scales", ["0", "10", "30", "100", "300"], "Guidance scales to evaluate")
+flags.DEFINE_list("scales", None, "Guidance scales to evaluate (default: the config's "
+                  "guidance_scales)")
 flags.DEFINE_list("num_samples", ["1"], "Best-of-N sizes to evaluate (1 = guidance only)")
 flags.DEFINE_integer("episodes", 0, "Evaluation episodes per point (0 = the task preset's)")
 flags.DEFINE_integer("seed", 0, "Training seed")
@@ -39,7 +46,8 @@ FLAGS = flags.FLAGS
 
 def sweep(run_dir: str, scales, num_samples=(1,), episodes: int = 0, eval_seed: int = 1000,
           step: int | None = None) -> list[dict]:
-    """Evaluate the run's last checkpoint at every (scale, N); one result row each."""
+    """Evaluate the run's checkpoint at every (scale, N); one result row each. ``scales=None``:
+    the run config's ``guidance_scales``."""
     import jax
     import jax.numpy as jnp
     import numpy as np
@@ -53,6 +61,8 @@ def sweep(run_dir: str, scales, num_samples=(1,), episodes: int = 0, eval_seed: 
     task = get_task(resolved["task"])
     cfg = agent.config
     episodes = episodes or cfg.run.eval_episodes or task["eval_episodes"]
+    if scales is None:
+        scales = [float(s) for s in cfg.get("guidance_scales", (0.0,))]
     rows = []
     for n in num_samples:
         for scale in scales:
@@ -112,8 +122,15 @@ def main(_):
     from agents import get_agent
     from dprl.run.runner import train
 
+    config = FLAGS.agent
     if FLAGS.train:
-        config = FLAGS.agent
+        if config.get("reward_scale", 1.0) == 0:
+            from agents.guided import return_range_scale
+            from dprl.data.offline import load_task_data
+            data = load_task_data(FLAGS.task)
+            config.reward_scale = return_range_scale(data.rewards, data.dones,
+                                                     data.terminals | data.timeouts)
+            print(f"reward_scale = 1000 / (return range) = {config.reward_scale:.6g}", flush=True)
         for name in ("pretrain_steps", "offline_steps", "online_steps"):
             value = getattr(FLAGS, name)
             if value is not None:
@@ -123,9 +140,14 @@ def main(_):
         print(json.dumps(summary, indent=2))
     out = FLAGS.out or FLAGS.run_dir
     os.makedirs(out, exist_ok=True)
-    rows = sweep(FLAGS.run_dir, [float(s) for s in FLAGS.scales],
+    scales = None if FLAGS.scales is None else [float(s) for s in FLAGS.scales]
+    rows = sweep(FLAGS.run_dir, scales,
                  [int(n) for n in FLAGS.num_samples], FLAGS.episodes, FLAGS.eval_seed, FLAGS.step)
-    result = {"run_dir": FLAGS.run_dir, "task": FLAGS.task, "step": FLAGS.step, "rows": rows}
+    best = max(rows, key=lambda r: r["normalized_score"])
+    print(f"best: scale={best['guidance_scale']:g} N={best['num_samples']} "
+          f"score={best['normalized_score']:.1f}", flush=True)
+    result = {"run_dir": FLAGS.run_dir, "task": FLAGS.task, "step": FLAGS.step, "rows": rows,
+              "best": {k: best[k] for k in ("guidance_scale", "num_samples", "normalized_score")}}
     with open(os.path.join(out, "guidance_sweep.json"), "w") as f:
         json.dump(result, f, indent=2)
     plot(rows, os.path.join(out, "guidance_sweep.png"),
