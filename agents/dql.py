@@ -17,10 +17,7 @@ Targets are Polyak-averaged critics, and an EMA of the actor samples the next ac
 Acting draws ``num_samples`` chunks from the EMA actor and picks one by softmax (or argmax)
 of the target critics' min Q. With ``horizon > 1`` the critics score whole chunks ``[H, A]`` and the
 target is the chunk's h-step return (``dprl.data.buffer.chunk_return``). ``pretrain`` is diffusion BC alone (the shared first stage);
-``update`` is the DQL step; offline and online use the same ``update``. With
-``act_with='one_step'`` a one-step actor ``mu(s, z)`` is distilled from the EMA actor at every
-gradient step and its N candidates are picked from instead (``dprl/models/one_step.py``); the critics'
-targets keep the EMA actor.
+``update`` is the DQL step; offline and online use the same ``update``.
 """
 from __future__ import annotations
 
@@ -34,9 +31,9 @@ from flax.training.train_state import TrainState
 
 from dprl.models.actor import actor_from_config
 from dprl.data.buffer import chunk_return
+from dprl.models.encoders import batch_size_of, repeat_rows
 from dprl.models.nets import CriticEnsemble, critic_from_config
-from dprl.models.one_step import (OneStepActor, acts_one_step, check_act_with, distill_alongside,
-                           distill_step, init_one_step, sample_chunks, teacher_actions)
+from dprl.models.teacher import teacher_actions
 from dprl.models.training import (BCStage, EMA, apply_loss, create_state, make_optimizer, polyak,
                           pretrain_step)
 
@@ -45,7 +42,6 @@ class Agent(flax.struct.PyTreeNode):
     actor: BCStage           # the diffusion actor and its EMA (which acts and picks next actions)
     critic: TrainState       # the Q ensemble -> [E, B]
     target_critic_params: Any
-    one_step: OneStepActor | None  # mu(s, z) distilled from the EMA actor (act_with='one_step')
     key: jax.Array
     critic_step: jax.Array   # DQL updates so far: 0 = the critics are untrained
     config: ml_collections.FrozenConfigDict = flax.struct.field(pytree_node=False)
@@ -70,8 +66,8 @@ class Agent(flax.struct.PyTreeNode):
         ``key`` samples the next actions directly (tests reproduce the draw with it).
         """
         n = self.config.max_q_samples if self.config.max_q_backup else 1
-        B = next_observations.shape[0]
-        rep = jnp.repeat(next_observations, n, axis=0)                   # [B * n, ...], row-major
+        B = batch_size_of(next_observations)
+        rep = repeat_rows(next_observations, n)                          # [B * n, ...], row-major
         next_actions, _ = self.actor.sample(rep, key, unroll=self.unroll_chains)
         q = self.critic_net.apply(self.target_critic_params, rep, next_actions)  # [E, B * n]
         q = q.reshape(q.shape[0], B, n).max(axis=-1)                     # per critic: max over draws
@@ -103,26 +99,10 @@ class Agent(flax.struct.PyTreeNode):
         return loss, {"actor/loss": loss, "actor/bc_loss": bc, "actor/q_loss": q_loss,
                       "actor/q_pi_mean": q.mean()}
 
-    # ---- the one-step actor (act_with='one_step') ------------------------------------------
-    def teacher(self, observations: jax.Array, noise: jax.Array) -> jax.Array:
-        """What mu distills: the EMA actor's deterministic sample (DDIM, eta 0) from ``noise``."""
-        return teacher_actions(self.actor.model, self.actor.policy_params, observations, noise)
-
-    @jax.jit
-    def distill(self, batch: dict) -> tuple["Agent", dict]:
-        """One distillation step of the one-step actor toward ``teacher``."""
-        return distill_step(self, batch, self.teacher)
-
     # ---- updates --------------------------------------------------------------------------
     @jax.jit
-    def pretrain(self, batch: dict) -> tuple["Agent", dict]:
-        """Diffusion BC only (critics untouched); and mu's distillation step."""
-        return distill_alongside(*pretrain_step(self, batch), batch)
-
-    @jax.jit
     def update(self, batch: dict) -> tuple["Agent", dict]:
-        """One DQL step: critics on the TD target, actor on BC + Q, then targets and EMA (then
-        mu's distillation step)."""
+        """One DQL step: critics on the TD target, actor on BC + Q, then targets and EMA."""
         cfg = self.config
         key, target_key, actor_key = jax.random.split(self.key, 3)
         ret, boot = chunk_return(batch, cfg.discount)
@@ -135,30 +115,45 @@ class Agent(flax.struct.PyTreeNode):
         target_params = polyak(self.target_critic_params, critic.params, cfg.tau)
         agent = self.replace(actor=actor, critic=critic, target_critic_params=target_params,
                              key=key, critic_step=self.critic_step + 1)
-        return distill_alongside(agent, {**c_info, **a_info}, batch)
+        return agent, {**c_info, **a_info}
+
+    @jax.jit
+    def pretrain(self, batch: dict) -> tuple["Agent", dict]:
+        """Diffusion BC only (critics untouched)."""
+        return pretrain_step(self, batch)
 
     # ---- acting ---------------------------------------------------------------------------
     @jax.jit
     def sample_actions(self, observations: jax.Array, key: jax.Array) -> tuple[jax.Array, dict]:
-        """``observations [B, (K,) O]`` -> chunks ``[B, H, A]``: the best of N EMA-actor draws
-        (or N draws of mu)."""
-        cfg = self.config
-        N = int(cfg.num_samples)
-        B = observations.shape[0]
+        """``observations [B, (K,) O]`` -> chunks ``[B, H, A]``: the pick among N EMA-actor
+        draws."""
+        N, B = int(self.config.num_samples), batch_size_of(observations)
         sample_key, pick_key = jax.random.split(key)
-        rep = jnp.repeat(observations, N, axis=0)                          # [B * N, ...]
-        chunks = sample_chunks(self, rep, sample_key)                      # [B * N, H, A]
+        chunks, _ = self.actor.sample(repeat_rows(observations, N), sample_key)
+        return self.select(observations, chunks.reshape(B, N, *chunks.shape[1:]), pick_key), {}
+
+    def select(self, observations: jax.Array, candidates: jax.Array, key: jax.Array
+               ) -> jax.Array:
+        """One of ``candidates [B, N, H, A]`` per observation -> ``[B, H, A]``, by softmax (or
+        argmax) of the target critics' min Q."""
+        cfg = self.config
+        B, N = candidates.shape[:2]
         if N == 1:
-            return chunks, {}
-        q = self.critic_net.apply(self.target_critic_params, rep, chunks).min(axis=0)
+            return candidates[:, 0]
+        rep = repeat_rows(observations, N)                                 # [B * N, ...]
+        flat = candidates.reshape(B * N, *candidates.shape[2:])
+        q = self.critic_net.apply(self.target_critic_params, rep, flat).min(axis=0)
         # Untrained critics (BC pretraining only) would pick by noise: pick uniformly instead.
         q = jnp.where(self.critic_step > 0, q.reshape(B, N), 0.0)
         if cfg.action_selection == "argmax":
             idx = q.argmax(axis=1)
         else:
-            idx = jax.random.categorical(pick_key, q / cfg.selection_temperature, axis=1)
-        chunks = chunks.reshape(B, N, *chunks.shape[1:])
-        return chunks[jnp.arange(B), idx], {}
+            idx = jax.random.categorical(key, q / cfg.selection_temperature, axis=1)
+        return candidates[jnp.arange(B), idx]
+
+    def teacher_sample(self, observations: jax.Array, noise: jax.Array) -> jax.Array:
+        """The EMA actor's deterministic sample (DDIM, eta 0) ``[B, H, A]`` from ``noise``."""
+        return teacher_actions(self.actor.model, self.actor.policy_params, observations, noise)
 
     # ---- construction ---------------------------------------------------------------------
     @classmethod
@@ -169,7 +164,6 @@ class Agent(flax.struct.PyTreeNode):
                              f"not {config.action_selection!r}")
         if config.num_critics < 1 or config.num_samples < 1:
             raise ValueError("dql.num_critics and dql.num_samples must be >= 1")
-        check_act_with(config, on_policy=False)
         key, actor_key, critic_key = jax.random.split(jax.random.PRNGKey(seed), 3)
         obs = jax.tree.map(jnp.asarray, example_batch["observations"])  # flat or pixel
         decay_steps = config.lr_decay_steps or (config.run.pretrain_steps + config.run.offline_steps)
@@ -179,11 +173,7 @@ class Agent(flax.struct.PyTreeNode):
                              make_optimizer(config.actor_lr, **opt), EMA.from_config(config))
         critic_params = critic_from_config(config).init(critic_key, obs,
                                                         jnp.asarray(example_batch["actions"]))
-        one_step = None
-        if acts_one_step(config):
-            key, one_step_key = jax.random.split(key)  # multi-step acting keeps the keys above
-            one_step = init_one_step(config, actor.model, one_step_key, obs)
         return cls(actor=actor,
                    critic=create_state(critic_params, make_optimizer(config.critic_lr, **opt)),
-                   target_critic_params=critic_params, one_step=one_step, key=key,
+                   target_critic_params=critic_params, key=key,
                    critic_step=jnp.zeros((), jnp.int32), config=config)

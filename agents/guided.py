@@ -32,10 +32,9 @@ Two methods, as presets of ``configs/guided.py``:
             moves by ``guidance_scale * std^2 * grad_x J`` ('mean', Diffuser) or the predicted noise
             by ``-guidance_scale * sqrt(1 - abar) * grad_x J`` ('score', QGPO); steps below
             ``guidance_min_step`` are not guided; optional best-of-N by Q on top.
-            With ``act_with='one_step'``: a one-step actor ``mu(s, z)`` distilled at every
-            gradient step from the guided sampler run deterministically (DDIM, eta 0; 'score'
-            guidance, since 'mean' guidance scales with the step's noise, which eta 0 removes)
-            acts instead, best-of-N by Q on top (``dprl/models/one_step.py``).
+  teacher   for a one-step actor distilled from it: the guided sampler run deterministically
+            (DDIM, eta 0; 'score' guidance, since 'mean' guidance scales with the step's noise,
+            which eta 0 removes); its candidates are picked by Q as acting does (``select``).
 
 Shapes: B batch, H chunk length, A action dim, O observation dim, M support actions, N candidates.
 """
@@ -56,8 +55,7 @@ from dprl.data.buffer import chunk_return
 from dprl.models.diffusion import q_sample
 from dprl.models.nets import (MLP, CriticEnsemble, NoisyActionValue, critic_from_config,
                               flatten_observations, value_from_config)
-from dprl.models.one_step import (OneStepActor, acts_one_step, check_act_with, distill_alongside,
-                           distill_step, init_one_step, teacher_actions)
+from dprl.models.teacher import teacher_actions
 from dprl.models.training import (BCStage, EMA, apply_loss, create_state, make_optimizer, polyak,
                           pretrain_step)
 
@@ -148,7 +146,6 @@ class Agent(flax.struct.PyTreeNode):
     guide: TrainState          # J(s, noisy chunk, k) -> [B]
     q_scale: jax.Array         # [] EMA of mean |Q| over batches: J sees Q / q_scale (normalize_q)
     critic_step: jax.Array     # [] critic/guide updates so far: 0 = J is untrained
-    one_step: OneStepActor | None  # mu(s, z) from the guided sampler (act_with='one_step')
     key: jax.Array
     config: ml_collections.FrozenConfigDict = flax.struct.field(pytree_node=False)
 
@@ -195,8 +192,6 @@ class Agent(flax.struct.PyTreeNode):
 
         Before the first critic/guide update (BC pretraining) J is random, so the actor samples
         unguided: pretraining evaluations score the BC actor itself."""
-        if acts_one_step(self.config):
-            return self.one_step_actions(observations, key), {}
         trained = self.critic_step > 0
         return jax.lax.cond(
             trained,
@@ -204,33 +199,32 @@ class Agent(flax.struct.PyTreeNode):
                                        self.config.num_samples),
             lambda: self.sample_guided(observations, key, 0.0, 1)), {}
 
-    # ---- the one-step actor (act_with='one_step') --------------------------------------------
-    def teacher(self, observations: jax.Array, noise: jax.Array) -> jax.Array:
-        """What mu distills: one guided chunk, sampled deterministically (DDIM, eta 0) from
-        ``noise [B, H, A]``; unguided before J is trained, as acting."""
+    # ---- a one-step actor's teacher and its pick among candidates -----------------------------
+    def teacher_sample(self, observations: jax.Array, noise: jax.Array) -> jax.Array:
+        """One guided chunk ``[B, H, A]``, sampled deterministically (DDIM, eta 0) from ``noise
+        [B, H, A]``; unguided before J is trained, as acting."""
         cfg = self.config
+        if cfg.guidance_mode == "mean":
+            raise ValueError("guided: a one-step actor distills the guided sampler run "
+                             "deterministically (DDIM, eta 0), where 'mean' guidance (scaled by "
+                             "the step's noise variance) is zero; use --agent.guidance_mode=score")
         scale = jnp.where(self.critic_step > 0, cfg.guidance_scale, 0.0)
         return teacher_actions(self.actor.model, self.actor.policy_params, observations, noise,
                                guidance_fn=self.guidance_fn(self.guide.params, observations),
                                guidance_scale=scale, guidance_mode=cfg.guidance_mode,
                                guidance_min_step=cfg.guidance_min_step)
 
-    @jax.jit
-    def distill(self, batch: dict) -> tuple["Agent", dict]:
-        """One distillation step of the one-step actor toward ``teacher``."""
-        return distill_step(self, batch, self.teacher)
-
-    def one_step_actions(self, observations: jax.Array, key: jax.Array) -> jax.Array:
-        """mu's chunks ``[B, H, A]``; with ``num_samples`` N > 1 the argmax of ``min_e Q`` over
-        N of them once the critic is trained (a plain draw before, as acting unguided)."""
-        B, N = observations.shape[0], self.config.num_samples
+    def select(self, observations: jax.Array, candidates: jax.Array, key: jax.Array
+               ) -> jax.Array:
+        """One of ``candidates [B, N, H, A]`` per observation -> ``[B, H, A]``: the argmax of
+        ``min_e Q`` once the critic is trained (the first before, as acting unguided)."""
+        B, N = candidates.shape[:2]
         if N == 1:
-            return self.one_step.sample(observations, key)
+            return candidates[:, 0]
         obs = jnp.repeat(observations, N, axis=0)
-        actions = self.one_step.sample(obs, key)                              # [B N, H, A]
-        q = self.q_min(self.critic.params, obs, actions).reshape(B, N)
-        best = jnp.argmax(jnp.where(self.critic_step > 0, q, 0.0), axis=1)
-        return actions.reshape(B, N, *actions.shape[1:])[jnp.arange(B), best]
+        q = self.q_min(self.critic.params, obs, candidates.reshape(B * N, *candidates.shape[2:]))
+        best = jnp.argmax(jnp.where(self.critic_step > 0, q.reshape(B, N), 0.0), axis=1)
+        return candidates[jnp.arange(B), best]
 
     # ---- losses -----------------------------------------------------------------------------
     def critic_loss(self, params, batch, target_q):
@@ -280,13 +274,12 @@ class Agent(flax.struct.PyTreeNode):
     # ---- update -----------------------------------------------------------------------------
     @jax.jit
     def pretrain(self, batch: dict) -> tuple["Agent", dict]:
-        """Diffusion BC of the actor (with its EMA); and mu's distillation step."""
-        return distill_alongside(*pretrain_step(self, batch), batch)
+        """Diffusion BC of the actor (with its EMA)."""
+        return pretrain_step(self, batch)
 
     @jax.jit
     def update(self, batch: dict) -> tuple["Agent", dict]:
-        """Critic (+ V) and guide J; the actor only with ``finetune_actor`` (then mu's
-        distillation step)."""
+        """Critic (+ V) and guide J; the actor only with ``finetune_actor``."""
         cfg = self.config
         key, next_key, guide_key, sup_key, pi_key, bc_key = jax.random.split(self.key, 6)
         scale, bias = cfg.get("reward_scale", 1.0), cfg.get("reward_bias", 0.0)
@@ -374,7 +367,7 @@ class Agent(flax.struct.PyTreeNode):
         new = self.replace(actor=actor, critic=critic, target_critic_params=target_critic_params,
                            value=value, guide=guide, q_scale=q_scale,
                            critic_step=self.critic_step + 1, key=key)
-        return distill_alongside(new, info, batch)
+        return new, info
 
     # ---- construction -----------------------------------------------------------------------
     @classmethod
@@ -397,11 +390,6 @@ class Agent(flax.struct.PyTreeNode):
             raise ValueError("guided sampling needs the diffusion actor (actor.model='diffusion')")
         if config.num_samples < 1:
             raise ValueError(f"num_samples must be >= 1, got {config.num_samples}")
-        check_act_with(config, on_policy=False)
-        if acts_one_step(config) and config.guidance_mode == "mean":
-            raise ValueError("guided: act_with='one_step' distills the guided sampler run "
-                             "deterministically (DDIM, eta 0), where 'mean' guidance (scaled by "
-                             "the step's noise variance) is zero; use --agent.guidance_mode=score")
         key, a_key, c_key, v_key, g_key = jax.random.split(jax.random.PRNGKey(seed), 5)
         obs = jax.tree.map(jnp.asarray, example_batch["observations"])  # flat or pixel
         actions = jnp.asarray(example_batch["actions"])
@@ -412,13 +400,9 @@ class Agent(flax.struct.PyTreeNode):
         critic_params = critic_from_config(config).init(c_key, obs, actions)
         value_params = value_from_config(config).init(v_key, obs)
         guide_params = guide_net(config).init(g_key, obs, actions, t)
-        one_step = None
-        if acts_one_step(config):
-            key, one_step_key = jax.random.split(key)  # multi-step acting keeps the keys above
-            one_step = init_one_step(config, actor.model, one_step_key, obs)
         return cls(actor=actor, critic=create_state(critic_params, opt(config.critic_lr)),
                    target_critic_params=critic_params,
                    value=create_state(value_params, opt(config.critic_lr)),
                    guide=create_state(guide_params, opt(config.guide_lr)),
                    q_scale=jnp.ones((), jnp.float32), critic_step=jnp.zeros((), jnp.int32),
-                   one_step=one_step, key=key, config=config)
+                   key=key, config=config)

@@ -34,14 +34,24 @@ Departures from the reference code, for chunks that run past an episode's end (`
     observation after its last valid step (the correct n-step return); a chunk cut by
     termination does not bootstrap.
 
-``act_with='one_step'`` (every agent's switch, ``dprl/models/one_step.py``) makes best-of-N pick among N
-draws of a one-step actor distilled from the BC flow at every gradient step (alpha-free: pure
-distillation), for acting only: the target's a' keeps the multi-step candidates. The one-step
-extraction (FQL) acts with mu already, so its presets set act_with='one_step'.
+Both switches are read once, at construction: the extraction is a field, ``BestOfN`` or ``FQL``
+(each acts, gives a', and takes its own training step), and the critic's actions are the chunk's
+first ``policy_horizon`` (h with chunking, else 1) while the return always spans h steps.
 
 Phases: ``pretrain`` = flow BC (the shared ``dprl.models.training.BCStage``, without an EMA);
-``update`` = critic TD step on ``dprl.data.buffer.chunk_return``'s target + the same BC step (+ the
-one-step policy's step).
+``update`` = the algorithm box below, every loss from the parameters before the update:
+
+    a'  = extraction.act(s')                           best of N flow samples by Q, or mu(s', z)
+    y   = sum_{i<h} gamma^i r_i + gamma^h (1 - d) Q'(s', a')
+    critic      <- grad of mean_e (Q_e(s, a) - y)^2
+    flow        <- grad of the flow-matching BC loss on (s, a)
+    extraction  <- its own step: FQL alpha ||mu(s, z) - flow(s, z)||^2 - Q(s, mu(s, z));
+                   best-of-N none
+    Q'          <- Polyak average of Q
+
+A one-step actor distilled for acting alone (best-of-N picking among its draws) is the wrapper
+every off-policy agent can have (``dprl.run.one_step``), from ``teacher_sample`` and ``select``;
+FQL acts with its mu already (``acts_in_one_step``).
 """
 from __future__ import annotations
 
@@ -53,15 +63,14 @@ import jax.numpy as jnp
 import ml_collections
 from flax.training.train_state import TrainState
 
-from dprl.models.actor import GenerativeActor, action_dim_of, make_actor
 from dprl.data.buffer import chunk_return
+from dprl.models.actor import GenerativeActor, action_dim_of, make_actor
+from dprl.models.encoders import batch_size_of, repeat_rows
 from dprl.models.nets import CriticEnsemble, critic_from_config
-from dprl.models.one_step import (OneStepActor, acts_one_step, check_act_with, check_teacher,
-                           distill_alongside, distill_step, init_one_step, one_step_loss,
-                           teacher_actions)
-from dprl.models.training import BCStage, apply_loss, create_state, make_optimizer, polyak, pretrain_step
-
-EXTRACTIONS = ("best_of_n", "one_step")
+from dprl.models.one_step import OneStepActor, init_one_step, one_step_loss
+from dprl.models.teacher import check_teacher, teacher_actions
+from dprl.models.training import (BCStage, apply_loss, create_state, make_optimizer, polyak,
+                                  pretrain_step)
 
 
 # ---- the pieces the tests check against plain Python --------------------------------------------
@@ -77,25 +86,90 @@ def select_best(candidates: jax.Array, scores: jax.Array) -> jax.Array:
 
 
 def policy_horizon(config) -> int:
-    """Actions per policy output and critic input: ``horizon`` with chunking, else 1."""
+    """Actions per policy output and critic input: ``horizon`` with chunking, else 1 (the
+    n-step critic over single actions)."""
     return int(config.horizon) if config.action_chunking else 1
+
+
+# ---- the two policy extractions --------------------------------------------------------------
+class BestOfN(flax.struct.PyTreeNode):
+    """QC, BFN, BFN-n: of N samples of the BC flow, the one with the highest Q (online critic)
+    acts and is a'. Nothing of its own to train."""
+
+    def act(self, agent: "Agent", observations: jax.Array, key: jax.Array
+            ) -> tuple[jax.Array, dict]:
+        """``observations [B, (K,) O]`` -> ``(actions [B, Hp, A], {'q': best Q [B]})``."""
+        actions, q = agent.best_of_n(agent.critic.params, observations, key)
+        return actions, {"q": q}
+
+    def improve(self, agent: "Agent", batch: dict, key: jax.Array
+                ) -> tuple["BestOfN", dict, jax.Array]:
+        return self, {}, key
+
+
+class FQL(flax.struct.PyTreeNode):
+    """QC-FQL, FQL, FQL-n: FQL's noise-conditioned policy ``mu(s, z)`` acts and is a', trained
+    with ``alpha * ||mu(s, z) - flow(s, z)||^2 - Q(s, clip(mu(s, z)))`` (the same z for both;
+    Q the ensemble mean, as in FQL and QC, whatever ``q_agg``)."""
+
+    mu: OneStepActor
+
+    def student(self, params, observations: jax.Array, noise: jax.Array) -> jax.Array:
+        """``mu(s, z)`` ``[B, Hp, A]``, unclipped."""
+        return self.mu.net.apply(params, observations, noise)
+
+    def act(self, agent: "Agent", observations: jax.Array, key: jax.Array
+            ) -> tuple[jax.Array, dict]:
+        """``clip(mu(s, z), -1, 1)`` ``[B, Hp, A]`` with ``z ~ N(0, I)``."""
+        return self.mu.sample(observations, key), {}
+
+    def loss(self, params, agent: "Agent", batch: dict, key: jax.Array
+             ) -> tuple[jax.Array, dict]:
+        obs = batch["observations"]
+        noise = self.mu.noise(key, batch_size_of(obs))
+        flow = teacher_actions(agent.actor.model, agent.actor.params, obs, noise)
+
+        def q_fn(actions):
+            return agent.critic_net.apply(agent.critic.params, obs, actions).mean(axis=0)
+
+        cfg = agent.config
+        return one_step_loss(self.student(params, obs, noise), flow, q_fn, cfg.alpha,
+                             cfg.normalize_q_loss)
+
+    def improve(self, agent: "Agent", batch: dict, key: jax.Array
+                ) -> tuple["FQL", dict, jax.Array]:
+        """One step of ``loss`` on a key split off ``key``; returns the rest of ``key``."""
+        key, pi_key = jax.random.split(key)
+        mu, info = apply_loss(self.mu, lambda p: self.loss(p, agent, batch, pi_key), "actor")
+        return self.replace(mu=mu), info, key
+
+
+EXTRACTIONS = {"best_of_n": BestOfN, "one_step": FQL}
 
 
 class Agent(flax.struct.PyTreeNode):
     actor: BCStage              # the BC flow (or diffusion) policy over [policy_horizon, A], no EMA
     critic: TrainState          # Q ensemble over (observation, flattened actions) -> [E, B]
     target_critic_params: Any   # Polyak-averaged copy
-    one_step: OneStepActor | None  # mu(s, z) (policy_extraction='one_step', or
-                                   # act_with='one_step'), else None
+    extraction: BestOfN | FQL   # how the acting policy comes from the flow and Q
     key: jax.Array
     config: ml_collections.FrozenConfigDict = flax.struct.field(pytree_node=False)
 
     on_policy = False
 
-    # ---- networks -------------------------------------------------------------------------
+    @classmethod
+    def acts_in_one_step(cls, config) -> bool:
+        """FQL's extraction acts with its own mu: a one-step wrapper adds nothing."""
+        return config.policy_extraction == "one_step"
+
     @property
     def critic_net(self) -> CriticEnsemble:
         return critic_from_config(self.config)
+
+    @property
+    def mu(self) -> OneStepActor:
+        """FQL's one-step policy (the FQL extractions only)."""
+        return self.extraction.mu
 
     def policy_batch(self, batch: dict) -> dict:
         """The batch as the policy and critic see it: actions and ``valid`` of the whole chunk
@@ -105,59 +179,30 @@ class Agent(flax.struct.PyTreeNode):
         return {**batch, "actions": batch["actions"][:, :Hp], "valid": batch["valid"][:, :Hp]}
 
     # ---- best-of-N ------------------------------------------------------------------------
-    def candidates(self, critic_params, observations: jax.Array, key: jax.Array,
-                   one_step: bool = False) -> tuple[jax.Array, jax.Array]:
-        """N samples per observation from the BC policy (or, ``one_step``, from mu distilled
-        from it) and their aggregated Q.
+    def candidates(self, critic_params, observations: jax.Array, key: jax.Array
+                   ) -> tuple[jax.Array, jax.Array]:
+        """N samples per observation from the BC policy and their aggregated Q.
 
         ``observations [B, (K,) O]`` -> ``(actions [B, N, Hp, A], q [B, N])``.
         """
-        B, N = observations.shape[0], self.config.num_samples
-        obs = jnp.repeat(observations, N, axis=0)                        # [B*N, (K,) O]
-        actions = (self.one_step.sample(obs, key) if one_step            # [B*N, Hp, A]
-                   else self.actor.sample(obs, key)[0])
+        B, N = batch_size_of(observations), self.config.num_samples
+        obs = repeat_rows(observations, N)                               # [B*N, (K,) O]
+        actions, _ = self.actor.sample(obs, key)                         # [B*N, Hp, A]
         q = aggregate(self.critic_net.apply(critic_params, obs, actions), self.config.q_agg)
         return actions.reshape(B, N, *actions.shape[1:]), q.reshape(B, N)
 
-    def best_of_n(self, critic_params, observations, key, one_step: bool = False
-                  ) -> tuple[jax.Array, jax.Array]:
-        actions, q = self.candidates(critic_params, observations, key, one_step)
+    def best_of_n(self, critic_params, observations, key) -> tuple[jax.Array, jax.Array]:
+        actions, q = self.candidates(critic_params, observations, key)
         return select_best(actions, q), q.max(axis=1)
-
-    # ---- the one-step policy --------------------------------------------------------------
-    def student_actions(self, params, observations: jax.Array, noise: jax.Array) -> jax.Array:
-        """mu(s, z) ``[B, Hp, A]``, unclipped."""
-        return self.one_step.net.apply(params, observations, noise)
-
-    def one_step_actions(self, params, observations: jax.Array, key: jax.Array) -> jax.Array:
-        """Acting with mu: ``clip(mu(s, z), -1, 1)`` with ``z ~ N(0, I)``."""
-        noise = self.one_step.noise(key, observations.shape[0])
-        return jnp.clip(self.student_actions(params, observations, noise), -1.0, 1.0)
-
-    def teacher(self, observations: jax.Array, noise: jax.Array) -> jax.Array:
-        """What mu distills (act_with='one_step' with best-of-N): the BC flow's sample from
-        ``noise [B, Hp, A]``."""
-        return teacher_actions(self.actor.model, self.actor.params, observations, noise)
-
-    @jax.jit
-    def distill(self, batch: dict) -> tuple["Agent", dict]:
-        """One distillation step of mu toward ``teacher`` (no Q term: best-of-N brings Q in)."""
-        return distill_step(self, self.policy_batch(batch), self.teacher)
-
-    def act(self, observations: jax.Array, key: jax.Array) -> jax.Array:
-        """The policy's actions ``[B, Hp, A]``: best-of-N under the online critic, or mu (FQL);
-        what the target's a' is (multi-step candidates whatever act_with)."""
-        if self.config.policy_extraction == "one_step":
-            return self.one_step_actions(self.one_step.params, observations, key)
-        return self.best_of_n(self.critic.params, observations, key)[0]
 
     # ---- losses ---------------------------------------------------------------------------
     def td_target(self, batch: dict, key: jax.Array) -> jax.Array:
         """``[B]``: the h-step (or n-step) return + gamma^h Q'(s_{t+h}, a'), a' from the policy
         (chosen as acting does, valued by the target critic)."""
         next_obs = batch["next_observations"]
+        next_actions, _ = self.extraction.act(self, next_obs, key)
         next_q = aggregate(self.critic_net.apply(self.target_critic_params, next_obs,
-                                                 self.act(next_obs, key)), self.config.q_agg)
+                                                 next_actions), self.config.q_agg)
         ret, boot = chunk_return(batch, self.config.discount)
         return ret + boot * next_q
 
@@ -168,66 +213,51 @@ class Agent(flax.struct.PyTreeNode):
         return loss, {"critic/loss": loss, "critic/q_mean": q.mean(), "critic/q_max": q.max(),
                       "critic/q_min": q.min()}
 
-    def one_step_loss(self, params, batch, key) -> tuple[jax.Array, dict]:
-        """alpha * ||mu(s, z) - flow(s, z)||^2 - Q(s, clip(mu(s, z))), the same z for both; Q is
-        the ensemble mean (as in FQL and QC, whatever ``q_agg``)."""
-        cfg, obs = self.config, batch["observations"]
-        noise = jax.random.normal(key, (obs.shape[0], policy_horizon(cfg), action_dim_of(cfg)))
-        teacher = teacher_actions(self.actor.model, self.actor.params, obs, noise)
-        student = self.student_actions(params, obs, noise)
-
-        def q_fn(actions):
-            return self.critic_net.apply(self.critic.params, obs, actions).mean(axis=0)
-
-        return one_step_loss(student, teacher, q_fn, cfg.alpha, cfg.normalize_q_loss)
-
     # ---- updates --------------------------------------------------------------------------
     @jax.jit
     def pretrain(self, batch: dict) -> tuple["Agent", dict]:
-        """One BC step of the behaviour policy (and mu's distillation step with best-of-N)."""
-        agent, info = pretrain_step(self, self.policy_batch(batch))
-        if self.config.policy_extraction == "one_step":  # FQL's mu trains in update only
-            return agent, info
-        return distill_alongside(agent, info, batch)
+        """One BC step of the behaviour policy."""
+        return pretrain_step(self, self.policy_batch(batch))
 
     @jax.jit
     def update(self, batch: dict) -> tuple["Agent", dict]:
-        """Critic TD step + BC step (+ one-step policy step), all from the current parameters
-        (then, acting one-step with best-of-N, mu's distillation step)."""
+        """Critic TD step + BC step + the extraction's step, all from the current parameters."""
         cfg = self.config
         key, next_key, bc_key = jax.random.split(self.key, 3)
         target = jax.lax.stop_gradient(self.td_target(batch, next_key))
         critic, c_info = apply_loss(self.critic, lambda p: self.critic_loss(p, batch, target),
                                     "critic")
-        target_params = polyak(self.target_critic_params, critic.params, cfg.tau)
         info = {**c_info, "critic/target_mean": target.mean()}
         actor = self.actor
         if cfg.bc_in_update:  # the reference trains BC and critic jointly on every batch
             actor, a_info = self.actor.pretrain(self.policy_batch(batch), bc_key)
             info["bc/loss"] = a_info["bc/loss"]
-        one_step = self.one_step
-        if cfg.policy_extraction == "one_step":
-            key, pi_key = jax.random.split(key)  # best-of-N keeps the three keys above
-            one_step, o_info = apply_loss(self.one_step,
-                                          lambda p: self.one_step_loss(p, batch, pi_key), "actor")
-            info.update(o_info)
-        agent = self.replace(actor=actor, critic=critic, target_critic_params=target_params,
-                             one_step=one_step, key=key)
-        if cfg.policy_extraction == "one_step":  # mu has had its FQL step
-            return agent, info
-        return distill_alongside(agent, info, batch)
+        extraction, e_info, key = self.extraction.improve(self, batch, key)
+        info.update(e_info)
+        return self.replace(actor=actor, critic=critic, extraction=extraction, key=key,
+                            target_critic_params=polyak(self.target_critic_params,
+                                                        critic.params, cfg.tau)), info
 
     # ---- acting ---------------------------------------------------------------------------
     @jax.jit
     def sample_actions(self, observations: jax.Array, key: jax.Array) -> tuple[jax.Array, dict]:
         """``observations [B, (K,) O]`` -> actions ``[B, Hp, A]`` (Hp = horizon, or 1 without
-        chunking): the best of N BC samples (or N draws of mu: act_with='one_step') under Q,
-        or mu(s, z) (FQL)."""
-        if self.config.policy_extraction == "one_step":
-            return self.one_step_actions(self.one_step.params, observations, key), {}
-        actions, q = self.best_of_n(self.critic.params, observations, key,
-                                    one_step=acts_one_step(self.config))
-        return actions, {"q": q}
+        chunking): the best of N BC samples under Q, or mu(s, z) (FQL)."""
+        return self.extraction.act(self, observations, key)
+
+    def select(self, observations: jax.Array, candidates: jax.Array, key: jax.Array
+               ) -> jax.Array:
+        """Best-of-N among given ``candidates [B, N, Hp, A]`` (a one-step actor's draws) by the
+        online critic's aggregated Q -> ``[B, Hp, A]``."""
+        B, N = candidates.shape[:2]
+        obs = repeat_rows(observations, N)
+        flat = candidates.reshape(B * N, *candidates.shape[2:])
+        q = aggregate(self.critic_net.apply(self.critic.params, obs, flat), self.config.q_agg)
+        return select_best(candidates, q.reshape(B, N))
+
+    def teacher_sample(self, observations: jax.Array, noise: jax.Array) -> jax.Array:
+        """The BC flow's deterministic sample ``[B, Hp, A]`` from ``noise [B, Hp, A]``."""
+        return teacher_actions(self.actor.model, self.actor.params, observations, noise)
 
     # ---- construction ---------------------------------------------------------------------
     @classmethod
@@ -238,23 +268,24 @@ class Agent(flax.struct.PyTreeNode):
         obs = jax.tree.map(jnp.asarray, example_batch["observations"])  # flat or pixel
         actions = jnp.asarray(example_batch["actions"])[:, :policy_horizon(config)]
         critic_params = critic_from_config(config).init(critic_key, obs, actions)
-        one_step = None
-        if config.policy_extraction == "one_step" or acts_one_step(config):
+        extraction = BestOfN()
+        if config.policy_extraction == "one_step":
             key, pi_key = jax.random.split(key)  # best-of-N keeps the three keys above
-            one_step = init_one_step(config, _actor(config), pi_key, obs)
+            extraction = FQL(init_one_step(config, policy_horizon(config), action_dim_of(config),
+                                           pi_key, obs))
         return cls(
             actor=BCStage.init(_actor(config), actor_key, obs,
                                make_optimizer(config.actor_lr, grad_clip=config.grad_clip),
                                ema=None),
             critic=create_state(critic_params, make_optimizer(config.critic_lr,
                                                               grad_clip=config.grad_clip)),
-            target_critic_params=critic_params, one_step=one_step, key=key, config=config)
+            target_critic_params=critic_params, extraction=extraction, key=key, config=config)
 
 
 def _check_config(config) -> None:
     """Clear errors for settings the agent cannot run, before any work."""
     if config.policy_extraction not in EXTRACTIONS:
-        raise ValueError(f"qc: policy_extraction must be one of {EXTRACTIONS}, "
+        raise ValueError(f"qc: policy_extraction must be one of {tuple(EXTRACTIONS)}, "
                          f"not {config.policy_extraction!r}")
     if config.actor.model not in ("flow", "diffusion"):
         raise ValueError(f"qc: actor.model must be 'flow' or 'diffusion', "
@@ -268,7 +299,6 @@ def _check_config(config) -> None:
         raise ValueError(f"qc without action chunking acts one step at a time (horizon "
                          f"{config.horizon} is the n of its n-step return): set act_steps=1, "
                          f"not {config.act_steps}")
-    check_act_with(config, on_policy=False)
     if config.policy_extraction == "one_step":
         check_teacher(config.actor)
         if config.get("act_with", "one_step") != "one_step":
@@ -281,4 +311,3 @@ def _check_config(config) -> None:
 
 def _actor(config) -> GenerativeActor:
     return make_actor(config.actor, policy_horizon(config), action_dim_of(config))
-

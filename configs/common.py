@@ -11,6 +11,7 @@ from __future__ import annotations
 import ml_collections
 
 from dprl.models.actor import default_actor_config
+from dprl.models.encoders import default_encoder_config
 
 
 def run_config() -> ml_collections.ConfigDict:
@@ -59,10 +60,16 @@ def base_config(agent_name: str) -> ml_collections.ConfigDict:
     config.obs_history = 1       # K: frames of observation history (1 = none)
     config.action_dim = 0        # A: filled in by the runner from the dataset
     config.actor = default_actor_config()
+    # Pixel observations (dprl/models/encoders.py): the image encoder every network builds for
+    # itself (FQL/QC: one per module); unused by flat-state tasks. The actor's networks read it
+    # as config.actor.encoder, the same object (one setting: --agent.encoder.name=resnet18).
+    config.encoder = default_encoder_config()
+    config.actor.encoder = config.encoder
     config.act_with = "multi_step"  # the acting policy (evaluation and online acting):
                                  # 'multi_step' = the actor's own sampler; 'one_step' = mu(s, z)
                                  # distilled from it as it trains (FQL's noise-conditioned
-                                 # distillation, dprl/models/one_step.py); off-policy agents only
+                                 # distillation: dprl/run/one_step.py wraps the agent);
+                                 # off-policy agents only
     config.actor_lr = 3e-4       # the actor's Adam learning rate (Diffusion-QL, QC: 3e-4)
     config.grad_clip = 0.0       # global-norm gradient clip of every network (0 = off)
     config.run = run_config()

@@ -1,12 +1,18 @@
 """The multimodality proof: MSE BC (a deterministic policy regressed on the actions, the mean of a
 Gaussian) averages the two modes and hits the pole; diffusion BC passes on both sides.
 
-    python experiments/multimodal.py --out DIR [--steps 8000] [--episodes 100]
+    python experiments/multimodal.py --out DIR [--steps 8000] [--episodes 100] [--pixels]
 
 Trains both policies on the pole task's demonstrations (half pass left, half right) through the
 standard runner (DIR/mse, DIR/diffusion are ordinary run directories), rolls each out for
 ``--episodes`` episodes and writes DIR/result.json (success/left/right/collision rates per
 policy) and DIR/trajectories.png (rollouts over the demonstrations).
+
+``--pixels``: the same proof from a camera (task ``pixel-pole``, dprl/envs/pixels.py): both
+policies see only 32 x 32 images and the velocity, through an image encoder (``--encoder``,
+dprl/models/encoders.py; batches of ``--batch-size`` 64, as convolution gradients are slow on
+this CPU); the rollouts' positions are read back from the frames (the agent
+blob's centroid), and a few input frames of one diffusion rollout are drawn beside them.
 """
 import argparse
 import json
@@ -25,7 +31,22 @@ def rollout_stats(episodes) -> dict:
     }
 
 
-def run(out: str, steps: int, episodes: int, seed: int = 0, progress: bool = True) -> dict:
+def blob_positions(images):
+    """Agent positions ``[T, 2]`` read back from pixel-pole frames ``[T, S, S, 3]`` (the centroid
+    of the agent's blob in channel 0, in world coordinates)."""
+    import numpy as np
+
+    from dprl.envs.pixels import POLE_WINDOW, _pixel_centres
+
+    xs, ys = _pixel_centres(POLE_WINDOW, images.shape[1])
+    w = images[..., 0].astype(np.float64)
+    w = w * (w >= 64)                     # the blob's core (the tails are rounded to 0 anyway)
+    total = np.maximum(w.sum((1, 2)), 1e-9)
+    return np.stack([(w * xs).sum((1, 2)) / total, (w * ys).sum((1, 2)) / total], axis=1)
+
+
+def run(out: str, steps: int, episodes: int, seed: int = 0, progress: bool = True,
+        pixels: bool = False, encoder: str = "impala_debug", batch_size: int = 64) -> dict:
     import jax
     import jax.numpy as jnp
     import numpy as np
@@ -38,7 +59,8 @@ def run(out: str, steps: int, episodes: int, seed: int = 0, progress: bool = Tru
     from dprl.run.runner import train
 
     os.makedirs(out, exist_ok=True)
-    results, trajectories = {}, {}
+    results, trajectories, frames = {}, {}, {}
+    task, env_id = ("pixel-pole", "dprl/PixelPole-v0") if pixels else ("pole", "dprl/Pole-v0")
     for policy in ("mse", "diffusion"):
         config = get_config()
         config.actor.model = policy
@@ -46,34 +68,45 @@ def run(out: str, steps: int, episodes: int, seed: int = 0, progress: bool = Tru
         config.run.eval_every = steps
         config.run.save_every = steps
         config.run.log_every = max(steps // 10, 1)
+        if pixels:
+            config.encoder.name = encoder
+            config.encoder.mlp_dims = (64,)
+            config.run.batch_size = batch_size
         run_dir = os.path.join(out, policy)
         start = time.perf_counter()
-        train(config, "pole", run_dir, get_agent, seed=seed, progress=progress)
+        train(config, task, run_dir, get_agent, seed=seed, progress=progress)
         agent, normalizer, _ = load_run(run_dir, get_agent)
         key = jax.random.PRNGKey(seed + 123)
 
         def act(obs, agent=agent):
             nonlocal key
             key, k = jax.random.split(key)
-            return np.asarray(agent.sample_actions(jnp.asarray(obs), k)[0])
+            return np.asarray(agent.sample_actions(jax.tree.map(jnp.asarray, obs), k)[0])
 
-        ev = evaluate(act, "dprl/Pole-v0", episodes, act_steps=config.act_steps, seed=10_000 + seed,
+        ev = evaluate(act, env_id, episodes, act_steps=config.act_steps, seed=10_000 + seed,
                       normalize=normalizer, return_episodes=True)
         results[policy] = {**rollout_stats(ev["episodes"]), "bc_steps": steps,
                            "train_wall_s": round(time.perf_counter() - start, 1)}
         trajectories[policy] = ev["trajectories"]
+        if pixels:
+            frames[policy] = [t["image"] for t in ev["trajectories"]]
+            trajectories[policy] = [blob_positions(f) for f in frames[policy]]
         print(f"{policy:9s} " + " ".join(f"{k}={v}" for k, v in results[policy].items()),
               flush=True)
     demos = load_dataset("dprl/pole/demos-v0")
-    plot(demos, trajectories, results, os.path.join(out, "trajectories.png"))
-    result = {**results, "task": "pole", "source": f"python experiments/multimodal.py --out {out} "
-              f"--steps {steps} --episodes {episodes} --seed {seed}"}
+    plot(demos, trajectories, results, os.path.join(out, "trajectories.png"),
+         frames.get("diffusion"))
+    flags = f" --pixels --encoder {encoder} --batch-size {batch_size}" if pixels else ""
+    result = {**results, "task": task, "source": f"python experiments/multimodal.py --out {out} "
+              f"--steps {steps} --episodes {episodes} --seed {seed}{flags}"}
     with open(os.path.join(out, "result.json"), "w") as f:
         json.dump(result, f, indent=2)
     return result
 
 
-def plot(demos, trajectories: dict, results: dict, path: str) -> None:
+def plot(demos, trajectories: dict, results: dict, path: str, frames=None) -> None:
+    """Rollouts over the demonstrations, one panel per policy; with ``frames`` (pixel runs: one
+    ``[T, S, S, 3]`` array per diffusion rollout) a row of one rollout's input frames below."""
     import matplotlib
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
@@ -81,7 +114,19 @@ def plot(demos, trajectories: dict, results: dict, path: str) -> None:
 
     from dprl.envs.pole import GOAL_Y, POLE_RADIUS, POLE_XY
 
-    fig, axes = plt.subplots(1, len(trajectories), figsize=(5 * len(trajectories), 5), sharey=True)
+    if frames:
+        fig = plt.figure(figsize=(5 * len(trajectories), 7.2))
+        grid = fig.add_gridspec(2, 1, height_ratios=[5, 1.6])
+        axes = grid[0].subgridspec(1, len(trajectories)).subplots(sharey=True)
+        episode = frames[0]
+        strip = np.atleast_1d(grid[1].subgridspec(1, min(6, len(episode))).subplots())
+        for ax, t in zip(strip, np.linspace(0, len(episode) - 1, len(strip)).round().astype(int)):
+            ax.imshow(episode[t], interpolation="nearest")
+            ax.set_title(f"input frame t={t}", fontsize=8)
+            ax.set_axis_off()
+    else:
+        fig, axes = plt.subplots(1, len(trajectories), figsize=(5 * len(trajectories), 5),
+                                 sharey=True)
     ends = np.flatnonzero(demos.dones)
     starts = np.concatenate([[0], ends[:-1] + 1])
     for ax, (name, trajs) in zip(np.atleast_1d(axes), trajectories.items()):
@@ -101,8 +146,10 @@ def plot(demos, trajectories: dict, results: dict, path: str) -> None:
         ax.set_aspect("equal")
         ax.set_xlabel("x")
     np.atleast_1d(axes)[0].set_ylabel("y")
-    fig.suptitle("Pole task: rollouts (colour) over the demonstrations (grey)")
-    fig.tight_layout()
+    fig.suptitle("Pole task" + (" from 32x32 pixels" if frames else "")
+                 + ": rollouts (colour) over the demonstrations (grey)")
+    if not frames:
+        fig.tight_layout()
     fig.savefig(path, dpi=110)
     plt.close(fig)
 
@@ -114,10 +161,17 @@ def main():
     parser.add_argument("--episodes", type=int, default=100, help="evaluation episodes per policy")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--no-progress", action="store_true")
+    parser.add_argument("--pixels", action="store_true",
+                        help="the proof from 32x32 camera images (task pixel-pole)")
+    parser.add_argument("--encoder", default="impala_debug",
+                        help="--pixels: the image encoder (dprl/models/encoders.py ENCODERS)")
+    parser.add_argument("--batch-size", type=int, default=64,
+                        help="--pixels: the BC batch (the state proof keeps the config's 256)")
     args = parser.parse_args()
-    run(args.out, args.steps, args.episodes, args.seed, progress=not args.no_progress)
+    run(args.out, args.steps, args.episodes, args.seed, progress=not args.no_progress,
+        pixels=args.pixels, encoder=args.encoder, batch_size=args.batch_size)
     print(f"wrote {args.out}/result.json, {args.out}/trajectories.png and the two runs "
-          f"({args.out}/gaussian, {args.out}/diffusion)")
+          f"({args.out}/mse, {args.out}/diffusion)")
 
 
 if __name__ == "__main__":

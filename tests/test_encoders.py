@@ -41,6 +41,19 @@ def test_two_cameras_get_their_own_encoders():
         {"params": params}, obs).shape == (2, 9)
 
 
+@pytest.mark.parametrize("size", [(32, 32), (7, 9), (16, 5)])
+def test_max_pool_equals_flax_max_pool(size):
+    import flax.linen as nn
+
+    from dprl.models.encoders import max_pool_3x3_stride2
+    x = jax.random.normal(jax.random.PRNGKey(0), (2, *size, 3))
+    np.testing.assert_array_equal(max_pool_3x3_stride2(x),
+                                  nn.max_pool(x, (3, 3), strides=(2, 2), padding="SAME"))
+    g1 = jax.grad(lambda x: (max_pool_3x3_stride2(x) ** 2).sum())(x)
+    g2 = jax.grad(lambda x: (nn.max_pool(x, (3, 3), strides=(2, 2), padding="SAME") ** 2).sum())(x)
+    np.testing.assert_allclose(g1, g2, atol=1e-6)
+
+
 def test_stack_frames_puts_history_on_channels_in_unit_range():
     img = np.arange(2 * 2 * 4 * 4 * 3, dtype=np.uint8).reshape(2, 2, 4, 4, 3)
     x = stack_frames(jnp.asarray(img))

@@ -362,7 +362,7 @@ def evaluate(
 # plain attributes: positions, counters) and gymnasium's MuJoCo envs (the simulator's integration
 # state: time, qpos, qvel, activations, warm start, controls). Others (OGBench's manipulation
 # envs, which keep task state beside the simulator) restart on resume.
-_PLAIN_ENV_MODULES = ("dprl.envs.",)
+_PLAIN_ENV_MODULES = ("dprl.envs.pole.", "dprl.envs.chain.")   # every attribute plain data
 _MUJOCO_ENV_MODULES = ("gymnasium.envs.mujoco.",)
 _SKIPPED_ATTRS = {"spec", "metadata", "render_mode", "observation_space", "action_space",
                   "_np_random", "np_random"}

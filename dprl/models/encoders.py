@@ -66,6 +66,23 @@ def stack_frames(image: jax.Array) -> jax.Array:
     return x
 
 
+def max_pool_3x3_stride2(x: jax.Array) -> jax.Array:
+    """``nn.max_pool(x, (3, 3), strides=(2, 2), padding='SAME')`` on ``[B, H, W, C]`` as the
+    maximum of nine strided slices: the same numbers, and a gradient that XLA's CPU backend
+    computes about 10x faster than the one of ``reduce_window`` (select-and-scatter)."""
+    B, H, W, C = x.shape
+    out_h, out_w = -(-H // 2), -(-W // 2)
+    pad_h, pad_w = max((out_h - 1) * 2 + 3 - H, 0), max((out_w - 1) * 2 + 3 - W, 0)
+    x = jnp.pad(x, ((0, 0), (pad_h // 2, pad_h - pad_h // 2), (pad_w // 2, pad_w - pad_w // 2),
+                    (0, 0)), constant_values=-jnp.inf)
+    out = None
+    for dy in range(3):
+        for dx in range(3):
+            window = x[:, dy:dy + 2 * out_h - 1:2, dx:dx + 2 * out_w - 1:2]
+            out = window if out is None else jnp.maximum(out, window)
+    return out
+
+
 class ResidualBlock(nn.Module):
     """IMPALA's residual block: ``x + conv(relu(conv(relu(x))))``, 3x3 convs, same width."""
 
@@ -91,7 +108,7 @@ class ImpalaEncoder(nn.Module):
     def __call__(self, x):
         for channels in self.stack_sizes:
             x = nn.Conv(channels, (3, 3), padding="SAME")(x)
-            x = nn.max_pool(x, (3, 3), strides=(2, 2), padding="SAME")
+            x = max_pool_3x3_stride2(x)
             for _ in range(self.num_blocks):
                 x = ResidualBlock(channels)(x)
         x = nn.relu(x)
@@ -161,7 +178,7 @@ class ResNet18Encoder(nn.Module):
     def __call__(self, x):
         x = nn.Conv(self.width, (7, 7), (2, 2), padding=3, use_bias=False)(x)
         x = nn.relu(_group_norm(self.width)(x))
-        x = nn.max_pool(x, (3, 3), strides=(2, 2), padding="SAME")
+        x = max_pool_3x3_stride2(x)
         for stage, mult in enumerate((1, 2, 4, 8)):
             stride = 1 if stage == 0 else 2
             x = BasicBlock(self.width * mult, stride)(x)
@@ -227,3 +244,9 @@ def encode_observations(observations: Any, encoder_config: Any) -> jax.Array:
 def batch_size_of(observations: Any) -> int:
     """The leading (batch) size of a flat or pixel observation."""
     return int(jax.tree.leaves(observations)[0].shape[0])
+
+
+def repeat_rows(observations: Any, n: int) -> Any:
+    """Each row of a flat or pixel observation ``n`` times in a row: ``[B, ...] -> [B * n, ...]``
+    (``jnp.repeat(obs, n, axis=0)`` part by part)."""
+    return jax.tree.map(lambda x: jnp.repeat(x, n, axis=0), observations)

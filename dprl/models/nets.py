@@ -5,11 +5,14 @@ Shapes: B batch, H chunk length, A action dim, O observation dim, K observation 
 from __future__ import annotations
 
 import functools
-from typing import Callable, Sequence
+from typing import Any, Callable, Sequence
 
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
+
+from dprl.models.encoders import encode_observations, frozen_encoder_config
+
 
 @jax.custom_jvp
 def mish(x: jax.Array) -> jax.Array:
@@ -173,6 +176,7 @@ class MLPDenoiser(nn.Module):
     kernel_init: str = "lecun_normal"   # of the plain MLP's layers (not the residual MLP's)
     time_scale: float = 1.0             # time_dim = 0: the sampler's t at the end of its range
     dtype: str = "float32"              # the matmuls' dtype; the output is float32
+    encoder: Any = None   # a frozen config.encoder: pixel observations get their own encoder
     time_activation: str = ""         # the time MLP's activation ('' = the net's; DPPO: mish)
     time_freq_offset: int = 0           # 1: DPPO's sinusoid frequencies, /(half - 1)
 
@@ -183,7 +187,7 @@ class MLPDenoiser(nn.Module):
                                freq_offset=self.time_freq_offset)(t) if self.time_dim
                  else (jnp.asarray(t, jnp.float32) / self.time_scale).reshape(B, 1))
         x = jnp.concatenate([noisy_actions.reshape(B, H * A), t_emb,
-                             flatten_observations(observations)], axis=-1)
+                             encode_observations(observations, self.encoder)], axis=-1)
         if self.residual:
             x = ResidualMLP(self.hidden_dims, H * A, self.activation, self.dtype)(x)
         else:
@@ -226,6 +230,7 @@ class UNet1DDenoiser(nn.Module):
     kernel_size: int = 5
     time_dim: int = 64
     groups: int = 8
+    encoder: Any = None   # a frozen config.encoder: pixel observations get their own encoder
 
     @nn.compact
     def __call__(self, observations, noisy_actions, t):
@@ -235,7 +240,7 @@ class UNet1DDenoiser(nn.Module):
         H_pad = -(-H // multiple) * multiple
         x = jnp.pad(noisy_actions, ((0, 0), (0, H_pad - H), (0, 0)))
         cond = jnp.concatenate([TimeEmbedding(self.time_dim)(t),
-                                flatten_observations(observations)], axis=-1)
+                                encode_observations(observations, self.encoder)], axis=-1)
         skips = []
         for i, ch in enumerate(self.channels):
             x = FiLMResidualBlock(ch, self.kernel_size, self.groups)(x, cond)
@@ -261,11 +266,12 @@ class MSEPolicy(nn.Module):
     action_dim: int
     hidden_dims: Sequence[int] = (256, 256, 256)
     activation: str = "mish"
+    encoder: Any = None   # a frozen config.encoder: pixel observations get their own encoder
 
     @nn.compact
     def __call__(self, observations):
         x = MLP(self.hidden_dims, self.activation, activate_final=True)(
-            flatten_observations(observations))
+            encode_observations(observations, self.encoder))
         x = nn.Dense(self.horizon * self.action_dim)(x)
         return jnp.tanh(x).reshape(-1, self.horizon, self.action_dim)
 
@@ -278,11 +284,12 @@ class ValueMLP(nn.Module):
     layer_norm: bool = False
     kernel_init: str = "lecun_normal"
     dtype: str = "float32"   # the matmuls' dtype; the output is float32
+    encoder: Any = None   # a frozen config.encoder: pixel observations get their own encoder
     residual: bool = False   # a ResidualMLP (DPPO's critic: residual_style, one block)
 
     @nn.compact
     def __call__(self, observations, actions=None):
-        parts = [flatten_observations(observations)]
+        parts = [encode_observations(observations, self.encoder)]
         if actions is not None:
             parts.append(actions.reshape(actions.shape[0], -1))
         if self.residual:
@@ -295,7 +302,8 @@ class ValueMLP(nn.Module):
 
 
 class CriticEnsemble(nn.Module):
-    """``E`` independent Q networks in one vmapped module: ``(obs, chunk) -> [E, B]``."""
+    """``E`` independent Q networks in one vmapped module: ``(obs, chunk) -> [E, B]``. Pixel
+    observations go through one encoder that the ``E`` heads share (FQL's and QC's critic)."""
 
     num_critics: int = 2
     hidden_dims: Sequence[int] = (256, 256, 256)
@@ -303,13 +311,15 @@ class CriticEnsemble(nn.Module):
     layer_norm: bool = False
     kernel_init: str = "lecun_normal"
     dtype: str = "float32"
+    encoder: Any = None   # a frozen config.encoder: pixel observations get their own encoder
 
     @nn.compact
     def __call__(self, observations, actions):
+        features = encode_observations(observations, self.encoder)
         ensemble = nn.vmap(ValueMLP, variable_axes={"params": 0}, split_rngs={"params": True},
                            in_axes=None, out_axes=0, axis_size=self.num_critics)
         return ensemble(self.hidden_dims, self.activation, self.layer_norm,
-                        self.kernel_init, self.dtype)(observations, actions)
+                        self.kernel_init, self.dtype)(features, actions)
 
 
 class NoisyActionValue(nn.Module):
@@ -319,11 +329,13 @@ class NoisyActionValue(nn.Module):
     activation: str = "mish"
     time_dim: int = 16
     layer_norm: bool = False
+    encoder: Any = None   # a frozen config.encoder: pixel observations get their own encoder
 
     @nn.compact
     def __call__(self, observations, noisy_actions, t):
         B = noisy_actions.shape[0]
-        x = jnp.concatenate([flatten_observations(observations), noisy_actions.reshape(B, -1),
+        x = jnp.concatenate([encode_observations(observations, self.encoder),
+                             noisy_actions.reshape(B, -1),
                              TimeEmbedding(self.time_dim, self.activation)(t)], axis=-1)
         return MLP((*self.hidden_dims, 1), self.activation, self.layer_norm)(x)[..., 0]
 
@@ -338,10 +350,12 @@ def make_denoiser(config, time_scale: float = 1.0) -> nn.Module:
                            time_activation=config.get("time_activation", ""),
                            time_freq_offset=int(config.get("time_freqs", "half") == "half-1"),
                            time_scale=float(time_scale),
-                           dtype=config.get("compute_dtype", "float32"))
+                           dtype=config.get("compute_dtype", "float32"),
+                           encoder=frozen_encoder_config(config.get("encoder")))
     if config.backbone == "unet":
         return UNet1DDenoiser(tuple(config.unet_channels), config.unet_kernel_size,
-                              config.time_dim)
+                              config.time_dim,
+                              encoder=frozen_encoder_config(config.get("encoder")))
     raise ValueError(f"Unknown backbone {config.backbone!r}; use 'mlp' or 'unet'")
 
 
@@ -350,8 +364,8 @@ def critic_from_config(config) -> CriticEnsemble:
     kernel_init)."""
     return CriticEnsemble(int(config.num_critics), tuple(config.critic_hidden_dims),
                           config.critic_activation, config.critic_layer_norm,
-                          config.get("critic_kernel_init", "lecun_normal"),
-                          compute_dtype(config))
+                          config.get("critic_kernel_init", "lecun_normal"), compute_dtype(config),
+                          frozen_encoder_config(config.get("encoder")))
 
 
 def value_from_config(config) -> ValueMLP:
@@ -359,7 +373,7 @@ def value_from_config(config) -> ValueMLP:
     kernel_init)."""
     return ValueMLP(tuple(config.critic_hidden_dims), config.critic_activation,
                     config.critic_layer_norm, config.get("critic_kernel_init", "lecun_normal"),
-                    compute_dtype(config))
+                    compute_dtype(config), frozen_encoder_config(config.get("encoder")))
 
 
 def compute_dtype(config) -> str:

@@ -1,0 +1,236 @@
+"""Pixel tasks end to end: envs (dprl/envs/pixels.py), frames stored once (dprl/data/frames.py,
+dprl/data/buffer.py), the normalizer's state-only statistics, history at episode starts,
+augmentation in training batches only, and which encoders each loss trains."""
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from dprl.data.buffer import Buffer, example_batch
+from dprl.data.frames import PixelSpec, bytes_per_transition
+from dprl.data.offline import Normalizer, load_task_data
+from dprl.envs import pixels
+from dprl.envs.vector import ChunkExecutor, VecEnv, make_env
+
+
+@pytest.fixture(scope="module")
+def pole_data():
+    return load_task_data("pixel-pole")
+
+
+def _scripted_episode(env_id, seed, steps, rng):
+    env = make_env(env_id)
+    obs, _ = env.reset(seed=seed)
+    out = [obs]
+    for _ in range(steps):
+        obs, _, term, trunc, _ = env.step(rng.uniform(-1, 1, 2))
+        out.append(obs)
+        if term or trunc:
+            break
+    return out
+
+
+@pytest.mark.parametrize("pixel_id,state_id", [("dprl/PixelPole-v0", "dprl/Pole-v0"),
+                                               ("dprl/PixelWaypointChain-v0",
+                                                "dprl/WaypointChain-v0")])
+def test_pixel_env_is_the_state_env_seen_through_a_camera(pixel_id, state_id):
+    """Same seed, same actions: same rewards and ends; the frames are the renders of the state
+    env's positions, and the state part carries no position."""
+    pix = _scripted_episode(pixel_id, 3, 60, np.random.default_rng(0))
+    st = _scripted_episode(state_id, 3, 60, np.random.default_rng(0))
+    assert len(pix) == len(st)
+    o = pix[0]
+    assert o["image"].dtype == np.uint8 and o["image"].shape == (32, 32, 3)
+    assert make_env(pixel_id).observation_space["image"].shape == (32, 32, 3)
+    states = np.stack(st)
+    if "Pole" in pixel_id:
+        want = pixels.render_pole(states[:, :2])
+        np.testing.assert_allclose([p["state"] for p in pix[1:]],
+                                   np.diff(states[:, :2], axis=0) / 0.1, atol=1e-5)
+    else:
+        want = pixels.render_chain(states[:, :2], np.argmax(states[:, 2:], axis=1))
+        np.testing.assert_array_equal([p["state"] for p in pix], states[:, 2:])
+    got = np.stack([p["image"] for p in pix])
+    assert np.abs(got.astype(int) - want.astype(int)).max() <= 1   # float32 rounding of states
+    assert not np.array_equal(got[0], got[-1])                      # the agent moved in the image
+
+
+def test_frames_are_stored_once_and_indexed(pole_data):
+    d = pole_data
+    obs, nxt = d.observations, d.next_observations
+    store = obs["image"].store
+    assert obs["image"].store is nxt["image"].store
+    assert len(store) == d.size + d.num_episodes                  # every episode step once
+    np.testing.assert_array_equal(nxt["image"].index, obs["image"].index + 1)
+    # within an episode a next observation is the following observation, frame for frame
+    inside = np.flatnonzero(~d.dones[:-1])
+    np.testing.assert_array_equal(nxt["image"].index[inside], obs["image"].index[inside + 1])
+    np.testing.assert_allclose(nxt["state"][inside], obs["state"][inside + 1])
+    assert obs.shape[1] == PixelSpec(2, (32, 32, 3))
+    bpt = bytes_per_transition(d)
+    frame = 32 * 32 * 3
+    assert frame < bpt < 1.5 * frame                              # not 2 frames per transition
+
+
+def test_dataset_frames_equal_what_the_env_renders(pole_data):
+    """The dataset's frames of an episode are the frames the pixel env shows when its recorded
+    actions are replayed from the recorded reset seed."""
+    d = pole_data
+    ends = np.flatnonzero(d.dones)
+    env = make_env("dprl/PixelPole-v0")
+    obs, _ = env.reset(seed=0)        # the first demo's reset seed (rollout_demos: seed 0, i = 0)
+    frames = [obs["image"]]
+    for t in range(ends[0] + 1):
+        obs, *_ = env.step(d.actions[t])                 # the pole's actions are in [-1, 1]
+        frames.append(obs["image"])
+    got = np.stack([d.observations["image"][t] for t in range(ends[0] + 1)]
+                   + [d.next_observations["image"][ends[0]]])
+    assert np.abs(got.astype(int) - np.stack(frames).astype(int)).max() <= 1
+
+
+def test_buffer_stores_uint8_frames_once_and_round_trips(pole_data):
+    norm = Normalizer.fit(pole_data.observations)
+    buf = Buffer.from_offline(pole_data, norm)
+    assert buf.frames.dtype == jnp.uint8 and buf.frames.shape[0] == pole_data.size + \
+        pole_data.num_episodes
+    idx = jnp.arange(0, pole_data.size, 7)
+    batch = buf.gather(idx)
+    assert batch["observations"]["image"].dtype == jnp.uint8
+    want = np.stack([pole_data.observations["image"][int(i)] for i in idx])
+    np.testing.assert_array_equal(batch["observations"]["image"], want)
+    want_next = np.stack([pole_data.next_observations["image"][int(i)] for i in idx])
+    np.testing.assert_array_equal(batch["next_observations"]["image"], want_next)
+    # the state is standardized, the image is not
+    np.testing.assert_allclose(batch["observations"]["state"],
+                               norm(pole_data.observations["state"][np.asarray(idx)]), atol=1e-5)
+    assert buf.nbytes_per_transition() < 1.5 * 32 * 32 * 3
+
+
+def test_history_at_episode_starts_repeats_the_first_frame(pole_data):
+    buf = Buffer.from_offline(pole_data, Normalizer.fit(pole_data.observations))
+    start = int(np.flatnonzero(pole_data.dones)[0]) + 1           # the second episode's start
+    batch = buf.gather(jnp.array([start, start + 1, start + 3]), horizon=1, obs_history=3)
+    img = np.asarray(batch["observations"]["image"])                # [3, K, H, W, C]
+    first, second = (pole_data.observations["image"][start],
+                     pole_data.observations["image"][start + 1])
+    for k in range(3):
+        np.testing.assert_array_equal(img[0, k], first)
+    np.testing.assert_array_equal(img[1, 0], first)
+    np.testing.assert_array_equal(img[1, 1], first)
+    np.testing.assert_array_equal(img[1, 2], second)
+    assert not np.array_equal(img[2, 0], img[2, 2])                 # no padding inside an episode
+    # the executor's history after a reset: the first frame K times
+    ex = ChunkExecutor(VecEnv("dprl/PixelPole-v0", 2, seed=0), act_steps=1, obs_history=3)
+    ex.reset()
+    obs = ex.policy_observations()
+    assert obs["image"].shape == (2, 3, 32, 32, 3) and obs["image"].dtype == np.uint8
+    assert obs["state"].dtype == np.float32
+    for k in (1, 2):
+        np.testing.assert_array_equal(obs["image"][:, k], obs["image"][:, 0])
+    ex.step_chunks(np.zeros((2, 1, 2)) + [0.0, 1.0])
+    obs = ex.policy_observations()
+    np.testing.assert_array_equal(obs["image"][:, 0], obs["image"][:, 1])
+    assert not np.array_equal(obs["image"][:, 1], obs["image"][:, 2])
+
+
+def test_augmentation_only_in_sampled_training_batches(pole_data):
+    buf = Buffer.from_offline(pole_data, Normalizer.fit(pole_data.observations))
+    assert buf.augment == "shift"
+    key = jax.random.PRNGKey(0)
+    plain = buf.replace(augment="none")
+    a = buf.sample(key, 64)
+    b = plain.sample(jax.random.split(key)[0], 64)                  # the same indices
+    np.testing.assert_array_equal(a["actions"], b["actions"])
+    np.testing.assert_array_equal(a["observations"]["state"], b["observations"]["state"])
+    ia, ib = np.asarray(a["observations"]["image"]), np.asarray(b["observations"]["image"])
+    assert not np.array_equal(ia, ib)
+    for x, y in zip(ia, ib):                                        # a shift of at most 4 pixels
+        ca = np.argwhere(x[..., 0] == x[..., 0].max()).mean(0)
+        cb = np.argwhere(y[..., 0] == y[..., 0].max()).mean(0)
+        assert np.all(np.abs(ca - cb) <= 4 + 1e-6)
+
+
+def test_normalizer_of_pixel_data_standardizes_the_state_only(pole_data):
+    norm = Normalizer.fit(pole_data.observations)
+    assert norm.dim == PixelSpec(2, (32, 32, 3))
+    again = Normalizer.from_dict(norm.to_dict())
+    assert again.dim == norm.dim
+    obs = {"image": np.full((1, 32, 32, 3), 7, np.uint8), "state": np.ones((1, 2), np.float32)}
+    out = again(obs)
+    assert out["image"] is obs["image"]
+    np.testing.assert_allclose(out["state"][0], (1 - norm.mean) / norm.std, rtol=1e-6)
+    assert Normalizer.identity(norm.dim).dim == norm.dim
+    assert "image_shape" not in Normalizer.fit(np.ones((4, 3))).to_dict()  # flat tasks: as before
+
+
+# ---- agents: which encoders each loss trains -----------------------------------------------------
+def _config(name):
+    import importlib
+    config = importlib.import_module(f"configs.{name}").get_config()
+    config.action_dim = 2
+    config.actor.hidden_dims = (16, 16)
+    config.encoder.name = "impala_debug"
+    config.encoder.mlp_dims = (8,)
+    if "critic_hidden_dims" in config:
+        config.critic_hidden_dims = (16, 16)
+    if "num_samples" in config:
+        config.num_samples = 2
+    config.actor.diffusion_steps = 3
+    return config
+
+
+def _encoder_params(tree) -> dict:
+    """The parameters of every ObservationEncoder inside ``tree``, by path."""
+    flat = jax.tree_util.tree_flatten_with_path(tree)[0]
+    return {jax.tree_util.keystr(p): v for p, v in flat if "ObservationEncoder" in
+            jax.tree_util.keystr(p)}
+
+
+def _changed(before, after) -> set:
+    b, a = _encoder_params(before), _encoder_params(after)
+    return {k.split("ObservationEncoder")[0] for k in b if not np.array_equal(b[k], a[k])}
+
+
+def _pixel_batch(pole_data, B=8):
+    buf = Buffer.from_offline(pole_data, Normalizer.fit(pole_data.observations))
+    return buf.sample(jax.random.PRNGKey(1), B)
+
+
+@pytest.mark.slow
+def test_bc_trains_its_actor_encoder(pole_data):
+    from agents import get_agent
+    spec = PixelSpec(2, (32, 32, 3))
+    for model in ("diffusion", "mse"):
+        config = _config("bc")
+        config.actor.model = model
+        agent = get_agent("bc").create(0, example_batch(spec, 2, 1), config)
+        assert _encoder_params(agent), "the pixel actor has an encoder"
+        new, info = agent.pretrain(_pixel_batch(pole_data))
+        assert np.isfinite(float(info["bc/loss"]))
+        assert _changed(agent.actor.params, new.actor.params)
+        chunks, _ = new.sample_actions(jax.tree.map(jnp.asarray, example_batch(spec, 2, 1)[
+            "observations"]), jax.random.PRNGKey(0))
+        assert chunks.shape == (2, 1, 2)
+
+
+@pytest.mark.slow
+def test_dql_losses_train_their_own_encoders(pole_data):
+    """BC pretraining moves the actor's encoder only; the DQL step moves the critic's encoder
+    (its TD loss) and the actor's (BC + Q), never through the target critic's."""
+    from agents import get_agent
+    spec = PixelSpec(2, (32, 32, 3))
+    agent = get_agent("dql").create(0, example_batch(spec, 2, 1), _config("dql"))
+    batch = _pixel_batch(pole_data)
+    pre, _ = agent.pretrain(batch)
+    assert _changed(agent.actor.params, pre.actor.params)
+    assert not _changed(agent.critic.params, pre.critic.params)
+    new, info = pre.update(batch)
+    assert np.isfinite(float(info["critic/loss"]))
+    assert _changed(pre.critic.params, new.critic.params)
+    assert _changed(pre.actor.params, new.actor.params)
+    # the actor and the critic each have their own encoder (different parameters)
+    a, c = _encoder_params(new.actor.params), _encoder_params(new.critic.params)
+    assert a and c and not any(np.array_equal(x, y) for x, y in zip(a.values(), c.values())
+                               if x.shape == y.shape)
