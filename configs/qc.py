@@ -50,8 +50,9 @@ def get_config(preset: str = "qc"):
                                        # single actions with an n-step return (n = horizon)
     config.horizon = horizon           # h (or n): QC 5; BFN/FQL 1; the -n variants 5
     config.act_steps = horizon if chunking else 1  # chunks run open-loop; single actions 1 step
-    config.act_with = "one_step" if extraction == "one_step" else "multi_step"  # FQL's mu acts
-                                       # (one step); best-of-N may pick among one-step draws
+    config.act_with = "one_step" if extraction == "one_step" else "multi_step"  # FQL's own mu
+                                       # acts (one step); best_of_n + 'one_step' picks among
+                                       # draws of a distilled mu (dprl/run/one_step.py)
     config.num_samples = num_samples   # N of best-of-N (QC: 32; BFN, BFN-n: 4); unused by one_step
     config.alpha = 100.0               # one_step: distillation weight (QC README: 100 for QC-FQL,
                                        # FQL, FQL-n; FQL paper tuned 300-1000 per env)

@@ -1,6 +1,7 @@
-"""One-step actors (dprl/models/one_step.py, dprl/tools/distill.py): the distillation step, act_with='one_step'
-in every off-policy agent, the pole multimodality proof after distillation, bad settings refused,
-and distilling a finished run. (QC-FQL's alpha-weighted loss is tested in test_qc.py.)"""
+"""One-step actors (dprl/models/one_step.py, dprl/run/one_step.py, dprl/tools/distill.py): the
+distillation step, the one-step wrapper around every off-policy agent (act_with='one_step'), its
+checkpoints, the pole multimodality proof after distillation, bad settings refused, and distilling
+a finished run. (QC-FQL's alpha-weighted loss is tested in test_qc.py.)"""
 from __future__ import annotations
 
 import json
@@ -16,6 +17,7 @@ import pytest
 from agents import get_agent
 from dprl.run.config import load_config_file
 from dprl.models.one_step import OneStepActor, OneStepPolicy
+from dprl.run.one_step import OneStep, acting
 from dprl.models.training import make_optimizer
 from tests.conftest import ROOT, random_batch, tiny
 
@@ -52,7 +54,7 @@ def test_distill_is_zero_at_the_teacher_and_its_step_moves_mu_toward_it():
     assert gap(state.params) < 0.5 * gap(actor.params), (gap(actor.params), gap(state.params))
 
 
-# ---- act_with='one_step' in every off-policy agent ---------------------------------------------
+# ---- the wrapper around every off-policy agent -------------------------------------------------
 def _config(name: str, act_with: str = "one_step"):
     config = tiny(load_config_file(str(ROOT / "configs" / f"{name}.py")))
     config.action_dim = A
@@ -72,26 +74,95 @@ def _config(name: str, act_with: str = "one_step"):
 OFF_POLICY = ["bc", "dql", "guided", "qc"]
 
 
+def _create(name: str, config, batch):
+    return acting(get_agent(name), config).create(0, batch, config)
+
+
+def _same(a, b) -> bool:
+    return all(bool(jnp.all(x == y)) for x, y in zip(jax.tree.leaves(a), jax.tree.leaves(b)))
+
+
+def _close(a, b) -> bool:
+    """Equal up to float rounding (one jitted program against separate ones)."""
+    return all(np.allclose(x, y, rtol=1e-5, atol=1e-6)
+               for x, y in zip(jax.tree.leaves(a), jax.tree.leaves(b)))
+
+
+@pytest.mark.parametrize("name", OFF_POLICY)
+def test_distillable_agents_have_the_hooks_of_the_protocol(name):
+    import inspect
+
+    from dprl.run.agent import Distillable
+
+    cls = get_agent(name)
+    hooks = ["teacher_sample"] + (["select"] if name != "bc" else [])
+    for hook in hooks:
+        assert (list(inspect.signature(getattr(cls, hook)).parameters)
+                == list(inspect.signature(getattr(Distillable, hook)).parameters)), hook
+
+
 @pytest.mark.parametrize("name", OFF_POLICY)
 def test_act_with_one_step_builds_trains_and_acts(name):
     config = _config(name)
     H = config.horizon
     batch = _batch(B=8, H=H)
-    agent = get_agent(name).create(0, batch, config)
-    assert isinstance(agent.one_step, OneStepActor)
-    before = agent.one_step.params
+    agent = _create(name, config, batch)
+    assert isinstance(agent, OneStep) and isinstance(agent.agent, get_agent(name))
+    assert isinstance(agent.mu, OneStepActor)
+    before = agent.mu.params
     agent, info = agent.pretrain(batch)
     assert "one_step/distill_loss" in info and np.isfinite(float(info["one_step/distill_loss"]))
     agent, info = agent.update(batch)
     assert "one_step/distill_loss" in info
-    moved = jax.tree.leaves(jax.tree.map(lambda a, b: jnp.abs(a - b).max(), before,
-                                         agent.one_step.params))
-    assert max(float(m) for m in moved) > 0
+    assert not _same(before, agent.mu.params)
     obs = batch["observations"][:3]
     chunks, _ = agent.sample_actions(obs, jax.random.PRNGKey(4))
     assert chunks.shape == (3, H, A) and bool(jnp.all(jnp.abs(chunks) <= 1.0))
     one, _ = agent.sample_actions(obs[:1], jax.random.PRNGKey(4))
     assert one.shape == (1, H, A)
+
+
+@pytest.mark.parametrize("name", OFF_POLICY)
+def test_the_wrapped_agent_trains_as_alone_and_mu_follows_its_teacher(name):
+    """The agent inside the wrapper takes exactly the steps it takes alone (from the key the
+    wrapper leaves it); mu's step is a distillation step toward the agent's teacher *after* the
+    agent's step, on a key split off the agent's."""
+    config = _config(name)
+    batch = jax.tree.map(jnp.asarray, _batch(B=8, H=config.horizon))
+    wrapped = _create(name, config, batch)
+    alone = get_agent(name).create(0, batch, config)
+    key, mu_key = jax.random.split(alone.key)
+    alone = alone.replace(key=key)
+    assert _same(alone, wrapped.agent)
+    assert _same(wrapped.mu, acting(get_agent(name), config).of(alone, config, mu_key,
+                                                               batch["observations"]).mu)
+    for method in ("pretrain", "update"):
+        stepped, _ = getattr(alone, method)(batch)
+        key, distill_key = jax.random.split(stepped.key)
+        mu, _ = wrapped.mu.distill(batch["observations"], stepped.teacher_sample, distill_key)
+        wrapped, _ = getattr(wrapped, method)(batch)
+        alone = stepped.replace(key=key)
+        assert _close(alone, wrapped.agent), method
+        assert _close(mu.params, wrapped.mu.params), method
+        wrapped = wrapped.replace(agent=alone, mu=mu)   # the next step from the same state
+
+
+@pytest.mark.parametrize("name", ["dql", "guided", "qc"])
+def test_one_step_acting_is_the_agents_pick_among_n_draws_of_mu(name):
+    """N = num_samples draws of mu, and the agent's own ``select`` picks one (by its Q)."""
+    config = _config(name)
+    batch = jax.tree.map(jnp.asarray, _batch(B=8, H=config.horizon))
+    agent = _create(name, config, batch)
+    agent, _ = agent.update(batch)
+    obs, key = batch["observations"][:3], jax.random.PRNGKey(6)
+    draw_key, pick_key = jax.random.split(key)
+    N = config.num_samples
+    draws = agent.mu.sample(jnp.repeat(obs, N, axis=0), draw_key).reshape(3, N, -1, A)
+    want = agent.agent.select(obs, draws, pick_key)
+    got, _ = agent.sample_actions(obs, key)
+    np.testing.assert_allclose(got, want, atol=1e-6)
+    picked = [[np.allclose(got[b], draws[b, n], atol=1e-6) for n in range(N)] for b in range(3)]
+    assert all(any(row) for row in picked)
 
 
 @pytest.mark.parametrize("name", ["bc", "dql"])
@@ -102,16 +173,25 @@ def test_one_step_acting_is_mu_and_multi_step_is_unchanged(name):
     if "num_samples" in config:
         config.num_samples = 1
     batch = _batch()
-    agent = get_agent(name).create(0, batch, config)
+    agent = _create(name, config, batch)
     obs, key = batch["observations"], jax.random.PRNGKey(5)
     if name == "dql":
         key = jax.random.split(key)[0]  # DQL's sampling key
     np.testing.assert_allclose(agent.sample_actions(batch["observations"],
                                                     jax.random.PRNGKey(5))[0],
-                               agent.one_step.sample(obs, key), atol=1e-6)
-    multi = get_agent(name).create(0, batch, _config(name, "multi_step"))
-    assert multi.one_step is None
+                               agent.mu.sample(obs, key), atol=1e-6)
+    multi_config = _config(name, "multi_step")
+    assert acting(get_agent(name), multi_config) is get_agent(name)
+    multi = _create(name, multi_config, batch)
     assert multi.sample_actions(obs, jax.random.PRNGKey(5))[0].shape == (8, 1, A)
+
+
+def test_fql_acts_with_its_own_mu_and_is_not_wrapped():
+    qc = get_agent("qc")
+    fql = _config("qc")
+    fql.policy_extraction = "one_step"
+    assert acting(qc, fql) is qc
+    assert isinstance(acting(qc, _config("qc")).create(0, _batch(H=5), _config("qc")), OneStep)
 
 
 def test_bad_act_with_is_refused_before_any_work():
@@ -121,19 +201,46 @@ def test_bad_act_with_is_refused_before_any_work():
     with pytest.raises(ValueError, match=r"--agent.act_with='fast': must be one of"):
         validate_config(config, on_policy=False)
     with pytest.raises(ValueError, match="must be one of"):
-        get_agent("bc").create(0, _batch(), config)
+        acting(get_agent("bc"), config)
     with pytest.raises(ValueError, match="likelihoods of the denoising chain"):
         validate_config(_config("dppo"), on_policy=True)
     with pytest.raises(ValueError, match="likelihoods of the denoising chain"):
-        get_agent("dppo").create(0, _batch(H=4), _config("dppo"))
+        acting(get_agent("dppo"), _config("dppo"))
     guided = _config("guided")
     guided.guidance_mode = "mean"
     with pytest.raises(ValueError, match="guidance_mode=score"):
-        get_agent("guided").create(0, _batch(), guided)
+        acting(get_agent("guided"), guided).create(0, _batch(), guided)
+
+    class NoTeacher:
+        on_policy = False
+    with pytest.raises(ValueError, match="gives no teacher"):
+        acting(NoTeacher, _config("bc"))
     fql = _config("qc")
     fql.policy_extraction, fql.act_with = "one_step", "multi_step"
     with pytest.raises(ValueError, match="set act_with='one_step'"):
         get_agent("qc").create(0, _batch(H=5), fql)
+
+
+def test_a_run_acting_one_step_saves_and_restores_the_wrapped_agent(tmp_path, pole_datasets):
+    """Through the run contract: the checkpoint holds the agent and mu, and ``load_run`` gives
+    the wrapper back with both trained (not the fresh state it restores into)."""
+    from dprl.run.checkpoint import initial_state, load_run
+    from dprl.run.runner import train
+
+    config = tiny(load_config_file(str(ROOT / "configs" / "bc.py")), pretrain_steps=30)
+    config.actor.diffusion_steps = 5
+    config.act_with = "one_step"
+    run_dir = tmp_path / "bc"
+    train(config, "pole", str(run_dir), get_agent, progress=False)
+    agent, normalizer, resolved = load_run(run_dir, get_agent)
+    assert isinstance(agent, OneStep) and agent.config.act_with == "one_step"
+    fresh = initial_state(get_agent("bc"), ml_collections.ConfigDict(resolved["agent"]),
+                          normalizer.dim, resolved["seed"])["agent"]
+    assert type(fresh) is type(agent)
+    assert not _same(fresh.mu.params, agent.mu.params)
+    assert not _same(fresh.agent.actor.params, agent.agent.actor.params)
+    chunks, _ = agent.sample_actions(jnp.zeros((2, normalizer.dim)), jax.random.PRNGKey(0))
+    assert chunks.shape == (2, 1, A)
 
 
 # ---- the multimodality proof after distillation ------------------------------------------------
@@ -158,7 +265,7 @@ def _pole_one_step(paired: bool = True) -> tuple[dict, dict]:
     config = load_config_file(str(ROOT / "configs" / "bc.py"))
     config.action_dim, config.act_with, config.actor_lr = A, "one_step", 1e-3
     example = jax.device_get(offline.sample(jax.random.PRNGKey(0), 2, 1))
-    agent = get_agent("bc").create(0, example, config)
+    agent = acting(get_agent("bc"), config).create(0, example, config)
     kw = dict(batch_size=256, horizon=1, obs_history=1)
     distill = one_step_module.OneStepActor.distill
     if not paired:
@@ -177,12 +284,8 @@ def _pole_one_step(paired: bool = True) -> tuple[dict, dict]:
         if not paired:
             one_step_module.OneStepActor.distill = distill
             jax.clear_caches()
-    multi_config = ml_collections.ConfigDict(agent.config.to_dict())
-    multi_config.act_with = "multi_step"
     stats = {}
-    for name, actor in (("one_step", agent),
-                        ("multi_step", agent.replace(
-                            config=ml_collections.FrozenConfigDict(multi_config)))):
+    for name, actor in (("one_step", agent), ("multi_step", agent.agent)):
         key = jax.random.PRNGKey(7)
 
         def policy(obs, actor=actor):

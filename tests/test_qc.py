@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 from agents import get_agent
-from agents.qc import Agent, aggregate, select_best
+from agents.qc import FQL, Agent, BestOfN, aggregate, select_best
 from configs.qc import PRESETS, get_config
 from dprl.run.config import load_config_file
 from tests.conftest import python_chunk_target, random_batch, tiny
@@ -118,16 +118,17 @@ def test_each_preset_builds_updates_and_acts(preset):
     config.actor.flow_steps = 2
     batch = jax.tree.map(jnp.asarray, _batch(B=8, H=config.horizon, O=4))
     agent = Agent.create(0, batch, config)
-    assert (agent.one_step is not None) == (config.policy_extraction == "one_step")
+    fql = config.policy_extraction == "one_step"
+    assert isinstance(agent.extraction, FQL if fql else BestOfN)
     new, info = agent.update(batch)
     assert all(np.isfinite(float(v)) for v in info.values()), info
-    trained = ["actor", "critic"] + (["one_step"] if config.policy_extraction == "one_step" else [])
+    trained = ["actor", "critic"] + (["mu"] if fql else [])
     for name in trained:
         before, after = getattr(agent, name).params, getattr(new, name).params
         diff = sum(float(jnp.abs(a - b).sum()) for a, b in
                    zip(jax.tree.leaves(before), jax.tree.leaves(after)))
         assert diff > 0, f"{preset}: {name} was not updated"
-    if config.policy_extraction == "one_step":
+    if fql:
         assert "actor/distill_loss" in info and "actor/q_loss" in info
     actions, _ = new.sample_actions(batch["observations"], jax.random.PRNGKey(0))
     executed = config.horizon if config.action_chunking else 1
@@ -216,14 +217,14 @@ def test_best_of_n_without_chunking_picks_the_argmax_q_single_action():
 
 
 # ---- the one-step policy (QC-FQL, FQL, FQL-n) ---------------------------------------------------
-def _student_is_teacher_plus(offset_of):
+def _student_is_teacher_plus(agent, offset_of):
     """A stand-in for mu(s, z): the BC flow's sample from the same z plus a learnable offset."""
-    from dprl.models.one_step import teacher_actions
+    from dprl.models.teacher import teacher_actions
 
-    def student_actions(self, params, observations, noise):
-        flow = teacher_actions(self.actor.model, self.actor.params, observations, noise)
+    def student(self, params, observations, noise):
+        flow = teacher_actions(agent.actor.model, agent.actor.params, observations, noise)
         return flow + offset_of(params)
-    return student_actions
+    return student
 
 
 def test_distillation_loss_is_zero_when_mu_is_the_flow_from_the_same_noise(monkeypatch):
@@ -233,24 +234,25 @@ def test_distillation_loss_is_zero_when_mu_is_the_flow_from_the_same_noise(monke
     config = _config(horizon=None, preset="qc-fql")
     batch = jax.tree.map(jnp.asarray, _batch(B=16, H=5, O=4))
     agent = Agent.create(0, batch, config)
-    monkeypatch.setattr(Agent, "student_actions", _student_is_teacher_plus(lambda p: p["d"]))
+    monkeypatch.setattr(FQL, "student", _student_is_teacher_plus(agent, lambda p: p["d"]))
     key = jax.random.PRNGKey(5)
-    _, info = agent.one_step_loss({"d": jnp.zeros((5, 2))}, batch, key)
+    fql_loss = lambda p: agent.extraction.loss(p, agent, batch, key)  # noqa: E731
+    _, info = fql_loss({"d": jnp.zeros((5, 2))})
     assert float(info["actor/distill_loss"]) == 0.0
     d = jnp.full((5, 2), 0.3)
-    loss_fn = lambda p: agent.one_step_loss(p, batch, key)[0]  # noqa: E731
-    _, info = agent.one_step_loss({"d": d}, batch, key)
+    loss_fn = lambda p: fql_loss(p)[0]  # noqa: E731
+    _, info = fql_loss({"d": d})
     np.testing.assert_allclose(float(info["actor/distill_loss"]), 0.09, rtol=1e-5)
     grad = jax.grad(loss_fn)({"d": d})["d"]
     stepped = d - 1e-3 * grad
     assert float(jnp.abs(stepped).mean()) < float(jnp.abs(d).mean())
-    assert float(agent.one_step_loss({"d": stepped}, batch, key)[1]["actor/distill_loss"]) < 0.09
+    assert float(fql_loss({"d": stepped})[1]["actor/distill_loss"]) < 0.09
 
 
 def test_one_step_policy_learns_the_flow_map():
     """Training the real mu network on the agent's loss brings mu(s, z) close to flow(s, z) on
     noises it never saw (alpha = 100 dominates the Q term at these scales)."""
-    from dprl.models.one_step import teacher_actions
+    from dprl.models.teacher import teacher_actions
     from dprl.models.training import apply_loss
 
     config = _config(horizon=None, preset="fql", actor_lr=3e-3)
@@ -261,13 +263,14 @@ def test_one_step_policy_learns_the_flow_map():
     flow = teacher_actions(agent.actor.model, agent.actor.params, obs, z)
 
     def gap(params):
-        return float(jnp.mean((agent.student_actions(params, obs, z) - flow) ** 2))
+        return float(jnp.mean((agent.extraction.student(params, obs, z) - flow) ** 2))
 
     @jax.jit
     def step(state, key):
-        return apply_loss(state, lambda p: agent.one_step_loss(p, batch, key), "actor")[0]
+        return apply_loss(state, lambda p: agent.extraction.loss(p, agent, batch, key),
+                          "actor")[0]
 
-    state, before = agent.one_step, gap(agent.one_step.params)
+    state, before = agent.mu, gap(agent.mu.params)
     for k in jax.random.split(jax.random.PRNGKey(1), 150):
         state = step(state, k)
     after = gap(state.params)
@@ -295,7 +298,7 @@ def test_a_diffusion_teacher_samples_ddim_eta_0_from_the_given_noise():
     """DDPM draws fresh noise at every step, so a DDPM-configured diffusion actor is distilled
     through its deterministic sampler: DDIM with eta 0 from the same initial noise (and a DDPM
     sample from that noise differs)."""
-    from dprl.models.one_step import teacher_actions
+    from dprl.models.teacher import teacher_actions
 
     config = _config(horizon=None, preset="qc-fql")
     config.actor.model = "diffusion"

@@ -1,6 +1,7 @@
 """One-step actors: a noise-conditioned policy ``mu(s, z)`` distilled from a multi-step generative
-actor (the teacher), shared by QC-FQL's policy extraction and by every off-policy agent's
-``act_with='one_step'``.
+actor (the teacher): the network, its train state and the losses, shared by QC-FQL's policy
+extraction (``agents/qc.py``) and by ``act_with='one_step'`` around any off-policy agent
+(``dprl.run.one_step``, which owns mu's place in a run).
 
 Method (Flow Q-learning, FQL; Park, Li, Levine 2025). A one-step network maps an observation and a
 Gaussian noise ``z`` straight to an action chunk and is trained to reproduce the teacher's
@@ -10,7 +11,8 @@ Gaussian noise ``z`` straight to an action chunk and is trained to reproduce the
     FQL / QC-FQL   alpha * ||mu(s, z) - teacher(s, z)||^2  -  Q(s, clip(mu(s, z)))
 
 ``teacher(s, z)`` is the flow's Euler steps (a flow actor), or DDIM with eta = 0 over the actor's
-sampling steps (a diffusion actor, whatever sampler it acts with). The teacher gets no gradient.
+sampling steps (a diffusion actor, whatever sampler it acts with; ``dprl.models.teacher``). The
+teacher gets no gradient.
 
 Why this rather than consistency distillation or shortcut models:
   * It needs only the teacher's sampler, never its training loss or its internals: every actor
@@ -31,13 +33,11 @@ Why this rather than consistency distillation or shortcut models:
     DDPM's, which is why results report the DDIM teacher's score too).
 
 ``act_with`` (every agent config, ``configs/common.py``): 'multi_step' acts with the agent's own
-sampler; 'one_step' acts with its distilled ``mu`` instead, in evaluation and online acting alike.
-Only acting changes: the agent trains as before (its targets still use the multi-step actor) and
-each of its gradient steps also takes one distillation step of ``mu`` toward the current teacher.
-Agents that pick one of N candidates by Q (dql, guided with num_samples > 1, qc best-of-N) pick
-among N one-step candidates. ``dprl.tools.distill`` distills a finished run after the fact.
-On-policy DPPO cannot act with ``mu``: its PPO step needs the likelihood of the acting denoising
-chain, which a one-step map of the noise does not have.
+sampler; 'one_step' acts with a distilled ``mu`` instead (``dprl.run.one_step``: the agent trains
+as before, each of its gradient steps followed by one distillation step of ``mu``).
+``check_act_with`` refuses what cannot work: on-policy DPPO cannot act with ``mu`` (its PPO step
+needs the likelihood of the acting denoising chain, which a one-step map of the noise does not
+have), nor can an actor that is not generative.
 
 Shapes: B batch, H chunk length, A action dim.
 """
@@ -51,8 +51,9 @@ import jax
 import jax.numpy as jnp
 from flax.training.train_state import TrainState
 
-from dprl.models.actor import GenerativeActor
+from dprl.models.encoders import batch_size_of
 from dprl.models.nets import MLP, flatten_observations
+from dprl.models.teacher import check_teacher, teacher_actions  # noqa: F401  (their home before)
 from dprl.models.training import apply_loss, make_optimizer
 
 ACT_WITH = ("multi_step", "one_step")
@@ -92,7 +93,7 @@ class OneStepActor(TrainState):
     def init(cls, net: OneStepPolicy, key: jax.Array, observations: jax.Array,
              tx) -> "OneStepActor":
         """Fresh weights for example ``observations [B, (K,) O]`` (shapes only)."""
-        noise = jnp.zeros((observations.shape[0], net.horizon, net.action_dim))
+        noise = jnp.zeros((batch_size_of(observations), net.horizon, net.action_dim))
         return cls.create(apply_fn=None, params=net.init(key, observations, noise), tx=tx,
                           net=net)
 
@@ -102,14 +103,14 @@ class OneStepActor(TrainState):
 
     def sample(self, observations: jax.Array, key: jax.Array) -> jax.Array:
         """Acting: ``clip(mu(s, z), -1, 1)`` ``[B, H, A]`` with ``z ~ N(0, I)``."""
-        noise = self.noise(key, observations.shape[0])
+        noise = self.noise(key, batch_size_of(observations))
         return jnp.clip(self.net.apply(self.params, observations, noise), -1.0, 1.0)
 
     def distill(self, observations: jax.Array, teacher: TeacherFn, key: jax.Array
                 ) -> tuple["OneStepActor", dict]:
         """One gradient step of ``||mu(s, z) - teacher(s, z)||^2`` with the same ``z`` for both;
         info ``one_step/distill_loss``, ``one_step/grad_norm``."""
-        noise = self.noise(key, observations.shape[0])
+        noise = self.noise(key, batch_size_of(observations))
         target = jax.lax.stop_gradient(teacher(observations, noise))
 
         def loss_fn(params):
@@ -119,12 +120,12 @@ class OneStepActor(TrainState):
         return apply_loss(self, loss_fn, "one_step")
 
 
-def init_one_step(config, teacher_model: GenerativeActor, key: jax.Array,
+def init_one_step(config, horizon: int, action_dim: int, key: jax.Array,
                   observations: jax.Array) -> OneStepActor:
-    """A fresh ``mu`` for the teacher's chunks ``[teacher_model.horizon, action_dim]``: the
-    actor's widths, activation and kernel init (FQL, QC), Adam at ``actor_lr`` with the agent's
-    grad_clip."""
-    net = OneStepPolicy(teacher_model.horizon, teacher_model.action_dim,
+    """A fresh ``mu`` for chunks ``[horizon, action_dim]`` (the teacher's) at example
+    ``observations [B, (K,) O]``: the actor's widths, activation and kernel init (FQL, QC), Adam
+    at ``actor_lr`` with the agent's grad_clip."""
+    net = OneStepPolicy(horizon, action_dim,
                         tuple(config.actor.hidden_dims), config.actor.activation,
                         config.actor.get("kernel_init", "lecun_normal"))
     return OneStepActor.init(net, key, observations,
@@ -155,54 +156,6 @@ def check_act_with(config, on_policy: bool) -> None:
                          f"(actor.model 'diffusion' or 'flow'); actor.model="
                          f"{config.actor.model!r} already acts in one step: use "
                          f"act_with='multi_step'")
-
-
-def sample_chunks(agent, observations: jax.Array, key: jax.Array) -> jax.Array:
-    """The acting policy's chunks ``[B, H, A]``: ``mu`` (act_with='one_step') or the BC stage's
-    multi-step sampler (``agent.actor``, its EMA weights when it keeps one)."""
-    if acts_one_step(agent.config):
-        return agent.one_step.sample(observations, key)
-    return agent.actor.sample(observations, key)[0]
-
-
-def distill_step(agent, batch: dict, teacher: TeacherFn):
-    """An agent's ``distill``: one distillation step of ``agent.one_step`` toward ``teacher`` on
-    the batch's observations, with a key split off the agent's own. Returns ``(agent, info)``."""
-    key, distill_key = jax.random.split(agent.key)
-    one_step, info = agent.one_step.distill(batch["observations"], teacher, distill_key)
-    return agent.replace(one_step=one_step, key=key), info
-
-
-def distill_alongside(agent, info: dict, batch: dict):
-    """After one of the agent's gradient steps (pretrain or update): also one ``agent.distill``
-    step when it acts one-step, so ``mu`` follows the teacher as it trains."""
-    if not acts_one_step(agent.config):
-        return agent, info
-    agent, distill_info = agent.distill(batch)
-    return agent, {**info, **distill_info}
-
-
-# ---- the teacher ----------------------------------------------------------------------------
-def check_teacher(actor_config) -> None:
-    """Raise ValueError unless the actor is a generative model that ``teacher_actions`` can run
-    deterministically (a flow, or a diffusion model sampled by DDIM with eta = 0)."""
-    if actor_config.model not in ("flow", "diffusion"):
-        raise ValueError(f"one-step distillation needs a generative teacher (actor.model 'flow' "
-                         f"or 'diffusion'), not {actor_config.model!r}")
-
-
-def teacher_actions(actor: GenerativeActor, params, observations: jax.Array,
-                    noise: jax.Array, **overrides) -> jax.Array:
-    """The teacher's deterministic sample ``[B, H, A]`` from the initial ``noise [B, H, A]``,
-    without gradient: the flow's Euler steps, or DDIM with eta = 0 over the diffusion actor's
-    sampling steps (its configured sampler may be DDPM, which is not a map of ``noise``).
-    ``overrides`` go to the sampler too (e.g. guidance)."""
-    check_teacher(actor.config)
-    deterministic = {} if actor.config.model == "flow" else {"method": "ddim", "eta": 0.0}
-    # The key only draws initial noise (given here) and per-step noise (none: deterministic).
-    actions, _ = actor.sample(params, observations, jax.random.PRNGKey(0), initial_noise=noise,
-                              **deterministic, **overrides)
-    return jax.lax.stop_gradient(actions)
 
 
 # ---- losses ---------------------------------------------------------------------------------

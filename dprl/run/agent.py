@@ -8,6 +8,11 @@ agent against it.
 
 Batches (off-policy ``pretrain`` / ``update``) follow ``dprl.data.buffer``'s schema; rollouts
 (on-policy ``update``) follow ``dprl.run.collect.Rollout``.
+
+An off-policy agent with a generative actor can act one-step (``act_with='one_step'``:
+``dprl.run.one_step`` wraps it, distills ``mu(s, z)`` from it and acts with mu) when it has the
+hooks of ``Distillable``; an agent whose own policy is one-step already (QC's FQL extraction) has a
+class method ``acts_in_one_step(config) -> bool`` and is not wrapped.
 """
 from __future__ import annotations
 
@@ -42,6 +47,23 @@ class Agent(Protocol):
         ``H = config.horizon``, except for a policy over single actions (qc with
         ``action_chunking=False``, whose horizon is the n of its n-step return): ``H = 1``;
         the executor runs the first ``act_steps`` (<= H) actions."""
+
+
+class Distillable(Protocol):
+    """What the one-step wrapper (``dprl.run.one_step.OneStep``) needs from an agent."""
+
+    key: jax.Array              # the agent's PRNG key: mu's init and distillation keys split off it
+
+    def teacher_sample(self, observations: jax.Array, noise: jax.Array) -> jax.Array:
+        """The agent's sample ``[B, H, A]`` as a deterministic function of the initial ``noise
+        [B, H, A]`` (e.g. ``dprl.models.teacher.teacher_actions``: flow Euler, DDIM eta 0),
+        without gradient: what mu distills. ``H, A``: those of ``sample_actions``."""
+
+    def select(self, observations: jax.Array, candidates: jax.Array, key: jax.Array
+               ) -> jax.Array:
+        """Optional (an agent without it acts with one draw of mu): one of ``candidates
+        [B, N, H, A]`` per observation -> ``[B, H, A]``, as its own acting picks (e.g. by Q);
+        N = ``config.num_samples``."""
 
 
 AgentLookup = Callable[[str], type]   # agent name -> its class (``agents.get_agent``)

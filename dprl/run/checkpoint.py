@@ -33,6 +33,7 @@ from orbax.checkpoint import checkpoint_managers
 import dprl
 from dprl.run import rundir
 from dprl.run.agent import AgentLookup
+from dprl.run.one_step import acting
 from dprl.data.buffer import Buffer, example_batch
 from dprl.data.offline import Normalizer
 from dprl.envs.vector import executor_state, set_executor_state
@@ -185,14 +186,15 @@ def run_keys(seed: int) -> tuple[jax.Array, jax.Array]:
 
 
 def initial_state(agent_cls, config, obs_dim: int, seed: int) -> dict:
-    """A run's state before training: the created agent, an empty replay buffer for the online
-    phase of an off-policy agent (None otherwise), the training key."""
+    """A run's state before training: the created agent (acting one-step around it when the
+    config says so: ``dprl.run.one_step.acting``), an empty replay buffer for the online phase
+    of an off-policy agent (None otherwise), the training key."""
     example = example_batch(obs_dim, config.action_dim, config.horizon, config.obs_history)
     online = None
     if config.run.online_steps and not agent_cls.on_policy:
         capacity = config.run.online_steps + config.act_steps * config.run.num_envs
         online = Buffer.empty(capacity, obs_dim, config.action_dim)
-    return {"agent": agent_cls.create(seed, example, config), "online": online,
+    return {"agent": acting(agent_cls, config).create(seed, example, config), "online": online,
             "key": run_keys(seed)[0]}
 
 

@@ -1,13 +1,14 @@
 """A one-step actor for a finished run: distill its multi-step actor after training.
 
-``distill_run`` loads a run (``dprl.run.checkpoint.load_run``), trains ``mu(s, z)`` on the teacher's
-deterministic samples at the observations of the run's own dataset (``agent.distill``, the
-step that ``act_with='one_step'`` takes alongside training; ``dprl/models/one_step.py`` says why this
-method), saves it into ``RUN_DIR/one_step/`` (orbax, written to a temporary directory and renamed
-when complete) with ``RUN_DIR/one_step/one_step.json`` (settings, loss, wall time, scores) and
-evaluates the multi-step actor, its deterministic teacher sampler and the one-step actor on the
-run's evaluation episodes. ``load_one_step`` gives the agent back acting with the saved ``mu``.
-The entry point is ``experiments/distill.py``.
+``distill_run`` loads a run (``dprl.run.checkpoint.load_run``), trains ``mu(s, z)`` on the
+teacher's deterministic samples at the observations of the run's own dataset
+(``OneStep.distill``, the step that ``act_with='one_step'`` takes alongside training:
+``dprl.run.one_step``; ``dprl/models/one_step.py`` says why this method), saves it into
+``RUN_DIR/one_step/`` (orbax, written to a temporary directory and renamed when complete) with
+``RUN_DIR/one_step/one_step.json`` (settings, loss, wall time, scores) and evaluates the
+multi-step actor, its deterministic teacher sampler and the one-step actor on the run's
+evaluation episodes. ``load_one_step`` gives back the run's agent in the one-step wrapper, acting
+with the saved ``mu``. The entry point is ``experiments/distill.py``.
 """
 from __future__ import annotations
 
@@ -31,9 +32,10 @@ from dprl.run.checkpoint import _held_stderr, load_run
 from dprl.run.collect import evaluate_agent
 from dprl.data.offline import load_task_data
 from dprl.base.logging import log, progress_bar
-from dprl.models.one_step import check_act_with, init_one_step
+from dprl.models.one_step import check_act_with
 from dprl.base.files import atomic_write
 from dprl.envs.tasks import get_task
+from dprl.run.one_step import OneStep, acting
 from dprl.run.updates import fused_updates
 
 ONE_STEP_DIR = "one_step"
@@ -50,12 +52,8 @@ def one_step_config(agent_config: dict, get_agent: AgentLookup) -> ml_collection
                          f"already acts with a one-step policy: nothing to distill")
     config.act_with = "one_step"
     check_act_with(config, agent_cls.on_policy)
+    acting(agent_cls, config)   # the agent gives a teacher
     return config
-
-
-def with_one_step(agent, config, student):
-    """``agent`` acting with ``student`` under ``config`` (act_with='one_step')."""
-    return agent.replace(one_step=student, config=ml_collections.FrozenConfigDict(config))
 
 
 def distill_run(run_dir: str | os.PathLike, get_agent: AgentLookup, steps: int = 20_000,
@@ -74,17 +72,14 @@ def distill_run(run_dir: str | os.PathLike, get_agent: AgentLookup, steps: int =
     resolved = json.loads(cfg_path.read_text())
     config = one_step_config(resolved["agent"], get_agent)   # refuses before any work
     agent, normalizer, _ = load_run(run_dir, get_agent)
-    multi_config = ml_collections.ConfigDict(config.to_dict())
-    multi_config.act_with = "multi_step"
-    agent = agent.replace(config=ml_collections.FrozenConfigDict(multi_config))
+    agent = multi_step(agent)
     task_name, task = resolved["task"], get_task(resolved["task"])
     data = load_task_data(task_name, resolved["dataset_id"], allow_env_mismatch=True)
     offline = Buffer.from_offline(data, normalizer)
     key = jax.random.PRNGKey(seed)
     key, init_key, example_key = jax.random.split(key, 3)
     obs = offline.sample(example_key, 2, config.horizon, config.obs_history)["observations"]
-    student = init_one_step(config, agent.actor.model, init_key, obs)
-    learner = with_one_step(agent, config, student)
+    learner = OneStep.of(agent, config, init_key, obs)
 
     log(f"distilling {run_dir}'s {config.agent_name} actor into a one-step actor: {steps} "
         f"steps of batch {batch_size} on {len(data.observations)} dataset observations")
@@ -112,7 +107,7 @@ def distill_run(run_dir: str | os.PathLike, get_agent: AgentLookup, steps: int =
               "activation": config.actor.activation,
               "teacher": ("flow Euler" if config.actor.model == "flow"
                           else "DDIM eta 0") + f", {agent.actor.model.num_sampling_steps} steps"}
-    save_one_step(run_dir, learner.one_step.params, record)
+    save_one_step(run_dir, learner.mu.params, record)
 
     run = ml_collections.ConfigDict(config.run.to_dict())
     if episodes:
@@ -138,6 +133,11 @@ def distill_run(run_dir: str | os.PathLike, get_agent: AgentLookup, steps: int =
     write_json(run_dir / ONE_STEP_DIR / "one_step.json", record)
     log(f"wrote the one-step actor to {run_dir / ONE_STEP_DIR} (one_step.json: its scores)")
     return record
+
+
+def multi_step(agent):
+    """The agent itself, out of the one-step wrapper a run acting one-step saved it in."""
+    return agent.agent if isinstance(agent, OneStep) else agent
 
 
 def deterministic_sampler(agent):
@@ -194,11 +194,12 @@ def load_one_step(run_dir: str | os.PathLike, get_agent: AgentLookup):
     resolved = json.loads((run_dir / "config.json").read_text())
     config = one_step_config(resolved["agent"], get_agent)
     agent, normalizer, _ = load_run(run_dir, get_agent)
+    agent = multi_step(agent)
     obs = jnp.zeros((2, normalizer.dim) if config.obs_history == 1
                     else (2, config.obs_history, normalizer.dim))
-    student = init_one_step(config, agent.actor.model, jax.random.PRNGKey(0), obs)
+    learner = OneStep.of(agent, config, jax.random.PRNGKey(0), obs)
     with _held_stderr():
         checkpointer = ocp.StandardCheckpointer()
-        params = checkpointer.restore((path / "params").absolute(), student.params)
+        params = checkpointer.restore((path / "params").absolute(), learner.mu.params)
         checkpointer.close()
-    return with_one_step(agent, config, student.replace(params=params)), normalizer, record
+    return learner.replace(mu=learner.mu.replace(params=params)), normalizer, record
