@@ -211,8 +211,9 @@ def run_cell(cell: Cell, env: dict | None = None, python: str = sys.executable,
              restart_changed: bool = False) -> dict:
     """Run one cell in a subprocess; log to ``<run_dir>/log.txt``.
 
-    Returns ``{'label', 'state', 'returncode', 'wall_s', 'error'}``, ``state``: ``done`` (a new
-    run), ``resumed`` (longer phases, or an unfinished run), ``skipped`` (the same run, finished:
+    Returns ``{'label', 'state', 'returncode', 'wall_s', 'error'}``, ``state``: ``done`` (run to
+    its end, new or unfinished), ``resumed`` (a finished run extended: longer phases), ``skipped``
+    (the same run, finished:
     its summary.json untouched), ``refused`` (the run directory holds another identity; the
     error names the differing fields), ``restarted`` (``restart_changed``: that other run moved
     aside, this one run), ``interrupted`` (SIGINT / SIGTERM: checkpointed and stopped) or
@@ -231,11 +232,6 @@ def run_cell(cell: Cell, env: dict | None = None, python: str = sys.executable,
     elif result["state"] == "done" and all(b is not None for b in before):
         after = [_summary_bytes(d) for d in cell.seed_dirs()]
         result["state"] = "skipped" if after == before else "resumed"
-    elif result["state"] == "done" and any(
-            (d / "config.json").exists() for d in cell.seed_dirs()) and \
-            result.get("resumed"):
-        result["state"] = "resumed"
-    result.pop("resumed", None)
     return result
 
 
@@ -261,7 +257,7 @@ def _attempt(cell: Cell, env: dict | None, python: str) -> dict:
     output = log_err or _read_from(run_dir / LOG_FILE, offset)
     if rc == 0 and cell.finished():
         return {"label": cell.label, "state": "done", "returncode": 0, "wall_s": wall,
-                "error": None, "resumed": "resuming from checkpoint" in output}
+                "error": None}
     tail = "\n".join(output.splitlines()[-40:])
     headline, block = error_summary(output)
     if rc in INTERRUPTED_CODES:
