@@ -40,6 +40,7 @@ def test_bfloat16_networks_keep_float32_params_and_outputs():
     for dtype in ("float32", "bfloat16"):
         config = get_config()
         config.action_dim = 2
+        config.actor.hidden_dims = config.critic_hidden_dims = (32, 32)
         config.run.compute_dtype = dtype
         config = with_compute_dtype(config)
         critic = critic_from_config(config)
