@@ -268,14 +268,26 @@ def _online_bc(**run):
     return config
 
 
-def test_an_online_run_resumed_after_a_stop_equals_the_uninterrupted_run(tmp_path, pole_datasets,
-                                                                         monkeypatch):
+def _dppo_online():
+    from configs.dppo import get_config
+    config = tiny(get_config(), pretrain_steps=20, online_steps=60, rollout_steps=5, num_envs=2,
+                  online_log_every=20, online_eval_every=10**6, save_every=20)
+    config.horizon, config.act_steps = 4, 2
+    config.actor.diffusion_steps, config.ft_denoising_steps = 4, 2
+    config.critic_hidden_dims = (32, 32)
+    config.ppo_batch_size, config.update_epochs = 4, 1
+    return config
+
+
+@pytest.mark.parametrize("make_config", [_online_bc, _dppo_online], ids=["bc", "dppo"])
+def test_an_online_run_resumed_after_a_stop_equals_the_uninterrupted_run(
+        tmp_path, pole_datasets, monkeypatch, make_config, capfd):
     import jax
 
     from agents import get_agent
     from dprl.run import runner
 
-    straight = runner.Run(_online_bc(), "pole", str(tmp_path / "straight"), get_agent,
+    straight = runner.Run(make_config(), "pole", str(tmp_path / "straight"), get_agent,
                           progress=False)
     straight.train()
     straight.close()
@@ -284,24 +296,55 @@ def test_an_online_run_resumed_after_a_stop_equals_the_uninterrupted_run(tmp_pat
 
     def stop_mid_online(self, phase, step, due, *args, **kwargs):
         at_boundary(self, phase, step, due, *args, **kwargs)
-        if phase == "online" and due.save and 20 <= self.env_steps < 50:
+        if phase == "online" and due.save and 15 <= self.env_steps < 45:
             self.close()
             raise _Stop
 
     monkeypatch.setattr(runner.Run, "at_boundary", stop_mid_online)
     with pytest.raises(_Stop):
-        runner.Run(_online_bc(), "pole", str(tmp_path / "resumed"), get_agent,
+        runner.Run(make_config(), "pole", str(tmp_path / "resumed"), get_agent,
                    progress=False).train()
     monkeypatch.setattr(runner.Run, "at_boundary", at_boundary)
-    resumed = runner.Run(_online_bc(), "pole", str(tmp_path / "resumed"), get_agent,
+    resumed = runner.Run(make_config(), "pole", str(tmp_path / "resumed"), get_agent,
                          progress=False)
-    assert 20 <= resumed.env_steps < 50
+    assert 15 <= resumed.env_steps < 45
+    capfd.readouterr()
     resumed.train()
     resumed.close()
+    assert "the envs resume where they were" in capfd.readouterr().err
     assert _rows(tmp_path / "resumed") == _rows(tmp_path / "straight")
     for a, b in zip(jax.tree.leaves((straight.agent, straight.online)),
                     jax.tree.leaves((resumed.agent, resumed.online))):
         np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
+
+
+def test_envs_whose_state_cannot_be_saved_restart_and_say_so(tmp_path, pole_datasets,
+                                                            monkeypatch, capfd):
+    from agents import get_agent
+    from dprl.envs import vector
+    from dprl.run import runner
+
+    monkeypatch.setattr(vector, "saveable", lambda env: False)   # as OGBench's envs
+    at_boundary = runner.Run.at_boundary
+
+    def stop_mid_online(self, phase, step, due, *args, **kwargs):
+        at_boundary(self, phase, step, due, *args, **kwargs)
+        if phase == "online" and due.save and 15 <= self.env_steps < 45:
+            self.close()
+            raise _Stop
+
+    monkeypatch.setattr(runner.Run, "at_boundary", stop_mid_online)
+    with pytest.raises(_Stop):
+        runner.Run(_online_bc(), "pole", str(tmp_path / "run"), get_agent,
+                   progress=False).train()
+    monkeypatch.setattr(runner.Run, "at_boundary", at_boundary)
+    capfd.readouterr()
+    run = runner.Run(_online_bc(), "pole", str(tmp_path / "run"), get_agent, progress=False)
+    run.train()
+    run.close()
+    lines = [line for line in capfd.readouterr().err.splitlines() if "online: the envs" in line]
+    assert len(lines) == 1 and "restart at env step" in lines[0], lines
+    assert "differs from an uninterrupted one" in lines[0]
 
 
 def test_env_state_round_trips_for_the_toy_envs_and_says_when_it_cannot(pole_datasets):
@@ -405,3 +448,20 @@ def test_a_grid_of_presets_names_each_and_takes_the_agents_sets(tmp_path):
     assert fql.label == "qc:qc-fql/pole/seed0" and fql.config_file.endswith("configs/qc.py:qc-fql")
     assert dict(fql.overrides) == {"run.batch_size": "8", "alpha": "3", "num_samples": "2"}
     assert dict(qc.overrides) == {"run.batch_size": "8", "alpha": "3"}
+
+
+def test_report_names_a_grid_cells_preset_when_the_config_records_none(tmp_path):
+    from dprl.tools.report import collect, score_table
+
+    cells = {}
+    for preset in ("paper", "cpu-small"):
+        run_dir = tmp_path / f"dppo:{preset}" / "pole" / "seed0"
+        run_dir.mkdir(parents=True)
+        (run_dir / "summary.json").write_text(json.dumps(
+            {"agent": "dppo", "preset": None, "task": "pole", "seed": 0, "offline_score": 1.0,
+             "online_score": None, "online_steps": 0}))
+        cells[f"dppo:{preset}/pole/seed0"] = {"agent": f"dppo:{preset}", "run_dir": str(run_dir),
+                                              "state": "done"}
+    (tmp_path / "grid_status.json").write_text(json.dumps({"cells": cells}))
+    assert {r["agent"] for r in score_table(collect(tmp_path), reps=10)} == \
+        {"dppo:paper", "dppo:cpu-small"}

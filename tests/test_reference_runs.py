@@ -89,7 +89,18 @@ def reference(agent: str) -> dict:
             if a == agent and key in row:
                 row[key] = str(float(row[key]) * factor)
     want["summary"].update(added_summary_fields(RUNS[agent][0]))
+    want["summary"].update(preset_fields(agent))
     return want
+
+
+def preset_fields(agent: str) -> dict:
+    """summary.json's preset fields, added since the recording: the config's ``preset`` (None for
+    a config that names none) and the label tables use (``agent:preset``, else the agent)."""
+    from dprl.run.config import load_config_file
+    spec = str(ROOT / "configs" / f"{agent}.py") + (f":{PRESETS[agent]}" if agent in PRESETS
+                                                   else "")
+    preset = load_config_file(spec).get("preset")
+    return {"preset": preset, "agent_label": f"{agent}:{preset}" if preset else agent}
 
 
 def run_short(agent: str, run_dir: Path) -> dict:

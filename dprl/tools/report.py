@@ -88,15 +88,21 @@ def read_record(path: Path) -> tuple[dict | None, str | None]:
 
 
 def label(run: dict) -> str:
-    """How tables name a run's agent: ``agent:preset`` for a config with presets (``qc:qc-fql``),
-    else the agent."""
-    preset = run.get("preset")
-    return f"{run['agent']}:{preset}" if preset else run["agent"]
+    """How tables name a run's agent: ``agent:preset`` for a config with presets (``qc:qc-fql``:
+    its summary's ``preset``, or the grid cell's agent when the config does not record it), else
+    the agent."""
+    preset, cell = run.get("preset"), run.get("grid_agent") or ""
+    if preset:
+        return f"{run['agent']}:{preset}"
+    return cell if cell.startswith(f"{run['agent']}:") else run["agent"]
 
 
 def collect(root: str | Path) -> list[dict]:
     """Every run below ``root`` with a readable summary.json: its summary plus ``run_dir`` (an
     unreadable one is listed by ``unfinished``)."""
+    status, _ = read_record(Path(root) / "grid_status.json")
+    agents = {Path(c.get("run_dir", "")).resolve(): c.get("agent")
+              for c in ((status or {}).get("cells") or {}).values()}
     runs = []
     for path in sorted(Path(root).rglob("summary.json")):
         if _replaced(path, Path(root)):
@@ -105,6 +111,9 @@ def collect(root: str | Path) -> list[dict]:
         if summary is None:
             continue
         summary["run_dir"] = str(path.parent)
+        cell = agents.get(path.parent.resolve()) or agents.get(path.parent.parent.resolve())
+        if cell:
+            summary["grid_agent"] = cell   # a grid cell's agent, <agent>:<preset> for a preset
         runs.append(summary)
     return runs
 
