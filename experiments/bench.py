@@ -7,35 +7,25 @@ references' own figures and to the machine's matmul throughput.
 An entry ``<file>:<preset>`` measures a named preset of ``configs/<file>.py`` (``qc:qc-fql``:
 QC-FQL's one-step policy). Per agent, through the agent interface (so every registered agent is
 measured the same way):
-  updates_per_s        fused gradient updates per second (batch 256, ``--fuse`` updates per jit
-                       dispatch via lax.scan); DPPO: PPO minibatch steps per second at the paper's
-                       minibatch of 50,000 (sample, denoising step) pairs, whole update included
-  update_gflop         matmul FLOPs of one update (GFLOP), counted from the program's jaxpr with
-                       every scan iteration counted (XLA's cost analysis counts a loop body once)
-  % of roofline        update_gflop x updates/s over the machine's fp32 matmul GFLOP/s (2048^3),
-                       and the same per CPU second (update_gflop / CPU time vs the matmul's)
-  cpu_ms_per_update    process CPU time (all threads) per update: steadier than wall time on a
-                       shared machine, where other jobs take turns on the cores
-  latency_ms_b1        ``sample_actions`` on one observation, acting as its config says (multi- or
-                       one-step): the acting table's median of many calls, ms
-  latency_floor_ms_b1  that action's matmul FLOPs (``latency_gflop_b1``) at the machine's fp32
-                       matmul rate: the latency no implementation reaches here without fewer FLOPs
-  env_steps_per_s      online env steps per second on Hopper-v5 with the agent acting (policy
-                       calls + MuJoCo), with its chunking (act_steps actions per call)
-  online_*             off-policy agents (``--online-agents``): the online phase on Hopper-v5 at
-                       ``--online-utd`` as the runner runs it (one replay step per env chunk),
-                       env steps/s and its overhead: wall time per env step over the sum of its
-                       parts timed alone (UTD x mixed-batch update + action / act_steps + env
-                       step)
-  reference            the reference implementation's figure (``REFERENCES``: where it comes from)
-                       and dprl / reference
+  updates_per_s        fused gradient updates/s (batch 256, ``--fuse`` per dispatch); DPPO: PPO
+                       minibatch steps/s at the paper's 50,000 (sample, denoising step) pairs
+  update_gflop         matmul GFLOP of one update, every scan iteration counted (from the jaxpr)
+  % of roofline        update_gflop x updates/s over the fp32 matmul GFLOP/s (2048^3), and the
+                       same per CPU second
+  cpu_ms_per_update    process CPU time (all threads) per update: steadier on a shared machine
+  latency_ms_b1        ``sample_actions`` on one observation, acting as its config says (ms)
+  latency_floor_ms_b1  that action's matmul FLOPs at the machine's matmul rate
+  env_steps_per_s      Hopper-v5 env steps/s with the agent acting (act_steps actions per call)
+  online_*             ``--online-agents``: the online phase on Hopper-v5 at ``--online-utd`` as
+                       the runner runs it (``replay_loop``), env steps/s and its overhead over
+                       its parts timed alone (UTD x update + action / act_steps + env step)
+  reference            the reference implementation's figure (``REFERENCES``), dprl / reference
   acting               batch-1 latency acting multi-step, one-step (``act_with='one_step'``: N
-                       one-step candidates, the agent picks by Q) and of the one-step actor mu
-                       alone, timed interleaved in turns of 10 calls (the same machine load), and
-                       the control rate each sustains: actions/s = 1 / (latency / act_steps + one
-                       Hopper-v5 env step). guided's one-step teacher uses guidance_mode='score';
-                       dppo has no one-step column (on-policy), qc:qc-fql no multi-step one.
-                       ``--acting-only`` measures only this.
+                       candidates of mu, the agent picks by Q) and of mu alone, interleaved in
+                       turns of 10 calls, and the control rate each sustains: actions/s = 1 /
+                       (latency / act_steps + one Hopper-v5 env step). guided's teacher uses
+                       guidance_mode='score'; dppo has no one-step column, qc:qc-fql no
+                       multi-step one. ``--acting-only`` measures only this.
 Observations and actions are Hopper-shaped (O = 11, A = 3); data are random (speed only).
 Configs are the references' (``REFERENCE_CONFIGS``): Diffusion-QL's T = 5 VP 3x256 Mish actor with
 twin critics, QC's best-of-32 over 10-step flows of 4x512 GELU nets, DPPO's hopper finetuning
@@ -189,15 +179,17 @@ def bench_acting(agent_cls, agent, config, example, env_step_ms: float, repeats:
     """Batch-1 latency of the agent acting multi-step and one-step and of mu alone, and the
     control rate (actions/s, Hopper-v5 env step included) each sustains."""
     from dprl.models.one_step import acts_one_step
+    from dprl.run.one_step import acting
 
     one_config, why_not = one_step_variant(config)
     fns = {}
     if not acts_one_step(config):
         fns["multi_step"] = agent.sample_actions
     if one_config is not None:
-        one = agent if one_config is config else agent_cls.create(0, example, one_config)
+        one = agent if one_config is config else acting(agent_cls, one_config).create(
+            0, example, one_config)
         fns["one_step"] = one.sample_actions
-        fns["mu"] = jax.jit(lambda o, k, one=one: one.one_step.sample(o, k))
+        fns["mu"] = jax.jit(lambda o, k, one=one: one.mu.sample(o, k))
     obs = jnp.zeros((1, OBS_DIM) if config.obs_history == 1
                     else (1, config.obs_history, OBS_DIM))
     latency = interleaved_latency_ms(fns, obs, repeats)
@@ -272,16 +264,34 @@ def bench_online(agent, offline, config, args) -> dict:
             "online_overhead_cpu": per_step[1] / parts[1]}
 
 
-def bench_agent(name: str, args) -> dict:
+def make_agent(name: str, args, compute_dtype: str | None = None) -> tuple:
+    """``(config, synthetic offline buffer, example batch, agent class, agent)`` of ``name``."""
     from agents import get_agent
-    from dprl.models.one_step import acts_one_step
+    from dprl.run.config import with_compute_dtype
 
     config = load_agent_config(name, args.quick)
+    if compute_dtype is not None:
+        config.run.compute_dtype = compute_dtype
+        config = with_compute_dtype(config)
     buffer = synthetic_buffer(OBS_DIM, ACT_DIM, 2_000 if args.quick else 20_000)
     example = jax.device_get(buffer.sample(jax.random.PRNGKey(0), 2, config.horizon,
                                            config.obs_history))
     agent_cls = get_agent(config.agent_name)
-    agent = agent_cls.create(0, example, config)
+    return config, buffer, example, agent_cls, agent_cls.create(0, example, config)
+
+
+def bench_updates(name: str, agent_cls, agent, buffer, config, args) -> dict:
+    if agent_cls.on_policy:
+        return bench_on_policy(agent, config, min(args.repeats, 2))  # ~20 s an update
+    # A QC update is ~165 GFLOP (about a second here): a few per dispatch are plenty.
+    fuse = min(args.fuse, 5) if name == "qc" else args.fuse
+    return bench_off_policy_updates(agent, buffer, config, fuse, args.repeats)
+
+
+def bench_agent(name: str, args) -> dict:
+    from dprl.models.one_step import acts_one_step
+
+    config, buffer, example, agent_cls, agent = make_agent(name, args)
     acting = bench_acting(agent_cls, agent, config, example, args.env_step_ms,
                           args.acting_repeats)
     if args.acting_only:
@@ -292,12 +302,7 @@ def bench_agent(name: str, args) -> dict:
               "model": config.actor.model,
               "denoising_steps": (config.actor.flow_steps if config.actor.model == "flow"
                                   else config.actor.sampling_steps or config.actor.diffusion_steps)}
-    if agent_cls.on_policy:
-        result.update(bench_on_policy(agent, config, min(args.repeats, 2)))  # ~20 s an update
-    else:
-        # A QC update is ~165 GFLOP (about a second here): a few per dispatch are plenty.
-        fuse = min(args.fuse, 5) if name == "qc" else args.fuse
-        result.update(bench_off_policy_updates(agent, buffer, config, fuse, args.repeats))
+    result.update(bench_updates(name, agent_cls, agent, buffer, config, args))
     # The agent's own way of acting, timed once (in the acting table, keys made beforehand).
     how = "one_step" if acts_one_step(config) else "multi_step"
     result["latency_ms_b1"] = acting[f"latency_ms_b1_{how}"]
@@ -377,21 +382,8 @@ def main():
 
 def updates_per_s_in(name: str, dtype: str, args) -> float:
     """``updates_per_s`` of ``name`` (as ``bench_agent`` times it) with ``run.compute_dtype``."""
-    from agents import get_agent
-    from dprl.run.config import with_compute_dtype
-
-    config = load_agent_config(name, args.quick)
-    config.run.compute_dtype = dtype
-    config = with_compute_dtype(config)
-    buffer = synthetic_buffer(OBS_DIM, ACT_DIM, 2_000 if args.quick else 20_000)
-    example = jax.device_get(buffer.sample(jax.random.PRNGKey(0), 2, config.horizon,
-                                           config.obs_history))
-    agent_cls = get_agent(config.agent_name)
-    agent = agent_cls.create(0, example, config)
-    if agent_cls.on_policy:
-        return bench_on_policy(agent, config, min(args.repeats, 2))["updates_per_s"]
-    fuse = min(args.fuse, 5) if name == "qc" else args.fuse
-    return bench_off_policy_updates(agent, buffer, config, fuse, args.repeats)["updates_per_s"]
+    config, buffer, _, agent_cls, agent = make_agent(name, args, compute_dtype=dtype)
+    return bench_updates(name, agent_cls, agent, buffer, config, args)["updates_per_s"]
 
 
 if __name__ == "__main__":
