@@ -216,9 +216,10 @@ class Agent(flax.struct.PyTreeNode):
 
     # ---- starting from another run ---------------------------------------------------------
     def init_from_run(self, spec: str, get_agent) -> tuple["Agent", Any, dict]:
-        """``run.init_from``: from a DSRL run, everything (as any agent); from another agent's
-        run (``RUN_DIR[:STEP]``), its BC policy only: its acting weights (the EMA when kept)
-        become pi_dp, and its observation normalizer this run's. The actor's network and
+        """``run.init_from``: a run's (``RUN_DIR[:STEP]``, of any agent with a BC stage, DSRL
+        too) BC policy only: its acting weights (the EMA when kept) become pi_dp, and its
+        observation normalizer this run's; the noise policy, critics and temperature start
+        fresh from this config (a DSRL run continues by resuming in its own run_dir). The actor's network and
         schedule must match this config's (``actor``, ``horizon``, ``obs_history``); its
         sampler settings need not (pi_dp is always the deterministic sampler).
         Returns ``(agent, normalizer, record)`` (``dprl.run.checkpoint.init_from``'s)."""
@@ -229,8 +230,6 @@ class Agent(flax.struct.PyTreeNode):
             source, step = spec, ""
         theirs, normalizer, resolved = checkpoint.load_run(source, get_agent,
                                                            int(step) if step else None)
-        if resolved["agent"]["agent_name"] == self.config.agent_name:
-            return checkpoint.init_from(spec, self, self.config.agent_name, get_agent)
         stage = getattr(theirs, "actor", None)
         if stage is None or not isinstance(stage, BCStage):
             raise ValueError(f"run.init_from={spec!r}: its {resolved['agent']['agent_name']!r} "

@@ -215,3 +215,38 @@ def test_presets_are_the_references_gym_values():
         (4, "ddim", 5, 20)
     assert get_config("dsrl-sac:walker2d").noise_bound == 2.5
     assert get_config("dsrl-na:halfcheetah").critic_hidden_dims == (1024,) * 3
+
+
+# ---- starting from another agent's BC policy ----------------------------------------------------
+@pytest.mark.slow
+def test_init_from_takes_another_agents_bc_policy(tmp_path, pole_datasets):
+    """A BC run's acting weights (its EMA) become pi_dp, with its normalizer; the rest is fresh.
+    A BC policy of another network is refused with the differing keys named."""
+    from agents import get_agent
+    from configs.bc import get_config as bc_config
+    from dprl.run.checkpoint import load_run
+    from dprl.run.runner import train
+
+    bc = tiny(bc_config(), pretrain_steps=30, online_steps=0, save_every=30)
+    bc.horizon = bc.act_steps = 2
+    bc.actor.diffusion_steps = 6
+    train(bc, "pole-right", str(tmp_path / "bc"), get_agent, progress=False)
+
+    def dsrl(**actor):
+        config = tiny(get_config(), pretrain_steps=0, online_steps=0,
+                      init_from=str(tmp_path / "bc"))
+        config.horizon = config.act_steps = 2
+        config.actor = bc.actor.copy_and_resolve_references()
+        config.actor.update(sampler="ddim", sampling_steps=3, **actor)
+        config.noise_policy_hidden_dims = config.critic_hidden_dims = (16, 16)
+        return config
+
+    train(dsrl(), "pole-right", str(tmp_path / "dsrl"), get_agent, progress=False)
+    theirs, their_norm, _ = load_run(tmp_path / "bc", get_agent)
+    ours, our_norm, _ = load_run(tmp_path / "dsrl", get_agent)
+    for a, b in zip(jax.tree.leaves(ours.actor.params), jax.tree.leaves(theirs.actor.ema_params)):
+        np.testing.assert_array_equal(a, b)
+    np.testing.assert_array_equal(our_norm.mean, their_norm.mean)
+    with pytest.raises(ValueError, match="hidden_dims"):
+        train(dsrl(hidden_dims=(16, 16)), "pole-right", str(tmp_path / "bad"), get_agent,
+              progress=False)
