@@ -9,7 +9,8 @@ stopped and reported as such, never extrapolated):
   tests    ``pytest -m gpu``: every agent's fused updates and acting on JAX's default device,
            seeds spread over all local devices (tests/test_sharding.py)
   bench    ``experiments/bench.py`` at the references' configs (dql, qc, dppo: batch 256; DPPO's
-           50,000-pair minibatches), updates timed in float32 and in bfloat16 (run.compute_dtype)
+           50,000-pair minibatches), updates timed in float32 and in bfloat16 (run.compute_dtype);
+           one subprocess per agent, each with a share of the stage's time
   qc cell  10,000 QC updates at the paper's config (configs/qc.py: 4x512 GELU, batch 256, chunks
            of 5, best-of-32) on synthetic OGBench-sized data (scene: 1M transitions, O = 40,
            A = 5), fused ``run.steps_per_dispatch`` per dispatch as the runner does
@@ -63,15 +64,32 @@ def tests_stage(tiny: bool, limit_s: float) -> dict:
 
 
 def bench_stage(tiny: bool, limit_s: float) -> dict:
-    with tempfile.TemporaryDirectory() as tmp:
-        out_json = os.path.join(tmp, "bench.json")
-        cmd = [sys.executable, "experiments/bench.py", f"--agents={'dql' if tiny else BENCH_AGENTS}",
-               "--online-agents=", "--compute-dtypes=float32,bfloat16", f"--out={out_json}"]
-        cmd += ["--quick"] if tiny else ["--repeats=3", "--env-steps=500", "--acting-repeats=50"]
-        rc, secs, out = run_stage(cmd, limit_s)
-        report = json.load(open(out_json)) if os.path.exists(out_json) else None
-    return {"returncode": rc, "seconds": secs, "report": report,
-            "tail": "" if rc == 0 else "\n".join(out.splitlines()[-30:])}
+    """bench.py once per agent (one that runs out of time or fails costs only its own row),
+    each with an equal share of what is left of ``limit_s``."""
+    agents = ["dql"] if tiny else BENCH_AGENTS.split(",")
+    results, machine, tails, rcs, start = [], None, [], [], time.perf_counter()
+    for i, agent in enumerate(agents):
+        share = (limit_s - (time.perf_counter() - start)) / (len(agents) - i)
+        with tempfile.TemporaryDirectory() as tmp:
+            out_json = os.path.join(tmp, "bench.json")
+            cmd = [sys.executable, "experiments/bench.py", f"--agents={agent}",
+                   "--online-agents=", "--compute-dtypes=float32,bfloat16", f"--out={out_json}"]
+            cmd += ["--quick"] if tiny else ["--repeats=3", "--env-steps=500",
+                                             "--acting-repeats=50"]
+            rc, secs, out = run_stage(cmd, share)
+            report = json.load(open(out_json)) if os.path.exists(out_json) else None
+        rcs.append(rc)
+        if report is None:
+            why = "stopped at its time limit" if rc is None else f"exit code {rc}"
+            results.append({"agent": agent, "error": f"{why} after {secs:.0f} s"})
+        else:
+            machine = report["machine"]
+            results += report["results"]
+        if rc != 0:
+            tails.append(f"--- bench {agent} ---\n" + "\n".join(out.splitlines()[-30:]))
+    return {"returncode": 0 if all(rc == 0 for rc in rcs) else 1,
+            "seconds": time.perf_counter() - start,
+            "report": {"machine": machine, "results": results}, "tail": "\n".join(tails)}
 
 
 def qc_cell_stage(tiny: bool, limit_s: float) -> dict:
@@ -143,25 +161,17 @@ def table(result: dict, tiny: bool) -> str:
     def ratio(x, ref):
         return "" if tiny or not x or not ref else f"{x / ref:.2f}x"
 
-    bench = result["bench"]
-    if bench["report"] is None:
-        state = "stopped at its time limit" if bench["returncode"] is None else "failed"
-        rows.append(("bench", f"{state} ({bench['seconds']:.0f} s)", "", ""))
-    else:
-        for r in bench["report"]["results"]:
-            if "error" in r:
-                rows.append((f"bench {r['agent']}", f"error: {r['error']}", "", ""))
-                continue
-            unit = "minibatch steps/s" if r["agent"] == "dppo" else "updates/s"
-            ref = cpu.get(r["agent"])
-            for dtype, key in (("float32", "updates_per_s"),
-                               ("bfloat16", "updates_per_s_bfloat16")):
-                x = r.get(key)
-                rows.append((f"bench {r['agent']} {unit}, {dtype}",
-                             "-" if x is None else f"{x:.3g}",
-                             f"{ref:.3g} (float32)" if ref else "", ratio(x, ref)))
-            rows.append((f"bench {r['agent']} latency b=1 ms", f"{r['latency_ms_b1']:.3g}", "",
-                         ""))
+    for r in result["bench"]["report"]["results"]:
+        if "error" in r:
+            rows.append((f"bench {r['agent']}", f"error: {r['error']}", "", ""))
+            continue
+        unit = "minibatch steps/s" if r["agent"] == "dppo" else "updates/s"
+        ref = cpu.get(r["agent"])
+        for dtype, key in (("float32", "updates_per_s"), ("bfloat16", "updates_per_s_bfloat16")):
+            x = r.get(key)
+            rows.append((f"bench {r['agent']} {unit}, {dtype}", "-" if x is None else f"{x:.3g}",
+                         f"{ref:.3g} (float32)" if ref else "", ratio(x, ref)))
+        rows.append((f"bench {r['agent']} latency b=1 ms", f"{r['latency_ms_b1']:.3g}", "", ""))
     ups = qc["updates_per_s"]
     rows.append((f"QC cell: {qc['updates']}/{qc['target']} updates, updates/s", f"{ups:.3g}",
                  f"{cpu.get('qc', 0):.3g}", ratio(ups, cpu.get("qc"))))
