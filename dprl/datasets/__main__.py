@@ -27,10 +27,10 @@ def make(task: str, *, steps: int | None = None, seed: int = 0, policy: str | No
          fmt: str = "minari", out: str | None = None) -> dict:
     """Make the dataset of ``task``; returns a summary dict (ids, sizes, timings, scores).
     OGBench envs: ``workers`` processes collect (default: the cores); ``fmt='ogbench'`` also
-    writes the play data as an OGBench npz file (``out``, default beside the stand-in)."""
-    import os
-
-    from dprl.envs.tasks import LOCOMOTION_ENVS, LOCOMOTION_RECIPES, get_task
+    writes the play data as an OGBench npz file (``out``, default beside the stand-in). Over a
+    stored dataset (without ``overwrite``): the same arguments leave it unchanged (``unchanged``
+    in the summary), others are refused; a killed make's leftovers are removed first."""
+    from dprl.envs.tasks import get_task
 
     preset = get_task(task)  # a clear error for an unknown task
     if not preset["has_recipe"]:
@@ -44,6 +44,52 @@ def make(task: str, *, steps: int | None = None, seed: int = 0, policy: str | No
     if fmt not in ("minari", "ogbench"):
         raise ValueError(f"--format must be minari or ogbench, got {fmt!r}")
     t0 = time.perf_counter()
+    from dprl.data.registry import making
+    with making(preset["dataset_id"]):
+        if not overwrite and fmt == "minari":
+            existing = _existing(preset["dataset_id"], seed=seed, steps=steps,
+                                 episodes=episodes, noise=noise, policy=policy, sac_run=sac_run)
+            if existing is not None:
+                return {**existing, "wall_s": time.perf_counter() - t0}
+        return _make(task, preset, t0, steps=steps, seed=seed, policy=policy, sac_run=sac_run,
+                     noise=noise, episodes=episodes, overwrite=overwrite, progress=progress,
+                     chunk_episodes=chunk_episodes, episode_length=episode_length,
+                     workers=workers, fmt=fmt, out=out)
+
+
+def _existing(dataset_id: str, **asked) -> dict | None:
+    """``{'dataset_id', 'unchanged': True}`` when ``dataset_id`` is stored already and was made
+    with the arguments this command gives (those its provenance records); ``FileExistsError`` in
+    one line when it was made with others; None when it is not stored."""
+    from dprl.data.io import dataset_dir, dataset_exists
+    from dprl.data.registry import read_metadata
+
+    if not dataset_exists(dataset_id):
+        return None
+    meta = read_metadata(dataset_id)
+    made = meta.get("dprl") or {}
+    recorded = {"seed": made.get("seed"), "episodes": made.get("num_episodes"),
+                "noise": made.get("noise")}
+    differ = [f"{k} {v} (it was made with {k} {recorded[k]})" for k, v in asked.items()
+              if v is not None and recorded.get(k) is not None and recorded[k] != v]
+    if asked.get("steps") is not None and asked["steps"] != meta.get("total_steps"):
+        differ.append(f"--steps {asked['steps']} (it holds {meta.get('total_steps')} steps)")
+    differ += [f"--{k.replace('_', '-')} {v} (its provenance cannot tell whether it was made "
+               f"with that)" for k, v in asked.items() if v is not None and k in
+               ("policy", "sac_run")]
+    if differ:
+        raise FileExistsError(
+            f"dataset {dataset_id} already exists at {dataset_dir(dataset_id)} and this command "
+            f"asks for {'; '.join(differ)}: pass --overwrite to make it again with this "
+            f"command's arguments, or delete that directory")
+    return {"dataset_id": dataset_id, "unchanged": True}
+
+
+def _make(task, preset, t0, *, steps, seed, policy, sac_run, noise, episodes, overwrite,
+          progress, chunk_episodes, episode_length, workers, fmt, out) -> dict:
+    import os
+
+    from dprl.envs.tasks import LOCOMOTION_ENVS, LOCOMOTION_RECIPES, get_task
     if fmt == "ogbench":
         from dprl.data.io import dataset_exists
         from dprl.datasets.ogbench_recipes import MANIPULATION_TASKS, export_play_ogbench
@@ -224,6 +270,10 @@ def main(argv=None) -> int:
         print(json.dumps(out, indent=1, default=str))
         from dprl.data.io import dataset_dir
         written = [out[k] for k in ("dataset_id", "play_dataset_id") if out.get(k)]
+        if out.get("unchanged"):
+            print(f"{written[0]} already exists ({dataset_dir(written[0])}), made with the same "
+                  f"arguments: unchanged (--overwrite makes it again)", file=sys.stderr)
+            return 0
         print("wrote " + ", ".join(f"{d} ({dataset_dir(d)})" for d in written), file=sys.stderr)
         return 0
     rows = list_tasks()

@@ -9,7 +9,9 @@ from pathlib import Path
 
 import ml_collections
 
-from dprl.models.nets import COMPUTE_DTYPES, KERNEL_INITS
+from dprl.models.actor import GENERATIVE_MODELS
+from dprl.models.diffusion import SAMPLERS, SCHEDULES
+from dprl.models.nets import ACTIVATIONS, COMPUTE_DTYPES, KERNEL_INITS
 from dprl.models.one_step import check_act_with
 from dprl.run.sharding import check_data_parallel
 
@@ -156,13 +158,20 @@ RULES = {
     "q_scale_decay": _in(0, 1),
     "expectile": _in(0, 1, lo_open=True, hi_open=True),
     "grad_clip": ((lambda v: math.isfinite(v) and v >= 0), "a finite number >= 0 (0 = off)"),
-    "compute_dtype": ((lambda v: v in COMPUTE_DTYPES), f"one of {', '.join(COMPUTE_DTYPES)}"),
     "time_freqs": ((lambda v: v in ("half", "half-1")), "one of half, half-1"),
     "guide_time_embedding": ((lambda v: v in ("mlp", "fourier")), "one of mlp, fourier"),
     "critic_mode": ((lambda v: v in ("td", "iql", "softmax")), "one of td, iql, softmax"),
+    "compute_dtype": ((lambda v: v in COMPUTE_DTYPES), f"one of {', '.join(COMPUTE_DTYPES)}"),
 }
 _SIZES = ((lambda v: all(isinstance(d, int) and d >= 1 for d in v)), "sizes that are each >= 1")
 _KERNEL_INIT = ((lambda v: v in KERNEL_INITS), f"one of {', '.join(sorted(KERNEL_INITS))}")
+_ACTIVATION = ((lambda v: v in ACTIVATIONS or v == ""),   # '': another network's activation
+               f"one of {', '.join(sorted(ACTIVATIONS))}")
+# The networks' and samplers' enumerated options, by key name: what the code that reads them
+# accepts (read only when a network is built or a sampler traced, after work has begun).
+CHOICES = {"sampler": SAMPLERS, "schedule": SCHEDULES, "backbone": ("mlp", "unet"),
+           "model": (*GENERATIVE_MODELS, "mse"), "guidance_mode": ("mean", "score"),
+           "lr_schedule": ("constant", "cosine")}
 
 
 def _rule(key: str):
@@ -173,6 +182,10 @@ def _rule(key: str):
         return _POSITIVE
     if leaf.endswith("kernel_init"):
         return _KERNEL_INIT
+    if leaf.endswith("activation"):
+        return _ACTIVATION
+    if leaf in CHOICES:
+        return (lambda v: v in CHOICES[leaf]), f"one of {', '.join(CHOICES[leaf])}"
     return RULES.get(leaf)
 
 

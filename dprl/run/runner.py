@@ -38,6 +38,7 @@ from dprl.data.buffer import MIXES, Buffer, transition_block
 from dprl.run.collect import collect_rollout, evaluate_agent, make_executor, recent_return, run_chunk
 from dprl.run.config import run_config
 from dprl.data.offline import Normalizer, load_task_data, task_dataset
+from dprl.base.files import atomic_write
 from dprl.base.logging import MetricsLogger, check_finite, log, postfix, progress_bar, timed
 from dprl.run.schedule import Due, Schedule
 from dprl.envs.tasks import get_task
@@ -75,11 +76,14 @@ class Run:
         if self.config.run.get("offline_mix", "ratio") not in MIXES:
             raise ValueError(f"--agent.run.offline_mix={self.config.run.offline_mix!r}: must be "
                              f"one of {MIXES} (nothing was run)")
+        # Identity before the dataset is looked up (or made), again once it is known.
+        rundir.check_identity(self.run_dir, {"agent": self.config.to_dict(), "task": task_name,
+                                             "seed": self.seed, "num_seeds": num_seeds}, restart)
         # The task and its data source are resolved here, once, and handed down.
         source = task_dataset(self.task, dataset, allow_env_mismatch)  # its metadata only
         self.resolved = checkpoint.run_record(self.config, task_name, self.task, self.seed,
                                               source, num_seeds)
-        self.recorded = rundir.check_identity(self.run_dir, self.resolved, restart)
+        self.recorded = rundir.check_identity(self.run_dir, self.resolved)
         self.processes = rundir.ProcessLog(self.run_dir)
         self.data = load_task_data(self.task, source, allow_env_mismatch)
         log(f"task {task_name}: dataset {source.dataset_id} ({source.source}, {source.env_id})")
@@ -93,6 +97,8 @@ class Run:
         self.agent, self.online, self.key = state["agent"], state["online"], state["key"]
         self.eval_key = checkpoint.run_keys(self.seed)[1]
         self.counters = {"pretrain": 0, "offline": 0, "env_steps": 0}
+        # The online phase's envs and pending chunk, and what a checkpoint kept of them.
+        self.executor, self.loop, self.saved_online = None, None, None
         self.scores = {"offline_score": None, "online_score": None, "best_score": None}
         self.timing = {"update_s": 0.0, "updates": 0, "env_s": 0.0, "env_steps": 0}
         # Phase ends (global steps) outlive the rolling window of checkpoints.
@@ -115,6 +121,7 @@ class Run:
             self.counters, self.scores, self.timing = meta["counters"], meta["scores"], \
                 meta["timing"]
             self.normalizer = Normalizer.from_dict(meta["normalizer"])
+            self.saved_online = meta.get("online_loop")
             log(f"resuming from checkpoint at step {self.global_step}")
         elif self.config.run.init_from:
             # An agent may take part of another agent's run (``init_from_run``: DSRL takes a
@@ -142,16 +149,21 @@ class Run:
 
     def save(self) -> None:
         self.processes.wall_s()
-        self.ckpt.save(self.global_step, self.state(), {
-            "counters": self.counters, "scores": self.scores, "timing": self.timing,
-            "normalizer": self.normalizer.to_dict(), "config": self.resolved["agent"]})
+        meta = {"counters": self.counters, "scores": self.scores, "timing": self.timing,
+                "normalizer": self.normalizer.to_dict(), "config": self.resolved["agent"],
+                "record": self.resolved}   # the run's identity, should config.json be lost
+        if self.executor is not None and self.loop is not None:
+            online_loop = checkpoint.online_loop_record(self.executor, self.loop)
+            if online_loop is not None:
+                meta["online_loop"] = online_loop
+        self.ckpt.save(self.global_step, self.state(), meta)
 
     # ---- the algorithm ----------------------------------------------------------------------
     def train(self) -> dict:
         run = self.config.run
         if self.finished():
             log("run already finished; summary.json is up to date")
-            return json.loads((self.run_dir / "summary.json").read_text())
+            return read_summary(self.run_dir)
         self.gradient_phase("pretrain", "pretrain")
         self.gradient_phase("offline", "update")
         if self.scores["offline_score"] is None:
@@ -180,11 +192,13 @@ class Run:
         with progress_bar("online", schedule.total, self.env_steps, "env-step",
                           self.progress) as bar:
             def boundary(due: Due, info: dict, updated: bool, chunks) -> None:
+                self.loop = {"chunks": chunks}   # what a checkpoint keeps of the loop
                 if updated:
                     check_finite(info, "online", self.env_steps, self.ckpt)
                 self.at_boundary("online", self.env_steps, due, info, bar,
                                  recent_return(executor, 10))
-            replay_loop(self, executor, schedule, boundary)
+            replay_loop(self, executor, schedule, boundary,
+                        chunks=self.resume_envs(executor).get("chunks"))
 
     def online_rollouts(self) -> None:
         """On-policy online: collect a rollout from every env, then one update on it."""
@@ -193,6 +207,7 @@ class Run:
             return
         executor = make_executor(self.task, self.config, self.normalizer, run.num_envs,
                                  self.env_seed())
+        self.loop = self.resume_envs(executor)
         with progress_bar("online", schedule.total, self.env_steps, "env-step",
                           self.progress) as bar:
             while (before := self.env_steps) < schedule.total:
@@ -249,12 +264,30 @@ class Run:
             self.scores["best_score"] = score
         return metrics
 
-    def env_seed(self) -> int:  # from the run's seed and progress: a resumed run gets new envs
+    def env_seed(self) -> int:  # from the run's seed and progress (see resume_envs)
         return self.seed * 7919 + self.env_steps
+
+    def resume_envs(self, executor) -> dict:
+        """Put the online phase's envs where the checkpoint left them (env state, episode
+        counters; the pending chunk is returned), so that the resumed run equals an uninterrupted
+        one. Envs whose state cannot be saved (``dprl.envs.vector.saveable``) restart, said in
+        one line. Returns what the loop needs (``{'chunks'}`` or ``{}``)."""
+        self.executor = executor
+        if self.env_steps == 0:
+            return {}
+        if self.saved_online is not None:
+            loop = checkpoint.restore_online_loop(executor, self.saved_online)
+            log(f"online: the envs resume where they were at env step {self.env_steps} (env "
+                f"state, episodes and the pending chunk restored)")
+            return loop
+        log(f"online: the envs of {self.task['env_id']} restart at env step {self.env_steps} "
+            f"(their state cannot be saved): new episodes from seed {self.env_seed()}, so from "
+            f"here on the run differs from an uninterrupted one")
+        return {}
 
     def finished(self) -> bool:
         run, c = self.config.run, self.counters
-        return (self.run_dir / "summary.json").exists() and self.resumed_from is not None and \
+        return read_summary(self.run_dir) is not None and self.resumed_from is not None and \
             c["pretrain"] >= run.pretrain_steps and c["offline"] >= run.offline_steps and \
             self.env_steps >= run.online_steps
 
@@ -263,12 +296,22 @@ class Run:
         summary = checkpoint.summary_record(self.config, self.task_name, self.task, self.seed,
                                             self.resolved, self.scores, self.timing,
                                             self.processes.wall_s())
-        (self.run_dir / "summary.json").write_text(json.dumps(summary, indent=2))
+        atomic_write(self.run_dir / "summary.json", json.dumps(summary, indent=2))
         return summary
 
     def close(self) -> None:
         self.logger.close()
         self.ckpt.close()
+
+
+def read_summary(run_dir) -> dict | None:
+    """``run_dir``'s summary.json, or None when it is missing or unreadable (not written whole:
+    the run is then not finished)."""
+    try:
+        summary = json.loads((Path(run_dir) / "summary.json").read_text())
+    except (OSError, ValueError):
+        return None
+    return summary if isinstance(summary, dict) else None
 
 
 # ---- the loops, for a Run or anything that holds what they advance -------------------------------
