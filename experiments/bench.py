@@ -339,9 +339,10 @@ def main():
     parser.add_argument("--acting-repeats", type=int, default=200,
                         help="interleaved calls per actor for the acting latencies")
     parser.add_argument("--quick", action="store_true", help="tiny networks (a smoke test)")
-    parser.add_argument("--compute-dtypes", default="float32",
+    parser.add_argument("--compute-dtypes", default=None,
                         help="run.compute_dtype values to time the updates in, e.g. "
-                             "float32,bfloat16 (mixed precision: updates_per_s_bfloat16)")
+                             "float32,bfloat16 (mixed precision: updates_per_s_bfloat16); "
+                             "default: both on a GPU or TPU, float32 on the CPU")
     args = parser.parse_args()
     if args.quick:
         args.fuse, args.repeats, args.env_steps, args.online_env_steps = 5, 2, 100, 20
@@ -363,6 +364,8 @@ def main():
             results.append(bench_agent(name, args))
         except Exception as e:  # noqa: BLE001  one broken agent must not hide the others
             results.append({"agent": name, "error": f"{type(e).__name__}: {e}"})
+    if args.compute_dtypes is None:
+        args.compute_dtypes = "float32" if jax.default_backend() == "cpu" else "float32,bfloat16"
     for dtype in [d for d in args.compute_dtypes.split(",") if d and d != "float32"]:
         for r in results:
             if "updates_per_s" in r:
