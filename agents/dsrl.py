@@ -219,9 +219,10 @@ class Agent(flax.struct.PyTreeNode):
         """``run.init_from``: a run's (``RUN_DIR[:STEP]``, of any agent with a BC stage, DSRL
         too) BC policy only: its acting weights (the EMA when kept) become pi_dp, and its
         observation normalizer this run's; the noise policy, critics and temperature start
-        fresh from this config (a DSRL run continues by resuming in its own run_dir). The actor's network and
-        schedule must match this config's (``actor``, ``horizon``, ``obs_history``); its
-        sampler settings need not (pi_dp is always the deterministic sampler).
+        fresh from this config (a DSRL run continues by resuming in its own run_dir). The
+        actor's network and schedule must match this config's (``actor``, ``horizon``,
+        ``obs_history``); its sampler settings need not (pi_dp is always the deterministic
+        sampler).
         Returns ``(agent, normalizer, record)`` (``dprl.run.checkpoint.init_from``'s)."""
         from dprl.run import checkpoint
 

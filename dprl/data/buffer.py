@@ -264,7 +264,9 @@ def _sample_uniform(offline: Buffer, online: Buffer, key: jax.Array, batch_size:
     from_offline = idx < n_off                                                   # [B]
     a = offline.gather(jnp.minimum(idx, jnp.maximum(n_off - 1, 0)), horizon, obs_history)
     b = online.gather(jnp.clip(idx - n_off, 0, jnp.maximum(n_on - 1, 0)), horizon, obs_history)
-    pick = lambda x, y: jnp.where(from_offline.reshape(-1, *([1] * (x.ndim - 1))), x, y)  # noqa: E731
+    def pick(x, y):
+        return jnp.where(from_offline.reshape(-1, *([1] * (x.ndim - 1))), x, y)
+
     return jax.tree.map(pick, a, b)
 
 
