@@ -165,6 +165,11 @@ def test_normalizer_of_pixel_data_standardizes_the_state_only(pole_data):
     assert "image_shape" not in Normalizer.fit(np.ones((4, 3))).to_dict()  # flat tasks: as before
 
 
+def test_online_replay_from_pixels_is_refused_with_one_clear_error():
+    with pytest.raises(ValueError, match="online_steps=0"):
+        Buffer.empty(10, PixelSpec(2, (32, 32, 3)), 2)
+
+
 # ---- agents: which encoders each loss trains -----------------------------------------------------
 def _config(name):
     import importlib
@@ -234,3 +239,25 @@ def test_dql_losses_train_their_own_encoders(pole_data):
     a, c = _encoder_params(new.actor.params), _encoder_params(new.critic.params)
     assert a and c and not any(np.array_equal(x, y) for x, y in zip(a.values(), c.values())
                                if x.shape == y.shape)
+
+
+@pytest.mark.slow
+def test_ogbench_visual_env_builds_and_renders_one_frame():
+    """OGBench's visual-* single-task envs render 64x64x3 frames with MuJoCo (EGL, in a fresh
+    process so that MUJOCO_GL takes effect); skipped, naming the cause, where that cannot run."""
+    import os
+    import subprocess
+    import sys
+    pytest.importorskip("ogbench", reason="ogbench is not installed (pip install -e '.[ogbench]')")
+    code = ("import gymnasium as gym, ogbench, numpy as np\n"
+            "env = gym.make('visual-cube-single-singletask-task1-v0')\n"
+            "o, _ = env.reset(seed=0)\n"
+            "o2, *_ = env.step(env.action_space.sample())\n"
+            "print(o.shape, o.dtype, int(np.abs(o.astype(int) - o2.astype(int)).sum() > 0))\n")
+    env = {**os.environ, "MUJOCO_GL": os.environ.get("MUJOCO_GL", "egl")}
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env,
+                          timeout=600)
+    if proc.returncode != 0:
+        cause = (proc.stderr.strip().splitlines() or ["no output"])[-1]
+        pytest.skip(f"MuJoCo cannot render here (MUJOCO_GL={env['MUJOCO_GL']}): {cause}")
+    assert proc.stdout.split()[:4] == ["(64,", "64,", "3)", "uint8"]

@@ -92,9 +92,9 @@ class Buffer(flax.struct.PyTreeNode):
     @classmethod
     def empty(cls, capacity: int, obs_dim: int, action_dim: int) -> "Buffer":
         if isinstance(obs_dim, PixelSpec):
-            raise NotImplementedError(
+            raise ValueError(
                 "online off-policy finetuning from pixels is not supported yet (its replay "
-                "buffer stores flat observations); run pixel tasks with --online_steps=0")
+                "buffer stores flat observations): run pixel tasks with --online_steps=0")
         z = lambda *s: jnp.zeros(s, jnp.float32)  # noqa: E731
         return cls(z(capacity, obs_dim), z(capacity, action_dim), z(capacity), z(capacity),
                    z(capacity), z(capacity, obs_dim), jnp.zeros((), jnp.int32))
