@@ -61,9 +61,9 @@ def get_config(preset: str = "rlpd"):
     config.target_entropy = ml_collections.config_dict.placeholder(float)  # None: automatic,
                                       # -multiplier * horizon * action_dim (QC code: None)
     config.target_entropy_multiplier = 0.5  # QC code: target_entropy_multiplier 0.5
-    # The tanh-Gaussian actor (not a generative model: config.actor holds only its network).
+    # The tanh-Gaussian actor (SAC's squashed Gaussian, RLPD's TanhNormal; not a generative
+    # model, so config.actor holds only its network and no actor.model).
     config.actor = ml_collections.ConfigDict(dict(
-        model="tanh_gaussian",        # SAC's squashed Gaussian (RLPD's TanhNormal)
         hidden_dims=(512, 512, 512, 512),  # QC code: actor_hidden_dims 4x512
         activation="relu",            # RLPD's MLP: nn.relu
         layer_norm=False,             # QC code: actor_layer_norm False
