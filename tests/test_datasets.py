@@ -460,7 +460,10 @@ def test_cli_make_and_list(capsys):
     assert main(["make", "halfcheetah-random", "--steps", "1000", "--quiet", "--overwrite"]) == 0
     out = json.loads(capsys.readouterr().out)
     assert out["dataset_id"] == "dprl/halfcheetah/random-v0" and out["total_steps"] >= 1000
-    assert main(["make", "halfcheetah-random", "--steps", "1000", "--quiet"]) == 1
+    # The same command over the stored dataset leaves it unchanged; other arguments are refused.
+    assert main(["make", "halfcheetah-random", "--steps", "1000", "--quiet"]) == 0
+    assert json.loads(capsys.readouterr().out)["unchanged"] is True
+    assert main(["make", "halfcheetah-random", "--steps", "1000", "--seed", "1", "--quiet"]) == 1
     assert "already exists" in capsys.readouterr().err
     assert main(["list", "--json"]) == 0
     rows = {r["task"]: r for r in json.loads(capsys.readouterr().out)}
