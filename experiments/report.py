@@ -3,8 +3,11 @@
     python experiments/report.py runs/grid [--out DIR] [--reps 2000] [--confidence 0.95]
 
 Normalized score per agent x task, offline and after online finetuning: mean ± std over seeds, IQM
-with a percentile bootstrap CI (stratified over tasks for the aggregate, as rliable) and n seeds.
-Writes results.md, results.csv and curves_<task>.png (default: into the grid directory).
+with a percentile bootstrap CI (stratified over tasks for the aggregate, as rliable) and n seeds;
+an agent run as one of its config's presets is named ``agent:preset`` (``qc:qc-fql``). Writes
+results.md, results.csv and curves_<task>.png (default: into the grid directory); results.md then
+lists every failed, refused, interrupted or missing cell, and every run whose summary.json cannot
+be read, with the reason.
 """
 import argparse
 import sys
