@@ -10,8 +10,9 @@ Every agent follows the interface ``dprl.run.agent.Agent`` (checked by ``tests/t
     agent.sample_actions(observations, key) -> (chunks [B, H, A], aux)
 
 and a class attribute ``on_policy`` (True: ``update`` takes a ``dprl.run.collect.Rollout``).
-An off-policy agent that can act one-step (``act_with='one_step'``, ``dprl.run.one_step``) also
-has ``teacher_sample`` and, if it picks among candidates, ``select`` (``dprl.run.agent.Distillable``).
+An off-policy agent that can act through a distilled one-step actor (the run's ``OneStep``
+wrapper) also has ``teacher_sample`` and, if it picks among candidates, ``select``
+(``dprl.run.agent.Distillable``).
 """
 from __future__ import annotations
 

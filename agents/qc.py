@@ -49,9 +49,9 @@ Phases: ``pretrain`` = flow BC (the shared ``dprl.models.training.BCStage``, wit
                    best-of-N none
     Q'          <- Polyak average of Q
 
-A one-step actor distilled for acting alone (best-of-N picking among its draws) is the wrapper
-every off-policy agent can have (``dprl.run.one_step``), from ``teacher_sample`` and ``select``;
-FQL acts with its mu already (``acts_in_one_step``).
+A one-step actor distilled for acting alone (best-of-N picking among its draws) is the run's
+``OneStep`` wrapper, which every off-policy agent can have from ``teacher_sample`` and
+``select``; FQL acts with its mu already (``acts_in_one_step``).
 """
 from __future__ import annotations
 
