@@ -206,15 +206,17 @@ def _flatten(d: dict, prefix: str = "") -> dict:
 
 def differences(old: dict, new: dict, where: str = "config.json") -> list[str]:
     """``'key: old (config.json) vs new (this command)'`` for each differing identity field. A
-    field that ``old`` lacks (a run recorded before it existed) or ``new`` lacks (not resolved yet:
-    the dataset, before it is looked up) is not compared."""
+    field that ``old`` lacks (a run recorded before it existed, also a config key added to dprl
+    since: the run ran without it) or ``new`` lacks (not resolved yet: the dataset, before it is
+    looked up) is not compared."""
     a, b = identity(old), identity(new)
     recorded = {k for k in IDENTITY if k in old and k in new}
     if a.get("dataset_id") != b.get("dataset_id"):
         recorded.discard("dataset_fingerprint")   # another dataset: its fingerprint differs too
     return [f"{k}: {_show(a.get(k))} ({where}) vs {_show(b.get(k))} (this command)"
             for k in sorted(set(a) | set(b))
-            if k.split(".")[0] in recorded and a.get(k) != b.get(k)]
+            if k.split(".")[0] in recorded and a.get(k) != b.get(k)
+            and not (k.startswith("agent.") and k not in a)]
 
 
 def _show(v) -> str:
