@@ -465,3 +465,15 @@ def test_report_names_a_grid_cells_preset_when_the_config_records_none(tmp_path)
     (tmp_path / "grid_status.json").write_text(json.dumps({"cells": cells}))
     assert {r["agent"] for r in score_table(collect(tmp_path), reps=10)} == \
         {"dppo:paper", "dppo:cpu-small"}
+
+
+def test_a_config_key_added_since_a_run_was_recorded_does_not_refuse_it():
+    from dprl.run.rundir import differences
+    old = {"agent": {"actor_lr": 3e-4, "run": {"batch_size": 64}}, "task": "pole", "seed": 0}
+    new = {"agent": {"actor_lr": 3e-4, "run": {"batch_size": 64, "compute_dtype": "float32"}},
+           "task": "pole", "seed": 0}
+    assert differences(old, new) == []
+    changed = json.loads(json.dumps(new))
+    changed["agent"]["run"]["batch_size"] = 32
+    assert differences(old, changed) == [
+        "agent.run.batch_size: 64 (config.json) vs 32 (this command)"]
