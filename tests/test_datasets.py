@@ -110,33 +110,6 @@ def test_policy_obs_adapter_for_v4_ant_experts(tmp_path):
 
 
 # ----------------------------------------------------------------------------- SAC
-def test_sac_fused_update_matches_sequential():
-    """update_many (lax.scan under one jit) == the same updates one by one."""
-    import jax
-    import jax.numpy as jnp
-
-    from dprl.experts.sac import SACAgent, SACConfig
-    agent = SACAgent.create(0, 3, 2, SACConfig(hidden=(16, 16), batch_size=8))
-    rng = np.random.default_rng(0)
-    N, B = 3, 8
-    batches = {"observations": rng.normal(size=(N, B, 3)), "actions": rng.uniform(-1, 1, (N, B, 2)),
-               "rewards": rng.normal(size=(N, B)), "masks": np.ones((N, B)),
-               "next_observations": rng.normal(size=(N, B, 3))}
-    batches = jax.tree_util.tree_map(lambda x: jnp.asarray(x, jnp.float32), batches)
-    fused, info = agent.update_many(batches)
-    seq, step = agent, jax.jit(SACAgent._update)
-    for i in range(N):
-        seq, _ = step(seq, jax.tree_util.tree_map(lambda x: x[i], batches))
-    for a, b in zip(jax.tree_util.tree_leaves(fused.actor_params),
-                    jax.tree_util.tree_leaves(seq.actor_params)):
-        np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-5)
-    assert set(info) >= {"critic/loss", "actor/loss", "alpha"}
-    assert all(np.isfinite(float(v)) for v in info.values())
-    # One compiled program serves every call (the update is jitted, not retraced).
-    fused.update_many(batches)
-    assert agent.update_many._cache_size() == 1
-
-
 @pytest.fixture(scope="module")
 def tiny_sac_run(tmp_path_factory):
     from dprl.experts.sac import SACConfig, train

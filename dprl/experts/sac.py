@@ -230,12 +230,6 @@ class SACAgent(flax.struct.PyTreeNode):
                              "rewards": batch["rewards"][:, 0], "masks": batch["masks"],
                              "next_observations": batch["next_observations"]})
 
-    @jax.jit
-    def update_many(self, batches: dict[str, jnp.ndarray]) -> tuple["SACAgent", dict]:
-        """``N`` fused updates: every array in ``batches`` is ``[N, B, ...]``; info is the mean."""
-        agent, infos = jax.lax.scan(lambda a, b: a._update(b), self, batches)
-        return agent, jax.tree_util.tree_map(jnp.mean, infos)
-
     def sample_actions(self, observations: jnp.ndarray, key: jnp.ndarray
                        ) -> tuple[jnp.ndarray, dict]:
         """Chunks of one action in [-1, 1], ``[B, 1, A]`` for ``observations [B, O]`` (and no
