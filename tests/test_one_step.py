@@ -367,3 +367,20 @@ def test_distill_run_refuses_an_on_policy_run_before_loading_it(tmp_path):
                                                       "seed": 0}))
     with pytest.raises(ValueError, match="likelihoods of the denoising chain"):
         distill_run(run_dir, get_agent, steps=10)
+
+
+def test_a_checkpoint_with_a_retired_field_restores_and_a_missing_one_is_refused(tmp_path):
+    """Checkpoints from before the wrapper hold ``one_step: None`` in every off-policy agent:
+    they restore into today's agents (what the target has, values from disk); a target with
+    an entry the checkpoint lacks is refused, never filled with the target's own values."""
+    from dprl.run.checkpoint import Checkpointer
+
+    ckpt = Checkpointer(tmp_path)
+    ckpt.save(1, {"agent": {"w": jnp.arange(3.0), "one_step": None}, "key": jnp.ones(2)},
+              {"note": "old"})
+    state, meta = ckpt.restore({"agent": {"w": jnp.zeros(3)}, "key": jnp.zeros(2)}, 1)
+    np.testing.assert_array_equal(state["agent"]["w"], [0.0, 1.0, 2.0])
+    assert meta == {"note": "old"}
+    with pytest.raises(ValueError, match="do not match"):
+        ckpt.restore({"agent": {"w": jnp.zeros(3), "mu": jnp.zeros(1)}, "key": jnp.zeros(2)}, 1)
+    ckpt.close()

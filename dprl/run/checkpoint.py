@@ -132,19 +132,50 @@ class Checkpointer:
                 meta=ocp.args.JsonRestore()))["meta"]
 
     def restore(self, target_state: Any, step: int | None = None) -> tuple[Any, dict]:
-        """Restore into the structure of ``target_state``; raises FileNotFoundError if none."""
+        """Restore into the structure of ``target_state``; raises FileNotFoundError if none.
+
+        A checkpoint that also holds entries the target no longer has (a retired field, such as
+        the ``one_step: None`` every off-policy agent carried before one-step acting became a
+        wrapper) restores what the target has; anything the target has that the checkpoint
+        lacks still fails."""
         step = self.latest_step() if step is None else step
         if step is None:
             raise FileNotFoundError(
                 f"No checkpoint in {self.directory}. Train first (experiments/train.py with this "
                 f"--run_dir), or point --run_dir at a run that has checkpoints/.")
         with _held_stderr():
-            restored = self.manager.restore(step, args=ocp.args.Composite(
-                state=ocp.args.StandardRestore(target_state), meta=ocp.args.JsonRestore()))
+            try:
+                restored = self.manager.restore(step, args=ocp.args.Composite(
+                    state=ocp.args.StandardRestore(target_state), meta=ocp.args.JsonRestore()))
+            except ValueError as e:
+                if "tree structures do not match" not in str(e):
+                    raise
+                checkpointer = ocp.PyTreeCheckpointer()
+                path = self.path(step) / "state"
+                missing = _leaf_paths(target_state) - _leaf_paths(
+                    checkpointer.metadata(path).item_metadata.tree)
+                if missing:   # partial restore would keep the target's values there: refuse
+                    raise
+                state = checkpointer.restore(path, args=ocp.args.PyTreeRestore(
+                    target_state, partial_restore=True,
+                    restore_args=ocp.checkpoint_utils.construct_restore_args(target_state)))
+                checkpointer.close()
+                return state, self.read_meta(step)
         return restored["state"], restored["meta"]
 
     def close(self) -> None:
         self.manager.close()
+
+
+def _leaf_paths(tree) -> set[str]:
+    """'a/b/0'-style names of a pytree's leaves (a state, or orbax's metadata tree of one)."""
+    def name(entry) -> str:
+        for attr in ("key", "name", "idx"):
+            if hasattr(entry, attr):
+                return str(getattr(entry, attr))
+        return str(entry)
+    leaves, _ = jax.tree_util.tree_flatten_with_path(tree)
+    return {"/".join(name(e) for e in path) for path, _ in leaves}
 
 
 @contextlib.contextmanager
