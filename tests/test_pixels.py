@@ -261,3 +261,21 @@ def test_ogbench_visual_env_builds_and_renders_one_frame():
         cause = (proc.stderr.strip().splitlines() or ["no output"])[-1]
         pytest.skip(f"MuJoCo cannot render here (MUJOCO_GL={env['MUJOCO_GL']}): {cause}")
     assert proc.stdout.split()[:4] == ["(64,", "64,", "3)", "uint8"]
+
+
+@pytest.mark.slow
+def test_bench_pixels_smoke(tmp_path):
+    """experiments/bench_pixels.py runs end to end with tiny settings and writes its rows."""
+    import json
+    import subprocess
+    import sys
+    out = tmp_path / "bench.json"
+    proc = subprocess.run([sys.executable, "experiments/bench_pixels.py", "--frames", "500",
+                           "--encoder", "impala_debug", "--batch", "4", "--fuse", "1",
+                           "--repeats", "2", "--out", str(out)], capture_output=True, text=True,
+                          timeout=900)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    result = json.loads(out.read_text())
+    assert [r["agent"] for r in result["agents"]] == ["dql", "qc"]
+    frame = 64 * 64 * 3
+    assert frame < result["memory"]["device_bytes_per_transition"] < 1.5 * frame
