@@ -99,7 +99,7 @@ def qgpo(config, antmaze: bool = False):
     config.actor.clip_x0 = None           # QGPO: no clipping of the predicted clean action
     config.actor_lr = 1e-4                # QGPO behavior model: Adam 1e-4
     config.ema_decay = 0.0                # QGPO keeps no EMA of the behavior model: EMA = actor
-    config.ema_start = 0
+    config.ema_start = 0                  # (with decay 0 the EMA is the actor from step 0)
     # The denoiser stays Diffusion-QL's 3x256 Mish MLP (QGPO: a U-shaped residual SiLU MLP,
     # 512-256-128 with skips, Fourier time features): one actor network for every agent here.
     # ---- critic Q: twin 3x256 ReLU, softmax backup over 16 BC samples, frozen at half ----
