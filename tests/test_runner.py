@@ -149,3 +149,33 @@ def test_init_from_starts_a_new_run_from_another_runs_checkpoint(tmp_path, pole_
                          f"--agent.run.init_from={source}", "--agent.actor.hidden_dims=(16, 16)"),
                check=False)
     assert proc.returncode != 0 and "differ in shape" in proc.stderr
+
+
+def test_evaluation_acts_with_eval_actions_where_an_agent_has_them():
+    """An agent that evaluates differently from how it acts (DPPO without its exploration floor)
+    is evaluated with ``eval_actions``; others with ``sample_actions``."""
+    import jax.numpy as jnp
+    import ml_collections
+
+    from dprl.envs.tasks import get_task
+    from dprl.run.collect import evaluate_agent
+
+    calls = []
+
+    class Acting:
+        def sample_actions(self, observations, key):
+            calls.append("sample")
+            return jnp.zeros((observations.shape[0], 1, 2)), {}
+
+    class Evaluating(Acting):
+        def eval_actions(self, observations, key):
+            calls.append("eval")
+            return jnp.zeros((observations.shape[0], 1, 2)), {}
+
+    config = ml_collections.ConfigDict({"act_steps": 1, "obs_history": 1, "run": {
+        "eval_episodes": 1, "eval_seed": 0, "eval_envs": 1}})
+    task = get_task("pole")
+    for agent, expected in ((Acting(), "sample"), (Evaluating(), "eval")):
+        calls.clear()
+        evaluate_agent(agent, jax.random.PRNGKey(0), task, config, lambda o: o, 0.0, 1.0)
+        assert calls and set(calls) == {expected}

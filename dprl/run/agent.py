@@ -46,7 +46,11 @@ class Agent(Protocol):
         what ``update`` needs from acting (DPPO's denoising chain; ``{}`` for most agents).
         ``H = config.horizon``, except for a policy over single actions (qc with
         ``action_chunking=False``, whose horizon is the n of its n-step return): ``H = 1``;
-        the executor runs the first ``act_steps`` (<= H) actions."""
+        the executor runs the first ``act_steps`` (<= H) actions.
+
+        Optional: ``eval_actions(observations, key)`` with the same signature, which evaluation
+        uses instead when an agent evaluates differently from how it acts (DPPO: no
+        exploration floor)."""
 
 
 class Distillable(Protocol):

@@ -93,11 +93,15 @@ def recent_return(executor: ChunkExecutor, episodes: int) -> dict:
 def evaluate_agent(agent, key: jax.Array, task: dict, config, normalizer, ref_min_score,
                    ref_max_score) -> dict:
     """``config.run.eval_episodes`` episodes of the task (seeded ``run.eval_seed`` on), acting
-    with ``agent.sample_actions``; their summary as ``eval/...`` metrics."""
+    with ``agent.eval_actions`` where the agent has one (an evaluation that differs from
+    acting: DPPO's without the exploration floor), else ``agent.sample_actions``; their summary as
+    ``eval/...`` metrics."""
+    act = getattr(agent, "eval_actions", agent.sample_actions)
+
     def policy(obs):
         nonlocal key
         key, act_key = jax.random.split(key)
-        return np.asarray(agent.sample_actions(jax.tree.map(jnp.asarray, obs), act_key)[0])
+        return np.asarray(act(jax.tree.map(jnp.asarray, obs), act_key)[0])
 
     result = evaluate(policy, task["env_id"], config.run.eval_episodes, config.act_steps,
                       seed=config.run.eval_seed, obs_history=config.obs_history,
