@@ -36,7 +36,6 @@ from flax.training.train_state import TrainState
 from dprl.models import diffusion
 from dprl.models.actor import actor_from_config
 from dprl.models.nets import ValueMLP, value_from_config
-from dprl.models.one_step import check_act_with
 from dprl.models.training import BCStage, EMA, create_state, make_optimizer, pretrain_step
 
 
@@ -159,14 +158,14 @@ class Agent(flax.struct.PyTreeNode):
         ts, prevs = self._ft_steps()
         B = chain.shape[0]
 
-        def one_step(x, x_next, t, t_prev):
+        def step_logprob(x, x_next, t, t_prev):
             eps = actor.apply(params, observations, x, jnp.full((B,), t, jnp.float32))
             mean, std = diffusion.step_mean_std(actor.schedule, eps, x, t, t_prev, method, eta,
                                                 actor.config.clip_x0)
             std = jnp.maximum(std, self.config.min_logprob_std)
             return distrax.Normal(mean, std).log_prob(x_next)
 
-        return jax.vmap(one_step, in_axes=(1, 1, 0, 0), out_axes=1)(
+        return jax.vmap(step_logprob, in_axes=(1, 1, 0, 0), out_axes=1)(
             chain[:, :-1], chain[:, 1:], jnp.asarray(ts), jnp.asarray(prevs))
 
     def chain_log_prob(self, params, observations, chain) -> jax.Array:
@@ -330,7 +329,6 @@ class Agent(flax.struct.PyTreeNode):
         if config.actor.sampler not in ("ddpm", "ddim"):
             raise ValueError(f"DPPO's likelihoods need a Gaussian denoising step: actor.sampler "
                              f"must be 'ddpm' or 'ddim', not {config.actor.sampler!r}")
-        check_act_with(config, on_policy=True)   # acts with its chain: act_with='multi_step'
         actor = actor_from_config(config)
         if not 1 <= config.ft_denoising_steps <= actor.num_sampling_steps:
             raise ValueError(f"ft_denoising_steps ({config.ft_denoising_steps}) must be in "

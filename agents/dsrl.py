@@ -6,7 +6,7 @@ agent's ``pretrain`` or taken from a finished run, ``run.init_from``) is frozen 
 black box through its deterministic sampler,
 
     a = pi_dp(s, w)        DDIM with eta = 0 (diffusion) or the flow's Euler steps, from the
-                           initial noise w [H, A] (``dprl.models.one_step.teacher_actions``),
+                           initial noise w [H, A] (``dprl.models.teacher.teacher_actions``),
 
 and a SAC actor pi_w(s) chooses the noise: ``w = bound * tanh(u)``, ``u ~ N(mu(s), sigma(s))``
 (SB3's squashed Gaussian scaled to the noise box, the reference's ``action_magnitude``). The
@@ -49,7 +49,7 @@ from flax.training.train_state import TrainState
 from agents.rlpd import NormCriticEnsemble, Temperature, TanhGaussianPolicy, tanh_gaussian_sample
 from dprl.data.buffer import chunk_return
 from dprl.models.actor import actor_from_config, action_dim_of
-from dprl.models.one_step import check_teacher, teacher_actions
+from dprl.models.teacher import check_teacher, teacher_actions
 from dprl.models.training import (BCStage, EMA, apply_loss, create_state, make_optimizer, polyak,
                                   pretrain_step)
 
@@ -331,9 +331,6 @@ def _check_config(config) -> None:
     if config.act_steps != config.horizon:
         raise ValueError(f"dsrl steers whole chunks: act_steps ({config.act_steps}) must equal "
                          f"horizon ({config.horizon})")
-    if config.get("act_with", "multi_step") != "multi_step":
-        raise ValueError(f"dsrl acts through its frozen policy's deterministic sampler: set "
-                         f"act_with='multi_step', not {config.act_with!r}")
     if config.variant == "sac" and (config.run.online_steps or config.run.offline_steps):
         raise ValueError("dsrl variant 'sac' (DSRL-SAC) learns from the noise that acted, which "
                          "dprl's replay buffer does not store (it stores executed actions): use "

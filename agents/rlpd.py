@@ -338,9 +338,6 @@ def _check_config(config) -> None:
     if config.act_steps != config.horizon:
         raise ValueError(f"rlpd executes whole chunks open-loop: act_steps ({config.act_steps}) "
                          f"must equal horizon ({config.horizon})")
-    if config.get("act_with", "multi_step") != "multi_step":
-        raise ValueError(f"rlpd acts with its Gaussian policy in one step already: set "
-                         f"act_with='multi_step', not {config.act_with!r}")
     if config.bc_alpha < 0:
         raise ValueError(f"rlpd: bc_alpha must be >= 0, not {config.bc_alpha}")
     if config.init_temperature <= 0:

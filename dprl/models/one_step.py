@@ -151,10 +151,10 @@ def check_act_with(config, on_policy: bool) -> None:
                          f"agent {config.agent_name!r} trains by PPO on the likelihoods of the "
                          f"denoising chain it acted with, which a one-step actor does not have; "
                          f"use act_with='multi_step'")
-    if config.actor.model not in ("flow", "diffusion"):
+    if config.actor.get("model") not in ("flow", "diffusion"):
         raise ValueError(f"--agent.act_with='one_step' distills a generative actor "
                          f"(actor.model 'diffusion' or 'flow'); actor.model="
-                         f"{config.actor.model!r} already acts in one step: use "
+                         f"{config.actor.get('model')!r} already acts in one step: use "
                          f"act_with='multi_step'")
 
 
