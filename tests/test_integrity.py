@@ -1,4 +1,4 @@
-"""Run integrity (issue 13): a run directory holds one run, from one command, with every metric
+"""Run integrity: a run directory holds one run, from one command, with every metric
 row once, and bad input is refused before any work. One test per item of the issue, on pole."""
 from __future__ import annotations
 

@@ -306,7 +306,7 @@ def _keeps_both_modes(stats: dict) -> bool:
 
 @pytest.mark.slow
 def test_one_step_actor_keeps_both_pole_modes(pole_datasets):
-    """The multimodality proof holds after distillation (issue 18): success >= 0.9, left and
+    """The multimodality proof holds after distillation: success >= 0.9, left and
     right each >= 0.3. Measured (2026-11-25, twice): mu 0.98 (L 0.48 / R 0.50), its DDPM teacher
     0.98; unpaired noise (test below) 0.34 (L 0.34 / R 0.00). Slow (marked): 10,000 steps with
     a 20-step DDIM teacher, ~270 s at load 7-13 (a fresh mu distilled after BC from a

@@ -1,4 +1,4 @@
-"""The off-policy online loop (issue 16): one jitted replay step per env chunk (store the chunk,
+"""The off-policy online loop: one jitted replay step per env chunk (store the chunk,
 the updates it is owed, act the next chunk), compiled once, with exactly ``utd`` gradient updates
 per env step over a run whatever the chunk lengths."""
 import math

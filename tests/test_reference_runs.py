@@ -4,17 +4,12 @@ Each run goes through the run contract (``experiments/train.py`` in a subprocess
 offline RL and online steps with tiny networks, evaluations included. Its ``metrics.csv`` and
 ``summary.json``, wall-clock fields aside, must equal the reference in
 ``tests/reference/short_runs.json`` (to 1e-6 relative: CPU XLA is deterministic, so a refactoring
-that keeps the computation keeps the numbers). The reference was recorded on the code before the
-layering redesign (issue 14) with ``python tests/test_reference_runs.py --record``; record again
-only for an intended change of behaviour, and say so in the commit. Four metrics of the
-off-policy online rows were re-recorded for issue 16 (the replay step compiles the same update
-inside ``lax.cond`` in one program with storing and acting, whose different XLA fusion rounds a
-few values differently by 1-3e-6 relative: same update order, same keys, same evaluations).
-QC's run was re-recorded (session 5) for three intended changes that bring its networks to QC's
-code: LayerNorm after the activation, fan_avg-uniform kernels, the flow time fed as is; the other
-agents' recordings came out identical. DQL's run was re-recorded (2026-12-04) when its update
-began unrolling its 5-step chains (``Agent.unroll_chains``: the same computation, fused
-differently by XLA; offline rows moved by < 1e-6 relative, four online values by 1-2e-6).
+that keeps the computation keeps the numbers). Recorded with ``python tests/test_reference_runs.py --record``; record again only for an
+intended change of behaviour, and say so in the commit (git log of
+``tests/reference/short_runs.json`` lists each re-recording and why: four off-policy online
+metrics when the replay step moved into one compiled program, QC's run when its networks took
+QC's code's LayerNorm order, kernels and flow time, DQL's when its update unrolled its chains;
+each moved values by at most 3e-6 relative or was an intended change).
 """
 from __future__ import annotations
 
@@ -53,8 +48,8 @@ RUNS = {
                       "--agent.run.rollout_steps=4", "--agent.run.online_log_every=8",
                       "--agent.run.online_eval_every=64", "--pretrain_steps=100",
                       "--online_steps=96"]),
-    # qc's defaults now follow the QC paper (raw observations, 5000 env steps before online
-    # updates: issue 15); the recording used the earlier ones, pinned here.
+    # qc's defaults follow the QC paper (raw observations, 5000 env steps before online
+    # updates); the recording used the earlier ones, pinned here.
     "qc": ("chain", CRITIC + ["--agent.num_samples=4", "--agent.actor.flow_steps=3",
                               "--offline_steps=200", "--agent.run.normalize_obs=True",
                               "--agent.run.start_online_updates=0"] + REPLAY),
@@ -75,7 +70,7 @@ CHANGED: dict = {}
 
 
 def added_summary_fields(task: str) -> dict:
-    """summary.json fields added since the recording (issue 13: both env ids), with the values a
+    """summary.json fields added since the recording (both env ids, the preset), with the values a
     run on the task's own dataset has."""
     from dprl.envs.tasks import get_task
     env_id = get_task(task)["env_id"]

@@ -138,7 +138,7 @@ for _task, _single_env in ((e, f"{e}-singletask-v0") for e in OGBENCH_MANIPULATI
               success_masks=True)
 
 
-# ---- OGBench single-task ids, relabeled from one play dataset per env (issue 15) ----------------
+# ---- OGBench single-task ids, relabeled from one play dataset per env ----------------
 # ``<env>-task{k}`` (k = 1..5) evaluates on ``<env>-singletask-task{k}-v0`` and trains on the env's
 # play data ``dprl/<env>/play-v0`` (made once by ``python -m dprl.datasets make <env>``, or by
 # ``make <env>-task{k}``: ``dataset_task`` names the preset whose dataset it shares), whose

@@ -15,7 +15,7 @@ from dprl.models.nets import ACTIVATIONS, COMPUTE_DTYPES, KERNEL_INITS
 from dprl.models.one_step import check_act_with
 from dprl.run.sharding import check_data_parallel
 
-# Config keys renamed for one name per idea (issue 14): old key -> what to use now.
+# Config keys renamed for one name per idea: old key -> what to use now.
 RENAMED = {
     "grad_norm": "grad_clip (the global-norm gradient clip, in every agent)",
     "gamma": "discount (the RL discount, in every agent)",
