@@ -268,6 +268,24 @@ def _online_bc(**run):
     return config
 
 
+def _stop_mid_online(monkeypatch, make_run):
+    """Train ``make_run()`` until its first save boundary between env steps 15 and 45 of the
+    online phase, and stop it there (as a kill after that checkpoint would)."""
+    from dprl.run import runner
+    at_boundary = runner.Run.at_boundary
+
+    def stop_mid_online(self, phase, step, due, *args, **kwargs):
+        at_boundary(self, phase, step, due, *args, **kwargs)
+        if phase == "online" and due.save and 15 <= self.env_steps < 45:
+            self.close()
+            raise _Stop
+
+    monkeypatch.setattr(runner.Run, "at_boundary", stop_mid_online)
+    with pytest.raises(_Stop):
+        make_run().train()
+    monkeypatch.setattr(runner.Run, "at_boundary", at_boundary)
+
+
 def _dppo_online():
     from configs.dppo import get_config
     config = tiny(get_config(), pretrain_steps=20, online_steps=60, rollout_steps=5, num_envs=2,
@@ -292,19 +310,9 @@ def test_an_online_run_resumed_after_a_stop_equals_the_uninterrupted_run(
     straight.train()
     straight.close()
 
-    at_boundary = runner.Run.at_boundary
-
-    def stop_mid_online(self, phase, step, due, *args, **kwargs):
-        at_boundary(self, phase, step, due, *args, **kwargs)
-        if phase == "online" and due.save and 15 <= self.env_steps < 45:
-            self.close()
-            raise _Stop
-
-    monkeypatch.setattr(runner.Run, "at_boundary", stop_mid_online)
-    with pytest.raises(_Stop):
-        runner.Run(make_config(), "pole", str(tmp_path / "resumed"), get_agent,
-                   progress=False).train()
-    monkeypatch.setattr(runner.Run, "at_boundary", at_boundary)
+    _stop_mid_online(monkeypatch, lambda: runner.Run(make_config(), "pole",
+                                                     str(tmp_path / "resumed"), get_agent,
+                                                     progress=False))
     resumed = runner.Run(make_config(), "pole", str(tmp_path / "resumed"), get_agent,
                          progress=False)
     assert 15 <= resumed.env_steps < 45
@@ -325,19 +333,8 @@ def test_envs_whose_state_cannot_be_saved_restart_and_say_so(tmp_path, pole_data
     from dprl.run import runner
 
     monkeypatch.setattr(vector, "saveable", lambda env: False)   # as OGBench's envs
-    at_boundary = runner.Run.at_boundary
-
-    def stop_mid_online(self, phase, step, due, *args, **kwargs):
-        at_boundary(self, phase, step, due, *args, **kwargs)
-        if phase == "online" and due.save and 15 <= self.env_steps < 45:
-            self.close()
-            raise _Stop
-
-    monkeypatch.setattr(runner.Run, "at_boundary", stop_mid_online)
-    with pytest.raises(_Stop):
-        runner.Run(_online_bc(), "pole", str(tmp_path / "run"), get_agent,
-                   progress=False).train()
-    monkeypatch.setattr(runner.Run, "at_boundary", at_boundary)
+    _stop_mid_online(monkeypatch, lambda: runner.Run(_online_bc(), "pole", str(tmp_path / "run"),
+                                                     get_agent, progress=False))
     capfd.readouterr()
     run = runner.Run(_online_bc(), "pole", str(tmp_path / "run"), get_agent, progress=False)
     run.train()
