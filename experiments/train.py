@@ -114,9 +114,10 @@ def print_help(path: str | None) -> None:
 def check_argv(argv):
     """Fail fast, in one line, on a missing --agent file or an unknown --agent.<key> (absl would
     raise two chained tracebacks, or a bare KeyError)."""
-    from dprl.run.config import check_override_keys, load_config_file, overrides_from_argv
+    from dprl.run.config import (check_layer_sizes, check_override_keys, load_config_file,
+                                 overrides_from_argv)
 
-    path, keys = overrides_from_argv(argv)
+    path, keys, values = overrides_from_argv(argv)
     if {"-h", "--help", "--helpfull", "-?"} & set(argv):
         try:
             print_help(path)
@@ -128,6 +129,7 @@ def check_argv(argv):
             config = load_config_file(path)
             if keys:
                 check_override_keys(config, keys, path)
+                check_layer_sizes(config, values)
     except (ValueError, FileNotFoundError, KeyError) as e:
         message = e.args[0] if isinstance(e, KeyError) and e.args else str(e)
         sys.exit(f"error ({type(e).__name__}): {message}")

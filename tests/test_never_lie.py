@@ -409,6 +409,20 @@ def test_a_bare_number_for_a_list_of_sizes_is_refused_by_the_grid(tmp_path):
         grid_cli.make_cells(["bc"], ["pole"], [0], tmp_path, ["actor.hidden_dims=256"])
 
 
+def test_a_bare_number_for_a_list_of_sizes_is_refused_by_train_py(tmp_path):
+    run_dir = tmp_path / "run"
+    done = subprocess.run([sys.executable, str(ROOT / "experiments" / "train.py"),
+                           f"--agent={ROOT / 'configs' / 'bc.py'}", "--task=pole",
+                           f"--run_dir={run_dir}", "--agent.actor.hidden_dims=256"],
+                          capture_output=True, text=True, timeout=120)
+    assert done.returncode != 0
+    assert "one layer" in done.stderr and "(256, 256)" in done.stderr
+    assert len(done.stderr.strip().splitlines()) == 1 and not run_dir.exists()
+    from configs.bc import get_config
+    from dprl.run.config import check_layer_sizes
+    check_layer_sizes(get_config(), [("actor.hidden_dims", "(256,)"), ("actor_lr", "0.01")])
+
+
 # ---- the preset is named beside the agent -----------------------------------------------------
 def test_summary_and_tables_name_the_preset():
     from dprl.tools.report import score_table

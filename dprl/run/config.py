@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import difflib
+import re
 import importlib.util
 import math
 from pathlib import Path
@@ -81,17 +82,38 @@ def check_override_keys(config: ml_collections.ConfigDict, keys: list[str],
                              f"Its keys are: {', '.join(known)}.")
 
 
-def overrides_from_argv(argv: list[str], flag: str = "agent") -> tuple[str | None, list[str]]:
-    """The config file path and the override keys given as ``--agent.key=value`` in argv."""
-    path, keys = None, []
+def check_layer_sizes(config: ml_collections.ConfigDict, overrides: list[tuple[str, str]],
+                      how: str = "--agent.") -> None:
+    """Raise ValueError when a key that holds a list of sizes is given one bare number (the
+    override parsers would make it one layer, silently): ``overrides`` are ``(key, raw text)``."""
+    for key, value in overrides:
+        current = config
+        for part in key.split("."):
+            current = current[part]
+        if isinstance(current, (tuple, list)) and re.fullmatch(r"\s*[\d.eE+-]+\s*", value):
+            v = value.strip()
+            raise ValueError(
+                f"{how}{key}={v}: {key} is a list of sizes {tuple(current)}, and one bare number "
+                f"would make it one layer ({v},): write every layer, e.g. {how}{key}='({v}, {v})' "
+                f"(or '({v},)' for one)")
+
+
+def overrides_from_argv(argv: list[str], flag: str = "agent"
+                        ) -> tuple[str | None, list[str], list[tuple[str, str]]]:
+    """The config file path, the override keys given as ``--agent.key[=value]`` in argv, and
+    the ``(key, value)`` pairs of those given with ``=``."""
+    path, keys, values = None, [], []
     for i, arg in enumerate(argv):
         if arg.startswith(f"--{flag}="):
             path = arg.split("=", 1)[1]
         elif arg == f"--{flag}" and i + 1 < len(argv):
             path = argv[i + 1]
         elif arg.startswith(f"--{flag}."):
-            keys.append(arg[len(flag) + 3:].split("=", 1)[0])
-    return path, keys
+            key, eq, value = arg[len(flag) + 3:].partition("=")
+            keys.append(key)
+            if eq:
+                values.append((key, value))
+    return path, keys, values
 
 
 def run_config(config: ml_collections.ConfigDict, task: dict, on_policy: bool

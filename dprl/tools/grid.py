@@ -143,7 +143,7 @@ def _dedupe(pairs: list[tuple[str, str]]) -> list[tuple[str, str]]:
 def check_overrides(cell: Cell) -> None:
     """Raise ValueError, naming the fix, if the cell's config lacks one of its override keys, or
     a key that holds a list of sizes is given one bare number (it would become one layer)."""
-    from dprl.run.config import check_override_keys, load_config_file
+    from dprl.run.config import check_layer_sizes, check_override_keys, load_config_file
 
     config = load_config_file(cell.config_file)
     try:
@@ -151,15 +151,7 @@ def check_overrides(cell: Cell) -> None:
     except ValueError as e:
         raise ValueError(f"{e}\n(--set key=value applies to every agent; use --set "
                          f"{cell.agent}.key=value for keys only some agents have.)") from None
-    for key, value in cell.overrides:
-        current = config
-        for part in key.split("."):
-            current = current[part]
-        if isinstance(current, (tuple, list)) and re.fullmatch(r"\s*[\d.eE+-]+\s*", value):
-            raise ValueError(
-                f"--set {key}={value}: {key} is a list of sizes {tuple(current)}, and one bare "
-                f"number would make it one layer ({value.strip()},): write every layer, e.g. "
-                f"{key}=({value.strip()}, {value.strip()}) (or ({value.strip()},) for one)")
+    check_layer_sizes(config, list(cell.overrides), how="--set ")
 
 
 def make_cells(agents: Sequence[str], tasks: Sequence[str], seeds: Sequence[int], out: str,
