@@ -19,7 +19,9 @@ config_flags.DEFINE_config_file("agent", None, "Agent config file, e.g. configs/
 flags.DEFINE_string("task", "pole", "Task preset (dprl/envs/tasks.py), e.g. hopper-medium")
 flags.DEFINE_string("run_dir", None, "Output directory (resumes if it holds a checkpoint)")
 flags.DEFINE_integer("seed", 0, "Random seed")
-flags.DEFINE_string("dataset", None, "Force this Minari dataset id instead of the task's")
+flags.DEFINE_string("dataset", None, "Force this data source instead of the task's: "
+                    "ogbench:FILE.npz | ogbench:SHARD_DIR[@K] | minari:ID | "
+                    "robomimic:FILE.hdf5 | a dprl or Minari id (docs/benchmarks.md)")
 flags.DEFINE_integer("pretrain_steps", None, "Shortcut for --agent.run.pretrain_steps")
 flags.DEFINE_integer("offline_steps", None, "Shortcut for --agent.run.offline_steps")
 flags.DEFINE_integer("online_steps", None, "Shortcut for --agent.run.online_steps")
