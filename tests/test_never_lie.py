@@ -153,7 +153,11 @@ def test_a_missing_config_json_is_restored_or_refused_never_replaced(tmp_path, p
 ENUMERATED = [("bc", "actor.sampler", "foo"), ("bc", "actor.schedule", "foo"),
               ("bc", "actor.activation", "foo"), ("bc", "actor.backbone", "foo"),
               ("bc", "actor.model", "foo"), ("guided", "guidance_mode", "foo"),
-              ("dql", "critic_activation", "relu6x"), ("dql", "lr_schedule", "foo")]
+              ("dql", "critic_activation", "relu6x"), ("dql", "lr_schedule", "foo"),
+              ("guided", "guide_loss", "foo"), ("guided", "critic_mode", "foo"),
+              ("dql", "action_selection", "foo"), ("qc", "policy_extraction", "foo"),
+              ("qc", "q_agg", "foo"), ("rlpd", "q_agg", "foo"), ("dsrl", "variant", "foo"),
+              ("bc", "run.offline_mix", "foo")]
 
 
 @pytest.mark.parametrize("agent,key,value", ENUMERATED, ids=[f"{a}:{k}" for a, k, _ in ENUMERATED])

@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import difflib
-import re
 import importlib.util
 import math
+import re
 from pathlib import Path
 
 import ml_collections
 
+from dprl.data.buffer import MIXES
 from dprl.models.actor import GENERATIVE_MODELS
 from dprl.models.diffusion import SAMPLERS, SCHEDULES
 from dprl.models.nets import ACTIVATIONS, COMPUTE_DTYPES, KERNEL_INITS
@@ -191,9 +192,15 @@ _ACTIVATION = ((lambda v: v in ACTIVATIONS or v == ""),   # '': another network'
                f"one of {', '.join(sorted(ACTIVATIONS))}")
 # The networks' and samplers' enumerated options, by key name: what the code that reads them
 # accepts (read only when a network is built or a sampler traced, after work has begun).
+# The agents' own enumerated options are listed here too, by key name, so that a bad one is
+# refused before any data are loaded (each agent checks its own again when it is created).
 CHOICES = {"sampler": SAMPLERS, "schedule": SCHEDULES, "backbone": ("mlp", "unet"),
            "model": (*GENERATIVE_MODELS, "mse"), "guidance_mode": ("mean", "score"),
-           "lr_schedule": ("constant", "cosine")}
+           "lr_schedule": ("constant", "cosine"), "offline_mix": MIXES,
+           "guide_loss": ("regression", "contrastive"), "guide_time_embedding": ("mlp", "fourier"),
+           "action_selection": ("softmax", "argmax"),
+           "policy_extraction": ("best_of_n", "one_step"),
+           "q_agg": ("mean", "min", "pair_min"), "variant": ("na", "sac")}
 
 
 def _rule(key: str):
