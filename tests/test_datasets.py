@@ -174,7 +174,9 @@ def test_expert_recipes_default_to_shipped_policies(monkeypatch, tmp_path):
     assert experts.shipped_policy("hopper", "expert").is_file()
 
 
-@pytest.mark.parametrize("robot", list(LOCOMOTION_ENVS))
+# hopper in the default suite; the other robots' recipes are the same code (slow: ~25 s each).
+@pytest.mark.parametrize("robot", [pytest.param(r, marks=() if r == "hopper" else pytest.mark.slow)
+                                   for r in LOCOMOTION_ENVS])
 def test_locomotion_recipes(robot):
     from dprl.datasets.locomotion import make_locomotion_dataset
     for recipe in LOCOMOTION_RECIPES:
