@@ -37,6 +37,7 @@ from dprl.models import diffusion
 from dprl.models.actor import actor_from_config
 from dprl.models.nets import ValueMLP, value_from_config
 from dprl.models.training import BCStage, EMA, create_state, make_optimizer, pretrain_step
+from dprl.run.sharding import constrain_batch
 
 
 # ---------------------------------------------------------------------------------------------
@@ -299,7 +300,7 @@ class Agent(flax.struct.PyTreeNode):
         def minibatch(carry, inputs):
             actor, critic, stopped = carry
             idx, mb_key = inputs
-            mb = jax.tree.map(lambda x: x[idx], data)
+            mb = constrain_batch(jax.tree.map(lambda x: x[idx], data), cfg)
             grads, info = jax.grad(self._loss, has_aux=True)((actor.params, critic.params),
                                                             mb, mb_key)
             # Target-KL early stop: once the policy moved too far, skip every later minibatch.

@@ -324,3 +324,60 @@ def test_seeds_spread_over_all_local_devices():
     assert len(jax.tree.leaves(spread)[0].sharding.device_set) == n
     for a, b in zip(jax.tree.leaves(alone.critic.params), jax.tree.leaves(spread.critic.params)):
         np.testing.assert_allclose(np.asarray(b)[:seeds], np.asarray(a), rtol=1e-4, atol=1e-5)
+
+
+# DPPO's PPO minibatches (its data-parallel case: 50,000 pairs at the paper's config) split over
+# two devices, against the same update on one.
+SHARDED_PPO = r"""
+import json, sys
+sys.path.insert(0, "tests")
+import jax, jax.numpy as jnp, numpy as np
+from test_sharding import tiny_agent
+
+assert jax.local_device_count() == 2, jax.devices()
+out = {}
+E, T = 2, 4
+agents = {dp: tiny_agent("dppo", data_parallel=dp) for dp in (False, True)}
+rollouts = []
+key = jax.random.PRNGKey(3)
+obs = jax.random.normal(jax.random.PRNGKey(4), (T, E, 3))
+steps = []
+for t in range(T):
+    key, k = jax.random.split(key)
+    steps.append(agents[False].sample_actions(obs[t], k))
+chunks = jnp.stack([c for c, _ in steps])
+aux = jax.tree.map(lambda *x: jnp.stack(x), *[a for _, a in steps])
+rollout = {"observations": obs, "actions": chunks, "aux": aux,
+           "rewards": chunks[:, :, 0, 0], "terminals": jnp.zeros((T, E)),
+           "dones": jnp.zeros((T, E)), "next_observations": obs, "last_observations": obs[-1]}
+(a1, i1), (a2, i2) = (agents[dp].update(rollout) for dp in (False, True))
+hlo = type(agents[True]).update.lower(agents[True], rollout).compile().as_text()
+out["all_reduce"] = "all-reduce" in hlo
+out["moved"] = max(float(jnp.max(jnp.abs(a - b))) for a, b in
+                   zip(jax.tree.leaves(agents[False].actor.params), jax.tree.leaves(a1.actor.params)))
+out["max_diff"] = max(float(jnp.max(jnp.abs(a - b))) for a, b in
+                      zip(jax.tree.leaves(a1.actor.params), jax.tree.leaves(a2.actor.params)))
+out["info"] = {k: [float(i1[k]), float(i2[k])] for k in i1}
+print("RESULT " + json.dumps(out))
+"""
+
+
+def test_ppo_minibatches_split_over_two_devices_match_one_device():
+    """DPPO with run.data_parallel: each PPO minibatch is laid out over both devices (the
+    program holds the gradients' all-reduce) and the update equals the one-device update."""
+    r = _result(run_on_two_devices(SHARDED_PPO))
+    assert r["all_reduce"]
+    assert r["moved"] > 1e-5
+    assert r["max_diff"] < 1e-5, r
+    for k, (one, two) in r["info"].items():
+        assert two == pytest.approx(one, rel=1e-4, abs=1e-6), k
+
+
+def test_ppo_minibatch_must_split_evenly(monkeypatch):
+    from ml_collections import ConfigDict
+
+    from dprl.run import sharding
+    run = ConfigDict(dict(data_parallel=True, batch_size=4))
+    monkeypatch.setattr(sharding, "batch_devices", lambda run_config: 2)
+    assert "ppo_batch_size=5" in sharding.check_data_parallel(run, 5)
+    assert sharding.check_data_parallel(run, 6) is None

@@ -252,7 +252,7 @@ def validate_config(config: ml_collections.ConfigDict, on_policy: bool) -> None:
     if run.online_steps and on_policy and run.rollout_steps <= 0:
         problems.append(f"--agent.run.rollout_steps={run.rollout_steps}: must be >= 1 for an "
                         f"on-policy agent's online phase (chunk-steps per env and update)")
-    if (problem := check_data_parallel(run)) is not None:
+    if (problem := check_data_parallel(run, config.get("ppo_batch_size"))) is not None:
         problems.append(problem)
     try:
         check_act_with(config, on_policy)

@@ -84,12 +84,16 @@ def batch_devices(run_config) -> int:
     return jax.local_device_count() if run_config.get("data_parallel", False) else 1
 
 
-def check_data_parallel(run_config) -> str | None:
-    """Why ``run_config`` cannot split its batches over the local devices (None: it can)."""
+def check_data_parallel(run_config, ppo_batch_size: int | None = None) -> str | None:
+    """Why ``run_config`` cannot split its batches over the local devices (None: it can);
+    ``ppo_batch_size``: an on-policy agent's minibatch, split the same way."""
     n = batch_devices(run_config)
     if n > 1 and run_config.batch_size % n:
         return (f"--agent.run.batch_size={run_config.batch_size}: must be a multiple of the {n} "
                 f"local devices with run.data_parallel (each device takes batch_size / {n} rows)")
+    if n > 1 and ppo_batch_size and ppo_batch_size % n:
+        return (f"--agent.ppo_batch_size={ppo_batch_size}: must be a multiple of the {n} local "
+                f"devices with run.data_parallel (each PPO minibatch is split over them)")
     return None
 
 
