@@ -1,8 +1,7 @@
 """Speed of every agent on this machine at the reference implementations' configs, next to the
 references' own figures and to the machine's matmul throughput.
 
-    python experiments/bench.py [--agents=bc,dql,guided,dppo,qc,qc:qc-fql] [--out bench.json]
-        [--quick] [--acting-only]
+    python experiments/bench.py [--agents=bc,dql,guided,dppo,qc,qc:qc-fql,rlpd,dsrl] [--quick]
 
 An entry ``<file>:<preset>`` measures a named preset of ``configs/<file>.py`` (``qc:qc-fql``:
 QC-FQL's one-step policy). Per agent, through the agent interface (so every registered agent is
@@ -162,14 +161,15 @@ def one_step_variant(config):
     """``(config acting one-step, None)`` or ``(None, why not)``; the agent's own config when
     it already acts one-step (qc:qc-fql)."""
     from agents import get_agent
-    from dprl.models.one_step import acts_one_step, check_act_with
+    from dprl.models.one_step import acts_one_step
+    from dprl.run.one_step import acting
 
     one = config.copy_and_resolve_references()
     one.act_with = "one_step"
     if "guidance_mode" in one:
         one.guidance_mode = "score"   # 'mean' guidance vanishes in the deterministic teacher
     try:
-        check_act_with(one, get_agent(config.agent_name).on_policy)
+        acting(get_agent(config.agent_name), one)
     except ValueError as e:
         return None, str(e).split(";")[0]
     return (config if acts_one_step(config) else one), None
@@ -288,6 +288,13 @@ def bench_updates(name: str, agent_cls, agent, buffer, config, args) -> dict:
     return bench_off_policy_updates(agent, buffer, config, fuse, args.repeats)
 
 
+def denoising_steps(actor) -> int | None:
+    """The steps of one action sample (None: a one-step Gaussian actor, RLPD's)."""
+    model = actor.get("model")
+    return (actor.flow_steps if model == "flow" else
+            (actor.sampling_steps or actor.diffusion_steps) if model == "diffusion" else None)
+
+
 def bench_agent(name: str, args) -> dict:
     from dprl.models.one_step import acts_one_step
 
@@ -299,9 +306,8 @@ def bench_agent(name: str, args) -> dict:
                 "actor_hidden": list(config.actor.hidden_dims), **acting}
     result = {"agent": name, "batch_size": config.run.batch_size, "horizon": config.horizon,
               "act_steps": config.act_steps, "actor_hidden": list(config.actor.hidden_dims),
-              "model": config.actor.model,
-              "denoising_steps": (config.actor.flow_steps if config.actor.model == "flow"
-                                  else config.actor.sampling_steps or config.actor.diffusion_steps)}
+              "model": config.actor.get("model", "gaussian"),
+              "denoising_steps": denoising_steps(config.actor)}
     result.update(bench_updates(name, agent_cls, agent, buffer, config, args))
     # The agent's own way of acting, timed once (in the acting table, keys made beforehand).
     how = "one_step" if acts_one_step(config) else "multi_step"
@@ -324,7 +330,7 @@ def bench_agent(name: str, args) -> dict:
 
 def main():
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--agents", default="bc,dql,guided,dppo,qc,qc:qc-fql")
+    parser.add_argument("--agents", default="bc,dql,guided,dppo,qc,qc:qc-fql,rlpd,dsrl")
     parser.add_argument("--out", default=None, help="write the results as JSON here")
     parser.add_argument("--fuse", type=int, default=50, help="updates per dispatch")
     parser.add_argument("--repeats", type=int, default=5)

@@ -19,7 +19,7 @@ def test_bench_quick_reports_every_agent(tmp_path):
         "50x256x256", "256x256x256", "8192x512x512"}
     assert all(rate > 0 for rate in report["machine"]["matmul_gflop_s_by_shape"].values())
     agents = {r["agent"] for r in report["results"]}
-    assert agents == {"bc", "dql", "guided", "dppo", "qc", "qc:qc-fql"}
+    assert agents == {"bc", "dql", "guided", "dppo", "qc", "qc:qc-fql", "rlpd", "dsrl"}
     for r in report["results"]:
         assert r["updates_per_s"] > 0 and r["latency_ms_b1"] > 0 and r["env_steps_per_s"] > 0
         # The FLOP floor: the action's matmuls at the machine's matmul rate, below the latency.
