@@ -34,7 +34,7 @@ import numpy as np
 
 from dprl.run import checkpoint, rundir
 from dprl.run.agent import AgentLookup
-from dprl.data.buffer import MIXES, Buffer, transition_block
+from dprl.data.buffer import Buffer, transition_block
 from dprl.run.collect import collect_rollout, evaluate_agent, make_executor, recent_return, run_chunk
 from dprl.run.config import run_config
 from dprl.data.offline import Normalizer, load_task_data, task_dataset
@@ -73,9 +73,6 @@ class Run:
         self.seed, self.progress = int(seed), progress
         self.agent_cls = get_agent(config.agent_name)
         self.config = run_config(config, self.task, self.agent_cls.on_policy)
-        if self.config.run.get("offline_mix", "ratio") not in MIXES:
-            raise ValueError(f"--agent.run.offline_mix={self.config.run.offline_mix!r}: must be "
-                             f"one of {MIXES} (nothing was run)")
         # Identity before the dataset is looked up (or made), again once it is known.
         rundir.check_identity(self.run_dir, {"agent": self.config.to_dict(), "task": task_name,
                                              "seed": self.seed, "num_seeds": num_seeds}, restart)
