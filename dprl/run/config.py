@@ -181,10 +181,6 @@ RULES = {
     "q_scale_decay": _in(0, 1),
     "expectile": _in(0, 1, lo_open=True, hi_open=True),
     "grad_clip": ((lambda v: math.isfinite(v) and v >= 0), "a finite number >= 0 (0 = off)"),
-    "time_freqs": ((lambda v: v in ("half", "half-1")), "one of half, half-1"),
-    "guide_time_embedding": ((lambda v: v in ("mlp", "fourier")), "one of mlp, fourier"),
-    "critic_mode": ((lambda v: v in ("td", "iql", "softmax")), "one of td, iql, softmax"),
-    "compute_dtype": ((lambda v: v in COMPUTE_DTYPES), f"one of {', '.join(COMPUTE_DTYPES)}"),
 }
 _SIZES = ((lambda v: all(isinstance(d, int) and d >= 1 for d in v)), "sizes that are each >= 1")
 _KERNEL_INIT = ((lambda v: v in KERNEL_INITS), f"one of {', '.join(sorted(KERNEL_INITS))}")
@@ -200,7 +196,9 @@ CHOICES = {"sampler": SAMPLERS, "schedule": SCHEDULES, "backbone": ("mlp", "unet
            "guide_loss": ("regression", "contrastive"), "guide_time_embedding": ("mlp", "fourier"),
            "action_selection": ("softmax", "argmax"),
            "policy_extraction": ("best_of_n", "one_step"),
-           "q_agg": ("mean", "min", "pair_min"), "variant": ("na", "sac")}
+           "q_agg": ("mean", "min", "pair_min"), "variant": ("na", "sac"),
+           "critic_mode": ("td", "iql", "softmax"), "time_freqs": ("half", "half-1"),
+           "compute_dtype": COMPUTE_DTYPES}
 
 
 def _rule(key: str):
