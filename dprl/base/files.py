@@ -1,6 +1,8 @@
-"""Files written whole or not at all: the one atomic write every dprl module uses."""
+"""Files written whole or not at all: the one atomic write every dprl module uses, and the one
+reader of the JSON records it writes."""
 from __future__ import annotations
 
+import json
 import os
 from pathlib import Path
 from typing import BinaryIO, Callable, Union
@@ -30,3 +32,18 @@ def atomic_write(path: str | os.PathLike, content: Content) -> Path:
     finally:
         tmp.unlink(missing_ok=True)
     return path
+
+
+def read_record(path: str | os.PathLike) -> tuple[dict | None, str | None]:
+    """``(record, None)`` for a readable JSON object file, ``(None, why)`` otherwise (missing,
+    empty, half-written: a run that did not write it whole)."""
+    path = Path(path)
+    try:
+        record = json.loads(path.read_text())
+    except FileNotFoundError:
+        return None, f"no {path.name}"
+    except (OSError, ValueError) as e:
+        return None, f"{path.name} is unreadable ({type(e).__name__}: {e})"
+    if not isinstance(record, dict):
+        return None, f"{path.name} is unreadable (not a JSON object)"
+    return record, None

@@ -38,7 +38,7 @@ from dprl.data.buffer import Buffer, transition_block
 from dprl.run.collect import collect_rollout, evaluate_agent, make_executor, recent_return, run_chunk
 from dprl.run.config import run_config
 from dprl.data.offline import Normalizer, load_task_data, task_dataset
-from dprl.base.files import atomic_write
+from dprl.base.files import atomic_write, read_record
 from dprl.base.logging import MetricsLogger, check_finite, log, postfix, progress_bar, timed
 from dprl.run.schedule import Due, Schedule
 from dprl.envs.tasks import get_task
@@ -304,11 +304,7 @@ class Run:
 def read_summary(run_dir) -> dict | None:
     """``run_dir``'s summary.json, or None when it is missing or unreadable (not written whole:
     the run is then not finished)."""
-    try:
-        summary = json.loads((Path(run_dir) / "summary.json").read_text())
-    except (OSError, ValueError):
-        return None
-    return summary if isinstance(summary, dict) else None
+    return read_record(Path(run_dir) / "summary.json")[0]
 
 
 # ---- the loops, for a Run or anything that holds what they advance -------------------------------

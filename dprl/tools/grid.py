@@ -48,7 +48,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Callable, Sequence
 
-from dprl.base.files import atomic_write
+from dprl.base.files import atomic_write, read_record
 
 STATUS_FILE = "grid_status.json"
 LOG_FILE = "log.txt"
@@ -90,17 +90,12 @@ class Cell:
 
     def finished(self) -> bool:
         """Every seed's summary.json is there and readable (written whole)."""
-        return all(_summary_bytes(d) is not None for d in self.seed_dirs())
+        return all(_summary(d) is not None for d in self.seed_dirs())
 
 
-def _summary_bytes(run_dir: Path) -> bytes | None:
-    """A run directory's summary.json, or None when it is missing or not readable JSON."""
-    try:
-        data = (Path(run_dir) / "summary.json").read_bytes()
-        json.loads(data)
-    except (OSError, ValueError):
-        return None
-    return data
+def _summary(run_dir: Path) -> dict | None:
+    """A run directory's summary.json, or None when it is missing or unreadable."""
+    return read_record(Path(run_dir) / "summary.json")[0]
 
 
 # ---------------------------------------------------------------------------------------------
@@ -211,7 +206,7 @@ def run_cell(cell: Cell, env: dict | None = None, python: str = sys.executable,
     aside, this one run), ``interrupted`` (SIGINT / SIGTERM: checkpointed and stopped) or
     ``failed`` (which also writes ``<run_dir>/error.txt``). Never raises for a failing run.
     """
-    before = [_summary_bytes(d) for d in cell.seed_dirs()]
+    before = [_summary(d) for d in cell.seed_dirs()]
     result = _attempt(cell, env, python)
     if result["state"] == "refused" and restart_changed:
         from dprl.run.rundir import move_aside   # as train.py's --restart does
@@ -222,7 +217,7 @@ def run_cell(cell: Cell, env: dict | None = None, python: str = sys.executable,
         if result["state"] == "done":
             result["state"] = "restarted"
     elif result["state"] == "done" and all(b is not None for b in before):
-        after = [_summary_bytes(d) for d in cell.seed_dirs()]
+        after = [_summary(d) for d in cell.seed_dirs()]
         result["state"] = "skipped" if after == before else "resumed"
     return result
 

@@ -15,12 +15,13 @@ config is one of several presets (``qc:qc-fql``), else by its agent.
 from __future__ import annotations
 
 import csv
-import json
 import math
 from pathlib import Path
 from typing import Sequence
 
 import numpy as np
+
+from dprl.base.files import read_record
 
 PHASES = ("offline", "online")
 
@@ -71,20 +72,6 @@ def stratified_bootstrap_ci(scores_per_task: Sequence[Sequence[float]], statisti
 def _replaced(path: Path, root: Path) -> bool:
     """A run moved aside by ``--restart`` (``<run_dir>.replaced-<time>``): not a result."""
     return any(".replaced-" in part for part in path.relative_to(root).parts)
-
-
-def read_record(path: Path) -> tuple[dict | None, str | None]:
-    """``(record, None)`` for a readable JSON object file, ``(None, why)`` otherwise (missing,
-    empty, half-written: a run that did not write it whole)."""
-    try:
-        record = json.loads(path.read_text())
-    except FileNotFoundError:
-        return None, f"no {path.name}"
-    except (OSError, ValueError) as e:
-        return None, f"{path.name} is unreadable ({type(e).__name__}: {e})"
-    if not isinstance(record, dict):
-        return None, f"{path.name} is unreadable (not a JSON object)"
-    return record, None
 
 
 def label(run: dict) -> str:
