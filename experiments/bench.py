@@ -25,6 +25,10 @@ measured the same way):
                        (latency / act_steps + one Hopper-v5 env step). guided's teacher uses
                        guidance_mode='score'; dppo has no one-step column, qc:qc-fql no
                        multi-step one. ``--acting-only`` measures only this.
+  pixels               ``--pixels`` (only these rows): DQL and QC with ``--pixel-encoder`` on
+                       random 64x64x3 frames in a pixel ``Buffer`` (shift augmentation), fused
+                       updates/s at batch 256 and batch-1 latency, few dispatches (an update
+                       takes seconds on a CPU); the RSS of a ``--pixel-frames`` dataset.
 Observations and actions are Hopper-shaped (O = 11, A = 3); data are random (speed only).
 Configs are the references' (``REFERENCE_CONFIGS``): Diffusion-QL's T = 5 VP 3x256 Mish actor with
 twin critics, QC's best-of-32 over 10-step flows of 4x512 GELU nets, DPPO's hopper finetuning
@@ -41,12 +45,13 @@ import time
 
 import jax
 import jax.numpy as jnp
-import numpy as np
 
-from dprl.tools.speed import (acting_env_steps_per_s, chunk_env_step_clocks, clocks, env_step_ms,
-                              interleaved_latency_ms, matmul_chain_gflops, matmul_flops,
-                              matmul_gflops, markdown_tables, synthetic_buffer, synthetic_rollout,
-                              time_calls)
+from dprl.tools.speed import (acting_env_steps_per_s, bench_off_policy_updates,
+                              chunk_env_step_clocks, denoising_steps, env_step_ms,
+                              hopper_executor, interleaved_latency_ms, matmul_chain_gflops,
+                              matmul_flops, matmul_gflops, markdown_tables, online_loop,
+                              pixel_agent_row, pixel_markdown, pixel_memory, synthetic_buffer,
+                              synthetic_rollout, time_calls, update_kwargs)
 
 OBS_DIM, ACT_DIM = 11, 3
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -118,26 +123,6 @@ def load_agent_config(name: str, quick: bool):
     return config
 
 
-def update_kwargs(config, fuse: int, online: bool = False) -> dict:
-    kwargs = dict(num_steps=fuse, method="update", batch_size=config.run.batch_size,
-                  horizon=config.horizon, obs_history=config.obs_history)
-    return dict(kwargs, offline_ratio=float(config.run.offline_ratio)) if online else kwargs
-
-
-def bench_off_policy_updates(agent, buffer, config, fuse: int, repeats: int) -> dict:
-    """``fuse`` fused updates per dispatch (``fused_updates``), per update."""
-    from dprl.run.updates import fused_updates
-
-    flops = matmul_flops(lambda a, b, k: fused_updates(a, b, None, k, **update_kwargs(config, 1)),
-                         agent, buffer, jax.random.PRNGKey(1))
-    per_update = time_calls(lambda i: fused_updates(
-        agent, buffer, None, jax.random.PRNGKey(i), **update_kwargs(config, fuse))[1],
-        repeats) / fuse
-    return {"updates_per_s": 1.0 / per_update[0], "fused_updates_per_dispatch": fuse,
-            "cpu_ms_per_update": 1e3 * per_update[1], "update_gflop": flops / 1e9,
-            "achieved_gflop_s": flops / 1e9 / per_update[0]}
-
-
 def bench_on_policy(agent, config, repeats: int) -> dict:
     """PPO: one whole update (values, GAE, old log-probs, epochs x minibatches) on a synthetic
     rollout of the config's size, reported per minibatch step."""
@@ -206,28 +191,6 @@ def bench_acting(agent_cls, agent, config, example, env_step_ms: float, repeats:
     return out
 
 
-def hopper_executor(config):
-    from dprl.envs.vector import ChunkExecutor, VecEnv
-
-    executor = ChunkExecutor(VecEnv("Hopper-v5", 1, seed=0), act_steps=config.act_steps,
-                             obs_history=config.obs_history)
-    executor.reset()
-    return executor
-
-
-def online_loop(learner, executor, env_steps: int) -> np.ndarray:
-    """The runner's off-policy online loop (``replay_loop``) for ``env_steps`` more env steps at
-    UTD ``learner.config.run.utd``, one update dispatch per chunk: ``[wall, cpu]`` seconds."""
-    from dprl.run.runner import replay_loop
-    from dprl.run.schedule import Schedule
-
-    run = learner.config.run
-    run.online_steps = learner.counters["env_steps"] + env_steps
-    start = clocks()
-    replay_loop(learner, executor, Schedule.of(run, "online"))
-    return clocks() - start
-
-
 def bench_online(agent, offline, config, args) -> dict:
     """The off-policy online phase at UTD ``args.online_utd`` on Hopper-v5 (batches mixing the
     synthetic offline data and the online buffer half and half), as the runner runs it: time
@@ -288,13 +251,6 @@ def bench_updates(name: str, agent_cls, agent, buffer, config, args) -> dict:
     return bench_off_policy_updates(agent, buffer, config, fuse, args.repeats)
 
 
-def denoising_steps(actor) -> int | None:
-    """The steps of one action sample (None: a one-step Gaussian actor, RLPD's)."""
-    model = actor.get("model")
-    return (actor.flow_steps if model == "flow" else
-            (actor.sampling_steps or actor.diffusion_steps) if model == "diffusion" else None)
-
-
 def bench_agent(name: str, args) -> dict:
     from dprl.models.one_step import acts_one_step
 
@@ -328,6 +284,24 @@ def bench_agent(name: str, args) -> dict:
     return {**result, **acting}
 
 
+def bench_pixels(args) -> dict:
+    """``--pixels``: the pixel agents' rows (``pixel_agent_row``) and ``pixel_memory``."""
+    from agents import get_agent
+    from dprl.data.buffer import example_batch
+
+    buffer, normalizer, memory = pixel_memory(args.pixel_frames, args.pixel_size, ACT_DIM)
+    rows = []
+    for name in [a for a in args.pixel_agents.split(",") if a]:
+        print(f"[bench] {name} from pixels ...", file=sys.stderr, flush=True)
+        config = load_agent_config(name, args.quick)
+        config.encoder.name = args.pixel_encoder
+        example = example_batch(normalizer.dim, ACT_DIM, config.horizon, config.obs_history)
+        agent = get_agent(config.agent_name).create(0, example, config)
+        rows.append({"agent": name, **pixel_agent_row(agent, buffer, config, args.pixel_batch,
+                                                      1, args.repeats, args.acting_repeats)})
+    return {"encoder": args.pixel_encoder, "memory": memory, "agents": rows}
+
+
 def main():
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--agents", default="bc,dql,guided,dppo,qc,qc:qc-fql,rlpd,dsrl")
@@ -349,7 +323,23 @@ def main():
                         help="run.compute_dtype values to time the updates in, e.g. "
                              "float32,bfloat16 (mixed precision: updates_per_s_bfloat16); "
                              "default: both on a GPU or TPU, float32 on the CPU")
+    parser.add_argument("--pixels", action="store_true", help="only the pixel rows")
+    parser.add_argument("--pixel-agents", default="dql,qc")
+    parser.add_argument("--pixel-encoder", default="impala")
+    parser.add_argument("--pixel-batch", type=int, default=256)
+    parser.add_argument("--pixel-size", type=int, default=64, help="frames are SIZExSIZEx3")
+    parser.add_argument("--pixel-frames", type=int, default=100_000, help="of the RSS dataset")
     args = parser.parse_args()
+    if args.pixels:
+        report = {"machine": {"cpus": os.cpu_count(), "jax": jax.__version__,
+                              "devices": [str(d) for d in jax.devices()]},
+                  "pixels": bench_pixels(args), "date": time.strftime("%Y-%m-%d"),
+                  "command": "python experiments/bench.py " + " ".join(sys.argv[1:])}
+        print("\n".join(pixel_markdown(report["pixels"])))
+        if args.out:
+            with open(args.out, "w") as f:
+                json.dump(report, f, indent=2)
+        return
     if args.quick:
         args.fuse, args.repeats, args.env_steps, args.online_env_steps = 5, 2, 100, 20
         args.acting_repeats = 10

@@ -83,3 +83,29 @@ def test_matmul_flops_count_every_scan_iteration_and_the_backward_pass():
         return jax.lax.cond(flag, lambda: (x @ w_in @ w).sum(), lambda: (x @ w_in).sum())
 
     assert matmul_flops(g, x, True) == 2 * m * k * n + 2 * m * n * n
+
+
+def test_bench_pixels_option_tiny(tmp_path):
+    """``--pixels``: DQL and QC from pixels through a pixel Buffer (updates, batch-1 action) and
+    the memory rows of a pixel dataset whose frames are stored once."""
+    out = tmp_path / "pixels.json"
+    proc = subprocess.run([sys.executable, str(ROOT / "experiments/bench.py"), "--pixels",
+                           "--quick", "--pixel-encoder", "impala_debug", "--pixel-batch", "4",
+                           "--pixel-size", "16", "--pixel-frames", "300", "--repeats", "1",
+                           "--acting-repeats", "2", "--out", str(out)],
+                          capture_output=True, text=True, cwd=ROOT, timeout=600)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    report = json.loads(out.read_text())
+    pixels = report["pixels"]
+    assert [r["agent"] for r in pixels["agents"]] == ["dql", "qc"]
+    for r in pixels["agents"]:
+        assert r["batch_size"] == 4 and r["updates_per_s"] > 0 and r["latency_ms_b1"] > 0
+    memory = pixels["memory"]
+    frame = 16 * 16 * 3
+    assert memory["frame_shape"] == [16, 16, 3]
+    # every frame once: an episode of 100 transitions holds 101 frames
+    assert memory["frames"] == memory["transitions"] + memory["transitions"] // 100
+    for key in ("host_bytes_per_transition", "device_bytes_per_transition"):
+        assert frame < memory[key] < 2 * frame, (key, memory[key])
+    assert "| dql | 4 |" in proc.stdout and "| qc | 4 |" in proc.stdout
+    assert "updates_per_s" not in json.dumps(report.get("results", []))

@@ -120,6 +120,41 @@ def interleaved_latency_ms(fns: dict, obs, repeats: int, block: int = 10) -> dic
     return {name: 1e3 * statistics.median(t) for name, t in times.items()}
 
 
+# ---- off-policy updates and the online loop, as the runner runs them -------------------------
+def update_kwargs(config, fuse: int, online: bool = False) -> dict:
+    """``fused_updates``' settings for ``fuse`` updates per dispatch at the config's batch."""
+    kwargs = dict(num_steps=fuse, method="update", batch_size=config.run.batch_size,
+                  horizon=config.horizon, obs_history=config.obs_history)
+    return dict(kwargs, offline_ratio=float(config.run.offline_ratio)) if online else kwargs
+
+
+def bench_off_policy_updates(agent, buffer, config, fuse: int, repeats: int) -> dict:
+    """``fuse`` fused updates per dispatch (``fused_updates``), per update."""
+    from dprl.run.updates import fused_updates
+
+    flops = matmul_flops(lambda a, b, k: fused_updates(a, b, None, k, **update_kwargs(config, 1)),
+                         agent, buffer, jax.random.PRNGKey(1))
+    per_update = time_calls(lambda i: fused_updates(
+        agent, buffer, None, jax.random.PRNGKey(i), **update_kwargs(config, fuse))[1],
+        repeats) / fuse
+    return {"updates_per_s": 1.0 / per_update[0], "fused_updates_per_dispatch": fuse,
+            "cpu_ms_per_update": 1e3 * per_update[1], "update_gflop": flops / 1e9,
+            "achieved_gflop_s": flops / 1e9 / per_update[0]}
+
+
+def online_loop(learner, executor, env_steps: int) -> np.ndarray:
+    """The runner's off-policy online loop (``replay_loop``) for ``env_steps`` more env steps at
+    UTD ``learner.config.run.utd``, one update dispatch per chunk: ``[wall, cpu]`` seconds."""
+    from dprl.run.runner import replay_loop
+    from dprl.run.schedule import Schedule
+
+    run = learner.config.run
+    run.online_steps = learner.counters["env_steps"] + env_steps
+    start = clocks()
+    replay_loop(learner, executor, Schedule.of(run, "online"))
+    return clocks() - start
+
+
 # ---- env steps ----------------------------------------------------------------------------------
 def env_step_ms(env_id: str, steps: int) -> float:
     """Wall ms of one step of ``env_id`` (random actions, resets included)."""
@@ -165,6 +200,23 @@ def acting_env_steps_per_s(agent, executor, env_steps: int) -> float:
 
 
 # ---- synthetic data -----------------------------------------------------------------------------
+def hopper_executor(config):
+    """A ``ChunkExecutor`` over one Hopper-v5 env acting as ``config`` says, reset."""
+    from dprl.envs.vector import ChunkExecutor, VecEnv
+
+    executor = ChunkExecutor(VecEnv("Hopper-v5", 1, seed=0), act_steps=config.act_steps,
+                             obs_history=config.obs_history)
+    executor.reset()
+    return executor
+
+
+def denoising_steps(actor) -> int | None:
+    """The steps of one action sample (None: a one-step Gaussian actor, RLPD's)."""
+    model = actor.get("model")
+    return (actor.flow_steps if model == "flow" else
+            (actor.sampling_steps or actor.diffusion_steps) if model == "diffusion" else None)
+
+
 def synthetic_buffer(obs_dim: int, action_dim: int, size: int = 20_000,
                      episode_len: int = 1000):
     """A ``Buffer`` of random transitions in episodes of ``episode_len`` (speed only)."""
@@ -295,4 +347,113 @@ def online_markdown(results: list[dict]) -> list[str]:
             f"{r['online_update_ms']:.2f}, {r['online_action_ms']:.2f}, "
             f"{r['online_env_step_ms']:.3f} | {r['online_overhead']:.2f}x "
             f"({r['online_overhead_cpu']:.2f}x) | {r['online_cpu_ms_per_env_step']:.2f} |")
+    return lines
+
+
+# ---- pixels -------------------------------------------------------------------------------------
+def rss_mib() -> float:
+    """This process's resident memory now (MiB)."""
+    with open("/proc/self/statm") as f:
+        return int(f.read().split()[1]) * 4096 / 2**20
+
+
+def pixel_dataset(num_frames: int, episode_len: int = 100, size: int = 64, state_dim: int = 3,
+                  action_dim: int = 2, augment: str = "shift", seed: int = 0):
+    """Random pixel ``OfflineData`` (speed and memory only): about ``num_frames`` uint8 frames
+    ``[size, size, 3]`` in episodes of ``episode_len`` transitions, every frame stored once
+    (``dprl.data.frames``: an episode of T transitions holds T + 1 frames)."""
+    from dprl.data.frames import Frames, PixelObservations
+    from dprl.data.offline import OfflineData
+    from dprl.envs.pixels import frame_layout
+
+    rng = np.random.default_rng(seed)
+    episodes = max(num_frames // (episode_len + 1), 1)
+    n = episodes * episode_len
+    dones = np.zeros(n, bool)
+    dones[episode_len - 1::episode_len] = True
+    obs_frame, _ = frame_layout(dones)
+    frames = rng.integers(0, 256, (n + episodes, size, size, 3), dtype=np.uint8)
+    state = rng.standard_normal((n + episodes, state_dim)).astype(np.float32)
+    return OfflineData(
+        observations=PixelObservations(image=Frames(frames, obs_frame), state=state[obs_frame]),
+        actions=rng.uniform(-1, 1, (n, action_dim)).astype(np.float32),
+        rewards=rng.standard_normal(n).astype(np.float32), terminals=np.zeros(n, bool),
+        timeouts=dones.copy(), dones=dones,
+        next_observations=PixelObservations(image=Frames(frames, obs_frame + 1),
+                                            state=state[obs_frame + 1]),
+        metadata={"augment": augment})
+
+
+def pixel_memory(num_frames: int, size: int = 64, action_dim: int = 2,
+                 augment: str = "shift") -> tuple:
+    """``(buffer, normalizer, memory)`` of a ``pixel_dataset`` of ``num_frames`` frames loaded
+    into a ``Buffer``: resident memory (MiB) grown by the host frames and then by the device
+    ``Buffer`` (on a CPU backend the same memory, the host copy still held), and bytes per
+    transition on the host and on the device."""
+    from dprl.data.buffer import Buffer
+    from dprl.data.frames import bytes_per_transition
+    from dprl.data.offline import Normalizer
+
+    base = rss_mib()
+    data = pixel_dataset(num_frames, size=size, action_dim=action_dim, augment=augment)
+    host = rss_mib() - base
+    normalizer = Normalizer.fit(data.observations)
+    buffer = jax.block_until_ready(Buffer.from_offline(data, normalizer))
+    memory = {"frames": int(data.observations["image"].store.shape[0]),
+              "frame_shape": list(data.observations["image"].shape[1:]),
+              "transitions": int(data.size),
+              "host_bytes_per_transition": round(bytes_per_transition(data), 1),
+              "device_bytes_per_transition": round(buffer.nbytes_per_transition(), 1),
+              "rss_mib_host_frames": round(host, 1),
+              "rss_mib_with_device_buffer": round(rss_mib() - base, 1)}
+    return buffer, normalizer, memory
+
+
+def pixel_agent_row(agent, buffer, config, batch_size: int, fuse: int, repeats: int,
+                    act_repeats: int) -> dict:
+    """Fused offline updates per second of a pixel ``agent`` at ``batch_size`` (``fuse`` per
+    dispatch, median of ``repeats`` dispatches after the compiling one) and its batch-1
+    ``sample_actions`` latency (median of ``act_repeats`` calls)."""
+    from dprl.run.updates import fused_updates
+
+    kwargs = dict(num_steps=fuse, method="update", batch_size=batch_size,
+                  horizon=config.horizon, obs_history=config.obs_history)
+    run = jax.jit(lambda a, k: fused_updates(a, buffer, None, k, **kwargs)[1])
+    start = time.perf_counter()
+    jax.block_until_ready(run(agent, jax.random.PRNGKey(0)))
+    compile_s = time.perf_counter() - start
+    times = []
+    for i in range(repeats):        # no second warm-up call: one update may take seconds here
+        start = clocks()
+        jax.block_until_ready(run(agent, jax.random.PRNGKey(i + 1)))
+        times.append(clocks() - start)
+    per_update = np.median(np.array(times), axis=0) / fuse
+    obs = jax.tree.map(lambda x: x[:1], buffer.sample(jax.random.PRNGKey(2), 1, 1,
+                                                      config.obs_history)["observations"])
+    act = time_calls(lambda i: agent.sample_actions(obs, jax.random.PRNGKey(i)), act_repeats)
+    return {"batch_size": batch_size, "updates_per_s": 1.0 / per_update[0],
+            "cpu_ms_per_update": 1e3 * per_update[1], "fused_updates_per_dispatch": fuse,
+            "timed_dispatches": repeats, "first_dispatch_s": compile_s,
+            "latency_ms_b1": 1e3 * act[0], "timed_actions": act_repeats}
+
+
+def pixel_markdown(pixels: dict) -> list[str]:
+    """The pixel tables: DQL / QC updates and batch-1 latency, and the dataset's memory."""
+    m = pixels["memory"]
+    lines = ["", f"Pixels ({'x'.join(map(str, m['frame_shape']))} frames, encoder "
+             f"{pixels['encoder']}):", "",
+             "| agent | batch | updates/s | CPU ms / update | batch-1 action ms | first dispatch s |",
+             "|---|---|---|---|---|---|"]
+    for r in pixels["agents"]:
+        if "error" in r:
+            lines.append(f"| {r['agent']} | error: {r['error']} | | | | |")
+            continue
+        lines.append(f"| {r['agent']} | {r['batch_size']} | {r['updates_per_s']:.3g} | "
+                     f"{r['cpu_ms_per_update']:.0f} | {r['latency_ms_b1']:.1f} | "
+                     f"{r['first_dispatch_s']:.0f} |")
+    lines += ["", "| frames | transitions | host RSS MiB (frames) | RSS MiB (+ device Buffer) | "
+              "host B / transition | device B / transition |", "|---|---|---|---|---|---|",
+              f"| {m['frames']} | {m['transitions']} | {m['rss_mib_host_frames']:.0f} | "
+              f"{m['rss_mib_with_device_buffer']:.0f} | {m['host_bytes_per_transition']:.0f} | "
+              f"{m['device_bytes_per_transition']:.0f} |"]
     return lines
