@@ -258,22 +258,25 @@ class Agent(flax.struct.PyTreeNode):
     def update(self, rollout: dict) -> tuple["Agent", dict]:
         """One PPO iteration on a rollout (``dprl.run.collect.Rollout``)."""
         cfg = self.config
-        obs = jnp.asarray(rollout["observations"])
+        # Observations are flat arrays or pixel dicts (uint8 images, float states): every
+        # reshape, repeat and minibatch slice goes part by part.
+        obs = jax.tree.map(jnp.asarray, rollout["observations"])
         chain = jnp.asarray(rollout["aux"]["chain"])
-        T, E = obs.shape[:2]
-        N = T * E
-        flat = lambda x: x.reshape((N,) + x.shape[2:])  # noqa: E731
         rewards = jnp.asarray(rollout["rewards"])
+        T, E = rewards.shape
+        N = T * E
+        flat = lambda tree: jax.tree.map(lambda x: x.reshape((N,) + x.shape[2:]), tree)  # noqa: E731
         terminals = jnp.asarray(rollout["terminals"])
         dones = jnp.asarray(rollout["dones"])
 
         # Values of every state; bootstrap from the observation after each chunk.
         V = lambda o: self.value_net.apply(self.critic.params, o)  # noqa: E731
         values = V(flat(obs)).reshape(T, E)
-        last_values = V(jnp.asarray(rollout["last_observations"]))
-        next_obs = jnp.asarray(rollout["next_observations"])
-        if obs.ndim == 4:  # observation history: the final frame repeated, as after a reset
-            next_obs = jnp.repeat(next_obs[:, :, None], obs.shape[2], axis=2)
+        last_values = V(jax.tree.map(jnp.asarray, rollout["last_observations"]))
+        next_obs = jax.tree.map(jnp.asarray, rollout["next_observations"])
+        if cfg.obs_history > 1:  # observation history: the final frame repeated, as after a reset
+            next_obs = jax.tree.map(lambda x: jnp.repeat(x[:, :, None], cfg.obs_history, axis=2),
+                                    next_obs)
         final_values = V(flat(next_obs)).reshape(T, E)
         next_values = jnp.where(dones > 0, final_values,
                                 jnp.concatenate([values[1:], last_values[None]], axis=0))

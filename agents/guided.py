@@ -53,8 +53,10 @@ from flax.training.train_state import TrainState
 from dprl.models.actor import actor_from_config
 from dprl.data.buffer import chunk_return
 from dprl.models.diffusion import q_sample
+from dprl.models.encoders import (batch_size_of, encode_observations, frozen_encoder_config,
+                                  repeat_rows)
 from dprl.models.nets import (MLP, CriticEnsemble, NoisyActionValue, critic_from_config,
-                              flatten_observations, value_from_config)
+                              value_from_config)
 from dprl.models.teacher import teacher_actions
 from dprl.models.training import (BCStage, EMA, apply_loss, create_state, make_optimizer, polyak,
                           pretrain_step)
@@ -82,14 +84,15 @@ class FourierNoisyActionValue(nn.Module):
     activation: str = "silu"
     time_dim: int = 32
     time_scale: float = 1000.0
+    encoder: Any = None   # a frozen config.encoder: pixel observations get their own encoder
 
     @nn.compact
     def __call__(self, observations, noisy_actions, t):
         B = noisy_actions.shape[0]
         tau = (jnp.asarray(t, jnp.float32) + 1.0) / self.time_scale
         emb = nn.Dense(self.time_dim)(gaussian_fourier_features(tau, self.time_dim))
-        x = jnp.concatenate([flatten_observations(observations), noisy_actions.reshape(B, -1),
-                             emb], axis=-1)
+        x = jnp.concatenate([encode_observations(observations, self.encoder),
+                             noisy_actions.reshape(B, -1), emb], axis=-1)
         return MLP((*self.hidden_dims, 1), self.activation)(x)[..., 0]
 
 
@@ -97,11 +100,14 @@ def guide_net(config) -> nn.Module:
     """The guide J(s, a^k, k) on noisy actions: Diffusion-QL's time MLP ('mlp', the critics'
     activation unless ``guide_activation``) or QGPO's Fourier-feature energy net ('fourier')."""
     activation = config.get("guide_activation", "") or config.critic_activation
+    # J has its own encoder (from config.encoder): its loss trains that one only.
+    encoder = frozen_encoder_config(config.get("encoder"))
     if config.get("guide_time_embedding", "mlp") == "fourier":
         return FourierNoisyActionValue(tuple(config.guide_hidden_dims), activation,
                                        int(config.guide_time_dim),
-                                       float(config.actor.diffusion_steps))
-    return NoisyActionValue(tuple(config.guide_hidden_dims), activation, config.actor.time_dim)
+                                       float(config.actor.diffusion_steps), encoder)
+    return NoisyActionValue(tuple(config.guide_hidden_dims), activation, config.actor.time_dim,
+                            encoder=encoder)
 
 
 def softmax_backup(q_next: jax.Array, q_alpha: float) -> jax.Array:
@@ -174,8 +180,8 @@ class Agent(flax.struct.PyTreeNode):
         traced (a sweep does not recompile); ``num_samples > 1`` draws N per observation and
         keeps the argmax of ``min_e Q``."""
         cfg = self.config
-        B = observations.shape[0]
-        obs = jnp.repeat(observations, num_samples, axis=0) if num_samples > 1 else observations
+        B = batch_size_of(observations)
+        obs = repeat_rows(observations, num_samples) if num_samples > 1 else observations
         actions, chain = self.actor.sample(
             obs, key, guidance_fn=self.guidance_fn(self.guide.params, obs),
             guidance_scale=guidance_scale, guidance_mode=cfg.guidance_mode,
@@ -221,7 +227,7 @@ class Agent(flax.struct.PyTreeNode):
         B, N = candidates.shape[:2]
         if N == 1:
             return candidates[:, 0]
-        obs = jnp.repeat(observations, N, axis=0)
+        obs = repeat_rows(observations, N)
         q = self.q_min(self.critic.params, obs, candidates.reshape(B * N, *candidates.shape[2:]))
         best = jnp.argmax(jnp.where(self.critic_step > 0, q.reshape(B, N), 0.0), axis=1)
         return candidates[jnp.arange(B), best]
@@ -264,7 +270,7 @@ class Agent(flax.struct.PyTreeNode):
         k = jnp.repeat(jax.random.randint(k_key, (b,), 0, sched.num_steps), M)
         flat = support.reshape(b * M, *support.shape[2:])
         noisy = q_sample(sched, flat, k, jax.random.normal(n_key, flat.shape))
-        obs = jnp.repeat(observations, M, axis=0)
+        obs = repeat_rows(observations, M)
         logits = guide_net(self.config).apply(params, obs, noisy, k.astype(jnp.float32)).reshape(b, M)
         weights = jax.nn.softmax(self.config.beta * q_support, axis=1)
         loss = cep_loss(logits, q_support, self.config.beta)
@@ -309,7 +315,7 @@ class Agent(flax.struct.PyTreeNode):
                                                               batch["next_observations"])
             elif cfg.critic_mode == "softmax":
                 M = cfg.support_actions
-                next_obs = jnp.repeat(batch["next_observations"], M, axis=0)
+                next_obs = repeat_rows(batch["next_observations"], M)
                 support = self.actor.sample(next_obs, next_key)[0]        # [B M, H, A] unguided
                 q_next = self.q_min(self.target_critic_params, next_obs, support).reshape(-1, M)
                 next_v = softmax_backup(q_next, cfg.q_alpha)
@@ -343,12 +349,13 @@ class Agent(flax.struct.PyTreeNode):
             guide, g_info = apply_loss(self.guide, lambda p: self.guide_regression_loss(
                 p, batch, q_data / unit, guide_key), "guide")
         else:
-            b, M = min(cfg.contrastive_states or obs.shape[0], obs.shape[0]), cfg.support_actions
-            sub_obs = obs[:b]
-            support = self.actor.sample(jnp.repeat(sub_obs, M, axis=0), sup_key)[0]  # [b M, H, A]
+            B = batch_size_of(obs)
+            b, M = min(cfg.contrastive_states or B, B), cfg.support_actions
+            sub_obs = jax.tree.map(lambda x: x[:b], obs)
+            support = self.actor.sample(repeat_rows(sub_obs, M), sup_key)[0]  # [b M, H, A]
             # The energies of the support set: the target critic after this step's update (as
             # QGPO, which updates Q and its target before the energy net).
-            q_sup = self.q_min(target_critic_params, jnp.repeat(sub_obs, M, axis=0), support)
+            q_sup = self.q_min(target_critic_params, repeat_rows(sub_obs, M), support)
             support = support.reshape(b, M, *support.shape[1:])
             guide, g_info = apply_loss(self.guide, lambda p: self.guide_contrastive_loss(
                 p, sub_obs, support, q_sup.reshape(b, M) / unit, guide_key), "guide")
@@ -393,7 +400,7 @@ class Agent(flax.struct.PyTreeNode):
         key, a_key, c_key, v_key, g_key = jax.random.split(jax.random.PRNGKey(seed), 5)
         obs = jax.tree.map(jnp.asarray, example_batch["observations"])  # flat or pixel
         actions = jnp.asarray(example_batch["actions"])
-        t = jnp.zeros((obs.shape[0],), jnp.float32)
+        t = jnp.zeros((actions.shape[0],), jnp.float32)
         opt = lambda lr: make_optimizer(lr, grad_clip=config.grad_clip)  # noqa: E731
         actor = BCStage.init(actor_from_config(config), a_key, obs, opt(config.actor_lr),
                              EMA.from_config(config))

@@ -279,3 +279,102 @@ def test_bench_pixels_smoke(tmp_path):
     assert [r["agent"] for r in result["agents"]] == ["dql", "qc"]
     frame = 64 * 64 * 3
     assert frame < result["memory"]["device_bytes_per_transition"] < 1.5 * frame
+
+
+# ---- guided and DPPO from pixels ------------------------------------------------------------------
+def _encoder_owners(tree) -> set:
+    """The paths (up to the encoder) of every ObservationEncoder inside ``tree``."""
+    return {k.split("ObservationEncoder")[0] for k in _encoder_params(tree)}
+
+
+def _guided(preset):
+    from agents import get_agent
+    import configs.guided
+    config = configs.guided.get_config(preset)
+    small = _config("bc")          # the tiny sizes of the other agents' tests
+    config.action_dim, config.actor.hidden_dims = 2, small.actor.hidden_dims
+    config.encoder.name, config.encoder.mlp_dims = "impala_debug", (8,)
+    config.critic_hidden_dims = config.guide_hidden_dims = (16, 16)
+    config.support_actions, config.contrastive_states = 2, 4
+    if preset == "mse-guidance":
+        config.actor.diffusion_steps = 3
+    else:
+        config.actor.sampling_steps = 2
+        config.reward_scale = 1.0
+    spec = PixelSpec(2, (32, 32, 3))
+    return get_agent("guided").create(0, example_batch(spec, 2, 1), config)
+
+
+@pytest.mark.parametrize("preset", ["mse-guidance", "qgpo"])
+def test_guided_from_pixels_each_loss_trains_its_own_encoder(pole_data, preset):
+    """Guided's actor, critic ensemble, V and guide J each own an encoder. The guide loss's
+    gradient reaches J's encoder and no other network's; one update moves the critic's (and V's,
+    IQL) and J's encoders and leaves the frozen actor's alone; sampling (best-of-N too) runs on
+    pixel observations."""
+    agent = _guided(preset)
+    for net in (agent.actor.params, agent.critic.params, agent.value.params, agent.guide.params):
+        assert _encoder_params(net), "every network has its own encoder"
+    batch = _pixel_batch(pole_data)
+    agent, _ = agent.pretrain(batch)
+    # The guide loss as a function of every network's parameters: only J's get a gradient.
+    key = jax.random.PRNGKey(3)
+    q = jnp.ones((8,))
+
+    def guide_loss(params):
+        return agent.guide_regression_loss(params["guide"], batch, q, key)[0]
+    grads = jax.grad(guide_loss)({"guide": agent.guide.params, "critic": agent.critic.params,
+                                  "actor": agent.actor.params})
+    nonzero = {k.split("ObservationEncoder")[0] for k, g in _encoder_params(grads).items()
+               if np.any(np.asarray(g) != 0)}
+    assert nonzero and all(k.startswith("['guide']") for k in nonzero)
+    new, info = agent.update(batch)
+    assert np.isfinite(float(info["guide/loss"])) and np.isfinite(float(info["critic/loss"]))
+    assert _changed(agent.guide.params, new.guide.params)
+    assert _changed(agent.critic.params, new.critic.params)
+    assert not _changed(agent.actor.params, new.actor.params)
+    assert bool(_changed(agent.value.params, new.value.params)) == (preset == "mse-guidance")
+    obs = jax.tree.map(jnp.asarray, example_batch(PixelSpec(2, (32, 32, 3)), 2, 1)[
+        "observations"])
+    assert new.sample_actions(obs, key)[0].shape == (2, 1, 2)
+    assert new.sample_guided(obs, key, 1.0, num_samples=3).shape == (2, 1, 2)
+    assert new.select(obs, jnp.zeros((2, 3, 1, 2)), key).shape == (2, 1, 2)
+
+
+def _dppo(num_envs=2):
+    from agents import get_agent
+    config = _config("dppo")
+    config.actor.diffusion_steps, config.ft_denoising_steps = 3, 2
+    config.horizon = config.act_steps = 2
+    config.run.num_envs, config.ppo_batch_size, config.update_epochs = num_envs, 4, 2
+    config.target_kl = 1e9         # every minibatch applies: the test asks what a step moves
+    spec = PixelSpec(2, (32, 32, 3))
+    return get_agent("dppo").create(0, example_batch(spec, 2, 2), config)
+
+
+def test_dppo_rollout_from_pixels_keeps_images_uint8_and_ppo_trains_actor_and_value(pole_data):
+    """A rollout from the pixel env keeps its images uint8 (observations, next and last
+    observations); the PPO update moves the finetuned actor's and V's encoders (each its own)
+    and leaves the pretrained BC stage alone."""
+    from dprl.run.collect import collect_rollout
+    agent = _dppo()
+    assert _encoder_params(agent.actor.params) and _encoder_params(agent.critic.params)
+    norm = Normalizer.fit(pole_data.observations)
+    ex = ChunkExecutor(VecEnv("dprl/PixelPole-v0", 2, seed=0), act_steps=2, normalize=norm)
+    ex.reset()
+    rollout, env_steps = collect_rollout(agent, ex, 3, jax.random.PRNGKey(0))
+    assert env_steps > 0
+    for name, lead in (("observations", (3, 2)), ("next_observations", (3, 2)),
+                       ("last_observations", (2,))):
+        o = rollout[name]
+        assert o["image"].dtype == np.uint8 and o["image"].shape == lead + (32, 32, 3), name
+        assert o["state"].dtype == np.float32 and o["state"].shape == lead + (2,), name
+    assert rollout["aux"]["chain"].shape == (3, 2, 3, 2, 2)
+    new, info = agent.update(rollout)
+    assert np.isfinite(float(info["ppo/pg_loss"])) and float(info["ppo/applied"]) == 1.0
+    assert _changed(agent.actor.params, new.actor.params)
+    assert _changed(agent.critic.params, new.critic.params)
+    assert not _changed(agent.bc.params, new.bc.params)
+    assert not _changed(agent.bc.ema_params, new.bc.ema_params)
+    a, c = _encoder_params(new.actor.params), _encoder_params(new.critic.params)
+    assert not any(np.array_equal(x, y) for x, y in zip(a.values(), c.values())
+                   if x.shape == y.shape)

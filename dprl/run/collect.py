@@ -22,7 +22,10 @@ from dprl.envs.vector import ChunkExecutor, VecEnv, evaluate
 class Rollout(TypedDict):
     """What an on-policy agent's ``update`` takes: ``T`` chunk-steps from each of ``E`` envs.
 
-    ``(K,)`` is the observation history (absent when ``obs_history = 1``).
+    ``(K,)`` is the observation history (absent when ``obs_history = 1``). On a pixel task every
+    observation field is a dict of the same layout part by part: ``{'image': uint8 [T, E, (K,)
+    H, W, C], 'state': float32 [T, E, (K,) S]}`` (images stay uint8; the encoders make them
+    float inside the jitted update).
     """
 
     observations: np.ndarray       # [T, E, (K,) O]  normalized policy inputs
@@ -52,7 +55,7 @@ def run_chunk(executor: ChunkExecutor, chunks: np.ndarray, limit: int) -> dict:
     executed = executor.step_chunks(np.asarray(chunks))
     transitions = transitions_from_chunks(executed, executor.normalize)
     n = min(len(transitions["actions"]), limit)
-    return {k: v[:n] for k, v in transitions.items()}
+    return jax.tree.map(lambda v: v[:n], transitions)
 
 
 def collect_rollout(agent, executor: ChunkExecutor, num_steps: int, key: jax.Array
@@ -68,18 +71,26 @@ def collect_rollout(agent, executor: ChunkExecutor, num_steps: int, key: jax.Arr
         valid = executed["valid"]
         env_steps += int(valid.sum())
         last = valid.sum(0) - 1
-        next_raw = executed["next_observations"][last, np.arange(valid.shape[1])]
+        # Each env's observation after its last executed step (part by part for pixel dicts).
+        next_raw = jax.tree.map(lambda x: x[last, np.arange(valid.shape[1])],
+                                executed["next_observations"])
         steps.append({
             "observations": obs, "actions": np.asarray(chunks), "aux": jax.device_get(aux),
             "rewards": (executed["rewards"] * valid).sum(0),
             "terminals": (executed["terminals"] & valid).any(0),
             "dones": ((executed["terminals"] | executed["truncations"]) & valid).any(0),
-            "next_observations": np.asarray(executor.normalize(next_raw), np.float32)})
+            "next_observations": _policy_dtypes(executor.normalize(next_raw))})
     rollout = jax.tree.map(lambda *x: np.stack(x), *steps)
     for name in ("rewards", "terminals", "dones"):
         rollout[name] = rollout[name].astype(np.float32)
     rollout["last_observations"] = executor.policy_observations()
     return rollout, env_steps
+
+
+def _policy_dtypes(observations):
+    """float32 flat observations / pixel states; pixel images stay uint8."""
+    return jax.tree.map(lambda x: x if x.dtype == np.uint8 else np.asarray(x, np.float32),
+                        observations)
 
 
 def recent_return(executor: ChunkExecutor, episodes: int) -> dict:
