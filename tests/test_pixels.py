@@ -93,8 +93,8 @@ def test_dataset_frames_equal_what_the_env_renders(pole_data):
 def test_buffer_stores_uint8_frames_once_and_round_trips(pole_data):
     norm = Normalizer.fit(pole_data.observations)
     buf = Buffer.from_offline(pole_data, norm)
-    assert buf.frames.dtype == jnp.uint8 and buf.frames.shape[0] == pole_data.size + \
-        pole_data.num_episodes
+    assert buf.frames["image"].dtype == jnp.uint8 and buf.frames["image"].shape[0] == \
+        pole_data.size + pole_data.num_episodes
     idx = jnp.arange(0, pole_data.size, 7)
     batch = buf.gather(idx)
     assert batch["observations"]["image"].dtype == jnp.uint8
@@ -165,9 +165,9 @@ def test_normalizer_of_pixel_data_standardizes_the_state_only(pole_data):
     assert "image_shape" not in Normalizer.fit(np.ones((4, 3))).to_dict()  # flat tasks: as before
 
 
-def test_online_replay_from_pixels_is_refused_with_one_clear_error():
-    with pytest.raises(ValueError, match="online_steps=0"):
-        Buffer.empty(10, PixelSpec(2, (32, 32, 3)), 2)
+def test_online_replay_buffer_from_pixels_stores_uint8_frames():
+    buf = Buffer.empty(10, PixelSpec(2, (32, 32, 3)), 2)      # tests/test_pixels_online.py
+    assert buf.frames["image"].dtype == jnp.uint8 and buf.obs_spec == PixelSpec(2, (32, 32, 3))
 
 
 # ---- agents: which encoders each loss trains -----------------------------------------------------
@@ -305,7 +305,8 @@ def _guided(preset):
     return get_agent("guided").create(0, example_batch(spec, 2, 1), config)
 
 
-@pytest.mark.parametrize("preset", ["mse-guidance", "qgpo"])
+@pytest.mark.parametrize("preset", [pytest.param("mse-guidance", marks=pytest.mark.slow),
+                                    "qgpo"])
 def test_guided_from_pixels_each_loss_trains_its_own_encoder(pole_data, preset):
     """Guided's actor, critic ensemble, V and guide J each own an encoder. The guide loss's
     gradient reaches J's encoder and no other network's; one update moves the critic's (and V's,
@@ -378,3 +379,27 @@ def test_dppo_rollout_from_pixels_keeps_images_uint8_and_ppo_trains_actor_and_va
     a, c = _encoder_params(new.actor.params), _encoder_params(new.critic.params)
     assert not any(np.array_equal(x, y) for x, y in zip(a.values(), c.values())
                    if x.shape == y.shape)
+
+
+def test_pixel_executor_state_round_trips_for_exact_online_resume():
+    """An online phase's pixel envs are saved whole (env state, uint8 frame history) in a
+    checkpoint's JSON: restored into fresh envs they go on exactly as the saved ones."""
+    import json
+    from dprl.envs.vector import executor_state, set_executor_state
+    rng = np.random.default_rng(0)
+    for env_id in ("dprl/PixelPole-v0", "dprl/PixelWaypointChain-v0"):
+        ex = ChunkExecutor(VecEnv(env_id, 2, seed=0), act_steps=2, obs_history=2)
+        ex.reset()
+        ex.step_chunks(rng.uniform(-1, 1, (2, 2, 2)))
+        state = json.loads(json.dumps(executor_state(ex)))
+        again = ChunkExecutor(VecEnv(env_id, 2, seed=5), act_steps=2, obs_history=2)
+        again.reset()
+        set_executor_state(again, state)
+        chunks = rng.uniform(-1, 1, (2, 2, 2))
+        a, b = ex.step_chunks(chunks), again.step_chunks(chunks)
+        np.testing.assert_array_equal(a["rewards"], b["rewards"])
+        for x, y in ((ex.policy_observations(), again.policy_observations()),
+                     (a["next_observations"], b["next_observations"])):
+            assert y["image"].dtype == np.uint8
+            np.testing.assert_array_equal(x["image"], y["image"])
+            np.testing.assert_array_equal(x["state"], y["state"])

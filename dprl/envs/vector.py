@@ -362,7 +362,8 @@ def evaluate(
 # plain attributes: positions, counters) and gymnasium's MuJoCo envs (the simulator's integration
 # state: time, qpos, qvel, activations, warm start, controls). Others (OGBench's manipulation
 # envs, which keep task state beside the simulator) restart on resume.
-_PLAIN_ENV_MODULES = ("dprl.envs.pole.", "dprl.envs.chain.")   # every attribute plain data
+_PLAIN_ENV_MODULES = ("dprl.envs.pole.", "dprl.envs.chain.",   # every attribute plain data
+                      "dprl.envs.pixels.")
 _MUJOCO_ENV_MODULES = ("gymnasium.envs.mujoco.",)
 _SKIPPED_ATTRS = {"spec", "metadata", "render_mode", "observation_space", "action_space",
                   "_np_random", "np_random"}
@@ -390,6 +391,20 @@ def _plain(v):
 
 def _unplain(v):
     return np.asarray(v["a"], dtype=v["dtype"]) if isinstance(v, dict) else v
+
+
+def _plain_observation(o):
+    """An observation as JSON: a flat array as ``_plain``; a pixel one (a dict of named parts)
+    as ``{'parts': {name: _plain(part)}}``, its images keeping their uint8 dtype."""
+    if isinstance(o, dict):
+        return {"parts": {k: _plain(np.asarray(v)) for k, v in o.items()}}
+    return _plain(np.asarray(o))
+
+
+def _unplain_observation(v):
+    if isinstance(v, dict) and "parts" in v:
+        return {k: _unplain(p) for k, p in v["parts"].items()}
+    return _unplain(v)
 
 
 def saveable(env: gym.Env) -> bool:
@@ -462,7 +477,7 @@ def executor_state(ex: ChunkExecutor, keep_episodes: int = 100) -> dict | None:
     envs = env_state(ex.vec_env)
     if envs is None:
         return None
-    return {"envs": envs, "frames": [[_plain(np.asarray(o)) for o in f] for f in ex._frames],
+    return {"envs": envs, "frames": [[_plain_observation(o) for o in f] for f in ex._frames],
             "returns": _plain(ex.episode_returns), "lengths": _plain(ex.episode_lengths),
             "finished": [{k: _plain(v) for k, v in e.items() if _plain(v) is not ...}
                          for e in ex.finished[-keep_episodes:]]}
@@ -470,6 +485,6 @@ def executor_state(ex: ChunkExecutor, keep_episodes: int = 100) -> dict | None:
 
 def set_executor_state(ex: ChunkExecutor, state: dict) -> None:
     set_env_state(ex.vec_env, state["envs"])
-    ex._frames = [[_unplain(o) for o in f] for f in state["frames"]]
+    ex._frames = [[_unplain_observation(o) for o in f] for f in state["frames"]]
     ex.episode_returns, ex.episode_lengths = _unplain(state["returns"]), _unplain(state["lengths"])
     ex.finished = list(state["finished"])
