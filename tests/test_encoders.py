@@ -136,3 +136,75 @@ def test_random_crop_and_center_crop():
     np.testing.assert_array_equal(augment.center_crop(img, 8), img[:, 1:9, 1:9])
     with pytest.raises(ValueError, match="larger"):
         augment.random_crop(img, jax.random.PRNGKey(0), 11)
+
+
+# ---- diffusion_policy's crop: random in training batches, centered when acting ------------------
+def test_crop_augmentation_stays_inside_the_image_and_keeps_frames_together():
+    rng = np.random.default_rng(0)
+    cams = {k: jnp.asarray(rng.integers(0, 256, (64, 2, 12, 12, 3), dtype=np.uint8))
+            for k in ("image_agentview", "image_wrist")}
+    obs = {**cams, "state": jnp.ones((64, 2, 3))}
+    out = jax.jit(augment.augment_observations, static_argnums=2)(
+        obs, jax.random.PRNGKey(0), "crop:8")
+    np.testing.assert_array_equal(out["state"], obs["state"])
+    places = {}
+    for k, full in cams.items():
+        assert out[k].shape == (64, 2, 8, 8, 3) and out[k].dtype == jnp.uint8
+        full, crop = np.asarray(full), np.asarray(out[k])
+        places[k] = []
+        for b in range(64):
+            # the window that matches, searched over every place inside the 12x12 image
+            found = [(r, c) for r in range(5) for c in range(5)
+                     if np.array_equal(full[b, :, r:r + 8, c:c + 8], crop[b])]
+            assert found, (k, b)           # inside the image, both history frames together
+            places[k].append(found[0])
+        assert len(set(places[k])) > 10    # random places, not one fixed window
+    assert places["image_agentview"] != places["image_wrist"]   # each camera its own key
+
+
+def test_crop_size_of_an_augmentation():
+    assert augment.crop_size("crop:76") == 76
+    assert augment.crop_size("shift") == 0 and augment.crop_size("none") == 0
+    for bad in ("crop", "crop:0", "crop:x", "rotate"):
+        with pytest.raises(ValueError, match="Unknown augmentation"):
+            augment.crop_size(bad)
+
+
+def test_encoder_center_crops_acting_frames_and_leaves_training_crops():
+    """With ``encoder.crop``, a full frame is encoded as its center crop (acting / evaluation:
+    pixels outside the central window change nothing), a training batch's random crop (already
+    crop-sized) as it is; the two differ."""
+    cfg = _config("impala_debug", mlp_dims=(8,), crop=8)
+    rng = np.random.default_rng(1)
+    full = rng.integers(0, 256, (4, 12, 12, 3), dtype=np.uint8)
+    obs = {"image": jnp.asarray(full), "state": jnp.ones((4, 2))}
+    enc = ObservationEncoder(cfg)
+    params = enc.init(jax.random.PRNGKey(0), obs)     # initialized on full frames (example batch)
+    acting = enc.apply(params, obs)
+    noisy = full.copy()
+    border = np.ones((12, 12), bool)
+    border[2:10, 2:10] = False
+    noisy[:, border] = rng.integers(0, 256, (4, int(border.sum()), 3), dtype=np.uint8)
+    np.testing.assert_array_equal(acting, enc.apply(params, {**obs, "image": jnp.asarray(noisy)}))
+    centered = {**obs, "image": augment.center_crop(obs["image"], 8)}
+    np.testing.assert_allclose(acting, enc.apply(params, centered), rtol=1e-6)
+    train = augment.augment_observations(obs, jax.random.PRNGKey(3), "crop:8")
+    assert train["image"].shape == (4, 8, 8, 3)
+    trained_on = enc.apply(params, train)           # same parameters: 8x8 is not cropped again
+    assert trained_on.shape == acting.shape
+    assert not np.allclose(trained_on, acting)      # training batches differ from evaluation
+    with pytest.raises(ValueError, match="larger than"):
+        ObservationEncoder(_config("impala_debug", mlp_dims=(8,), crop=16)).init(
+            jax.random.PRNGKey(0), obs)
+
+
+def test_crop_task_sets_the_encoder_crop_for_acting():
+    """A task trained on random crops (``augment='crop:<size>'``) gets ``encoder.crop`` (every
+    network's encoder: actor and critics read the same setting); shift tasks keep 0."""
+    from dprl.envs.tasks import get_task
+    from dprl.run.config import load_config_file, run_config
+
+    config = load_config_file("configs/dql.py")
+    crop = run_config(config, get_task("robomimic-lift-ph-image"), on_policy=False)
+    assert crop.encoder.crop == 76 and crop.actor.encoder.crop == 76
+    assert run_config(config, get_task("pixel-pole"), on_policy=False).encoder.crop == 0

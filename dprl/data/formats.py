@@ -12,7 +12,9 @@ A *source* is where a task's offline data come from:
                              ``ogbench:/path/file.npz`` and ``ogbench:/path/dir`` name a file or
                              a shard directory anywhere
   ``robomimic:<task>/<type>`` robomimic's low-dim file ``$ROBOMIMIC_DATASET_ROOT/<task>/<type>/
-                             low_dim_v15.hdf5`` (default root ``~/.robomimic``), or
+                             low_dim_v15.hdf5`` (default root ``~/.robomimic``),
+                             ``robomimic:<task>/<type>/image`` its image file ``image_v15.hdf5``
+                             (84x84 agentview and eye-in-hand cameras), or
                              ``robomimic:/path/file.hdf5``
 
 File layouts (the facts dprl relies on; ``check_source`` checks them before any work):
@@ -23,11 +25,15 @@ File layouts (the facts dprl relies on; ``check_source`` checks them before any 
   of T rows gives T - 1 transitions: the last row's action has no successor (as
   ``ogbench.load_dataset(..., compact_dataset=False)``). Play files carry no rewards: a task
   relabels them. A 100M directory holds such files (``*.npz`` but ``*-val.npz``), read in sorted
-  order, one shard at a time.
+  order, one shard at a time. The visual-* files (``visual-cube-single-play-v0``, ...) hold
+  ``observations [M, 64, 64, 3]`` uint8 (the envs' 64x64 camera) and the same other arrays;
+  their frames are kept once (``dprl.data.frames``), not copied into s and s'.
 * robomimic hdf5: ``data`` (attribute ``env_args``: JSON with ``env_name``), one group
   ``data/demo_<k>`` per demonstration with ``obs/<key> [T, d]``, ``next_obs/<key> [T, d]``,
   ``actions [T, 7|14]`` (in [-1, 1]), ``rewards [T]`` and ``dones [T]``; demos are read in the
-  order of k.
+  order of k. The image file adds ``obs/agentview_image`` and ``obs/robot0_eye_in_hand_image``
+  uint8 ``[T, 84, 84, 3]`` (and the same under ``next_obs``, one step later) beside the
+  low-dim keys; a task's ``cameras`` reads them as ``PixelObservations``.
 """
 from __future__ import annotations
 
@@ -46,6 +52,7 @@ from dprl.envs.benchmarks import ROBOMIMIC_OBS_KEYS
 OGBENCH_DIR_ENV = "OGBENCH_DATA_DIR"
 ROBOMIMIC_DIR_ENV = "ROBOMIMIC_DATASET_ROOT"
 ROBOMIMIC_FILE = "low_dim_v15.hdf5"
+ROBOMIMIC_IMAGE_FILE = "image_v15.hdf5"     # agentview and eye-in-hand cameras, 84x84
 KINDS = ("minari", "ogbench", "robomimic")
 OGBENCH_DATASET_TYPES = ("play", "noisy", "navigate", "stitch", "explore")
 _SIZE_TOKEN = re.compile(r"^\d+[mb]$")       # '100m' in cube-quadruple-play-100m-v0
@@ -116,7 +123,14 @@ def parse_source(spec: str) -> DataSource:
         parts = path.parts
         name = f"{parts[-3]}/{parts[-2]}" if len(parts) >= 3 else path.stem
         return DataSource("robomimic", name, str(path))
-    return DataSource("robomimic", rest, str(robomimic_root() / rest / ROBOMIMIC_FILE))
+    task, _, hdf5_type = rest.partition("/")
+    dtype, _, hdf5_type = hdf5_type.partition("/")
+    if hdf5_type not in ("", "low_dim", "image"):
+        raise SourceError(f"--dataset={spec!r}: robomimic's file type is 'low_dim' (default) or "
+                          f"'image' (robomimic:<task>/<type>/image), not {hdf5_type!r}")
+    name = f"{task}/{dtype}" if dtype else task
+    return DataSource("robomimic", name, str(robomimic_root() / name / (
+        ROBOMIMIC_IMAGE_FILE if hdf5_type == "image" else ROBOMIMIC_FILE)))
 
 
 def ogbench_env_id(name: str) -> str:
@@ -142,8 +156,10 @@ def download_command(src: DataSource) -> str:
                 f"'{parent}')\"")
     task, _, kind = src.name.partition("/")
     root = Path(src.path).parent.parent.parent
+    hdf5_type = "image" if Path(src.path).name == ROBOMIMIC_IMAGE_FILE else "low_dim"
     return (f"pip install robomimic && python -m robomimic.scripts.download_datasets --tasks "
-            f"{task} --dataset_types {kind or 'ph'} --hdf5_types low_dim --download_dir {root}")
+            f"{task} --dataset_types {kind or 'ph'} --hdf5_types {hdf5_type} "
+            f"--download_dir {root}")
 
 
 # ----------------------------------------------------------------------------- checks
@@ -315,8 +331,12 @@ def _read_ogbench(path: Path, info: bool) -> dict[str, np.ndarray]:
         with np.load(path) as z:
             rows = _ogbench_rows(z["terminals"])
             obs = z["observations"]
-            out = {"observations": obs[rows].astype(np.float32, copy=False),
-                   "next_observations": obs[rows + 1].astype(np.float32, copy=False)}
+            if is_frames(obs):
+                # visual-*: every row's frame kept once; s_t is frame rows[i], s_{t+1} the next.
+                out = {"frames": obs, "obs_frame": rows.astype(np.int32)}
+            else:
+                out = {"observations": obs[rows].astype(np.float32, copy=False),
+                       "next_observations": obs[rows + 1].astype(np.float32, copy=False)}
             del obs
             out["actions"] = z["actions"][rows].astype(np.float32, copy=False)
             if "rewards" in z.files:
@@ -339,8 +359,30 @@ def _read_ogbench(path: Path, info: bool) -> dict[str, np.ndarray]:
     return out
 
 
+def is_frames(observations: np.ndarray) -> bool:
+    """Camera frames: uint8 ``[M, H, W, C]`` (OGBench's visual-* observations)."""
+    return observations.dtype == np.uint8 and observations.ndim == 4
+
+
+def _pixel_observations(arrays: dict) -> dict:
+    """``frames [M, H, W, C]`` and ``obs_frame [N]`` -> observations and next observations as
+    ``PixelObservations`` over the one store (next = one frame later), with an empty state
+    ``[N, 0]`` (the visual envs observe the image only)."""
+    from dprl.data.frames import Frames, PixelObservations
+
+    frames, index = arrays.pop("frames"), arrays.pop("obs_frame")
+    state = np.zeros((len(index), 0), np.float32)
+    arrays["observations"] = PixelObservations(image=Frames(frames, index), state=state)
+    arrays["next_observations"] = PixelObservations(image=Frames(frames, index + 1),
+                                                    state=state.copy())
+    return arrays
+
+
 def _offline(arrays: dict, src: DataSource, extras: dict, meta: dict):
     from dprl.data.offline import OfflineData
+    if "frames" in arrays:
+        arrays = _pixel_observations(arrays)
+        meta = {**meta, "augment": "none"}
     n = len(arrays["actions"])
     dones = arrays["dones"]
     return OfflineData(
@@ -355,6 +397,8 @@ def _offline(arrays: dict, src: DataSource, extras: dict, meta: dict):
 def load_ogbench(src: DataSource, on_shard: Callable | None = None, info: bool = True):
     """An OGBench file or shard directory as ``OfflineData`` (what ``ogbench.load_dataset(path,
     compact_dataset=False, add_info=True)`` gives, flattened across shards in sorted order).
+    A visual-* file (uint8 frames ``[M, H, W, C]``) gives ``PixelObservations``: its frames
+    stored once, s_t and s_{t+1} as indices into them, an empty state ``[N, 0]``.
 
     ``dones`` ends every episode; ``terminals`` are all False (OGBench's episodes end only at the
     time limit: ``timeouts == dones``); rewards are the file's, or zeros for play data (a task
@@ -372,6 +416,11 @@ def load_ogbench(src: DataSource, on_shard: Callable | None = None, info: bool =
         data = _offline(arrays, src, extras, meta)
         return on_shard(data) if on_shard else data
     shards = ogbench_shards(path, src.shards)
+    shape, dtype, _ = _npz_headers(shards[0])["observations"]
+    if dtype == np.uint8 and len(shape) == 4:
+        raise SourceError(f"OGBench shard directory {path} holds camera frames: dprl reads "
+                          f"visual-* data from single files only (e.g. visual-cube-single-"
+                          f"play-v0.npz), not from shard directories.")
     sizes = []
     for shard in shards:
         with np.load(shard) as z:
@@ -426,7 +475,8 @@ def ogbench_ram_bytes(src: DataSource) -> dict:
 
 def write_ogbench_npz(path, episodes: Sequence[dict]) -> Path:
     """Write episodes in OGBench's npz layout (``np.savez`` of the keys above; dtypes as
-    ogbench's data scripts store them). Each episode holds ``observations [T+1, O]`` (s_0 .. s_T),
+    ogbench's data scripts store them: uint8 observations, i.e. camera frames ``[T+1, H, W, C]``,
+    stay uint8). Each episode holds ``observations [T+1, O]`` (s_0 .. s_T),
     ``actions [T, A]`` and optionally ``qpos [T+1, nq]``, ``qvel [T+1, nv]``, ``button_states
     [T+1, B]``; it is stored as T + 1 rows whose last row (s_T, terminal) carries a zero action,
     so that ``load_dataset`` gives back exactly its T transitions."""
@@ -450,6 +500,8 @@ def write_ogbench_npz(path, episodes: Sequence[dict]) -> Path:
                 cols[k].append(np.asarray(ep[k]))
     dtypes = {"observations": np.float32, "actions": np.float32, "terminals": bool,
               "qpos": np.float32, "qvel": np.float32, "button_states": np.int64}
+    if cols["observations"] and all(o.dtype == np.uint8 for o in cols["observations"]):
+        dtypes["observations"] = np.uint8        # camera frames stay uint8 (visual-* files)
     arrays = {k: np.concatenate(v).astype(dtypes[k]) for k, v in cols.items()
               if v and len(v) == len(episodes)}
     path = Path(path)
@@ -459,32 +511,63 @@ def write_ogbench_npz(path, episodes: Sequence[dict]) -> Path:
 
 
 # ----------------------------------------------------------------------------- robomimic
-def load_robomimic(src: DataSource, obs_keys: Sequence[str] = ROBOMIMIC_OBS_KEYS):
-    """A robomimic low-dim hdf5 file as ``OfflineData``: per demo (in the order of k) the
+def _camera_frames(g, key: str, T: int) -> tuple[np.ndarray, np.ndarray]:
+    """One demo's frames of camera ``key`` stored once: ``(store, next_index)``. robomimic's
+    ``next_obs[t]`` is ``obs[t + 1]`` for t < T - 1, so the store is ``obs[0 .. T-1]`` and the
+    last ``next_obs`` (``[T + 1, H, W, C]``) with s'_t = store[t + 1]; a file where they differ
+    keeps both (``[2T, ...]``, s'_t = store[T + t])."""
+    obs, nxt = np.asarray(g["obs"][key]), np.asarray(g["next_obs"][key])
+    if obs.dtype != np.uint8 or obs.ndim != 4 or nxt.shape != obs.shape or len(obs) != T:
+        raise SourceError(f"robomimic data/{g.name}: obs/{key} is {obs.dtype} {obs.shape} and "
+                          f"next_obs/{key} {nxt.shape}: expected uint8 [{T}, H, W, C] frames "
+                          f"in both (robomimic's image files).")
+    if np.array_equal(obs[1:], nxt[:-1]):
+        return np.concatenate([obs, nxt[-1:]]), np.arange(1, T + 1)
+    return np.concatenate([obs, nxt]), np.arange(T, 2 * T)
+
+
+def load_robomimic(src: DataSource, obs_keys: Sequence[str] = ROBOMIMIC_OBS_KEYS,
+                   cameras: dict | None = None):
+    """A robomimic hdf5 file as ``OfflineData``: per demo (in the order of k) the
     observation keys ``obs_keys`` concatenated in that order ``[T, sum d]``, ``next_obs`` the same
     way, actions, rewards, ``terminals = dones`` (robomimic marks the success step; QC's masks
     are ``1 - dones``) and ``dones`` true at every demo's last step (``timeouts`` where that step
-    is not a success)."""
+    is not a success).
+
+    ``cameras`` (``{file key: observation key}``, e.g. ``{'agentview_image': 'image_agentview'}``)
+    reads an image file (``image_v15.hdf5``) as ``PixelObservations``: one ``Frames`` per camera,
+    every frame stored once (``_camera_frames``), and the low-dim keys as ``state``."""
     import h5py
 
     path = Path(src.path)
     _check_robomimic(path)
+    cameras = dict(cameras or {})
     cols: dict[str, list] = {k: [] for k in ("observations", "next_observations", "actions",
                                              "rewards", "terminals", "dones")}
+    stores = {k: [] for k in cameras}
+    index = {k: ([], []) for k in cameras}
+    stored = dict.fromkeys(cameras, 0)
     with h5py.File(path, "r") as f:
         demos = robomimic_demos(f)
         for name in demos:
             g = f["data"][name]
-            missing = [k for k in obs_keys if k not in g["obs"]]
+            missing = [k for k in list(obs_keys) + list(cameras) if k not in g["obs"]]
             if missing:
+                kind = "image" if any(k in cameras for k in missing) else "low-dim"
                 raise SourceError(f"robomimic file {path}: data/{name}/obs has no "
                                   f"{', '.join(missing)} (has {', '.join(g['obs'].keys())}); "
-                                  f"it is not the low-dim file of this task.")
-            obs = np.concatenate([np.asarray(g["obs"][k], np.float32).reshape(
-                len(g["actions"]), -1) for k in obs_keys], axis=1)
-            nxt = np.concatenate([np.asarray(g["next_obs"][k], np.float32).reshape(
-                len(g["actions"]), -1) for k in obs_keys], axis=1)
-            T = len(obs)
+                                  f"it is not the {kind} file of this task.")
+            T = len(g["actions"])
+            obs = np.concatenate([np.asarray(g["obs"][k], np.float32).reshape(T, -1)
+                                  for k in obs_keys], axis=1)
+            nxt = np.concatenate([np.asarray(g["next_obs"][k], np.float32).reshape(T, -1)
+                                  for k in obs_keys], axis=1)
+            for key in cameras:
+                store, next_index = _camera_frames(g, key, T)
+                index[key][0].append(stored[key] + np.arange(T))
+                index[key][1].append(stored[key] + next_index)
+                stores[key].append(store)
+                stored[key] += len(store)
             cols["observations"].append(obs)
             cols["next_observations"].append(nxt)
             cols["actions"].append(np.asarray(g["actions"], np.float32).reshape(T, -1))
@@ -497,4 +580,12 @@ def load_robomimic(src: DataSource, obs_keys: Sequence[str] = ROBOMIMIC_OBS_KEYS
     arrays["timeouts"] = arrays["dones"] & ~arrays["terminals"]
     meta = {"format": "robomimic-hdf5", "path": str(path), "demos": len(demos),
             "obs_keys": list(obs_keys)}
+    if cameras:
+        from dprl.data.frames import Frames, PixelObservations
+
+        frames = {k: np.concatenate(v) for k, v in stores.items()}
+        for which, i in (("observations", 0), ("next_observations", 1)):
+            views = {cameras[k]: Frames(frames[k], np.concatenate(index[k][i])) for k in cameras}
+            arrays[which] = PixelObservations(**views, state=arrays[which])
+        meta.update(cameras=cameras, augment="none")
     return _offline(arrays, src, {}, meta)

@@ -207,7 +207,7 @@ def load_source(src: DataSource, task: dict | None = None) -> OfflineData:
         data.metadata.setdefault("relabeled", bool(task and task["reward_relabel"]))
         return data
     keys = (task or {}).get("obs_keys") or ROBOMIMIC_OBS_KEYS
-    return load_robomimic(src, keys)
+    return load_robomimic(src, keys, (task or {}).get("cameras"))
 
 
 def load_task_data(task_name: "str | Task", forced_id: "str | TaskDataset | None" = None,
@@ -241,6 +241,8 @@ def load_task_data(task_name: "str | Task", forced_id: "str | TaskDataset | None
         data.ref_min_score, data.ref_max_score = task["ref_min_score"], task["ref_max_score"]
     if task.get("observation_transform"):      # a pixel task: its frames from the state data
         data = apply_observation_transform(data, task)
+    elif is_pixel(data.observations):          # a released image dataset: the task's augmentation
+        data.metadata = {**data.metadata, "augment": task["augment"]}
     check_finite(data)
     env = make_env(task["env_id"], **task["env_kwargs"])
     try:

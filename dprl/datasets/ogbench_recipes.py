@@ -892,6 +892,11 @@ def replay_successes(data, rows: np.ndarray, singletask_env_ids: Sequence[str]) 
 
 def singletask_labels(data, singletask_env_id: str) -> np.ndarray:
     """Sub-goal successes ``[N, S]`` of every transition's state s_t under the task env."""
+    if isinstance(data.observations, dict):     # visual-* frames: judge s_t on its stored state
+        if "qpos" not in data.extras:
+            raise ValueError(f"{data.dataset_id}: camera observations without qpos: the task's "
+                             f"rewards cannot be relabeled (use the released visual-* file)")
+        return stored_state_successes(data.extras, np.arange(data.size), singletask_env_id)
     goal = task_goal(singletask_env_id)
     successes, ambiguous = successes_from_observations(data.observations, goal)
     rows = np.flatnonzero(ambiguous)

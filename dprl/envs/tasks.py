@@ -21,6 +21,10 @@
   reward_transform            None, 'minus_one' (r - 1) or 'cql_antmaze' ((r - 0.5) * 4), on the
                               dataset's rewards (the env's ``reward_transform`` does the same)
   obs_keys                    robomimic: the low-dim observation keys, in order
+  cameras                     robomimic image files: ``{file key: observation key}`` of the
+                              cameras read as pixel observations
+  augment                     pixel tasks: training batches' augmentation, 'none' | 'shift' |
+                              'crop:<size>' (dprl/models/augment.py; a crop is centered when acting)
 """
 from __future__ import annotations
 
@@ -203,6 +207,47 @@ for _task, _horizon in ROBOMIMIC_HORIZON.items():
                   max_episode_steps=_horizon, reward_transform="minus_one", score="success",
                   eval_episodes=50, ref_min_score=0.0, ref_max_score=1.0,
                   make_command="(no stand-in: download the robomimic file)")
+
+
+# ---- From pixels: OGBench's visual-* single tasks and robomimic's image files -----------------
+# visual-<env>[-task{k}]: OGBench's visual-<env>-singletask[-task{k}]-v0 (a 64x64 camera, no state
+# vector; dprl/envs/benchmarks.py: dprl/visual-...) trained on the released visual-<env>-play-v0
+# (uint8 frames, stored once), relabeled as the state tasks are (the same single-task rewards and
+# success masks, judged on the file's qpos / button_states; QC's sparse reward on scene and
+# puzzle-3x3). No stand-in (rendering 1M frames on this CPU is out of reach).
+# ``augment``: 'shift' (DrQ / FQL's pad-and-crop, evaluation unchanged).
+OGBENCH_VISUAL_ENVS = OGBENCH_MANIPULATION_ENVS
+
+
+def _register_ogbench_visual_tasks() -> None:
+    for env in OGBENCH_VISUAL_ENVS:
+        for suffix in ("", "-task1", "-task2", "-task3", "-task4", "-task5"):
+            _register(f"visual-{env}{suffix}", env_id=f"dprl/visual-{env}-singletask{suffix}-v0",
+                      singletask_env_id=f"{env}-singletask{suffix}-v0",
+                      data_env_id=f"visual-{env}-v0", sparse_reward=env in QC_SPARSE_ENVS,
+                      reward_relabel="dprl.datasets.ogbench_recipes:relabel_singletask",
+                      dataset_id=None, has_recipe=False,
+                      official_sources=[f"ogbench:visual-{env}-play-v0"],
+                      make_command="(no stand-in: download the visual dataset)",
+                      score="success", eval_episodes=50, eval_envs=OGBENCH_EVAL_ENVS,
+                      ref_min_score=0.0, ref_max_score=1.0, success_masks=True, augment="shift")
+
+
+_register_ogbench_visual_tasks()
+
+# robomimic-<task>-ph-image: robomimic's image file (~/.robomimic/<task>/ph/image_v15.hdf5), its
+# agentview and eye-in-hand 84x84 cameras as 'image_agentview' / 'image_wrist' (``cameras``:
+# file key -> observation key) beside the low-dim state; the env adds the two cameras to the
+# robosuite env (dprl/envs/benchmarks.py). ``augment='crop:76'``: diffusion_policy's random 76x76
+# crop of its 84x84 robomimic images in training, the center crop when acting.
+ROBOMIMIC_CAMERAS = {"agentview_image": "image_agentview",
+                     "robot0_eye_in_hand_image": "image_wrist"}
+for _task in ("lift", "can", "square"):
+    _base = TASKS[f"robomimic-{_task}-ph"]
+    _register(f"robomimic-{_task}-ph-image",
+              **{**_base, "env_id": f"dprl/robomimic-{_task}-ph-image-v0",
+                 "official_sources": [f"robomimic:{_task}/ph/image"],
+                 "cameras": dict(ROBOMIMIC_CAMERAS), "augment": "crop:76"})
 
 
 # ---- D4RL AntMaze, from Minari's ports (DQL's and IQL's AntMaze tasks) -------------------------

@@ -29,6 +29,8 @@ import jax
 import jax.numpy as jnp
 import ml_collections
 
+from dprl.models.augment import center_crop_larger
+
 ENCODERS = ("impala", "impala_small", "impala_debug", "resnet18")
 
 
@@ -44,6 +46,8 @@ def default_encoder_config() -> ml_collections.ConfigDict:
         resnet_width=64,          # ResNet-18's first stage width (torchvision: 64)
         num_keypoints=32,         # spatial softmax keypoints (diffusion_policy: 32)
         feature_dim=64,           # ResNet-18: the Dense after the keypoints (robomimic: 64)
+        crop=0,                   # center-crop larger frames to crop x crop (acting, when the
+                                  # task trains on random crops: augment 'crop:<size>'); 0: none
     ))
 
 
@@ -212,8 +216,9 @@ class ObservationEncoder(nn.Module):
         cameras = image_keys(observations)
         if not cameras:
             raise ValueError(f"a pixel observation needs an 'image' key; got {sorted(observations)}")
-        parts = [make_image_encoder(self.config)(stack_frames(observations[k]))
-                 for k in cameras]
+        crop = int(self.config.get("crop", 0))
+        parts = [make_image_encoder(self.config)(stack_frames(
+            center_crop_larger(observations[k], crop))) for k in cameras]
         if "state" in observations:
             state = jnp.asarray(observations["state"], jnp.float32)
             parts.append(state.reshape(state.shape[0], -1))

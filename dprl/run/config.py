@@ -12,6 +12,7 @@ import ml_collections
 
 from dprl.data.buffer import MIXES
 from dprl.models.actor import GENERATIVE_MODELS
+from dprl.models.augment import crop_size
 from dprl.models.diffusion import SAMPLERS, SCHEDULES
 from dprl.models.nets import ACTIVATIONS, COMPUTE_DTYPES, KERNEL_INITS
 from dprl.models.one_step import check_act_with
@@ -129,6 +130,9 @@ def run_config(config: ml_collections.ConfigDict, task: dict, on_policy: bool
     if not config.run.eval_envs:
         config.run.eval_envs = min(task["eval_envs"] or config.run.eval_episodes,
                                    config.run.eval_episodes)
+    if crop_size(task.get("augment", "none")) and "encoder" in config:
+        # trained on random crops: the encoder center-crops the frames it acts on
+        config.encoder.crop = crop_size(task["augment"])
     return config
 
 
