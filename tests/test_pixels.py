@@ -403,3 +403,115 @@ def test_pixel_executor_state_round_trips_for_exact_online_resume():
             assert y["image"].dtype == np.uint8
             np.testing.assert_array_equal(x["image"], y["image"])
             np.testing.assert_array_equal(x["state"], y["state"])
+
+
+# ---- every agent through experiments/train.py, checkpointed and resumed ---------------------------
+# Tiny networks for every run: impala_debug with a 16-unit Dense, 32x32 MLPs, batch 32.
+PIXEL_RUN = ["--agent.encoder.name=impala_debug", "--agent.encoder.mlp_dims=(16,)",
+             "--agent.run.batch_size=32", "--agent.run.eval_episodes=2",
+             "--agent.run.tensorboard=False", "--agent.run.steps_per_dispatch=50",
+             "--agent.run.log_every=50", "--agent.run.eval_every=100000",
+             "--agent.run.save_every=100000", "--agent.run.online_eval_every=100000",
+             "--progress=false"]
+_MLP = ["--agent.actor.hidden_dims=(32,32)", "--agent.critic_hidden_dims=(32,32)"]
+_RESIDUAL = ["--agent.actor.hidden_dims=(32,32,32)", "--agent.critic_hidden_dims=(32,32,32)"]
+_DPPO = ["--agent.run.num_envs=2", "--agent.run.rollout_steps=4",
+         "--agent.actor.diffusion_steps=4", "--agent.ft_denoising_steps=2",
+         "--agent.ppo_batch_size=4"]
+# label -> (agent config, its flags, the phases it trains: pretrain / offline / online). Off-policy
+# agents train offline only (online replay from pixels is not built: Buffer.empty refuses it);
+# DPPO pretrains and finetunes online. QGPO's reward scale is filled in (1: the toy tasks' rewards
+# are 0/1); best-of-N and support sets are cut to 4 samples (CPU).
+PIXEL_AGENTS = {
+    "bc": ("configs/bc.py", ["--agent.actor.hidden_dims=(32,32)"], ("pretrain",)),
+    "dql": ("configs/dql.py", _MLP + ["--agent.num_samples=4"], ("pretrain", "offline")),
+    **{f"guided:{p}": (f"configs/guided.py:{p}",
+                       _MLP + ["--agent.guide_hidden_dims=(32,32)", "--agent.support_actions=4"]
+                       + (["--agent.reward_scale=1.0"] if p == "qgpo" else []),
+                       ("pretrain", "offline"))
+       for p in ("mse-guidance", "qgpo", "qgpo-antmaze")},
+    "guided:qgpo one-step": ("configs/guided.py:qgpo",
+                             _MLP + ["--agent.guide_hidden_dims=(32,32)",
+                                     "--agent.support_actions=4", "--agent.reward_scale=1.0",
+                                     "--agent.act_with=one_step"], ("pretrain", "offline")),
+    **{f"dppo:{p}": (f"configs/dppo.py:{p}", (_MLP if p == "plain-mlp-cpu" else _RESIDUAL) + _DPPO,
+                     ("pretrain", "online"))
+       for p in ("plain-mlp-cpu", "cpu-small", "paper")},
+    **{f"qc:{p}": (f"configs/qc.py:{p}", _MLP + ["--agent.num_samples=4"], ("offline",))
+       for p in ("qc", "bfn", "bfn-n", "qc-fql", "fql", "fql-n")},
+}
+
+
+def _last_eval(run_dir) -> dict:
+    import csv
+    rows = [r for r in csv.DictReader(open(run_dir / "metrics.csv"))
+            if r.get("eval/success_rate")]
+    return rows[-1]
+
+
+def _train_twice(run_dir, label: str, task: str, steps: int) -> dict:
+    """``label``'s agent on ``task`` through experiments/train.py: ``steps`` in each of its
+    phases (online: at least 40 env steps), then the same command with its last phase as much
+    longer into the same run dir
+    (which must resume from the first run's final checkpoint). One row of the table
+    (docs/pixels.md)."""
+    import subprocess
+    import sys
+    import time
+    from conftest import ROOT
+    agent, flags, phases = PIXEL_AGENTS[label]
+    # Online, a PPO iteration collects up to num_envs x rollout_steps x act_steps (32) env steps.
+    steps = {p: (max(steps, 40) if p == "online" else steps) if p in phases else 0
+             for p in ("pretrain", "offline", "online")}
+    budgets = dict(steps)
+    walls, outs = [], []
+    for extra in (0, steps[phases[-1]]):
+        b = dict(budgets, **{phases[-1]: budgets[phases[-1]] + extra})
+        cmd = [sys.executable, str(ROOT / "experiments" / "train.py"), f"--agent={agent}",
+               f"--task={task}", f"--run_dir={run_dir}", *PIXEL_RUN, *flags,
+               *[f"--{p}_steps={n}" for p, n in b.items()]]
+        start = time.perf_counter()
+        proc = subprocess.run(cmd, capture_output=True, text=True, timeout=1800, cwd=ROOT)
+        walls.append(time.perf_counter() - start)
+        assert proc.returncode == 0, f"{label} {task}:\n{proc.stdout[-1500:]}\n{proc.stderr[-3000:]}"
+        outs.append(proc.stdout + proc.stderr)
+        if extra == 0:
+            first = _last_eval(run_dir)
+    first_total = int(first["global_step"])
+    assert f"resuming from checkpoint at step {first_total}" in outs[1], outs[1][-2000:]
+    last = _last_eval(run_dir)
+    saved = sorted(int(p.name) for p in (run_dir / "checkpoints").iterdir() if p.name.isdigit())
+    assert saved[-1] == int(last["global_step"]) > first_total
+    assert np.isfinite(float(last["eval/return_mean"]))
+    return {"agent": label, "task": task, "steps": int(last["global_step"]),
+            "resumed_from": first_total, "phases": "+".join(phases),
+            "success": float(last["eval/success_rate"]),
+            "return": float(last["eval/return_mean"]), "wall_s": [round(w, 1) for w in walls]}
+
+
+@pytest.mark.parametrize("label,task", [
+    ("dppo:plain-mlp-cpu", "pixel-pole"),
+    pytest.param("guided:mse-guidance", "pixel-chain", marks=pytest.mark.slow)])
+def test_pixel_agents_train_checkpoint_resume_and_evaluate(tmp_path, label, task):
+    """Tiny budgets: DPPO (on-policy rollouts from pixels, its envs resumed where they were) and
+    guided through train.py on a pixel task, checkpointed, resumed once with a larger budget."""
+    row = _train_twice(tmp_path / "run", label, task, 10)
+    assert row["steps"] > row["resumed_from"] >= 10
+
+
+@pytest.mark.slow
+def test_every_agent_and_preset_trains_from_pixels_through_train_py(tmp_path):
+    """Every agent and preset on pixel-pole and pixel-chain: a few hundred steps, checkpointed,
+    resumed with a larger budget, evaluated. Set DPRL_PIXEL_TABLE=FILE to keep the rows (JSON)."""
+    import json
+    import os
+    rows = []
+    for task in ("pixel-pole", "pixel-chain"):
+        for label in PIXEL_AGENTS:
+            rows.append(_train_twice(tmp_path / label.replace(":", "-").replace(" ", "-") / task,
+                                     label, task, 150))
+            print(json.dumps(rows[-1]), flush=True)
+            if os.environ.get("DPRL_PIXEL_TABLE"):
+                with open(os.environ["DPRL_PIXEL_TABLE"], "w") as f:
+                    json.dump(rows, f, indent=1)
+    assert len(rows) == 2 * len(PIXEL_AGENTS)

@@ -11,6 +11,12 @@ run in one ``lax.scan`` without touching the host:
   terminals          [B, H]     (1 where the env terminated; 0 where not valid)
   next_observations  like observations: the observation after the chunk's last valid step
   masks              [B]        (0 when a valid step of the chunk is terminal: bootstrap or not)
+
+Pixel observations (``dprl.data.frames``) are dicts ``{'image*': uint8 [B, (K,) H, W, C],
+'state': [B, (K,) S]}``: the buffer keeps every camera's frames once on the device, uint8, and
+its rows hold frame indices (``Buffer.frames``). Online, ``insert`` takes the chunk's images and
+appends each frame that is not already the previous transition's next frame, so that an
+episode's T steps take T + 1 frames, as the offline data do.
 """
 from __future__ import annotations
 
@@ -21,7 +27,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from dprl.data.frames import PixelSpec, is_pixel
+from dprl.data.frames import PixelSpec, camera_keys, is_pixel
 from dprl.data.offline import Normalizer, OfflineData
 from dprl.models.augment import augment_observations
 
@@ -38,15 +44,25 @@ class Buffer(flax.struct.PyTreeNode):
     dones: jax.Array              # [C] float: last step of an episode
     next_observations: jax.Array  # [C, O] normalized
     size: jax.Array               # [] int32
-    # Pixel data (dprl.data.frames): every episode step's frame once, uint8 [F, H, W, C];
-    # observations / next_observations are then {'frame': int32 [C] (an index into frames),
-    # 'state': [C, S] normalized}, and batches carry {'image': uint8, 'state'}.
+    # Pixel data (dprl.data.frames): per camera key ('image', 'image_wrist', ...) every stored
+    # frame once, {key: uint8 [F, H, W, C]}; observations / next_observations are then
+    # {key: int32 [C] (an index into frames[key]), 'state': [C, S] normalized}, and batches
+    # carry {key: uint8 images, 'state'}. frame_count {key: int32 []}: the frames written (online).
     frames: Any = None
+    frame_count: Any = None
     augment: str = flax.struct.field(pytree_node=False, default="none")  # of sampled batches
 
     @property
     def capacity(self) -> int:
         return int(self.actions.shape[0])
+
+    @property
+    def obs_spec(self) -> "int | PixelSpec":
+        """The observation size, or the ``PixelSpec`` of a pixel buffer."""
+        if self.frames is None:
+            return int(self.observations.shape[1])
+        return PixelSpec.of(int(self.observations["state"].shape[1]),
+                            {k: tuple(v.shape[1:]) for k, v in self.frames.items()})
 
     @classmethod
     def from_offline(cls, data: OfflineData, normalizer: Normalizer) -> "Buffer":
@@ -65,39 +81,72 @@ class Buffer(flax.struct.PyTreeNode):
     @classmethod
     def _from_pixel_data(cls, data: OfflineData, normalizer: Normalizer) -> "Buffer":
         obs, nxt = data.observations, data.next_observations
-        if obs["image"].store is not nxt["image"].store:
-            raise ValueError("pixel observations and next observations must share one frame store")
-        part = lambda o: {"frame": jnp.asarray(o["image"].index, jnp.int32),  # noqa: E731
-                          "state": jnp.asarray(normalizer(o)["state"], jnp.float32)}
+        cams = camera_keys(obs)
+        if camera_keys(nxt) != cams:
+            raise ValueError(f"pixel next observations have cameras {camera_keys(nxt)}, the "
+                             f"observations {cams}: give both the same keys")
+        for k in cams:
+            if obs[k].store is not nxt[k].store:
+                raise ValueError(f"camera {k!r}: its observations and next observations must "
+                                 f"share one frame store (Frames(store, index) with one store)")
+
+        def part(o):
+            return {**{k: jnp.asarray(o[k].index, jnp.int32) for k in cams},
+                    "state": jnp.asarray(normalizer(o)["state"], jnp.float32)}
+
+        frames = {k: jnp.asarray(obs[k].store) for k in cams}
         return cls(
             observations=part(obs), actions=jnp.asarray(data.actions, jnp.float32),
             rewards=jnp.asarray(data.rewards, jnp.float32),
             terminals=jnp.asarray(data.terminals, jnp.float32),
             dones=jnp.asarray(data.dones, jnp.float32), next_observations=part(nxt),
-            size=jnp.asarray(data.size, jnp.int32), frames=jnp.asarray(obs["image"].store),
+            size=jnp.asarray(data.size, jnp.int32), frames=frames,
+            frame_count={k: jnp.asarray(v.shape[0], jnp.int32) for k, v in frames.items()},
             augment=data.metadata.get("augment", "none"))
 
     def nbytes_per_transition(self) -> float:
-        """Device bytes per stored transition (frames, indices, states and the rest)."""
+        """Device bytes per stored transition (frames, indices, states and the rest), of what is
+        allocated (an online buffer's whole capacity: see ``nbytes_used_per_transition``)."""
         leaves = jax.tree.leaves(self.replace(size=jnp.zeros((), jnp.int32)))
         return sum(x.nbytes for x in leaves) / max(int(self.size), 1)
+
+    def nbytes_used_per_transition(self) -> float:
+        """Device bytes per stored transition of the rows and frames written so far."""
+        size = max(int(self.size), 1)
+        rows = sum(x.nbytes for x in jax.tree.leaves(
+            (self.observations, self.actions, self.rewards, self.terminals, self.dones,
+             self.next_observations))) * size / self.capacity
+        frames = sum(int(self.frame_count[k]) * v[0].nbytes for k, v in self.frames.items()) \
+            if self.frames is not None else 0
+        return (rows + frames) / size
 
     def _observations_at(self, which: Any, idx: jax.Array) -> Any:
         """``which`` (observations or next_observations) at rows ``idx [B, ...]``; pixel rows
         have their frames looked up."""
         if self.frames is None:
             return which[idx]
-        return {"image": self.frames[which["frame"][idx]], "state": which["state"][idx]}
+        return {k: (self.frames[k][v[idx]] if k in self.frames else v[idx])
+                for k, v in which.items()}
 
     @classmethod
-    def empty(cls, capacity: int, obs_dim: int, action_dim: int) -> "Buffer":
-        if isinstance(obs_dim, PixelSpec):
-            raise ValueError(
-                "online off-policy finetuning from pixels is not supported yet (its replay "
-                "buffer stores flat observations): run pixel tasks with --online_steps=0")
+    def empty(cls, capacity: int, obs_dim: "int | PixelSpec", action_dim: int,
+              frame_capacity: int | None = None) -> "Buffer":
+        """An empty buffer of ``capacity`` transitions. ``obs_dim``: a ``PixelSpec`` gives a pixel
+        buffer: per camera a uint8 store of ``frame_capacity`` frames (default ``2 * capacity``,
+        which no sequence of episodes can fill: a transition adds at most two frames, one when
+        an episode starts; the frames in use are ``capacity + episodes``)."""
         z = lambda *s: jnp.zeros(s, jnp.float32)  # noqa: E731
-        return cls(z(capacity, obs_dim), z(capacity, action_dim), z(capacity), z(capacity),
-                   z(capacity), z(capacity, obs_dim), jnp.zeros((), jnp.int32))
+        if not isinstance(obs_dim, PixelSpec):
+            return cls(z(capacity, obs_dim), z(capacity, action_dim), z(capacity), z(capacity),
+                       z(capacity), z(capacity, obs_dim), jnp.zeros((), jnp.int32))
+        F = 2 * capacity if frame_capacity is None else int(frame_capacity)
+        shapes = obs_dim.camera_shapes
+        rows = lambda: {**{k: jnp.zeros(capacity, jnp.int32) for k in shapes},  # noqa: E731
+                        "state": z(capacity, obs_dim.state_dim)}
+        return cls(rows(), z(capacity, action_dim), z(capacity), z(capacity), z(capacity),
+                   rows(), jnp.zeros((), jnp.int32),
+                   frames={k: jnp.zeros((F, *s), jnp.uint8) for k, s in shapes.items()},
+                   frame_count={k: jnp.zeros((), jnp.int32) for k in shapes})
 
     @jax.jit
     def add(self, transitions: dict) -> "Buffer":
@@ -117,10 +166,49 @@ class Buffer(flax.struct.PyTreeNode):
         ``size``, where sampling never looks, and the next insert overwrites them), so the caller
         keeps ``size + P <= capacity``.
         """
-        updates = {k: jax.lax.dynamic_update_slice_in_dim(
-            getattr(self, k), jnp.asarray(transitions[k], jnp.float32), self.size, axis=0)
-            for k in FIELDS}
-        return self.replace(**updates, size=self.size + jnp.asarray(count, jnp.int32))
+        count = jnp.asarray(count, jnp.int32)
+        buf = self
+        if self.frames is not None:
+            buf, transitions = self._insert_frames(transitions, count)
+        put = lambda old, new: jax.lax.dynamic_update_slice_in_dim(  # noqa: E731
+            old, jnp.asarray(new, old.dtype), self.size, axis=0)
+        updates = {k: jax.tree.map(put, getattr(self, k), transitions[k]) for k in FIELDS}
+        return buf.replace(**updates, size=self.size + count)
+
+    def _insert_frames(self, transitions: dict, count: jax.Array) -> tuple["Buffer", dict]:
+        """Append a block's camera frames to the frame stores; the block with frame indices in
+        place of its images.
+
+        Per camera, row ``i``'s next frame is always appended, and its frame only when it differs
+        from row ``i - 1``'s next frame (for row 0: the last stored row's), i.e. at an episode's
+        start: one env's transitions come in time order, so an episode of T steps takes T + 1
+        frames. Frames are compared by content, so a restarted env (whose previous episode has
+        no ``done``) still gets its own first frame.
+        """
+        obs, nxt = dict(transitions["observations"]), dict(transitions["next_observations"])
+        P = transitions["actions"].shape[0]
+        valid = jnp.arange(P) < count
+        last = jnp.maximum(self.size - 1, 0)
+        frames, frame_count = dict(self.frames), dict(self.frame_count)
+        for k, store in self.frames.items():
+            img, nimg = jnp.asarray(obs[k], jnp.uint8), jnp.asarray(nxt[k], jnp.uint8)
+            prev_idx = self.next_observations[k][last]                      # [] int32
+            before = jnp.concatenate([store[prev_idx][None], nimg[:-1]])    # [P, H, W, C]
+            same = jnp.all((img == before).reshape(P, -1), axis=1)
+            same = same.at[0].set(same[0] & (self.size > 0))
+            new = valid & ~same                                             # rows adding a frame
+            adds = new.astype(jnp.int32) + valid.astype(jnp.int32)
+            start = self.frame_count[k] + jnp.cumsum(adds) - adds           # row i's first slot
+            next_idx = start + new.astype(jnp.int32)
+            prev_next = jnp.concatenate([prev_idx[None], next_idx[:-1]])
+            obs_idx = jnp.where(new, start, prev_next)
+            F = store.shape[0]
+            store = store.at[jnp.where(new, start, F)].set(img, mode="drop")
+            store = store.at[jnp.where(valid, next_idx, F)].set(nimg, mode="drop")
+            frames[k], frame_count[k] = store, self.frame_count[k] + adds.sum()
+            obs[k], nxt[k] = obs_idx, next_idx
+        return (self.replace(frames=frames, frame_count=frame_count),
+                {**transitions, "observations": obs, "next_observations": nxt})
 
     def sample(self, key: jax.Array, batch_size: int, horizon: int = 1,
                obs_history: int = 1) -> dict:
@@ -130,10 +218,7 @@ class Buffer(flax.struct.PyTreeNode):
             batch = self.gather(jax.random.randint(key, (batch_size,), 0,
                                                    jnp.maximum(self.size, 1)),
                                 horizon, obs_history)
-            for i, k in enumerate(("observations", "next_observations")):
-                batch[k] = augment_observations(batch[k], jax.random.fold_in(aug_key, i),
-                                                self.augment)
-            return batch
+            return _augment(batch, aug_key, self.augment)
         idx = jax.random.randint(key, (batch_size,), 0, jnp.maximum(self.size, 1))
         return self.gather(idx, horizon, obs_history)
 
@@ -185,15 +270,22 @@ class Buffer(flax.struct.PyTreeNode):
         return self._observations_at(self.observations, frames)
 
 
+def _augment(batch: dict, key: jax.Array, method: str) -> dict:
+    """The batch's observations and next observations augmented (``augment_observations``)."""
+    for i, k in enumerate(("observations", "next_observations")):
+        batch[k] = augment_observations(batch[k], jax.random.fold_in(key, i), method)
+    return batch
+
+
 def example_batch(obs_dim: "int | PixelSpec", action_dim: int, horizon: int,
                   obs_history: int = 1, batch_size: int = 2) -> dict:
     """A batch of zeros with the schema's shapes, for ``Agent.create`` (which reads shapes only).
     ``obs_dim``: a ``PixelSpec`` gives pixel observations ``{'image': uint8 [B, (K,) H, W, C],
-    'state': [B, (K,) S]}``."""
+    'state': [B, (K,) S]}`` (one uint8 entry per camera of ``obs_dim.camera_shapes``)."""
     lead = (batch_size,) if obs_history == 1 else (batch_size, obs_history)
     z = lambda *shape: np.zeros(shape, np.float32)  # noqa: E731
     if isinstance(obs_dim, PixelSpec):
-        obs = {"image": np.zeros(lead + tuple(obs_dim.image_shape), np.uint8),
+        obs = {**{k: np.zeros(lead + s, np.uint8) for k, s in obs_dim.camera_shapes.items()},
                "state": z(*lead, obs_dim.state_dim)}
         return {"observations": obs, "actions": z(batch_size, horizon, action_dim),
                 "valid": z(batch_size, horizon) + 1, "rewards": z(batch_size, horizon),
@@ -232,6 +324,9 @@ def sample_mixed(offline: Buffer, online: Buffer, key: jax.Array, batch_size: in
                  mix: str = "ratio") -> dict:
     """A batch from the offline data and the online buffer.
 
+    Pixel data: the mixed batch is augmented as the offline data's batches are
+    (``offline.augment``), whichever buffer each chunk came from.
+
     ``mix='ratio'``: ``offline_ratio`` of the batch from the offline data, the rest from the
     online buffer (0.5 = RLPD's symmetric sampling); the split is static,
     ``round(batch_size * ratio)``. ``mix='uniform'``: the two as one buffer sampled uniformly
@@ -239,10 +334,15 @@ def sample_mixed(offline: Buffer, online: Buffer, key: jax.Array, batch_size: in
     ``n_off / (n_off + n_on) = 1 / (1 + n_on / n_off)``; ``offline_ratio`` is unused. Chunks never
     cross from one buffer into the other.
     """
+    if mix not in MIXES:
+        raise ValueError(f"offline_mix must be one of {MIXES}, not {mix!r}")
+    if offline.frames is not None and offline.augment != "none":
+        key, aug_key = jax.random.split(key)
+        batch = sample_mixed(offline.replace(augment="none"), online.replace(augment="none"),
+                             key, batch_size, offline_ratio, horizon, obs_history, mix)
+        return _augment(batch, aug_key, offline.augment)
     if mix == "uniform":
         return _sample_uniform(offline, online, key, batch_size, horizon, obs_history)
-    if mix != "ratio":
-        raise ValueError(f"offline_mix must be one of {MIXES}, not {mix!r}")
     n_off = int(round(batch_size * offline_ratio))
     n_on = batch_size - n_off
     if n_on == 0:
@@ -279,32 +379,53 @@ def transitions_from_chunks(executed: dict, normalizer: Normalizer) -> dict:
     valid = executed["valid"]                     # [S, E]
     S, E = valid.shape
     order = [(s, e) for e in range(E) for s in range(S) if valid[s, e]]
-    pick = lambda k: np.stack([executed[k][s, e] for s, e in order])  # noqa: E731
+    pick = lambda k: jax.tree.map(  # noqa: E731
+        lambda x: np.stack([x[s, e] for s, e in order]), executed[k])
     term = pick("terminals").astype(np.float32)
     done = (pick("terminals") | pick("truncations")).astype(np.float32)
     return {
-        "observations": np.asarray(normalizer(pick("observations")), np.float32),
+        "observations": _stored(normalizer(pick("observations"))),
         "actions": pick("actions").astype(np.float32),
         "rewards": pick("rewards").astype(np.float32),
         "terminals": term,
         "dones": done,
-        "next_observations": np.asarray(normalizer(pick("next_observations")), np.float32),
+        "next_observations": _stored(normalizer(pick("next_observations"))),
     }
 
 
-def transition_block(transitions: dict | None, rows: int, obs_dim: int, action_dim: int
-                     ) -> tuple[dict, int]:
-    """Flat transitions (each field ``[n, ...]``, ``n <= rows``; None: no transitions) as the
-    fixed-shape block that ``Buffer.insert`` takes: ``(block, n)``, each field ``[rows, ...]``,
-    zero past ``n``."""
+def _stored(observations):
+    """float32 flat observations and pixel states; pixel images stay uint8."""
+    if is_pixel(observations):
+        return {k: np.asarray(v, np.uint8 if k in camera_keys(observations) else np.float32)
+                for k, v in observations.items()}
+    return np.asarray(observations, np.float32)
+
+
+def transition_block(transitions: dict | None, rows: int, obs_dim: "int | PixelSpec",
+                     action_dim: int) -> tuple[dict, int]:
+    """Transitions (each field ``[n, ...]``, or a dict of such for pixel observations,
+    ``n <= rows``; None: no transitions) as the fixed-shape block that ``Buffer.insert`` takes:
+    ``(block, n)``, each field ``[rows, ...]``, zero past ``n``. ``obs_dim``: the observation
+    size, or a ``PixelSpec`` (observations ``{'image*': uint8 [rows, H, W, C], 'state'}``)."""
     n = 0 if transitions is None else len(transitions["actions"])
     if n > rows:
         raise ValueError(f"{n} transitions do not fit a block of {rows} rows")
+    if isinstance(obs_dim, PixelSpec):
+        obs = {**{k: np.zeros((rows, *s), np.uint8) for k, s in obs_dim.camera_shapes.items()},
+               "state": np.zeros((rows, obs_dim.state_dim), np.float32)}
+    else:
+        obs = np.zeros((rows, obs_dim), np.float32)
     block = {}
     for k in FIELDS:
-        width = {"observations": (obs_dim,), "next_observations": (obs_dim,),
-                 "actions": (action_dim,)}.get(k, ())
-        block[k] = np.zeros((rows, *width), np.float32)
+        if k in ("observations", "next_observations"):
+            block[k] = jax.tree.map(np.copy, obs)
+        else:
+            block[k] = np.zeros((rows, action_dim) if k == "actions" else (rows,), np.float32)
         if n:
-            block[k][:n] = transitions[k]
+            def fill(dst, src, k=k):
+                if dst.shape[1:] != np.shape(src)[1:]:
+                    raise ValueError(f"transitions' {k} have shape {np.shape(src)[1:]} per row, "
+                                     f"the buffer {dst.shape[1:]}")
+                dst[:n] = src
+            jax.tree.map(fill, block[k], transitions[k])
     return block, n

@@ -21,7 +21,7 @@ import numpy as np
 
 from dprl.data.formats import (ROBOMIMIC_OBS_KEYS, DataSource, load_ogbench, load_robomimic,
                                recorded_env_id, source_fingerprint)
-from dprl.data.frames import PixelSpec, apply_observation_transform, is_pixel
+from dprl.data.frames import PixelSpec, apply_observation_transform, is_pixel, pixel_spec
 from dprl.data.io import dataset_dir
 from dprl.data.registry import (check_dataset_dir, check_dataset_env, dataset_fingerprint,
                                     env_id_of, episode_boundary_problem, read_metadata,
@@ -306,20 +306,23 @@ class Normalizer(flax.struct.PyTreeNode):
     """Observation standardizer ``(obs - mean) / std``; its statistics travel with checkpoints.
 
     Pixel observations (``dprl.data.frames``): only their ``state`` is standardized; images stay
-    uint8 (``image_shape`` records their shape, and ``dim`` is then a ``PixelSpec``).
+    uint8 (``image_shape`` records their shape, ``cameras`` every camera's where there are
+    several, and ``dim`` is then a ``PixelSpec``).
     """
 
     mean: jnp.ndarray
     std: jnp.ndarray
     image_shape: tuple = flax.struct.field(pytree_node=False, default=())
+    cameras: tuple = flax.struct.field(pytree_node=False, default=())
 
     @classmethod
     def fit(cls, observations: np.ndarray, eps: float = 1e-3) -> "Normalizer":
         if is_pixel(observations):
             state = np.asarray(observations["state"])
+            spec = pixel_spec(observations)
             return cls(mean=np.asarray(state.mean(0), np.float32),
                        std=np.asarray(state.std(0) + eps, np.float32),
-                       image_shape=tuple(observations["image"].shape[1:]))
+                       image_shape=tuple(spec.image_shape), cameras=spec.cameras or ())
         return cls(mean=np.asarray(observations.mean(0), np.float32),
                    std=np.asarray(observations.std(0) + eps, np.float32))
 
@@ -328,13 +331,14 @@ class Normalizer(flax.struct.PyTreeNode):
         if isinstance(dim, PixelSpec):
             return cls(mean=np.zeros(dim.state_dim, np.float32),
                        std=np.ones(dim.state_dim, np.float32),
-                       image_shape=tuple(dim.image_shape))
+                       image_shape=tuple(dim.image_shape), cameras=dim.cameras or ())
         return cls(mean=np.zeros(dim, np.float32), std=np.ones(dim, np.float32))
 
     @property
     def dim(self) -> "int | PixelSpec":
         if self.image_shape:
-            return PixelSpec(int(np.shape(self.mean)[0]), tuple(self.image_shape))
+            return PixelSpec(int(np.shape(self.mean)[0]), tuple(self.image_shape),
+                             self.cameras or None)
         return int(np.shape(self.mean)[0])
 
     def __call__(self, observations):
@@ -346,9 +350,12 @@ class Normalizer(flax.struct.PyTreeNode):
         out = {"mean": np.asarray(self.mean).tolist(), "std": np.asarray(self.std).tolist()}
         if self.image_shape:
             out["image_shape"] = list(self.image_shape)
+        if self.cameras:
+            out["cameras"] = {k: list(v) for k, v in self.cameras}
         return out
 
     @classmethod
     def from_dict(cls, d: dict) -> "Normalizer":
         return cls(mean=np.asarray(d["mean"], np.float32), std=np.asarray(d["std"], np.float32),
-                   image_shape=tuple(d.get("image_shape", ())))
+                   image_shape=tuple(d.get("image_shape", ())),
+                   cameras=tuple(sorted((k, tuple(v)) for k, v in d.get("cameras", {}).items())))

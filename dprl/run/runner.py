@@ -365,8 +365,7 @@ def replay(run, transitions: dict | None, num_updates: int, executor, slots: int
     run ``num_updates`` updates, sample the next chunks for the executor's observations.
     ``(chunks, info)`` on the host."""
     c = run.config
-    block, count = transition_block(transitions, c.act_steps, run.online.observations.shape[1],
-                                    c.action_dim)
+    block, count = transition_block(transitions, c.act_steps, run.online.obs_spec, c.action_dim)
     with timed(run.timing, "update_s"):
         run.agent, run.online, run.key, chunks, info = replay_step(
             run.agent, run.offline, run.online, run.key, block, np.int32(count),
