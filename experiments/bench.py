@@ -290,6 +290,7 @@ def bench_pixels(args) -> dict:
     from dprl.data.buffer import example_batch
 
     buffer, normalizer, memory = pixel_memory(args.pixel_frames, args.pixel_size, ACT_DIM)
+    print(f"[bench] pixel memory {json.dumps(memory)}", file=sys.stderr, flush=True)
     rows = []
     for name in [a for a in args.pixel_agents.split(",") if a]:
         print(f"[bench] {name} from pixels ...", file=sys.stderr, flush=True)
@@ -299,6 +300,7 @@ def bench_pixels(args) -> dict:
         agent = get_agent(config.agent_name).create(0, example, config)
         rows.append({"agent": name, **pixel_agent_row(agent, buffer, config, args.pixel_batch,
                                                       1, args.repeats, args.acting_repeats)})
+        print(f"[bench] {json.dumps(rows[-1])}", file=sys.stderr, flush=True)
     return {"encoder": args.pixel_encoder, "memory": memory, "agents": rows}
 
 
