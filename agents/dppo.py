@@ -21,6 +21,11 @@ applies to every denoising step as if it were an action.
 
 Shapes: T rollout chunk-steps, E envs, N = T * E samples, K finetuned denoising steps, H chunk
 length, A action dim, O observation dim.
+
+Observations are flat ``[..., (K,) O]`` or pixel dicts (``{'image': uint8, 'state'}`` with the
+same leading axes, docs/pixels.md): rollouts keep images uint8, and the update reshapes, repeats
+and slices minibatches part by part. The finetuned actor (and the frozen BC stage) and V each
+build their own encoder from ``config.encoder``; the PPO loss trains the actor's and V's.
 """
 from __future__ import annotations
 

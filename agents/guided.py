@@ -37,6 +37,11 @@ Two methods, as presets of ``configs/guided.py``:
             which eta 0 removes); its candidates are picked by Q as acting does (``select``).
 
 Shapes: B batch, H chunk length, A action dim, O observation dim, M support actions, N candidates.
+
+Observations are flat ``[B, (K,) O]`` or pixel dicts (``{'image': uint8 [B, (K,) H, W, C],
+'state': [B, (K,) S]}``, docs/pixels.md), repeated and sliced part by part. The actor, the critic
+ensemble (its heads share one), V and the guide J each build their own encoder from
+``config.encoder``, so each loss trains its own network's encoder only.
 """
 from __future__ import annotations
 

@@ -479,6 +479,8 @@ def _train_twice(run_dir, label: str, task: str, steps: int) -> dict:
             first = _last_eval(run_dir)
     first_total = int(first["global_step"])
     assert f"resuming from checkpoint at step {first_total}" in outs[1], outs[1][-2000:]
+    if "online" in phases:   # the envs go on where the checkpoint left them
+        assert "the envs resume where they were" in outs[1], outs[1][-2000:]
     last = _last_eval(run_dir)
     saved = sorted(int(p.name) for p in (run_dir / "checkpoints").iterdir() if p.name.isdigit())
     assert saved[-1] == int(last["global_step"]) > first_total
@@ -500,18 +502,23 @@ def test_pixel_agents_train_checkpoint_resume_and_evaluate(tmp_path, label, task
 
 
 @pytest.mark.slow
-def test_every_agent_and_preset_trains_from_pixels_through_train_py(tmp_path):
-    """Every agent and preset on pixel-pole and pixel-chain: a few hundred steps, checkpointed,
-    resumed with a larger budget, evaluated. Set DPRL_PIXEL_TABLE=FILE to keep the rows (JSON)."""
+@pytest.mark.parametrize("task", ["pixel-pole", "pixel-chain"])
+def test_every_agent_and_preset_trains_from_pixels_through_train_py(tmp_path, task):
+    """Every agent and preset on a pixel task: a few hundred steps (100 per phase, then the last
+    phase 100 longer), checkpointed, resumed, evaluated. Every agent runs even when one fails (the
+    failures are listed together). DPRL_PIXEL_TABLE=PREFIX keeps the rows in PREFIX-<task>.json."""
     import json
     import os
-    rows = []
-    for task in ("pixel-pole", "pixel-chain"):
-        for label in PIXEL_AGENTS:
-            rows.append(_train_twice(tmp_path / label.replace(":", "-").replace(" ", "-") / task,
-                                     label, task, 150))
-            print(json.dumps(rows[-1]), flush=True)
-            if os.environ.get("DPRL_PIXEL_TABLE"):
-                with open(os.environ["DPRL_PIXEL_TABLE"], "w") as f:
-                    json.dump(rows, f, indent=1)
-    assert len(rows) == 2 * len(PIXEL_AGENTS)
+    rows, failures = [], []
+    for label in PIXEL_AGENTS:
+        try:
+            rows.append(_train_twice(tmp_path / label.replace(":", "-").replace(" ", "-"), label,
+                                     task, 100))
+        except Exception as e:   # a failed command or a timeout: the others still run
+            failures.append(f"{label}: {type(e).__name__}: {str(e)[-1500:]}")
+            continue
+        print(json.dumps(rows[-1]), flush=True)
+        if os.environ.get("DPRL_PIXEL_TABLE"):
+            with open(f"{os.environ['DPRL_PIXEL_TABLE']}-{task}.json", "w") as f:
+                json.dump(rows, f, indent=1)
+    assert not failures, "\n\n".join(failures)
