@@ -43,7 +43,7 @@ Shapes: B batch, H chunk length, A action dim.
 """
 from __future__ import annotations
 
-from typing import Callable, Sequence
+from typing import Any, Callable, Sequence
 
 import flax.linen as nn
 import flax.struct
@@ -51,8 +51,8 @@ import jax
 import jax.numpy as jnp
 from flax.training.train_state import TrainState
 
-from dprl.models.encoders import batch_size_of
-from dprl.models.nets import MLP, flatten_observations
+from dprl.models.encoders import batch_size_of, encode_observations, frozen_encoder_config
+from dprl.models.nets import MLP
 from dprl.models.teacher import check_teacher, teacher_actions  # noqa: F401  (their home before)
 from dprl.models.training import apply_loss, make_optimizer
 
@@ -74,11 +74,13 @@ class OneStepPolicy(nn.Module):
     hidden_dims: Sequence[int] = (512, 512, 512, 512)
     activation: str = "gelu"
     kernel_init: str = "lecun_normal"
+    encoder: Any = None   # a frozen config.encoder: pixel observations get mu's own encoder
 
     @nn.compact
     def __call__(self, observations: jax.Array, noise: jax.Array) -> jax.Array:
         B = noise.shape[0]
-        x = jnp.concatenate([flatten_observations(observations), noise.reshape(B, -1)], axis=-1)
+        x = jnp.concatenate([encode_observations(observations, self.encoder),
+                             noise.reshape(B, -1)], axis=-1)
         x = MLP((*self.hidden_dims, self.horizon * self.action_dim), self.activation,
                 kernel_init=self.kernel_init)(x)
         return x.reshape(B, self.horizon, self.action_dim)
@@ -127,7 +129,8 @@ def init_one_step(config, horizon: int, action_dim: int, key: jax.Array,
     at ``actor_lr`` with the agent's grad_clip."""
     net = OneStepPolicy(horizon, action_dim,
                         tuple(config.actor.hidden_dims), config.actor.activation,
-                        config.actor.get("kernel_init", "lecun_normal"))
+                        config.actor.get("kernel_init", "lecun_normal"),
+                        frozen_encoder_config(config.get("encoder")))
     return OneStepActor.init(net, key, observations,
                              make_optimizer(config.actor_lr, grad_clip=config.grad_clip))
 
