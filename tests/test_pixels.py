@@ -341,6 +341,17 @@ def test_guided_from_pixels_each_loss_trains_its_own_encoder(pole_data, preset):
     assert new.select(obs, jnp.zeros((2, 3, 1, 2)), key).shape == (2, 1, 2)
 
 
+def test_one_step_actor_from_pixels_has_its_own_encoder():
+    """mu(s, z) (act_with=one_step, every off-policy agent) encodes pixel observations with its
+    own encoder and acts on them."""
+    from dprl.models.one_step import init_one_step
+    obs = jax.tree.map(jnp.asarray, example_batch(PixelSpec(2, (32, 32, 3)), 2, 1)[
+        "observations"])
+    mu = init_one_step(_config("bc"), 3, 2, jax.random.PRNGKey(0), obs)
+    assert _encoder_params(mu.params)
+    assert mu.sample(obs, jax.random.PRNGKey(1)).shape == (2, 3, 2)
+
+
 def _dppo(num_envs=2):
     from agents import get_agent
     config = _config("dppo")
