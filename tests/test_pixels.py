@@ -430,8 +430,8 @@ _DPPO = ["--agent.run.num_envs=2", "--agent.run.rollout_steps=4",
          "--agent.actor.diffusion_steps=4", "--agent.ft_denoising_steps=2",
          "--agent.ppo_batch_size=4"]
 # label -> (agent config, its flags, the phases it trains: pretrain / offline / online). Off-policy
-# agents train offline only (online replay from pixels is not built: Buffer.empty refuses it);
-# DPPO pretrains and finetunes online. QGPO's reward scale is filled in (1: the toy tasks' rewards
+# agents train offline here (their online replay from pixels: tests/test_pixels_online.py); DPPO
+# pretrains and finetunes online. QGPO's reward scale is filled in (1: the toy tasks' rewards
 # are 0/1); best-of-N and support sets are cut to 4 samples (CPU).
 PIXEL_AGENTS = {
     "bc": ("configs/bc.py", ["--agent.actor.hidden_dims=(32,32)"], ("pretrain",)),
