@@ -208,3 +208,43 @@ def test_crop_task_sets_the_encoder_crop_for_acting():
     crop = run_config(config, get_task("robomimic-lift-ph-image"), on_policy=False)
     assert crop.encoder.crop == 76 and crop.actor.encoder.crop == 76
     assert run_config(config, get_task("pixel-pole"), on_policy=False).encoder.crop == 0
+
+
+def test_agent_acts_on_the_center_crop_of_a_crop_task():
+    """Through the agent interface: with the crop task's config (``run_config``), an agent
+    initialized on full 12x12 frames acts the same whatever the pixels outside the central 8x8
+    window are (evaluation and acting see the center crop), and trains on 8x8 random crops."""
+    import importlib
+
+    from agents import get_agent
+    from dprl.data.buffer import Buffer, example_batch
+    from dprl.data.frames import PixelSpec
+    from dprl.data.offline import Normalizer
+    from dprl.tools.speed import pixel_dataset
+
+    config = importlib.import_module("configs.bc").get_config()
+    config.action_dim = 2
+    config.actor.hidden_dims = (16, 16)
+    config.actor.diffusion_steps = 3
+    config.encoder.name, config.encoder.mlp_dims, config.encoder.crop = "impala_debug", (8,), 8
+    spec = PixelSpec(3, (12, 12, 3))
+    agent = get_agent("bc").create(0, example_batch(spec, 2, config.horizon), config)
+    rng = np.random.default_rng(0)
+    full = rng.integers(0, 256, (1, 12, 12, 3), dtype=np.uint8)
+    noisy = full.copy()
+    noisy[:, :2], noisy[:, -2:], noisy[:, :, :2], noisy[:, :, -2:] = 0, 255, 7, 99
+    obs = {"image": jnp.asarray(full), "state": jnp.ones((1, 3))}
+    key = jax.random.PRNGKey(5)
+    a = np.asarray(agent.sample_actions(obs, key)[0])
+    b = np.asarray(agent.sample_actions({**obs, "image": jnp.asarray(noisy)}, key)[0])
+    np.testing.assert_array_equal(a, b)
+    inside = full.copy()
+    inside[:, 5, 5] = 255 - inside[:, 5, 5]          # one pixel inside the window does matter
+    assert not np.array_equal(a, np.asarray(agent.sample_actions(
+        {**obs, "image": jnp.asarray(inside)}, key)[0]))
+    data = pixel_dataset(300, size=12, augment="crop:8")
+    buf = Buffer.from_offline(data, Normalizer.fit(data.observations))
+    batch = buf.sample(jax.random.PRNGKey(0), 16, config.horizon)
+    assert batch["observations"]["image"].shape == (16, 8, 8, 3)
+    new, info = agent.update(batch)
+    assert np.isfinite(float(jax.tree.leaves(info)[0]))
