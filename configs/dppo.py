@@ -33,6 +33,7 @@ def get_config(preset: str = "plain-mlp-cpu"):
     if preset not in PRESETS:
         raise KeyError(f"configs/dppo.py has no preset {preset!r}; known: {', '.join(PRESETS)}")
     config = add_critic(add_ema(base_config("dppo")), ensemble=False)
+    config.preset = preset             # which of the presets (summary.json: agent:preset)
     config.horizon = 4                 # paper: horizon_steps 4
     config.act_steps = 4               # paper: act_steps 4 (the whole chunk is executed)
 

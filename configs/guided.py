@@ -29,6 +29,7 @@ def get_config(preset: str = "mse-guidance"):
     # 3x256 Mish critics with Polyak targets (tau 0.005, as IQL / TD3), discount 0.99, actor and
     # critic lr 3e-4 (Diffusion-QL / Diffuser / IQL), no gradient clipping.
     config = add_critic(add_ema(base_config("guided")))
+    config.preset = preset             # which of the presets (summary.json: agent:preset)
     # ---- the frozen BC actor (pretrain) ----
     config.actor.schedule = "vp"          # Diffusion-QL's VP schedule (Diffuser/QGPO use 100+ steps:
     config.actor.diffusion_steps = 5      # too slow for a CPU guided sampler); Diffusion-QL N = 5
