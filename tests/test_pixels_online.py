@@ -104,6 +104,26 @@ def test_a_restarted_env_gets_its_own_first_frame():
     assert int(buf.frame_count["image"]) == 9 + 3
 
 
+@pytest.mark.parametrize("spec", [SPEC, 3])
+def test_a_grown_buffer_keeps_its_transitions_and_takes_more(spec):
+    """An extended online phase resumes into a larger buffer (``Buffer.grown``): the stored
+    transitions and frames read back the same, and new ones append after them."""
+    trans = _episodes([3, 4])
+    if spec == 3:                                              # flat observations: the states
+        trans = {**trans, "observations": trans["observations"]["state"],
+                 "next_observations": trans["next_observations"]["state"]}
+    small = _insert_in_chunks(Buffer.empty(8, spec, 2), jax.tree.map(lambda x: x[:4], trans),
+                              rows=4, spec=spec)
+    big = small.grown(Buffer.empty(20, spec, 2).room)
+    assert big.capacity == 20 and int(big.size) == 4
+    assert big.room == Buffer.empty(20, spec, 2).room and small.like(big.room).room == big.room
+    big = _insert_in_chunks(big, jax.tree.map(lambda x: x[4:], trans), rows=4, spec=spec)
+    got = big.gather(jnp.arange(7))
+    jax.tree.map(np.testing.assert_array_equal, got["observations"], trans["observations"])
+    jax.tree.map(np.testing.assert_array_equal, got["next_observations"],
+                 trans["next_observations"])
+
+
 def test_online_history_at_episode_starts_repeats_the_first_frame():
     trans = _episodes([2, 6])
     buf = _insert_in_chunks(Buffer.empty(20, SPEC, 2), trans, rows=5)

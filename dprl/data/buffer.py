@@ -148,6 +148,32 @@ class Buffer(flax.struct.PyTreeNode):
                    frames={k: jnp.zeros((F, *s), jnp.uint8) for k, s in shapes.items()},
                    frame_count={k: jnp.zeros((), jnp.int32) for k in shapes})
 
+    @property
+    def room(self) -> dict:
+        """What ``Buffer.empty`` needs to make a buffer of this one's shapes (a checkpoint's
+        restore target): ``{'rows': capacity, 'frames': frame capacity or None}``."""
+        frames = None if self.frames is None else int(next(iter(self.frames.values())).shape[0])
+        return {"rows": self.capacity, "frames": frames}
+
+    def like(self, room: dict) -> "Buffer":
+        """An empty buffer of this one's observations and actions with ``room`` (``room``)."""
+        return Buffer.empty(int(room["rows"]), self.obs_spec, int(self.actions.shape[1]),
+                            room.get("frames"))
+
+    def grown(self, room: dict) -> "Buffer":
+        """This buffer with at least ``room`` (``{'rows', 'frames'}``): rows and frames padded
+        with zeros past the end; its contents, ``size`` and frame counts unchanged. A resumed run
+        whose online phase got longer continues with the replay data it had."""
+        def pad(x, n):
+            return jnp.concatenate([x, jnp.zeros((n - x.shape[0], *x.shape[1:]), x.dtype)]) \
+                if n > x.shape[0] else x
+        rows = max(int(room["rows"]), self.capacity)
+        fields = {k: jax.tree.map(lambda x: pad(x, rows), getattr(self, k)) for k in FIELDS}
+        if self.frames is not None:
+            F = max(int(room.get("frames") or 2 * rows), self.room["frames"])
+            fields["frames"] = {k: pad(v, F) for k, v in self.frames.items()}
+        return self.replace(**fields)
+
     @jax.jit
     def add(self, transitions: dict) -> "Buffer":
         """Append ``n`` transitions (each field ``[n, ...]``, normalized) at ``size``.

@@ -111,10 +111,16 @@ class Run:
     def start(self, get_agent) -> int | None:
         """Resume from this run's newest readable checkpoint, or start from run.init_from's;
         write config.json if new or extended. Returns the step resumed from (None: fresh)."""
-        restored = checkpoint.resume(self.ckpt, self.state(), self.resolved)
+        target, room = self.state(), self.saved_online_room()
+        if room is not None:   # the checkpoint's replay buffer, grown below if this run is longer
+            target["online"] = self.online.like(room)
+        restored = checkpoint.resume(self.ckpt, target, self.resolved)
         if restored is not None:
             state, meta = restored
-            self.agent, self.online, self.key = state["agent"], state["online"], state["key"]
+            online = state["online"]
+            if online is not None and online.capacity < self.online.capacity:
+                online = online.grown(self.online.room)
+            self.agent, self.online, self.key = state["agent"], online, state["key"]
             self.counters, self.scores, self.timing = meta["counters"], meta["scores"], \
                 meta["timing"]
             self.normalizer = Normalizer.from_dict(meta["normalizer"])
@@ -133,6 +139,19 @@ class Run:
         rundir.write_record(self.run_dir, self.resolved, self.recorded)
         return None if restored is None else self.global_step
 
+    def saved_online_room(self) -> dict | None:
+        """The shape of the replay buffer in this run's newest checkpoint (``Buffer.room``), when
+        it differs from this run's (the online phase was extended); None otherwise."""
+        if self.online is None:
+            return None
+        for step in reversed(self.ckpt.all_steps()):
+            try:
+                room = self.ckpt.read_meta(step).get("online_room")
+            except Exception:  # noqa: BLE001  an unreadable checkpoint: resume() reports it
+                continue
+            return room if room and room != self.online.room else None
+        return None
+
     @property
     def env_steps(self) -> int:
         return self.counters["env_steps"]
@@ -149,6 +168,8 @@ class Run:
         meta = {"counters": self.counters, "scores": self.scores, "timing": self.timing,
                 "normalizer": self.normalizer.to_dict(), "config": self.resolved["agent"],
                 "record": self.resolved}   # the run's identity, should config.json be lost
+        if self.online is not None:
+            meta["online_room"] = self.online.room
         if self.executor is not None and self.loop is not None:
             online_loop = checkpoint.online_loop_record(self.executor, self.loop)
             if online_loop is not None:
