@@ -15,9 +15,10 @@ weights never change in ``update``. Two variants (``variant``):
 
   'sac'  DSRL-SAC: SAC in the noise MDP. The critic is ``Q^w(s, w)`` on the noise that acted:
          target ``y = R + gamma' mask (min_e Q^w'_e(s', w') - alpha log pi_w(w'|s'))``,
-         ``w' ~ pi_w(s')``. It needs the acting noise in every batch (``batch['noise']``,
-         ``[B, H, A]`` squashed to [-1, 1]): dprl's replay buffer stores executed actions, so
-         the runner cannot feed it (``create`` refuses it in a run; see ``needs_noise``).
+         ``w' ~ pi_w(s')``. It learns from the noise that acted (``batch['noise']``,
+         ``[B, H, A]``): the replay buffer keeps it as the chunk's acting record
+         (``replay_acting``), and its batches start at the executed chunks' starts. Online
+         only (``run.offline_ratio = 0``): offline data carry no noise.
   'na'   DSRL-NA (noise aliasing), which also learns from offline data: a critic ``Q(s, a)`` on
          actions, ``y = R + gamma' mask (min_e Q'_e(s', pi_dp(s', w')) - alpha log pi_w)``, and a
          noise critic distilled from it on fresh prior noise, ``w ~ N(0, I)``:
@@ -68,6 +69,14 @@ class Agent(flax.struct.PyTreeNode):
     config: ml_collections.FrozenConfigDict = flax.struct.field(pytree_node=False)
 
     on_policy = False
+
+    @staticmethod
+    def replay_acting(config) -> dict:
+        """What the replay buffer keeps of acting, per chunk (``sample_actions``' aux):
+        DSRL-SAC's critic learns Q^w(s, w) on the noise that acted, ``{'noise': (H, A)}``."""
+        if config.variant != "sac":
+            return {}
+        return {"noise": (int(config.horizon), int(action_dim_of(config)))}
 
     # ---- networks ---------------------------------------------------------------------------
     @property
@@ -121,7 +130,8 @@ class Agent(flax.struct.PyTreeNode):
         return ret + boot * (next_q - self.alpha() * log_prob)
 
     def critic_loss(self, params, batch: dict, target: jax.Array) -> tuple[jax.Array, dict]:
-        inputs = batch["actions"] if self.config.variant == "na" else batch["noise"]
+        cfg = self.config
+        inputs = batch["actions"] if cfg.variant == "na" else batch["noise"] / cfg.noise_bound
         q = self.critic_net.apply(params, batch["observations"], inputs)          # [E, B]
         per_critic = ((q - target[None]) ** 2).mean(axis=1)
         return 0.5 * per_critic.sum(), {"critic/loss": per_critic.mean(),
@@ -303,11 +313,6 @@ def _plain(value):
     return list(value) if isinstance(value, (list, tuple)) else value
 
 
-def needs_noise(config) -> bool:
-    """Whether the agent's batches must carry the acting noise (DSRL-SAC)."""
-    return config.variant == "sac"
-
-
 def _critic(config) -> NormCriticEnsemble:
     return NormCriticEnsemble(int(config.num_critics), tuple(config.critic_hidden_dims),
                               config.critic_activation, bool(config.critic_layer_norm),
@@ -331,8 +336,13 @@ def _check_config(config) -> None:
     if config.act_steps != config.horizon:
         raise ValueError(f"dsrl steers whole chunks: act_steps ({config.act_steps}) must equal "
                          f"horizon ({config.horizon})")
-    if config.variant == "sac" and (config.run.online_steps or config.run.offline_steps):
+    if config.variant == "sac" and config.run.offline_steps:
         raise ValueError("dsrl variant 'sac' (DSRL-SAC) learns from the noise that acted, which "
-                         "dprl's replay buffer does not store (it stores executed actions): use "
-                         "--agent.variant=na (DSRL-NA) in runs; DSRL-SAC's update takes batches "
-                         "with a 'noise' field")
+                         "offline data do not have: set --offline_steps=0 (or use "
+                         "--agent.variant=na, DSRL-NA, which learns offline too)")
+    if config.variant == "sac" and config.run.online_steps and (
+            config.run.offline_ratio or config.run.get("offline_mix", "ratio") != "ratio"):
+        raise ValueError("dsrl variant 'sac' (DSRL-SAC) learns from the noise that acted, which "
+                         "offline data do not have: its online batches must be all online "
+                         "(--agent.run.offline_ratio=0 --agent.run.offline_mix=ratio; the "
+                         "dsrl-sac preset's values)")

@@ -199,9 +199,13 @@ def test_bad_settings_fail_before_any_work():
         Agent.create(0, batch, _config(noise_bound=0.0))
     with pytest.raises(ValueError, match="act_steps"):
         Agent.create(0, batch, _config(act_steps=1))
-    with pytest.raises(ValueError, match="DSRL-SAC"):
+    with pytest.raises(ValueError, match="offline_steps=0"):
         config = _config("dsrl-sac")
-        config.run.online_steps = 100
+        config.run.offline_steps = 100
+        Agent.create(0, batch, config)
+    with pytest.raises(ValueError, match="offline_ratio=0"):
+        config = _config("dsrl-sac")
+        config.run.online_steps, config.run.offline_ratio = 100, 0.5
         Agent.create(0, batch, config)
     with pytest.raises(ValueError, match="preset"):
         get_config("dsrl-td3")
@@ -250,3 +254,49 @@ def test_init_from_takes_another_agents_bc_policy(tmp_path, pole_datasets):
     with pytest.raises(ValueError, match="hidden_dims"):
         train(dsrl(hidden_dims=(16, 16)), "pole-right", str(tmp_path / "bad"), get_agent,
               progress=False)
+
+
+# ---- DSRL-SAC in a run: the replay buffer keeps the noise that acted -------------------------------
+def test_dsrl_sac_runs_online_on_the_noise_that_acted(tmp_path, pole_datasets):
+    """A DSRL-SAC run (BC stage, then online) stores each executed chunk's noise with its rows:
+    the frozen policy decodes every stored chunk start's noise into the actions that were
+    executed; sampled batches start at chunk starts and carry that noise; the run resumes with
+    a longer online phase from its checkpointed buffer."""
+    from agents import get_agent
+    from dprl.run.checkpoint import load_run
+    from dprl.run.runner import Run, train
+
+    def config(online_steps):
+        c = tiny(get_config("dsrl-sac"), pretrain_steps=25, online_steps=online_steps,
+                 start_online_updates=8, utd=0.5, save_every=40)
+        c.horizon = c.act_steps = 2
+        c.actor.diffusion_steps, c.actor.sampling_steps = 6, 3
+        c.actor.hidden_dims = (16, 16, 16)  # the residual MLP of DPPO's policy (the reference's)
+        c.noise_policy_hidden_dims = c.critic_hidden_dims = (16, 16)
+        return c
+
+    run_dir = str(tmp_path / "sac")
+    train(config(40), "pole-right", run_dir, get_agent, progress=False)
+    summary = train(config(80), "pole-right", run_dir, get_agent, progress=False)
+    assert summary["online_steps"] == 80
+    run = Run(config(80), "pole-right", run_dir, get_agent, progress=False)
+    agent, buf = run.agent, run.online
+    n = int(buf.size)
+    assert n >= 80
+    step = np.asarray(buf.chunk_step[:n])
+    starts = np.flatnonzero(step == 0)
+    assert set(np.unique(step)) <= {0, 1} and len(starts) >= n // 2
+    obs = np.asarray(buf.observations)[starts]
+    noise = np.asarray(buf.acting["noise"])[starts]
+    assert np.abs(noise).max() <= agent.config.noise_bound and np.abs(noise).max() > 0
+    decoded = np.clip(np.asarray(agent.decode(jnp.asarray(obs), jnp.asarray(noise))), -1, 1)
+    actions = np.asarray(buf.actions)
+    for j, i in enumerate(starts):
+        width = 2 if i + 1 < n and step[i + 1] == 1 else 1
+        np.testing.assert_allclose(actions[i:i + width], decoded[j, :width], atol=1e-4)
+    batch = buf.sample(jax.random.PRNGKey(0), 64, horizon=2)
+    assert batch["noise"].shape == (64, *agent.noise_shape)
+    first = np.asarray(batch["observations"])
+    rows = [np.flatnonzero((np.asarray(buf.observations)[:n] == o).all(1)) for o in first]
+    assert all(step[r].min() == 0 for r in rows)
+    run.close()

@@ -50,6 +50,14 @@ class Buffer(flax.struct.PyTreeNode):
     # carry {key: uint8 images, 'state'}. frame_count {key: int32 []}: the frames written (online).
     frames: Any = None
     frame_count: Any = None
+    # Acting records, for agents that learn from how they acted (``Agent.replay_acting``:
+    # DSRL-SAC's noise w): per row the record of the chunk it was executed in,
+    # {name: [C, ...]}; chunk_step [C] int32 the row's step inside that chunk (batches then
+    # start at chunk starts and carry the records); pending {name: [E, ...]} the records of the
+    # chunks sampled for the E envs but not yet stored. None in every other buffer.
+    acting: Any = None
+    chunk_step: Any = None
+    pending: Any = None
     augment: str = flax.struct.field(pytree_node=False, default="none")  # of sampled batches
 
     @property
@@ -130,11 +138,25 @@ class Buffer(flax.struct.PyTreeNode):
 
     @classmethod
     def empty(cls, capacity: int, obs_dim: "int | PixelSpec", action_dim: int,
-              frame_capacity: int | None = None) -> "Buffer":
+              frame_capacity: int | None = None, acting: dict | None = None,
+              num_envs: int = 1) -> "Buffer":
         """An empty buffer of ``capacity`` transitions. ``obs_dim``: a ``PixelSpec`` gives a pixel
         buffer: per camera a uint8 store of ``frame_capacity`` frames (default ``2 * capacity``,
         which no sequence of episodes can fill: a transition adds at most two frames, one when
-        an episode starts; the frames in use are ``capacity + episodes``)."""
+        an episode starts; the frames in use are ``capacity + episodes``). ``acting``: the shapes
+        of the acting records to keep, ``{name: shape of one chunk's record}``, for
+        ``num_envs`` acting envs (``Agent.replay_acting``)."""
+        buffer = cls._empty(capacity, obs_dim, action_dim, frame_capacity)
+        if not acting:
+            return buffer
+        return buffer.replace(
+            acting={k: jnp.zeros((capacity, *s), jnp.float32) for k, s in acting.items()},
+            chunk_step=jnp.zeros(capacity, jnp.int32),
+            pending={k: jnp.zeros((num_envs, *s), jnp.float32) for k, s in acting.items()})
+
+    @classmethod
+    def _empty(cls, capacity: int, obs_dim: "int | PixelSpec", action_dim: int,
+               frame_capacity: int | None) -> "Buffer":
         z = lambda *s: jnp.zeros(s, jnp.float32)  # noqa: E731
         if not isinstance(obs_dim, PixelSpec):
             return cls(z(capacity, obs_dim), z(capacity, action_dim), z(capacity), z(capacity),
@@ -156,9 +178,13 @@ class Buffer(flax.struct.PyTreeNode):
         return {"rows": self.capacity, "frames": frames}
 
     def like(self, room: dict) -> "Buffer":
-        """An empty buffer of this one's observations and actions with ``room`` (``room``)."""
+        """An empty buffer of this one's observations, actions and acting records with ``room``
+        (``room``)."""
+        acting = None if self.acting is None else {
+            k: tuple(v.shape[1:]) for k, v in self.acting.items()}
+        envs = 1 if self.pending is None else int(next(iter(self.pending.values())).shape[0])
         return Buffer.empty(int(room["rows"]), self.obs_spec, int(self.actions.shape[1]),
-                            room.get("frames"))
+                            room.get("frames"), acting, envs)
 
     def grown(self, room: dict) -> "Buffer":
         """This buffer with at least ``room`` (``{'rows', 'frames'}``): rows and frames padded
@@ -168,7 +194,8 @@ class Buffer(flax.struct.PyTreeNode):
             return jnp.concatenate([x, jnp.zeros((n - x.shape[0], *x.shape[1:]), x.dtype)]) \
                 if n > x.shape[0] else x
         rows = max(int(room["rows"]), self.capacity)
-        fields = {k: jax.tree.map(lambda x: pad(x, rows), getattr(self, k)) for k in FIELDS}
+        fields = {k: jax.tree.map(lambda x: pad(x, rows), getattr(self, k))
+                  for k in FIELDS + ("acting", "chunk_step") if getattr(self, k) is not None}
         if self.frames is not None:
             F = max(int(room.get("frames") or 2 * rows), self.room["frames"])
             fields["frames"] = {k: pad(v, F) for k, v in self.frames.items()}
@@ -199,7 +226,19 @@ class Buffer(flax.struct.PyTreeNode):
         put = lambda old, new: jax.lax.dynamic_update_slice_in_dim(  # noqa: E731
             old, jnp.asarray(new, old.dtype), self.size, axis=0)
         updates = {k: jax.tree.map(put, getattr(self, k), transitions[k]) for k in FIELDS}
+        if self.acting is not None:  # each row gets the record of the chunk that acted
+            env = jnp.asarray(transitions["chunk_env"], jnp.int32)
+            updates["acting"] = {k: put(v, self.pending[k][env]) for k, v in self.acting.items()}
+            updates["chunk_step"] = put(self.chunk_step, transitions["chunk_step"])
         return buf.replace(**updates, size=self.size + count)
+
+    def acted(self, records: dict) -> "Buffer":
+        """This buffer with ``records`` (the agent's aux from ``sample_actions``, each leaf
+        ``[E, ...]``) as the pending chunks' acting records, where it keeps any."""
+        if self.acting is None:
+            return self
+        return self.replace(pending={k: jnp.asarray(records[k], jnp.float32)
+                                     for k in self.acting})
 
     def _insert_frames(self, transitions: dict, count: jax.Array) -> tuple["Buffer", dict]:
         """Append a block's camera frames to the frame stores; the block with frame indices in
@@ -238,15 +277,17 @@ class Buffer(flax.struct.PyTreeNode):
 
     def sample(self, key: jax.Array, batch_size: int, horizon: int = 1,
                obs_history: int = 1) -> dict:
-        """A batch of chunks of length ``horizon`` that never cross an episode end (see module doc)."""
-        if self.frames is not None and self.augment != "none":
+        """A batch of chunks of length ``horizon`` that never cross an episode end (see module
+        doc). A buffer with acting records samples the executed chunks' starts (each row's
+        chunk, so a chunk cut short by its episode's end is drawn less often)."""
+        augmented = self.frames is not None and self.augment != "none"
+        if augmented:
             key, aug_key = jax.random.split(key)
-            batch = self.gather(jax.random.randint(key, (batch_size,), 0,
-                                                   jnp.maximum(self.size, 1)),
-                                horizon, obs_history)
-            return _augment(batch, aug_key, self.augment)
         idx = jax.random.randint(key, (batch_size,), 0, jnp.maximum(self.size, 1))
-        return self.gather(idx, horizon, obs_history)
+        if self.chunk_step is not None:
+            idx = idx - self.chunk_step[idx]
+        batch = self.gather(idx, horizon, obs_history)
+        return _augment(batch, aug_key, self.augment) if augmented else batch
 
     def gather(self, idx: jax.Array, horizon: int = 1, obs_history: int = 1) -> dict:
         """The batch whose chunks start at transitions ``idx [B]``."""
@@ -281,6 +322,8 @@ class Buffer(flax.struct.PyTreeNode):
             batch["next_observations"] = jax.tree.map(
                 lambda h, n: jnp.concatenate([h[:, 1:], n[:, None]], axis=1), last_hist,
                 self._observations_at(self.next_observations, last))
+        if self.acting is not None:
+            batch.update({k: v[idx] for k, v in self.acting.items()})
         return batch
 
     def _history(self, idx: jax.Array, K: int) -> jax.Array:
@@ -400,7 +443,8 @@ def transitions_from_chunks(executed: dict, normalizer: Normalizer) -> dict:
     """Executed chunk steps ``[act_steps, E, ...]`` (ChunkExecutor) -> flat buffer transitions.
 
     Keeps only the steps that were taken, env by env in time order, so a single env's transitions
-    stay contiguous; ``dones`` marks terminated or truncated steps.
+    stay contiguous; ``dones`` marks terminated or truncated steps; ``chunk_step`` / ``chunk_env``
+    (int32) say at which step of its chunk, in which env, each was taken (for acting records).
     """
     valid = executed["valid"]                     # [S, E]
     S, E = valid.shape
@@ -410,6 +454,8 @@ def transitions_from_chunks(executed: dict, normalizer: Normalizer) -> dict:
     term = pick("terminals").astype(np.float32)
     done = (pick("terminals") | pick("truncations")).astype(np.float32)
     return {
+        "chunk_step": np.asarray([s for s, _ in order], np.int32),
+        "chunk_env": np.asarray([e for _, e in order], np.int32),
         "observations": _stored(normalizer(pick("observations"))),
         "actions": pick("actions").astype(np.float32),
         "rewards": pick("rewards").astype(np.float32),
@@ -441,7 +487,10 @@ def transition_block(transitions: dict | None, rows: int, obs_dim: "int | PixelS
                "state": np.zeros((rows, obs_dim.state_dim), np.float32)}
     else:
         obs = np.zeros((rows, obs_dim), np.float32)
-    block = {}
+    block = {k: np.zeros(rows, np.int32) for k in ("chunk_step", "chunk_env")}
+    for k in ("chunk_step", "chunk_env"):
+        if n and k in transitions:
+            block[k][:n] = transitions[k]
     for k in FIELDS:
         if k in ("observations", "next_observations"):
             block[k] = jax.tree.map(np.copy, obs)

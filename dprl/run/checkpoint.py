@@ -219,12 +219,14 @@ def run_keys(seed: int) -> tuple[jax.Array, jax.Array]:
 def initial_state(agent_cls, config, obs_dim: int, seed: int) -> dict:
     """A run's state before training: the created agent (acting one-step around it when the
     config says so: ``dprl.run.one_step.acting``), an empty replay buffer for the online phase
-    of an off-policy agent (None otherwise), the training key."""
+    of an off-policy agent (None otherwise; keeping the agent's ``replay_acting`` records), the
+    training key."""
     example = example_batch(obs_dim, config.action_dim, config.horizon, config.obs_history)
     online = None
     if config.run.online_steps and not agent_cls.on_policy:
         capacity = config.run.online_steps + config.act_steps * config.run.num_envs
-        online = Buffer.empty(capacity, obs_dim, config.action_dim)
+        records = getattr(agent_cls, "replay_acting", lambda c: {})(config)
+        online = Buffer.empty(capacity, obs_dim, config.action_dim, acting=records)
     return {"agent": acting(agent_cls, config).create(seed, example, config), "online": online,
             "key": run_keys(seed)[0]}
 

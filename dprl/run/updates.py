@@ -73,7 +73,8 @@ def replay_step(agent, offline: Buffer, online: Buffer, key: jax.Array, transiti
     ``transitions`` (the chunk just run, each field ``[P, ...]``, ``Buffer.insert``) to
     ``online``, run ``num_updates <= update_slots`` steps of ``agent.update`` on batches mixing
     ``offline`` and ``online`` at ``offline_ratio`` (or uniformly: ``offline_mix``), then sample
-    the next chunks for ``observations [E, (K,) O]``.
+    the next chunks for ``observations [E, (K,) O]`` (their acting records, where the buffer keeps
+    any, go to ``online``'s pending records: ``Buffer.acted``).
 
     Returns ``(agent, online, key, chunks [E, H, A], info)``: ``info`` is the mean of each info
     scalar over the ``num_updates`` steps (zeros when there were none). The scan always has
@@ -114,8 +115,8 @@ def replay_step(agent, offline: Buffer, online: Buffer, key: jax.Array, transiti
     done = jnp.maximum(num_updates, 1).astype(jnp.float32)
     info = jax.tree.map(lambda x: x.sum() / done, infos)
     key, act_key = jax.random.split(key)
-    chunks, _ = agent.sample_actions(observations, act_key)
-    return agent, online, key, chunks, info
+    chunks, aux = agent.sample_actions(observations, act_key)
+    return agent, online.acted(aux), key, chunks, info
 
 
 @functools.partial(jax.jit, static_argnames=STATIC[:-2])
