@@ -5,9 +5,9 @@
 ``--agent.run.pretrain_steps=0 --agent.run.init_from=BC_RUN`` (any agent whose config has the
 same ``actor`` and ``horizon``: the BC policy is taken, nothing else).
 
-  preset     critic                            data
-  dsrl-na    Q(s, a) + Q^w(s, w) distilled     offline + online (the default)
-  dsrl-sac   Q^w(s, w)                         online (needs the acting noise: not in runs)
+  preset     critic                              data
+  dsrl-na    Q(s, a) + Q^w(s, w) distilled       offline + online (the default)
+  dsrl-sac   Q^w(s, w) on the noise that acted   online (the buffer keeps each chunk's noise)
 
 Source of every value: github.com/ajwagen/dsrl at 8d21b9c, ``cfg/gym/dsrl_hopper.yaml`` (the
 Gym settings; halfcheetah and walker differ only in layer_size 1024 / 2048 and walker's
