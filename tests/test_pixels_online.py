@@ -18,6 +18,8 @@ from dprl.envs.vector import ChunkExecutor, VecEnv
 from dprl.run.collect import run_chunk
 
 SPEC = PixelSpec(3, (4, 5, 3))
+# One compiled gather instead of many eager ops (the tests read batches, not timings).
+_gather = jax.jit(Buffer.gather, static_argnames=("horizon", "obs_history"))
 
 
 def _frame(step: int, episode: int, shape=(4, 5, 3)) -> np.ndarray:
@@ -67,7 +69,7 @@ def test_uint8_frames_round_trip_through_insert_and_sample_each_frame_once():
     assert buf.observations["image"].dtype == jnp.int32
     # every episode step's frame once: T + 1 frames per episode of T steps
     assert int(buf.frame_count["image"]) == n + len(lengths)
-    batch = buf.gather(jnp.arange(n))
+    batch = _gather(buf, jnp.arange(n))
     assert batch["observations"]["image"].dtype == jnp.uint8
     np.testing.assert_array_equal(batch["observations"]["image"], trans["observations"]["image"])
     np.testing.assert_array_equal(batch["next_observations"]["image"],
@@ -76,7 +78,7 @@ def test_uint8_frames_round_trip_through_insert_and_sample_each_frame_once():
     np.testing.assert_array_equal(batch["actions"][:, 0], trans["actions"])
     # sampled (jitted) batches read the same frames as their indices say
     s = jax.jit(lambda b, k: b.sample(k, 64))(buf, jax.random.PRNGKey(0))
-    ep, t = np.asarray(s["observations"]["state"][:, 0]), np.asarray(s["observations"]["state"][:, 1])
+    ep, t = np.asarray(s["observations"]["state"][:, :2]).T
     want = np.stack([_frame(int(a), int(b)) for a, b in zip(t, ep)])
     np.testing.assert_array_equal(s["observations"]["image"], want)
     want_next = np.stack([_frame(int(a) + 1, int(b)) for a, b in zip(t, ep)])
@@ -96,7 +98,7 @@ def test_a_restarted_env_gets_its_own_first_frame():
     b["next_observations"]["image"] = b["next_observations"]["image"] + np.uint8(100)
     buf = _insert_in_chunks(Buffer.empty(20, SPEC, 2), a, rows=4)
     buf = _insert_in_chunks(buf, b, rows=4)
-    batch = buf.gather(jnp.arange(9))
+    batch = _gather(buf, jnp.arange(9))
     both = jax.tree.map(lambda x, y: np.concatenate([x, y]), a, b)
     np.testing.assert_array_equal(batch["observations"]["image"], both["observations"]["image"])
     np.testing.assert_array_equal(batch["next_observations"]["image"],
@@ -118,7 +120,7 @@ def test_a_grown_buffer_keeps_its_transitions_and_takes_more(spec):
     assert big.capacity == 20 and int(big.size) == 4
     assert big.room == Buffer.empty(20, spec, 2).room and small.like(big.room).room == big.room
     big = _insert_in_chunks(big, jax.tree.map(lambda x: x[4:], trans), rows=4, spec=spec)
-    got = big.gather(jnp.arange(7))
+    got = _gather(big, jnp.arange(7))
     jax.tree.map(np.testing.assert_array_equal, got["observations"], trans["observations"])
     jax.tree.map(np.testing.assert_array_equal, got["next_observations"],
                  trans["next_observations"])
@@ -128,7 +130,7 @@ def test_online_history_at_episode_starts_repeats_the_first_frame():
     trans = _episodes([2, 6])
     buf = _insert_in_chunks(Buffer.empty(20, SPEC, 2), trans, rows=5)
     start = 2                                                    # the second episode's first step
-    batch = buf.gather(jnp.array([start, start + 1, start + 4]), horizon=2, obs_history=3)
+    batch = _gather(buf, jnp.array([start, start + 1, start + 4]), horizon=2, obs_history=3)
     img = np.asarray(batch["observations"]["image"])             # [3, K, H, W, C]
     assert img.dtype == np.uint8 and img.shape == (3, 3, 4, 5, 3)
     first, second = _frame(0, 1), _frame(1, 1)
@@ -142,7 +144,7 @@ def test_online_history_at_episode_starts_repeats_the_first_frame():
     nxt = np.asarray(batch["next_observations"]["image"])
     np.testing.assert_array_equal(nxt[0], np.stack([_frame(t, 1) for t in (0, 1, 2)]))
     # a chunk that starts at the first episode's last step stops at its end
-    end = buf.gather(jnp.array([1]), horizon=2, obs_history=3)
+    end = _gather(buf, jnp.array([1]), horizon=2, obs_history=3)
     np.testing.assert_array_equal(end["valid"], [[1.0, 0.0]])
     np.testing.assert_array_equal(end["next_observations"]["image"][0, -1], _frame(2, 0))
 
@@ -167,7 +169,7 @@ def test_executed_pixel_chunks_are_stored_as_they_were_observed():
         buf = jax.jit(Buffer.insert)(buf, block, np.int32(count))
     seen = jax.tree.map(lambda *x: np.concatenate(x), *seen)
     n = len(seen["actions"])
-    batch = buf.gather(jnp.arange(n))
+    batch = _gather(buf, jnp.arange(n))
     np.testing.assert_array_equal(batch["observations"]["image"], seen["observations"]["image"])
     np.testing.assert_array_equal(batch["next_observations"]["image"],
                                   seen["next_observations"]["image"])
@@ -175,7 +177,7 @@ def test_executed_pixel_chunks_are_stored_as_they_were_observed():
     assert ends >= 3                                           # episodes of 12 steps
     assert int(buf.frame_count["image"]) <= n + ends + 1
     starts = np.flatnonzero(seen["dones"][:-1]) + 1
-    hist = buf.gather(jnp.asarray(starts), obs_history=2)["observations"]["image"]
+    hist = _gather(buf, jnp.asarray(starts), obs_history=2)["observations"]["image"]
     np.testing.assert_array_equal(hist[:, 0], seen["observations"]["image"][starts])
 
 
@@ -208,7 +210,7 @@ def test_several_cameras_each_get_their_own_frame_store():
     off = Buffer.from_offline(data, norm)
     assert set(off.frames) == {"image", "image_wrist"}
     assert off.frames["image_wrist"].dtype == jnp.uint8 and off.obs_spec == spec
-    b = off.gather(jnp.arange(12))
+    b = _gather(off, jnp.arange(12))
     for k in stores:
         np.testing.assert_array_equal(b["observations"][k], np.asarray(data.observations[k]))
         np.testing.assert_array_equal(b["next_observations"][k],
@@ -219,7 +221,7 @@ def test_several_cameras_each_get_their_own_frame_store():
     # online: both cameras stored and mixed with the offline batches (augmented as offline)
     trans = _episodes([3, 4], spec)
     on = _insert_in_chunks(Buffer.empty(16, spec, 2), trans, rows=4, spec=spec)
-    got = on.gather(jnp.arange(7))
+    got = _gather(on, jnp.arange(7))
     for k in stores:
         np.testing.assert_array_equal(got["observations"][k], trans["observations"][k])
     mixed = jax.jit(lambda k: sample_mixed(off, on, k, 8, 0.5, 2, 2))(jax.random.PRNGKey(0))
@@ -287,6 +289,6 @@ def test_online_pixel_run_checkpoints_resumes_and_evaluates(tmp_path, agent, tas
     n = int(buf.size)
     # the frames in use: one per transition plus one per episode start
     assert n < int(buf.frame_count["image"]) <= 2 * n
-    batch = buf.gather(jnp.arange(n))
+    batch = _gather(buf, jnp.arange(n))
     assert batch["observations"]["image"].dtype == jnp.uint8
     assert int(jnp.abs(batch["observations"]["image"].astype(jnp.int32)).sum()) > 0

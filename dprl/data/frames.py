@@ -42,7 +42,8 @@ class PixelSpec:
         """The spec of ``{camera key: frame shape}``: the single-camera form for ``{'image'}``."""
         bad = [k for k in shapes if not k.startswith(CAMERA_PREFIX)]
         if not shapes or bad:
-            raise ValueError(f"camera keys must start with {CAMERA_PREFIX!r} (got {sorted(shapes)})")
+            raise ValueError(f"camera keys must start with {CAMERA_PREFIX!r}, not "
+                             f"{sorted(shapes)}: rename them (e.g. image_wrist)")
         cams = tuple(sorted((k, tuple(int(d) for d in v)) for k, v in shapes.items()))
         if len(cams) == 1 and cams[0][0] == CAMERA_PREFIX:
             return cls(int(state_dim), cams[0][1])
