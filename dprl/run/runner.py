@@ -146,9 +146,14 @@ class Run:
             return None
         for step in reversed(self.ckpt.all_steps()):
             try:
-                room = self.ckpt.read_meta(step).get("online_room")
+                meta = self.ckpt.read_meta(step)
             except Exception:  # noqa: BLE001  an unreadable checkpoint: resume() reports it
                 continue
+            room = meta.get("online_room")
+            if room is None and meta.get("config"):   # saved before rooms were recorded:
+                run = meta["config"]["run"]           # initial_state's capacity of that config
+                rows = run["online_steps"] + meta["config"]["act_steps"] * run["num_envs"]
+                room = {"rows": rows, "frames": None if self.online.frames is None else 2 * rows}
             return room if room and room != self.online.room else None
         return None
 
