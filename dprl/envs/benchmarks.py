@@ -53,8 +53,7 @@ ROBOMIMIC_TWO_ARM_OBS_KEYS = ("robot0_eef_pos", "robot0_eef_quat", "robot0_gripp
                               "robot1_eef_pos", "robot1_eef_quat", "robot1_gripper_qpos",
                               "object")
 REWARDS = {"minus_one": lambda r: r - 1.0, "cql_antmaze": lambda r: (r - 0.5) * 4.0}
-# robomimic's image files: camera (hdf5 observation key) -> dprl's observation key (every camera
-# key starts with 'image', dprl.data.frames); 84x84x3 uint8 frames.
+# robomimic's image files: 84x84x3 uint8 frames per camera (the cameras: tasks.ROBOMIMIC_CAMERAS)
 ROBOMIMIC_IMAGE_SIZE = 84
 # env -> the QC paper's sparse reward (its --sparse on scene and puzzle-3x3)
 OGBENCH_VISUAL_SINGLE_TASK_ENVS = {env: env in QC_SPARSE_ENVS for env in OGBENCH_VISUAL_ENVS}
@@ -241,7 +240,8 @@ class RobomimicImage(RobomimicLowDim):
         super().__init__(env, obs_keys, horizon, reward_shift)
         self._cameras = dict(cameras or ROBOMIMIC_CAMERAS)
         first = self._observe(env.reset())
-        spaces = {k: gym.spaces.Box(0, 255, first[k].shape, np.uint8) for k in self._cameras.values()}
+        spaces = {k: gym.spaces.Box(0, 255, first[k].shape, np.uint8)
+                  for k in self._cameras.values()}
         spaces["state"] = gym.spaces.Box(-np.inf, np.inf, first["state"].shape, np.float32)
         self.observation_space = gym.spaces.Dict(spaces)
 
@@ -256,8 +256,6 @@ def make_robomimic_image_env(task: str, dataset_type: str = "ph", reward_shift: 
                              obs_keys=None, hdf5_path: str | None = None) -> gym.Env:
     """``dprl/robomimic-<task>-<type>-image-v0``: the robosuite env with robomimic's two 84x84
     cameras (``RobomimicImage``), built from the image file's ``env_args``."""
-    if task not in ROBOMIMIC_TASKS:
-        raise gym.error.Error(f"Unknown robomimic task {task!r}; known: {', '.join(ROBOMIMIC_TASKS)}")
     path = Path(hdf5_path) if hdf5_path else robomimic_file(task, dataset_type, "image_v15.hdf5")
     return make_robomimic_env(task, dataset_type, reward_shift, obs_keys, str(path), cameras=True)
 

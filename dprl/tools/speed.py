@@ -442,7 +442,8 @@ def pixel_markdown(pixels: dict) -> list[str]:
     m = pixels["memory"]
     lines = ["", f"Pixels ({'x'.join(map(str, m['frame_shape']))} frames, encoder "
              f"{pixels['encoder']}):", "",
-             "| agent | batch | updates/s | CPU ms / update | batch-1 action ms | first dispatch s |",
+             "| agent | batch | updates/s | CPU ms / update | batch-1 action ms "
+             "| first dispatch s |",
              "|---|---|---|---|---|---|"]
     for r in pixels["agents"]:
         if "error" in r:
