@@ -28,7 +28,7 @@ measured the same way):
   pixels               ``--pixels`` (only these rows): DQL and QC with ``--pixel-encoder`` on
                        random 64x64x3 frames in a pixel ``Buffer`` (shift augmentation), fused
                        updates/s at batch 256 and batch-1 latency, few dispatches (an update
-                       takes seconds on a CPU); the RSS of a ``--pixel-frames`` dataset.
+                       takes minutes on a CPU); the RSS of a ``--pixel-frames`` dataset.
 Observations and actions are Hopper-shaped (O = 11, A = 3); data are random (speed only).
 Configs are the references' (``REFERENCE_CONFIGS``): Diffusion-QL's T = 5 VP 3x256 Mish actor with
 twin critics, QC's best-of-32 over 10-step flows of 4x512 GELU nets, DPPO's hopper finetuning
