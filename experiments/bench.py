@@ -1,7 +1,7 @@
 """Speed of every agent on this machine at the reference implementations' configs, next to the
 references' own figures and to the machine's matmul throughput.
 
-    python experiments/bench.py [--agents=bc,dql,guided,dppo,qc,qc:qc-fql,rlpd,dsrl] [--quick]
+    python experiments/bench.py [--agents=bc,dql,guided,dppo:paper,qc,qc:qc-fql,rlpd,dsrl] [--quick]
 
 An entry ``<file>:<preset>`` measures a named preset of ``configs/<file>.py`` (``qc:qc-fql``:
 QC-FQL's one-step policy). Per agent, through the agent interface (so every registered agent is
@@ -30,9 +30,10 @@ measured the same way):
                        updates/s at batch 256 and batch-1 latency, few dispatches (an update
                        takes minutes on a CPU); the RSS of a ``--pixel-frames`` dataset.
 Observations and actions are Hopper-shaped (O = 11, A = 3); data are random (speed only).
-Configs are the references' (``REFERENCE_CONFIGS``): Diffusion-QL's T = 5 VP 3x256 Mish actor with
-twin critics, QC's best-of-32 over 10-step flows of 4x512 GELU nets, DPPO's hopper finetuning
-(20 denoising steps, last 10 finetuned, 3x512 residual MLP, horizon 4, 40 envs x 500 steps).
+Configs are the agents' own, which are the references': Diffusion-QL's T = 5 VP 3x256 Mish actor
+with twin critics, QC's best-of-32 over 10-step flows of 4x512 GELU nets, DPPO's hopper finetuning
+as ``configs/dppo.py:paper`` (20 denoising steps, last 10 finetuned, 3x512 residual actor, residual
+3x256 Mish critic, horizon 4, 40 envs x 500 steps, minibatches of 50,000 pairs).
 """
 from __future__ import annotations
 
@@ -77,7 +78,7 @@ REFERENCES = {  # every run: docs/results/references_2026-12-04.json
                       "CPU ms; 8.29, 6.90 ms). The same code on dprl's JAX 0.10.2: 0.953/s, "
                       "2054 CPU ms, 5.47 ms",
                target_ratio=1.3, target_latency_ms=2.0),
-    "dppo": dict(code="dppo (PyTorch 2.13 CPU, 2 threads)", updates_per_s=0.300,
+    "dppo:paper": dict(code="dppo (PyTorch 2.13 CPU, 2 threads)", updates_per_s=0.300,
                  cpu_ms_per_update=5779.0, latency_ms_b1=7.32,
                  unit="minibatch steps/s at 50,000", latency_note="one chunk, 20 steps",
                  issue="0.38 minibatch steps/s (an earlier machine)",
@@ -85,16 +86,6 @@ REFERENCES = {  # every run: docs/results/references_2026-12-04.json
                         "5843, 5715 CPU ms; 7.43, 7.22 ms)", target_ratio=2.0,
                  target_latency_ms=None),
 }
-
-
-def reference_config(name: str, config):
-    """The reference implementation's settings where the agent config differs (speed only)."""
-    if name == "dppo":
-        config.actor.residual = True     # dppo hopper: residual_style True (3x512, one block)
-        config.run.num_envs = 40         # dppo hopper: n_envs 40
-        config.run.rollout_steps = 500   # dppo hopper: n_steps 500
-        config.ppo_batch_size = 5000     # x 10 finetuned steps = dppo's batch_size 50,000
-    return config
 
 
 # The agents' own matmul shapes [M, K] x [K, N]: DQL acting (50 candidates) and updating (batch
@@ -109,12 +100,12 @@ def load_agent_config(name: str, quick: bool):
     config = load_config_file(os.path.join(ROOT, "configs", f"{file}.py") + sep + preset)
     config.action_dim = ACT_DIM
     config.run.batch_size = 256
-    config = reference_config(name, config)
     if quick:
         config.actor.hidden_dims = (32, 32, 32) if config.actor.get("residual") else (32, 32)
         for key in config:
-            if key.endswith("hidden_dims"):
-                config[key] = (32, 32)
+            if key.endswith("hidden_dims"):  # a residual MLP takes an odd number of layers
+                residual = config.get(key.replace("hidden_dims", "residual"))
+                config[key] = (32, 32, 32) if residual else (32, 32)
         config.run.batch_size = 32
         config.run.num_envs = min(config.run.num_envs, 4)
         config.run.rollout_steps = min(config.run.rollout_steps, 4)
@@ -306,7 +297,7 @@ def bench_pixels(args) -> dict:
 
 def main():
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--agents", default="bc,dql,guided,dppo,qc,qc:qc-fql,rlpd,dsrl")
+    parser.add_argument("--agents", default="bc,dql,guided,dppo:paper,qc,qc:qc-fql,rlpd,dsrl")
     parser.add_argument("--out", default=None, help="write the results as JSON here")
     parser.add_argument("--fuse", type=int, default=50, help="updates per dispatch")
     parser.add_argument("--repeats", type=int, default=5)

@@ -19,7 +19,7 @@ def test_bench_quick_reports_every_agent(tmp_path):
         "50x256x256", "256x256x256", "8192x512x512"}
     assert all(rate > 0 for rate in report["machine"]["matmul_gflop_s_by_shape"].values())
     agents = {r["agent"] for r in report["results"]}
-    assert agents == {"bc", "dql", "guided", "dppo", "qc", "qc:qc-fql", "rlpd", "dsrl"}
+    assert agents == {"bc", "dql", "guided", "dppo:paper", "qc", "qc:qc-fql", "rlpd", "dsrl"}
     for r in report["results"]:
         assert r["updates_per_s"] > 0 and r["latency_ms_b1"] > 0 and r["env_steps_per_s"] > 0
         # The FLOP floor: the action's matmuls at the machine's matmul rate, below the latency.
@@ -39,9 +39,9 @@ def test_bench_quick_reports_every_agent(tmp_path):
                     "control_actions_per_s_multi_step", "control_actions_per_s_one_step"):
             assert r[key] > 0, (name, key)
         assert r["env_step_ms"] > 0 and r["one_step_unavailable"] is None
-    assert "latency_ms_b1_one_step" not in acting["dppo"]
-    assert "likelihoods" in acting["dppo"]["one_step_unavailable"]
-    assert acting["dppo"]["control_actions_per_s_multi_step"] > 0
+    assert "latency_ms_b1_one_step" not in acting["dppo:paper"]
+    assert "likelihoods" in acting["dppo:paper"]["one_step_unavailable"]
+    assert acting["dppo:paper"]["control_actions_per_s_multi_step"] > 0
     fql = acting["qc:qc-fql"]
     assert "latency_ms_b1_multi_step" not in fql and fql["latency_ms_b1_one_step"] > 0
     assert "Acting at batch 1" in proc.stdout
