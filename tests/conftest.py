@@ -105,3 +105,18 @@ def python_chunk_target(rewards, valid, terminals, next_q, gamma):
                 break
         out.append(total if ended else total + gamma ** n * q)
     return np.array(out)
+
+
+def render_in_fresh_process(code: str, what: str) -> str:
+    """Run ``code`` in a fresh Python with ``MUJOCO_GL`` (default egl: it only takes effect in a
+    new process) and return its stdout; skip, naming ``what`` and the cause, where it fails."""
+    import subprocess
+
+    env = {**os.environ, "MUJOCO_GL": os.environ.get("MUJOCO_GL", "egl")}
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env,
+                          timeout=600)
+    if proc.returncode != 0:
+        cause = (proc.stderr.strip().splitlines() or ["no output"])[-1]
+        pytest.skip(f"{what} cannot be built or rendered here (MUJOCO_GL={env['MUJOCO_GL']}): "
+                    f"{cause}")
+    return proc.stdout

@@ -439,9 +439,7 @@ def test_robomimic_image_task_names_its_download_and_env_skips_with_cause(tmp_pa
 def test_ogbench_visual_env_builds_and_renders_64x64():
     """dprl's visual-* env (OGBench's, observed as {'image', 'state': [0]}) in a fresh process
     (MUJOCO_GL takes effect there); skipped, naming the cause, where it cannot render."""
-    import os
-    import subprocess
-    import sys
+    from tests.conftest import render_in_fresh_process
 
     code = ("import numpy as np\n"
             "from dprl.envs.vector import make_env\n"
@@ -450,15 +448,9 @@ def test_ogbench_visual_env_builds_and_renders_64x64():
             "o2, r, *_ = env.step(env.action_space.sample())\n"
             "print(o['image'].shape, o['image'].dtype, o['state'].shape, r, "
             "int(o['image'].std() > 0))\n")
-    env = {**os.environ, "MUJOCO_GL": os.environ.get("MUJOCO_GL", "egl")}
-    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env,
-                          timeout=600)
-    if proc.returncode != 0:
-        cause = (proc.stderr.strip().splitlines() or ["no output"])[-1]
-        pytest.skip(f"the visual env cannot be built or rendered here "
-                    f"(MUJOCO_GL={env['MUJOCO_GL']}): {cause}")
+    out = render_in_fresh_process(code, "the visual env")
     # a 64x64 camera frame, an empty state, the QC paper's sparse reward (puzzle-3x3: -1 / 0)
-    assert proc.stdout.split() == ["(64,", "64,", "3)", "uint8", "(0,)", "-1.0", "1"]
+    assert out.split() == ["(64,", "64,", "3)", "uint8", "(0,)", "-1.0", "1"]
 
 
 # ---- Minari ids -------------------------------------------------------------------------------

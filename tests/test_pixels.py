@@ -245,22 +245,16 @@ def test_dql_losses_train_their_own_encoders(pole_data):
 def test_ogbench_visual_env_builds_and_renders_one_frame():
     """OGBench's visual-* single-task envs render 64x64x3 frames with MuJoCo (EGL, in a fresh
     process so that MUJOCO_GL takes effect); skipped, naming the cause, where that cannot run."""
-    import os
-    import subprocess
-    import sys
+    from tests.conftest import render_in_fresh_process
+
     pytest.importorskip("ogbench", reason="ogbench is not installed (pip install -e '.[ogbench]')")
     code = ("import gymnasium as gym, ogbench, numpy as np\n"
             "env = gym.make('visual-cube-single-singletask-task1-v0')\n"
             "o, _ = env.reset(seed=0)\n"
             "o2, *_ = env.step(env.action_space.sample())\n"
             "print(o.shape, o.dtype, int(np.abs(o.astype(int) - o2.astype(int)).sum() > 0))\n")
-    env = {**os.environ, "MUJOCO_GL": os.environ.get("MUJOCO_GL", "egl")}
-    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env,
-                          timeout=600)
-    if proc.returncode != 0:
-        cause = (proc.stderr.strip().splitlines() or ["no output"])[-1]
-        pytest.skip(f"MuJoCo cannot render here (MUJOCO_GL={env['MUJOCO_GL']}): {cause}")
-    assert proc.stdout.split()[:4] == ["(64,", "64,", "3)", "uint8"]
+    out = render_in_fresh_process(code, "MuJoCo's visual env")
+    assert out.split()[:4] == ["(64,", "64,", "3)", "uint8"]
 
 
 @pytest.mark.slow
