@@ -357,10 +357,11 @@ class Agent(flax.struct.PyTreeNode):
             B = batch_size_of(obs)
             b, M = min(cfg.contrastive_states or B, B), cfg.support_actions
             sub_obs = jax.tree.map(lambda x: x[:b], obs)
-            support = self.actor.sample(repeat_rows(sub_obs, M), sup_key)[0]  # [b M, H, A]
+            sub_rep = repeat_rows(sub_obs, M)
+            support = self.actor.sample(sub_rep, sup_key)[0]                  # [b M, H, A]
             # The energies of the support set: the target critic after this step's update (as
             # QGPO, which updates Q and its target before the energy net).
-            q_sup = self.q_min(target_critic_params, repeat_rows(sub_obs, M), support)
+            q_sup = self.q_min(target_critic_params, sub_rep, support)
             support = support.reshape(b, M, *support.shape[1:])
             guide, g_info = apply_loss(self.guide, lambda p: self.guide_contrastive_loss(
                 p, sub_obs, support, q_sup.reshape(b, M) / unit, guide_key), "guide")

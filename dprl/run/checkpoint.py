@@ -216,6 +216,12 @@ def run_keys(seed: int) -> tuple[jax.Array, jax.Array]:
     return key, eval_key                                                # sampled the example batch
 
 
+def online_capacity(config) -> int:
+    """The online replay buffer's rows for ``config`` (a ConfigDict or its saved dict): the
+    online phase's env steps plus one chunk per env, which the last chunk may run past."""
+    return config["run"]["online_steps"] + config["act_steps"] * config["run"]["num_envs"]
+
+
 def initial_state(agent_cls, config, obs_dim: int, seed: int) -> dict:
     """A run's state before training: the created agent (acting one-step around it when the
     config says so: ``dprl.run.one_step.acting``), an empty replay buffer for the online phase
@@ -224,7 +230,7 @@ def initial_state(agent_cls, config, obs_dim: int, seed: int) -> dict:
     example = example_batch(obs_dim, config.action_dim, config.horizon, config.obs_history)
     online = None
     if config.run.online_steps and not agent_cls.on_policy:
-        capacity = config.run.online_steps + config.act_steps * config.run.num_envs
+        capacity = online_capacity(config)
         records = getattr(agent_cls, "replay_acting", lambda c: {})(config)
         online = Buffer.empty(capacity, obs_dim, config.action_dim, acting=records)
     return {"agent": acting(agent_cls, config).create(seed, example, config), "online": online,

@@ -151,8 +151,7 @@ class Run:
                 continue
             room = meta.get("online_room")
             if room is None and meta.get("config"):   # saved before rooms were recorded:
-                run = meta["config"]["run"]           # initial_state's capacity of that config
-                rows = run["online_steps"] + meta["config"]["act_steps"] * run["num_envs"]
+                rows = checkpoint.online_capacity(meta["config"])   # that config's capacity
                 room = {"rows": rows, "frames": None if self.online.frames is None else 2 * rows}
             return room if room and room != self.online.room else None
         return None
