@@ -193,10 +193,14 @@ class Agent(flax.struct.PyTreeNode):
         ts, _ = self._ft_steps()
         t_split = float(ts[0])  # steps t <= t_split are the finetuned ones
 
-        def denoise(o, x, t):
+        # Each set of weights encodes the images once for the whole chain.
+        ft_obs = actor.encode(ft_params, observations)
+        bc_obs = actor.encode(self.bc.ema_params, observations)
+
+        def denoise(_, x, t):
             return jax.lax.cond(t[0] <= t_split,
-                                lambda: actor.apply(ft_params, o, x, t),
-                                lambda: actor.apply(self.bc.ema_params, o, x, t))
+                                lambda: actor.apply(ft_params, ft_obs, x, t),
+                                lambda: actor.apply(self.bc.ema_params, bc_obs, x, t))
 
         actions, chain = diffusion.sample(
             denoise, actor.schedule, observations, key, (actor.horizon, actor.action_dim),

@@ -31,7 +31,7 @@ from flax.training.train_state import TrainState
 
 from dprl.models.actor import actor_from_config
 from dprl.data.buffer import chunk_return
-from dprl.models.encoders import batch_size_of, repeat_rows
+from dprl.models.encoders import batch_size_of, encode_once, repeat_rows
 from dprl.models.nets import CriticEnsemble, critic_from_config
 from dprl.models.teacher import teacher_actions
 from dprl.models.training import (BCStage, EMA, apply_loss, create_state, make_optimizer, polyak,
@@ -67,9 +67,12 @@ class Agent(flax.struct.PyTreeNode):
         """
         n = self.config.max_q_samples if self.config.max_q_backup else 1
         B = batch_size_of(next_observations)
-        rep = repeat_rows(next_observations, n)                          # [B * n, ...], row-major
-        next_actions, _ = self.actor.sample(rep, key, unroll=self.unroll_chains)
-        q = self.critic_net.apply(self.target_critic_params, rep, next_actions)  # [E, B * n]
+        # [B * n, ...], row-major; images are encoded once per network, then repeated
+        actor_obs = repeat_rows(self.actor.encode(next_observations), n)
+        critic_obs = repeat_rows(encode_once(self.critic_net, self.target_critic_params,
+                                             next_observations), n)
+        next_actions, _ = self.actor.sample(actor_obs, key, unroll=self.unroll_chains)
+        q = self.critic_net.apply(self.target_critic_params, critic_obs, next_actions)  # [E, B * n]
         q = q.reshape(q.shape[0], B, n).max(axis=-1)                     # per critic: max over draws
         return q.min(axis=0)
 
@@ -87,8 +90,9 @@ class Agent(flax.struct.PyTreeNode):
         """BC loss + eta * normalized Q loss; ``a_pi`` keeps gradients through the whole chain."""
         bc_key, pi_key, pick_key = jax.random.split(key, 3)
         obs = batch["observations"]
-        bc = self.actor.model.loss(params, obs, batch["actions"], bc_key, batch["valid"])
-        a_pi, _ = self.actor.model.sample(params, obs, pi_key, unroll=self.unroll_chains)
+        actor_obs = self.actor.model.encode(params, obs)   # images: encoded once for BC and pi
+        bc = self.actor.model.loss(params, actor_obs, batch["actions"], bc_key, batch["valid"])
+        a_pi, _ = self.actor.model.sample(params, actor_obs, pi_key, unroll=self.unroll_chains)
         q = self.critic_net.apply(critic_params, obs, a_pi)                       # [E, B]
         E = q.shape[0]
         i = jax.random.randint(pick_key, (), 0, E)
@@ -129,7 +133,7 @@ class Agent(flax.struct.PyTreeNode):
         draws."""
         N, B = int(self.config.num_samples), batch_size_of(observations)
         sample_key, pick_key = jax.random.split(key)
-        chunks, _ = self.actor.sample(repeat_rows(observations, N), sample_key)
+        chunks, _ = self.actor.sample(repeat_rows(self.actor.encode(observations), N), sample_key)
         return self.select(observations, chunks.reshape(B, N, *chunks.shape[1:]), pick_key), {}
 
     def select(self, observations: jax.Array, candidates: jax.Array, key: jax.Array
@@ -140,9 +144,10 @@ class Agent(flax.struct.PyTreeNode):
         B, N = candidates.shape[:2]
         if N == 1:
             return candidates[:, 0]
-        rep = repeat_rows(observations, N)                                 # [B * N, ...]
+        params = self.target_critic_params
+        rep = repeat_rows(encode_once(self.critic_net, params, observations), N)  # [B * N, ...]
         flat = candidates.reshape(B * N, *candidates.shape[2:])
-        q = self.critic_net.apply(self.target_critic_params, rep, flat).min(axis=0)
+        q = self.critic_net.apply(params, rep, flat).min(axis=0)
         # Untrained critics (BC pretraining only) would pick by noise: pick uniformly instead.
         q = jnp.where(self.critic_step > 0, q.reshape(B, N), 0.0)
         if cfg.action_selection == "argmax":

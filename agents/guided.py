@@ -58,8 +58,8 @@ from flax.training.train_state import TrainState
 from dprl.models.actor import actor_from_config
 from dprl.data.buffer import chunk_return
 from dprl.models.diffusion import q_sample
-from dprl.models.encoders import (batch_size_of, encode_observations, frozen_encoder_config,
-                                  repeat_rows)
+from dprl.models.encoders import (batch_size_of, encode_observations, encode_once,
+                                  frozen_encoder_config, repeat_rows)
 from dprl.models.nets import (MLP, CriticEnsemble, NoisyActionValue, critic_from_config,
                               value_from_config)
 from dprl.models.teacher import teacher_actions
@@ -232,7 +232,7 @@ class Agent(flax.struct.PyTreeNode):
         B, N = candidates.shape[:2]
         if N == 1:
             return candidates[:, 0]
-        obs = repeat_rows(observations, N)
+        obs = repeat_rows(encode_once(self.critic_net, self.critic.params, observations), N)
         q = self.q_min(self.critic.params, obs, candidates.reshape(B * N, *candidates.shape[2:]))
         best = jnp.argmax(jnp.where(self.critic_step > 0, q.reshape(B, N), 0.0), axis=1)
         return candidates[jnp.arange(B), best]
@@ -275,8 +275,9 @@ class Agent(flax.struct.PyTreeNode):
         k = jnp.repeat(jax.random.randint(k_key, (b,), 0, sched.num_steps), M)
         flat = support.reshape(b * M, *support.shape[2:])
         noisy = q_sample(sched, flat, k, jax.random.normal(n_key, flat.shape))
-        obs = repeat_rows(observations, M)
-        logits = guide_net(self.config).apply(params, obs, noisy, k.astype(jnp.float32)).reshape(b, M)
+        net = guide_net(self.config)
+        obs = repeat_rows(encode_once(net, params, observations), M)   # each image encoded once
+        logits = net.apply(params, obs, noisy, k.astype(jnp.float32)).reshape(b, M)
         weights = jax.nn.softmax(self.config.beta * q_support, axis=1)
         loss = cep_loss(logits, q_support, self.config.beta)
         return loss, {"guide/loss": loss, "guide/j_mean": logits.mean(),
@@ -320,9 +321,11 @@ class Agent(flax.struct.PyTreeNode):
                                                               batch["next_observations"])
             elif cfg.critic_mode == "softmax":
                 M = cfg.support_actions
-                next_obs = repeat_rows(batch["next_observations"], M)
-                support = self.actor.sample(next_obs, next_key)[0]        # [B M, H, A] unguided
-                q_next = self.q_min(self.target_critic_params, next_obs, support).reshape(-1, M)
+                next_obs, params = batch["next_observations"], self.target_critic_params
+                support = self.actor.sample(repeat_rows(self.actor.encode(next_obs), M),
+                                            next_key)[0]          # [B M, H, A] unguided
+                critic_obs = repeat_rows(encode_once(self.critic_net, params, next_obs), M)
+                q_next = self.q_min(params, critic_obs, support).reshape(-1, M)
                 next_v = softmax_backup(q_next, cfg.q_alpha)
             else:
                 next_actions = self.sample_guided(batch["next_observations"], next_key,
@@ -357,10 +360,11 @@ class Agent(flax.struct.PyTreeNode):
             B = batch_size_of(obs)
             b, M = min(cfg.contrastive_states or B, B), cfg.support_actions
             sub_obs = jax.tree.map(lambda x: x[:b], obs)
-            sub_rep = repeat_rows(sub_obs, M)
-            support = self.actor.sample(sub_rep, sup_key)[0]                  # [b M, H, A]
+            support = self.actor.sample(repeat_rows(self.actor.encode(sub_obs), M),
+                                        sup_key)[0]                           # [b M, H, A]
             # The energies of the support set: the target critic after this step's update (as
             # QGPO, which updates Q and its target before the energy net).
+            sub_rep = repeat_rows(encode_once(self.critic_net, target_critic_params, sub_obs), M)
             q_sup = self.q_min(target_critic_params, sub_rep, support)
             support = support.reshape(b, M, *support.shape[1:])
             guide, g_info = apply_loss(self.guide, lambda p: self.guide_contrastive_loss(

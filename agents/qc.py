@@ -65,7 +65,7 @@ from flax.training.train_state import TrainState
 
 from dprl.data.buffer import chunk_return
 from dprl.models.actor import GenerativeActor, action_dim_of, make_actor
-from dprl.models.encoders import batch_size_of, repeat_rows
+from dprl.models.encoders import batch_size_of, encode_once, repeat_rows
 from dprl.models.nets import CriticEnsemble, critic_from_config
 from dprl.models.one_step import OneStepActor, init_one_step, one_step_loss
 from dprl.models.teacher import check_teacher, teacher_actions
@@ -186,9 +186,11 @@ class Agent(flax.struct.PyTreeNode):
         ``observations [B, (K,) O]`` -> ``(actions [B, N, Hp, A], q [B, N])``.
         """
         B, N = batch_size_of(observations), self.config.num_samples
-        obs = repeat_rows(observations, N)                               # [B*N, (K,) O]
-        actions, _ = self.actor.sample(obs, key)                         # [B*N, Hp, A]
-        q = aggregate(self.critic_net.apply(critic_params, obs, actions), self.config.q_agg)
+        # [B*N, (K,) O]; images are encoded once per network, then their features repeated
+        actor_obs = repeat_rows(self.actor.encode(observations), N)
+        critic_obs = repeat_rows(encode_once(self.critic_net, critic_params, observations), N)
+        actions, _ = self.actor.sample(actor_obs, key)                   # [B*N, Hp, A]
+        q = aggregate(self.critic_net.apply(critic_params, critic_obs, actions), self.config.q_agg)
         return actions.reshape(B, N, *actions.shape[1:]), q.reshape(B, N)
 
     def best_of_n(self, critic_params, observations, key) -> tuple[jax.Array, jax.Array]:
@@ -250,7 +252,7 @@ class Agent(flax.struct.PyTreeNode):
         """Best-of-N among given ``candidates [B, N, Hp, A]`` (a one-step actor's draws) by the
         online critic's aggregated Q -> ``[B, Hp, A]``."""
         B, N = candidates.shape[:2]
-        obs = repeat_rows(observations, N)
+        obs = repeat_rows(encode_once(self.critic_net, self.critic.params, observations), N)
         flat = candidates.reshape(B * N, *candidates.shape[2:])
         q = aggregate(self.critic_net.apply(self.critic.params, obs, flat), self.config.q_agg)
         return select_best(candidates, q.reshape(B, N))

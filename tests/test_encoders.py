@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 
 from dprl.models import augment
-from dprl.models.encoders import (ObservationEncoder, default_encoder_config,
+from dprl.models.encoders import (OBSERVATION_ENCODER, ObservationEncoder, default_encoder_config,
                                   encode_observations, frozen_encoder_config, stack_frames)
 
 
@@ -248,3 +248,92 @@ def test_agent_acts_on_the_center_crop_of_a_crop_task():
     assert batch["observations"]["image"].shape == (16, 8, 8, 3)
     new, info = agent.update(batch)
     assert np.isfinite(float(jax.tree.leaves(info)[0]))
+
+
+# ---- images encoded once per network ---------------------------------------------------------
+def _pixel_obs(B=3, size=16, seed=0):
+    rng = np.random.default_rng(seed)
+    return {"image": jnp.asarray(rng.integers(0, 256, (B, size, size, 3), dtype=np.uint8)),
+            "state": jnp.asarray(rng.normal(size=(B, 2)), jnp.float32)}
+
+
+def _flow_actor(steps=4):
+    from dprl.models.actor import default_actor_config, make_actor
+    cfg = default_actor_config()
+    cfg.model, cfg.hidden_dims, cfg.flow_steps = "flow", (16,), steps
+    cfg.encoder = default_encoder_config()
+    cfg.encoder.name, cfg.encoder.mlp_dims = "impala_debug", (8,)
+    return make_actor(cfg, 2, 2)
+
+
+def test_a_network_takes_its_own_encoding_in_place_of_the_observation():
+    """encode_once + apply == apply on the raw observation, values and parameter gradients."""
+    from dprl.models.encoders import encode_once
+    actor, obs = _flow_actor(), _pixel_obs()
+    params = actor.init(jax.random.PRNGKey(0), obs)
+    assert OBSERVATION_ENCODER in params["params"]
+    x, t = jax.random.normal(jax.random.PRNGKey(1), (3, 2, 2)), jnp.full((3,), 0.3)
+
+    def out(p, once):
+        o = encode_once(actor.network, p, obs) if once else obs
+        return actor.apply(p, o, x, t)
+
+    np.testing.assert_allclose(out(params, True), out(params, False), rtol=1e-5, atol=1e-6)
+    g1, g0 = (jax.grad(lambda p, once=once: (out(p, once) ** 2).sum())(params)
+              for once in (True, False))
+    jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-6), g1, g0)
+    flat = jnp.ones((3, 5))
+    assert encode_once(actor.network, params, flat) is flat
+
+
+def _convolutions(fn, *args) -> list[tuple[int, bool]]:
+    """Every convolution in ``fn``'s traced program, nested ones included: (its batch size,
+    whether it sits inside a loop, i.e. runs at every step of a scan or while)."""
+    def subjaxprs(value):
+        for v in value if isinstance(value, (tuple, list)) else (value,):
+            inner = getattr(v, "jaxpr", v)       # a ClosedJaxpr's Jaxpr, or a Jaxpr
+            if hasattr(inner, "eqns"):
+                yield inner
+
+    def walk(jaxpr, in_loop):
+        for eqn in jaxpr.eqns:
+            if eqn.primitive.name == "conv_general_dilated":
+                yield eqn.invars[0].aval.shape[0], in_loop
+            looping = in_loop or eqn.primitive.name in ("scan", "while")
+            for value in eqn.params.values():
+                for sub in subjaxprs(value):
+                    yield from walk(sub, looping)
+    return list(walk(jax.make_jaxpr(fn)(*args).jaxpr, False))
+
+
+def test_the_sampler_encodes_the_images_once_for_the_whole_chain():
+    """The chain's steps share one encoding: no convolution inside the sampler's loop, and the
+    sample equals a chain that re-encodes at every step."""
+    from dprl.models import flow
+    obs = _pixel_obs()
+    actor = _flow_actor(6)
+    params = actor.init(jax.random.PRNGKey(0), obs)
+    every_step = lambda p: flow.sample(  # noqa: E731
+        lambda o, x, t: actor.apply(p, o, x, t), obs, jax.random.PRNGKey(2), (2, 2), num_steps=6)
+    once = lambda p: actor.sample(p, obs, jax.random.PRNGKey(2))  # noqa: E731
+    assert _convolutions(lambda p: every_step(p)[0], params) == [(3, True)] * 2  # the check sees it
+    assert _convolutions(lambda p: once(p)[0], params) == [(3, False)] * 2   # impala_debug: 2 convs
+    np.testing.assert_allclose(once(params)[0], every_step(params)[0], rtol=1e-5, atol=1e-6)
+
+
+def test_best_of_n_encodes_each_image_once_per_network():
+    """QC's N candidates per observation: the actor and the critic each encode the B images once
+    and repeat the features N times (not B * N images through the convolutions)."""
+    from agents import get_agent
+    import configs.qc
+    B, N = 2, 8
+    obs = _pixel_obs(B=B)
+    config = configs.qc.get_config()
+    config.action_dim, config.num_samples = 2, N
+    config.actor.hidden_dims = config.critic_hidden_dims = (16,)
+    config.actor.flow_steps = 3
+    config.encoder.name, config.encoder.mlp_dims = "impala_debug", (8,)
+    batch = {"observations": obs, "actions": jnp.zeros((B, config.horizon, 2))}
+    agent = get_agent("qc").create(0, batch, config)
+    convs = _convolutions(lambda: agent.best_of_n(agent.critic.params, obs, jax.random.PRNGKey(0)))
+    assert [b for b, _ in convs] == [B] * 4          # two conv layers each in the actor's and the critic's encoder

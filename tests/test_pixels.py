@@ -13,6 +13,7 @@ from dprl.data.frames import PixelSpec, bytes_per_transition
 from dprl.data.offline import Normalizer, load_task_data
 from dprl.envs import pixels
 from dprl.envs.vector import ChunkExecutor, VecEnv, make_env
+from dprl.models.encoders import OBSERVATION_ENCODER
 
 
 @pytest.fixture(scope="module")
@@ -189,13 +190,13 @@ def _config(name):
 def _encoder_params(tree) -> dict:
     """The parameters of every ObservationEncoder inside ``tree``, by path."""
     flat = jax.tree_util.tree_flatten_with_path(tree)[0]
-    return {jax.tree_util.keystr(p): v for p, v in flat if "ObservationEncoder" in
+    return {jax.tree_util.keystr(p): v for p, v in flat if OBSERVATION_ENCODER in
             jax.tree_util.keystr(p)}
 
 
 def _changed(before, after) -> set:
     b, a = _encoder_params(before), _encoder_params(after)
-    return {k.split("ObservationEncoder")[0] for k in b if not np.array_equal(b[k], a[k])}
+    return {k.split(OBSERVATION_ENCODER)[0] for k in b if not np.array_equal(b[k], a[k])}
 
 
 def _pixel_batch(pole_data, B=8):
@@ -278,7 +279,7 @@ def test_bench_pixels_smoke(tmp_path):
 # ---- guided and DPPO from pixels ------------------------------------------------------------------
 def _encoder_owners(tree) -> set:
     """The paths (up to the encoder) of every ObservationEncoder inside ``tree``."""
-    return {k.split("ObservationEncoder")[0] for k in _encoder_params(tree)}
+    return {k.split(OBSERVATION_ENCODER)[0] for k in _encoder_params(tree)}
 
 
 def _guided(preset):
@@ -319,7 +320,7 @@ def test_guided_from_pixels_each_loss_trains_its_own_encoder(pole_data, preset):
         return agent.guide_regression_loss(params["guide"], batch, q, key)[0]
     grads = jax.grad(guide_loss)({"guide": agent.guide.params, "critic": agent.critic.params,
                                   "actor": agent.actor.params})
-    nonzero = {k.split("ObservationEncoder")[0] for k, g in _encoder_params(grads).items()
+    nonzero = {k.split(OBSERVATION_ENCODER)[0] for k, g in _encoder_params(grads).items()
                if np.any(np.asarray(g) != 0)}
     assert nonzero and all(k.startswith("['guide']") for k in nonzero)
     new, info = agent.update(batch)

@@ -16,7 +16,7 @@ import ml_collections
 
 from dprl.models import diffusion, flow
 from dprl.models.diffusion import masked_mean
-from dprl.models.encoders import frozen_encoder_config
+from dprl.models.encoders import encode_once, frozen_encoder_config
 from dprl.models.nets import MSEPolicy, make_denoiser
 
 GENERATIVE_MODELS = ("diffusion", "flow")
@@ -85,6 +85,11 @@ class GenerativeActor:
     def apply(self, params, observations, x, t):
         return self.network.apply(params, observations, x, t)
 
+    def encode(self, params, observations):
+        """The denoiser's own encoder on a pixel observation -> ``[B, D]`` features that
+        ``apply`` and ``sample`` take in its place (``encode_once``); flat ones pass unchanged."""
+        return encode_once(self.network, params, observations)
+
     def loss(self, params, observations, actions, key, valid=None) -> jax.Array:
         """The BC loss of the generative model on ``actions [B, H, A]`` (masked by ``valid``)."""
         fn = lambda o, x, t: self.apply(params, o, x, t)  # noqa: E731
@@ -98,7 +103,10 @@ class GenerativeActor:
         ``overrides`` go to the sampler: return_chain, min_std, guidance_fn, guidance_scale,
         num_steps, method, eta, initial_noise, ...
         """
-        fn = lambda o, x, t: self.apply(params, o, x, t)  # noqa: E731
+        # The chain's denoiser calls share one encoding of the images (the sampler still hands
+        # the raw observation to guidance_fn, whose network has its own encoder).
+        features = self.encode(params, observations)
+        fn = lambda _, x, t: self.apply(params, features, x, t)  # noqa: E731
         shape = (self.horizon, self.action_dim)
         if self.config.model == "flow":
             kwargs = dict(num_steps=self.num_sampling_steps)
@@ -131,6 +139,9 @@ class MSEActor:
 
     def init(self, key: jax.Array, observations: jax.Array):
         return self.network.init(key, observations)
+
+    def encode(self, params, observations):
+        return encode_once(self.network, params, observations)
 
     def loss(self, params, observations, actions, key, valid=None) -> jax.Array:
         del key  # deterministic

@@ -232,6 +232,9 @@ def frozen_encoder_config(config) -> Any:
     return ml_collections.FrozenConfigDict(config)
 
 
+OBSERVATION_ENCODER = "observation_encoder"   # the encoder's name in every network's params
+
+
 def encode_observations(observations: Any, encoder_config: Any) -> jax.Array:
     """Inside a module's ``@nn.compact`` call: a flat ``[B, O]`` / ``[B, K, O]`` array as
     ``[B, K * O]`` (no parameters), or a pixel observation through an ``ObservationEncoder`` that
@@ -240,10 +243,22 @@ def encode_observations(observations: Any, encoder_config: Any) -> jax.Array:
         if encoder_config is None:
             raise ValueError("this network got a pixel observation but no encoder config "
                              "(config.encoder)")
-        return ObservationEncoder(encoder_config)(observations)
+        return ObservationEncoder(encoder_config, name=OBSERVATION_ENCODER)(observations)
     if observations.ndim > 2:
         return observations.reshape(observations.shape[0], -1)
     return observations
+
+
+def encode_once(network: nn.Module, params, observations: Any) -> Any:
+    """``network``'s own encoder, run outside it: a pixel observation -> features ``[B, D]``,
+    which ``network.apply(params, features, ...)`` takes in place of the observation (a flat
+    input passes its encoder by). A sampler's K denoiser calls, or N candidates per observation,
+    then encode each image once: the same numbers and gradients for K (or N) times less
+    convolution. Flat observations come back unchanged."""
+    if not is_pixel_observation(observations):
+        return observations
+    encoder_params = {"params": params["params"][OBSERVATION_ENCODER]}
+    return ObservationEncoder(network.encoder).apply(encoder_params, observations)
 
 
 def batch_size_of(observations: Any) -> int:

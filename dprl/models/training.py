@@ -118,6 +118,11 @@ class BCStage(TrainState):
         """One BC step; info ``bc/loss``, ``bc/grad_norm``."""
         return apply_loss(self, lambda p: self.bc_loss(p, batch, key), "bc")
 
+    def encode(self, observations):
+        """The acting weights' encoding of a pixel observation ``[B, D]`` (flat ones unchanged):
+        what ``sample`` takes in its place, e.g. encoded once and then repeated for N draws."""
+        return self.model.encode(self.policy_params, observations)
+
     def sample(self, observations: jax.Array, key: jax.Array, **overrides):
         """``model.sample`` with the acting weights: ``(chunks [B, H, A], chain or None)``."""
         return self.model.sample(self.policy_params, observations, key,

@@ -33,7 +33,7 @@ import jax
 import jax.numpy as jnp
 import ml_collections
 
-from dprl.models.encoders import batch_size_of, repeat_rows
+from dprl.models.encoders import batch_size_of, encode_once, repeat_rows
 from dprl.models.one_step import OneStepActor, acts_one_step, check_act_with, init_one_step
 
 
@@ -126,6 +126,7 @@ class OneStep(flax.struct.PyTreeNode):
             return self.mu.sample(observations, key), {}
         B, N = batch_size_of(observations), int(self.config.get("num_samples", 1))
         draw_key, pick_key = jax.random.split(key)
-        candidates = self.mu.sample(repeat_rows(observations, N), draw_key)  # [B N, H, A]
+        features = encode_once(self.mu.net, self.mu.params, observations)   # images once
+        candidates = self.mu.sample(repeat_rows(features, N), draw_key)      # [B N, H, A]
         return select(observations, candidates.reshape(B, N, *candidates.shape[1:]),
                       pick_key), {}
