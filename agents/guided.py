@@ -17,8 +17,10 @@ Two methods, as presets of ``configs/guided.py``:
               the guided sampler ('td'), by IQL's expectile regression with a ``V(s)`` network
               ('iql', Kostrikov et al. 2022; no sampling inside the update), or by QGPO's
               in-support softmax backup ('softmax': ``V(s') = sum_m softmax(q_alpha Q')_m Q'_m``
-              over M unguided BC samples at s'); with ``critic_freeze_steps`` the critic (and
-              its target) stop changing after that many updates (QGPO: half of them). Rewards
+              over M unguided BC samples at s'; with ``precompute_support``, as QGPO: drawn
+              once per dataset state after BC, ``prepare_offline``); with ``critic_freeze_steps``
+              the critic (and its target) stop changing after that many updates (QGPO: half of
+              them). Rewards
               enter the backup as ``reward_scale * r + reward_bias``;
             * the guide ``J(s, a^k, k)`` on noisy actions: regression of ``beta * Q(s, a^0) / q`` on
               dataset actions noised to a random step ``k`` ('regression', Diffuser's value), or
@@ -283,6 +285,30 @@ class Agent(flax.struct.PyTreeNode):
         return loss, {"guide/loss": loss, "guide/j_mean": logits.mean(),
                       "guide/weight_max": weights.max(1).mean()}
 
+    # ---- the support set: M unguided BC samples per state -----------------------------------
+    def support(self, batch: dict, name: str, observations, key: jax.Array) -> jax.Array:
+        """``[B M, H, A]`` at ``observations``: the batch's precomputed ``name`` (QGPO's fake
+        actions, ``prepare_offline``), else M fresh draws of the BC actor."""
+        if name in batch:
+            s = batch[name]
+            return s.reshape(-1, *s.shape[2:])
+        M = self.config.support_actions
+        return self.actor.sample(repeat_rows(self.actor.encode(observations), M), key)[0]
+
+    def prepare_offline(self, buffer, key: jax.Array, progress: bool = True):
+        """With ``precompute_support`` (QGPO): the support set drawn once, after BC, at every
+        dataset state and next state (the actor stays frozen from here on), as QGPO's code draws
+        its fake actions before training Q and the energy net; batches then carry it."""
+        if not self.config.get("precompute_support", False):
+            return buffer
+        M = self.config.support_actions
+
+        def draw(observations, key):
+            actions = self.actor.sample(repeat_rows(self.actor.encode(observations), M), key)[0]
+            return actions.reshape(batch_size_of(observations), M, *actions.shape[1:])
+
+        return buffer.with_support(draw, key, progress=progress)
+
     # ---- update -----------------------------------------------------------------------------
     @jax.jit
     def pretrain(self, batch: dict) -> tuple["Agent", dict]:
@@ -322,8 +348,7 @@ class Agent(flax.struct.PyTreeNode):
             elif cfg.critic_mode == "softmax":
                 M = cfg.support_actions
                 next_obs, params = batch["next_observations"], self.target_critic_params
-                support = self.actor.sample(repeat_rows(self.actor.encode(next_obs), M),
-                                            next_key)[0]          # [B M, H, A] unguided
+                support = self.support(batch, "next_support_actions", next_obs, next_key)
                 critic_obs = repeat_rows(encode_once(self.critic_net, params, next_obs), M)
                 q_next = self.q_min(params, critic_obs, support).reshape(-1, M)
                 next_v = softmax_backup(q_next, cfg.q_alpha)
@@ -359,9 +384,9 @@ class Agent(flax.struct.PyTreeNode):
         else:
             B = batch_size_of(obs)
             b, M = min(cfg.contrastive_states or B, B), cfg.support_actions
-            sub_obs = jax.tree.map(lambda x: x[:b], obs)
-            support = self.actor.sample(repeat_rows(self.actor.encode(sub_obs), M),
-                                        sup_key)[0]                           # [b M, H, A]
+            sub = jax.tree.map(lambda x: x[:b], batch)
+            sub_obs = sub["observations"]
+            support = self.support(sub, "support_actions", sub_obs, sup_key)  # [b M, H, A]
             # The energies of the support set: the target critic after this step's update (as
             # QGPO, which updates Q and its target before the energy net).
             sub_rep = repeat_rows(encode_once(self.critic_net, target_critic_params, sub_obs), M)

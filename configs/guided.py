@@ -55,6 +55,9 @@ def get_config(preset: str = "mse-guidance"):
                                           # (QGPO: 16; 32 on AntMaze)
     config.contrastive_states = 64        # contrastive: states of each batch used (CPU budget;
                                           # 0 = the whole batch, as QGPO)
+    config.precompute_support = False     # True: the support set drawn once after BC at every
+                                          # dataset state (QGPO's fake actions); False: drawn
+                                          # afresh in every update
     config.q_alpha = 1.0                  # 'softmax' critic: inverse temperature of the backup
                                           # (QGPO's --q_alpha 1)
     config.critic_freeze_steps = 0        # critic updates after which Q stops (0 = never;
@@ -122,6 +125,8 @@ def qgpo(config, antmaze: bool = False):
     config.normalize_q = False            # QGPO: raw (scaled-reward) Q
     config.support_actions = 32 if antmaze else 16  # QGPO: M = 16 (32 on AntMaze)
     config.contrastive_states = 0         # QGPO: the whole batch
+    config.precompute_support = True      # QGPO: 16 fake actions per state and next state,
+                                          # sampled once by the behavior model before Q / J
     # ---- rewards ----
     config.reward_scale = 1.0 if antmaze else 0.0  # QGPO: 1000 / (max - min episode return)
                                           # on locomotion; 0 = fill in from the dataset

@@ -357,3 +357,114 @@ def test_agents_contrastive_loss_is_cep_of_its_energy_net():
         noisy, jnp.repeat(k, M).astype(jnp.float32)).reshape(b, M)
     np.testing.assert_allclose(float(got), float(cep_loss(J, q, 2.5)), rtol=1e-6)
     assert abs(float(got) - float(cep_loss(J, q, 1.0))) > 1e-4   # beta matters
+
+
+# ---- QGPO's support set, drawn once after BC ---------------------------------------------------
+def _flat_buffer(n=37, O=2, seed=0):
+    from dprl.data.buffer import Buffer
+    rng = np.random.default_rng(seed)
+    dones = np.zeros(n, np.float32)
+    dones[[9, 20, n - 1]] = 1.0
+    return Buffer(observations=jnp.asarray(rng.normal(size=(n, O)), jnp.float32),
+                  actions=jnp.asarray(rng.uniform(-1, 1, (n, 1)), jnp.float32),
+                  rewards=jnp.zeros(n), terminals=jnp.asarray(dones), dones=jnp.asarray(dones),
+                  next_observations=jnp.asarray(rng.normal(size=(n, O)), jnp.float32),
+                  size=jnp.asarray(n, jnp.int32))
+
+
+def test_buffer_support_is_drawn_at_every_state_and_carried_by_batches():
+    """``with_support``: row i holds the draws at observation i and at next observation i (chunks
+    of states, the last one padded), the same for the same key; batches carry the draws at their
+    chunk's first observation and last next observation."""
+    buf = _flat_buffer()
+    M = 3
+
+    def draw(obs, key):   # [b, M, H=1, A=1]: the state's first coordinate, plus the draw's noise
+        noise = jax.random.normal(key, (obs.shape[0], M, 1, 1))
+        return obs[:, None, None, :1] + 1e-3 * noise
+
+    filled = buf.with_support(draw, jax.random.PRNGKey(0), chunk=8, progress=False)
+    sup, nxt = filled.support["support_actions"], filled.support["next_support_actions"]
+    assert sup.shape == nxt.shape == (37, M, 1, 1)
+    np.testing.assert_allclose(sup[:, :, 0, 0], np.repeat(buf.observations[:, :1], M, 1), atol=5e-3)
+    np.testing.assert_allclose(nxt[:, :, 0, 0], np.repeat(buf.next_observations[:, :1], M, 1),
+                               atol=5e-3)
+    assert float(jnp.abs(sup[:, 0] - sup[:, 1]).max()) > 0          # M different draws
+    again = buf.with_support(draw, jax.random.PRNGKey(0), chunk=8, progress=False)
+    np.testing.assert_array_equal(again.support["support_actions"], sup)
+    batch = filled.sample(jax.random.PRNGKey(3), 64, horizon=4)
+    np.testing.assert_allclose(batch["support_actions"][:, :, 0, 0],
+                               np.repeat(batch["observations"][:, :1], M, 1), atol=5e-3)
+    np.testing.assert_allclose(batch["next_support_actions"][:, :, 0, 0],
+                               np.repeat(batch["next_observations"][:, :1], M, 1), atol=5e-3)
+
+
+def test_qgpo_update_reads_the_precomputed_support():
+    """With the support in the batch, the critic's target is the softmax backup over exactly
+    those actions (by hand), and the energy net's loss is CEP over the batch's support."""
+    agent = _create(_qgpo_config(q_alpha=0.7))
+    B, M = 8, 4
+    batch = _bandit_batch(jax.random.PRNGKey(4), B)
+    batch["masks"] = jnp.ones((B,))
+    batch["next_observations"] = jax.random.normal(jax.random.PRNGKey(5), (B, 1))
+    batch["next_support_actions"] = jax.random.uniform(jax.random.PRNGKey(6), (B, M, 1, 1),
+                                                       minval=-1, maxval=1)
+    batch["support_actions"] = jax.random.uniform(jax.random.PRNGKey(7), (B, M, 1, 1),
+                                                  minval=-1, maxval=1)
+    nobs = jnp.repeat(batch["next_observations"], M, axis=0)
+    qn = np.asarray(agent.q_min(agent.target_critic_params, nobs,
+                                batch["next_support_actions"].reshape(B * M, 1, 1))).reshape(B, M)
+    w = np.exp(0.7 * qn) / np.exp(0.7 * qn).sum(1, keepdims=True)
+    want = 2.0 * np.asarray(batch["rewards"][:, 0]) + 0.99 * (w * qn).sum(1)
+    new, info = agent.update(batch)
+    np.testing.assert_allclose(float(info["critic/target_mean"]), want.mean(), rtol=1e-5)
+    # J's loss: CEP of the energy net on the batch's support, valued by the updated target critic.
+    _, _, guide_key, *_ = jax.random.split(agent.key, 6)
+    obs = jnp.repeat(batch["observations"], M, axis=0)
+    q_sup = agent.q_min(new.target_critic_params, obs,
+                        batch["support_actions"].reshape(B * M, 1, 1)).reshape(B, M)
+    loss, _ = agent.guide_contrastive_loss(agent.guide.params, batch["observations"],
+                                           batch["support_actions"], q_sup, guide_key)
+    np.testing.assert_allclose(float(info["guide/loss"]), float(loss), rtol=1e-5)
+
+
+def test_qgpo_run_draws_its_support_once_and_resumes_exactly(pole_datasets, tmp_path,
+                                                             monkeypatch):
+    """Through the runner: the offline phase trains on the support drawn after BC; a run stopped
+    in its offline phase and resumed (the support drawn again from the run's seed) ends with the
+    same weights as one run straight through."""
+    from dprl.run.runner import train
+    config = _qgpo_config(reward_scale=1.0, support_actions=2)
+    config.action_dim = 0
+    config.actor.sampling_steps = 2
+
+    def run(run_dir, offline_steps):
+        tiny(config, pretrain_steps=25, offline_steps=offline_steps, online_steps=0,
+             eval_every=10_000, save_every=25)
+        config.critic_freeze_steps = 25
+        return train(config, "pole-right", str(run_dir), get_agent, progress=False)
+
+    from dprl.data.buffer import Buffer
+    drawn = []
+    with_support = Buffer.with_support
+    monkeypatch.setattr(Buffer, "with_support", lambda self, *a, **k: drawn.append(
+        int(self.size)) or with_support(self, *a, **k))
+    run(tmp_path / "straight", 50)
+    run(tmp_path / "stopped", 25)                # stops after 25 offline steps, checkpointed
+    run(tmp_path / "stopped", 50)                # the same run, extended: resumes at step 50
+    assert len(drawn) == 3 and drawn[0] > 1000   # once per process, over the whole dataset
+    got, want = _metric_rows(tmp_path / "stopped"), _metric_rows(tmp_path / "straight")
+    assert [r["step"] for r in got] == [r["step"] for r in want]
+    offline = [r for r in want if r["phase"] == "offline"]
+    assert offline and all(r["guide/loss"] for r in offline)
+    for g, w in zip(got, want):
+        for k in w:
+            if w[k] and k != "phase":
+                assert float(g[k]) == pytest.approx(float(w[k]), rel=1e-5, abs=1e-6), k
+
+
+def _metric_rows(run_dir) -> list[dict]:
+    import csv
+    from tests.test_integrity import WALL_CLOCK
+    with open(run_dir / "metrics.csv", newline="") as f:
+        return [{k: v for k, v in r.items() if k not in WALL_CLOCK} for r in csv.DictReader(f)]

@@ -27,6 +27,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from dprl.base.logging import progress_bar
 from dprl.data.frames import PixelSpec, camera_keys, is_pixel
 from dprl.data.offline import Normalizer, OfflineData
 from dprl.models.augment import augment_observations
@@ -58,6 +59,10 @@ class Buffer(flax.struct.PyTreeNode):
     acting: Any = None
     chunk_step: Any = None
     pending: Any = None
+    # Per-state samples of a frozen policy, drawn once (``with_support``; QGPO's "fake actions"):
+    # {'support_actions': [C, M, H, A] at observations[i], 'next_support_actions': [C, M, H, A]
+    # at next_observations[i]}; batches carry them for their first and last step.
+    support: Any = None
     augment: str = flax.struct.field(pytree_node=False, default="none")  # of sampled batches
 
     @property
@@ -324,7 +329,33 @@ class Buffer(flax.struct.PyTreeNode):
                 self._observations_at(self.next_observations, last))
         if self.acting is not None:
             batch.update({k: v[idx] for k, v in self.acting.items()})
+        if self.support is not None:
+            batch["support_actions"] = self.support["support_actions"][idx]
+            batch["next_support_actions"] = self.support["next_support_actions"][last]
         return batch
+
+    def with_support(self, sample_fn, key: jax.Array, chunk: int = 1024,
+                     progress: bool = True) -> "Buffer":
+        """This buffer with ``support`` filled in: ``sample_fn(observations [b, ...], key) ->
+        [b, M, H, A]`` (M draws of a frozen policy per state) at every stored observation and
+        next observation, ``chunk`` states per jitted call. Deterministic in ``key``, so a
+        resumed run draws the same support."""
+        n = int(self.size)
+        draw = jax.jit(sample_fn)
+        parts = {"support_actions": [], "next_support_actions": []}
+        with progress_bar("support", 2 * n, 0, "state", progress) as bar:
+            for side, (name, source) in enumerate((("support_actions", self.observations),
+                                                   ("next_support_actions",
+                                                    self.next_observations))):
+                for start in range(0, n, chunk):
+                    # A fixed shape (the last chunk padded) compiles once.
+                    idx = jnp.minimum(jnp.arange(start, start + chunk), n - 1)
+                    obs = self._observations_at(source, idx)
+                    step_key = jax.random.fold_in(jax.random.fold_in(key, side), start)
+                    parts[name].append(draw(obs, step_key)[:min(chunk, n - start)])
+                    bar.update(min(chunk, n - start))
+        support = {k: jnp.concatenate(v) for k, v in parts.items()}
+        return self.replace(support=support)
 
     def _history(self, idx: jax.Array, K: int) -> jax.Array:
         """Observations ``[B, K, O]`` ending at ``idx``, padded with the episode's first frame."""

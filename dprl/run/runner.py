@@ -187,7 +187,9 @@ class Run:
             log("run already finished; summary.json is up to date")
             return read_summary(self.run_dir)
         self.gradient_phase("pretrain", "pretrain")
+        self.prepare_offline()
         self.gradient_phase("offline", "update")
+        self.offline = self.offline.replace(support=None)   # online batches mix in fresh data
         if self.scores["offline_score"] is None:
             if self.logger.latest("eval/normalized_score") is None and run.init_from:
                 # Started from another run with no training before online: score the start.
@@ -199,6 +201,16 @@ class Run:
             self.online_rollouts() if self.agent_cls.on_policy else self.online_replay()
             self.scores["online_score"] = self.logger.latest("eval/normalized_score")
         return self.finish()
+
+    def prepare_offline(self) -> None:
+        """Before (or on resuming) the offline phase: what the agent derives from the offline
+        data once (``Agent.prepare_offline``, e.g. QGPO's support set), from a key of the run's
+        seed, so a resumed run derives the same."""
+        prepare = getattr(self.agent, "prepare_offline", None)
+        if prepare is None or self.counters["offline"] >= self.config.run.offline_steps:
+            return
+        key = jax.random.fold_in(checkpoint.run_keys(self.seed)[1], 1)
+        self.offline = prepare(self.offline, key, progress=self.progress)
 
     def gradient_phase(self, phase: str, method: str) -> None:
         """``pretrain`` or ``offline``: fused gradient steps of ``agent.<method>``."""
