@@ -295,7 +295,7 @@ class Agent(flax.struct.PyTreeNode):
         M = self.config.support_actions
         return self.actor.sample(repeat_rows(self.actor.encode(observations), M), key)[0]
 
-    def prepare_offline(self, buffer, key: jax.Array, progress: bool = True):
+    def prepare_offline(self, buffer, key: jax.Array, progress: bool = True, after_chunk=None):
         """With ``precompute_support`` (QGPO): the support set drawn once, after BC, at every
         dataset state and next state (the actor stays frozen from here on), as QGPO's code draws
         its fake actions before training Q and the energy net; batches then carry it."""
@@ -307,7 +307,7 @@ class Agent(flax.struct.PyTreeNode):
             actions = self.actor.sample(repeat_rows(self.actor.encode(observations), M), key)[0]
             return actions.reshape(batch_size_of(observations), M, *actions.shape[1:])
 
-        return buffer.with_support(draw, key, progress=progress)
+        return buffer.with_support(draw, key, progress=progress, after_chunk=after_chunk)
 
     # ---- update -----------------------------------------------------------------------------
     @jax.jit

@@ -468,3 +468,42 @@ def _metric_rows(run_dir) -> list[dict]:
     from tests.test_integrity import WALL_CLOCK
     with open(run_dir / "metrics.csv", newline="") as f:
         return [{k: v for k, v in r.items() if k not in WALL_CLOCK} for r in csv.DictReader(f)]
+
+
+def test_a_stop_while_drawing_the_support_ends_the_run_and_the_command_resumes(
+        pole_datasets, tmp_path, monkeypatch):
+    """SIGINT / SIGTERM during the support draw: the run stops at once at its last checkpoint
+    (the end of BC) with ``Interrupted``; the same command draws the support again and ends as a
+    run that was never stopped."""
+    import signal
+
+    from dprl.data.buffer import Buffer
+    from dprl.run import rundir
+    from dprl.run.runner import train
+    config = _qgpo_config(reward_scale=1.0, support_actions=2)
+    config.action_dim = 0
+    config.actor.sampling_steps = 2
+    tiny(config, pretrain_steps=25, offline_steps=25, online_steps=0, eval_every=10_000,
+         save_every=25)
+    with_support = Buffer.with_support
+
+    def stopped_once(self, *args, **kwargs):
+        if not stops:
+            stops.append(1)
+            rundir._STOP.append(signal.SIGTERM)      # as the handler does on a first signal
+        return with_support(self, *args, **kwargs)
+
+    stops = []
+    monkeypatch.setattr(Buffer, "with_support", stopped_once)
+    with pytest.raises(rundir.Interrupted) as stop:
+        train(config, "pole-right", str(tmp_path / "stopped"), get_agent, progress=False)
+    assert stop.value.step == 25
+    rundir._STOP.clear()
+    train(config, "pole-right", str(tmp_path / "stopped"), get_agent, progress=False)
+    train(config, "pole-right", str(tmp_path / "straight"), get_agent, progress=False)
+    got, want = _metric_rows(tmp_path / "stopped"), _metric_rows(tmp_path / "straight")
+    assert [r["step"] for r in got] == [r["step"] for r in want]
+    for g, w in zip(got, want):
+        for k in w:
+            if w[k] and k != "phase":
+                assert float(g[k]) == pytest.approx(float(w[k]), rel=1e-5, abs=1e-6), k

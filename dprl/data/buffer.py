@@ -335,11 +335,11 @@ class Buffer(flax.struct.PyTreeNode):
         return batch
 
     def with_support(self, sample_fn, key: jax.Array, chunk: int = 1024,
-                     progress: bool = True) -> "Buffer":
+                     progress: bool = True, after_chunk=None) -> "Buffer":
         """This buffer with ``support`` filled in: ``sample_fn(observations [b, ...], key) ->
         [b, M, H, A]`` (M draws of a frozen policy per state) at every stored observation and
-        next observation, ``chunk`` states per jitted call. Deterministic in ``key``, so a
-        resumed run draws the same support."""
+        next observation, ``chunk`` states per jitted call; ``after_chunk()`` after each (the
+        runner's stop check). Deterministic in ``key``, so a resumed run draws the same support."""
         n = int(self.size)
         draw = jax.jit(sample_fn)
         parts = {"support_actions": [], "next_support_actions": []}
@@ -354,6 +354,8 @@ class Buffer(flax.struct.PyTreeNode):
                     step_key = jax.random.fold_in(jax.random.fold_in(key, side), start)
                     parts[name].append(draw(obs, step_key)[:min(chunk, n - start)])
                     bar.update(min(chunk, n - start))
+                    if after_chunk is not None:
+                        after_chunk()
         support = {k: jnp.concatenate(v) for k, v in parts.items()}
         return self.replace(support=support)
 

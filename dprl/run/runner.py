@@ -210,7 +210,10 @@ class Run:
         if prepare is None or self.counters["offline"] >= self.config.run.offline_steps:
             return
         key = jax.random.fold_in(checkpoint.run_keys(self.seed)[1], 1)
-        self.offline = prepare(self.offline, key, progress=self.progress)
+        # A stop asked for meanwhile ends the run at the last checkpoint (nothing is lost: what
+        # prepare derives is derived again on resuming).
+        self.offline = prepare(self.offline, key, progress=self.progress,
+                               after_chunk=lambda: rundir.raise_if_stopped(self.global_step))
 
     def gradient_phase(self, phase: str, method: str) -> None:
         """``pretrain`` or ``offline``: fused gradient steps of ``agent.<method>``."""
