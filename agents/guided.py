@@ -292,6 +292,11 @@ class Agent(flax.struct.PyTreeNode):
         if name in batch:
             s = batch[name]
             return s.reshape(-1, *s.shape[2:])
+        return self.draw_support(observations, key)
+
+    def draw_support(self, observations, key: jax.Array) -> jax.Array:
+        """``[B M, H, A]``: M unguided draws of the BC actor per observation (images encoded
+        once)."""
         M = self.config.support_actions
         return self.actor.sample(repeat_rows(self.actor.encode(observations), M), key)[0]
 
@@ -301,11 +306,9 @@ class Agent(flax.struct.PyTreeNode):
         its fake actions before training Q and the energy net; batches then carry it."""
         if not self.config.get("precompute_support", False):
             return buffer
-        M = self.config.support_actions
-
         def draw(observations, key):
-            actions = self.actor.sample(repeat_rows(self.actor.encode(observations), M), key)[0]
-            return actions.reshape(batch_size_of(observations), M, *actions.shape[1:])
+            actions = self.draw_support(observations, key)
+            return actions.reshape(batch_size_of(observations), -1, *actions.shape[1:])
 
         return buffer.with_support(draw, key, progress=progress, after_chunk=after_chunk)
 
