@@ -38,8 +38,7 @@ Shapes: B batch, H chunk length, A action dim, E critics.
 """
 from __future__ import annotations
 
-from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 import flax.struct
 import jax
@@ -225,42 +224,11 @@ class Agent(flax.struct.PyTreeNode):
         return jnp.clip(chunks, -1.0, 1.0), {"noise": noise}
 
     # ---- starting from another run ---------------------------------------------------------
-    def init_from_run(self, spec: str, get_agent) -> tuple["Agent", Any, dict]:
-        """``run.init_from``: a run's (``RUN_DIR[:STEP]``, of any agent with a BC stage, DSRL
-        too) BC policy only: its acting weights (the EMA when kept) become pi_dp, and its
-        observation normalizer this run's; the noise policy, critics and temperature start
-        fresh from this config (a DSRL run continues by resuming in its own run_dir). The
-        actor's network and schedule must match this config's (``actor``, ``horizon``,
-        ``obs_history``); its sampler settings need not (pi_dp is always the deterministic
-        sampler).
-        Returns ``(agent, normalizer, record)`` (``dprl.run.checkpoint.init_from``'s)."""
-        from dprl.run import checkpoint
-
-        source, sep, step = spec.rpartition(":")
-        if not (sep and step.isdigit()):
-            source, step = spec, ""
-        theirs, normalizer, resolved = checkpoint.load_run(source, get_agent,
-                                                           int(step) if step else None)
-        stage = getattr(theirs, "actor", None)
-        if stage is None or not isinstance(stage, BCStage):
-            raise ValueError(f"run.init_from={spec!r}: its {resolved['agent']['agent_name']!r} "
-                             f"agent has no BC policy (an 'actor' BC stage) to steer")
-        other, own = resolved["agent"], self.config.to_dict()
-        wrong = [f"{k}: {other.get(k)} there, {own.get(k)} here"
-                 for k in ("horizon", "obs_history") if other.get(k) != own.get(k)]
-        wrong += [f"actor.{k}: {other['actor'].get(k)} there, {own['actor'].get(k)} here"
-                  for k in ACTOR_NETWORK_KEYS
-                  if _plain(other["actor"].get(k)) != _plain(own["actor"].get(k))]
-        if wrong:
-            raise ValueError(f"run.init_from={spec!r}: its BC policy differs from this config's "
-                             f"({'; '.join(wrong)}); set them as in {source}/config.json")
-        weights = stage.policy_params
-        actor = self.actor.replace(params=weights,
-                                   ema_params=None if self.actor.ema_params is None else weights)
-        record = {"run_dir": str(Path(source).absolute()),
-                  "step": int(step) if step else checkpoint.Checkpointer(source).latest_step(),
-                  "dataset_id": resolved["dataset_id"], "taken": "the BC policy (actor)"}
-        return self.replace(actor=actor), normalizer, record
+    # run.init_from takes a run's BC policy only (of any agent with a BC stage, DSRL too): it
+    # becomes pi_dp, with the run's observation normalizer; the noise policy, critics and
+    # temperature start fresh from this config and seed (a DSRL run continues by resuming in
+    # its own run_dir). ``dprl.run.checkpoint.take_bc_stage`` checks the networks match.
+    init_from_bc_stage_only: ClassVar[bool] = True
 
     # ---- construction ---------------------------------------------------------------------
     @classmethod
@@ -301,16 +269,6 @@ class Agent(flax.struct.PyTreeNode):
             temperature=create_state(Temperature(config.init_temperature).init(temp_key),
                                      make_optimizer(config.temperature_lr, **opt)),
             step=jnp.zeros((), jnp.int32), key=key, config=config)
-
-
-# What makes two BC policies the same network and denoising process (not how they sample).
-ACTOR_NETWORK_KEYS = ("model", "backbone", "hidden_dims", "activation", "residual", "time_dim",
-                      "kernel_init", "unet_channels", "unet_kernel_size", "schedule",
-                      "diffusion_steps")
-
-
-def _plain(value):
-    return list(value) if isinstance(value, (list, tuple)) else value
 
 
 def _critic(config) -> NormCriticEnsemble:

@@ -248,7 +248,8 @@ def test_init_from_takes_another_agents_bc_policy(tmp_path, pole_datasets):
     train(dsrl(), "pole-right", str(tmp_path / "dsrl"), get_agent, progress=False)
     theirs, their_norm, _ = load_run(tmp_path / "bc", get_agent)
     ours, our_norm, _ = load_run(tmp_path / "dsrl", get_agent)
-    for a, b in zip(jax.tree.leaves(ours.actor.params), jax.tree.leaves(theirs.actor.ema_params)):
+    for a, b in zip(jax.tree.leaves(ours.actor.policy_params),
+                    jax.tree.leaves(theirs.actor.ema_params)):
         np.testing.assert_array_equal(a, b)
     np.testing.assert_array_equal(our_norm.mean, their_norm.mean)
     with pytest.raises(ValueError, match="hidden_dims"):

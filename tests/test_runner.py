@@ -151,6 +151,57 @@ def test_init_from_starts_a_new_run_from_another_runs_checkpoint(tmp_path, pole_
     assert proc.returncode != 0 and "differ in shape" in proc.stderr
 
 
+@pytest.mark.slow
+def test_init_from_another_agents_run_takes_its_bc_stage(tmp_path, pole_datasets):
+    """DQL online from a DPPO run's BC actor: the actor's weights, EMA and step are DPPO's, the
+    critics and the actor's optimizer are DQL's own fresh ones; a different actor is refused
+    with the differing key named."""
+    from configs.dppo import get_config as dppo_config
+    from configs.dql import get_config as dql_config
+    import ml_collections
+
+    from dprl.run.checkpoint import initial_state
+    from dprl.run.runner import train
+    from tests.conftest import tiny
+
+    def chunked(config, **actor):
+        config.horizon = config.act_steps = 2
+        config.actor.update(dict(schedule="cosine", diffusion_steps=6, residual=False,
+                                 activation="relu", time_activation="", time_freqs="half") | actor)
+        return config
+
+    dppo = chunked(tiny(dppo_config(), pretrain_steps=30, online_steps=0, save_every=30))
+    dppo.critic_hidden_dims, dppo.ft_denoising_steps = (16, 16), 3
+    train(dppo, "pole-right", str(tmp_path / "bc"), get_agent, progress=False)
+
+    def dql(**actor):
+        config = chunked(tiny(dql_config(), pretrain_steps=0, offline_steps=0, online_steps=0,
+                              init_from=str(tmp_path / "bc")), **actor)
+        config.critic_hidden_dims = (16, 16)
+        return config
+
+    train(dql(), "pole-right", str(tmp_path / "dql"), get_agent, progress=False)
+    theirs, their_norm, _ = load_run(tmp_path / "bc", get_agent)
+    ours, our_norm, _ = load_run(tmp_path / "dql", get_agent)
+    for mine, dppos in ((ours.actor.params, theirs.bc.params),
+                        (ours.actor.ema_params, theirs.bc.ema_params)):
+        for a, b in zip(jax.tree.leaves(mine), jax.tree.leaves(dppos)):
+            np.testing.assert_array_equal(a, b)
+    assert int(ours.actor.step) == int(theirs.bc.step) == 30
+    np.testing.assert_array_equal(our_norm.mean, their_norm.mean)
+    config = json.loads((tmp_path / "dql" / "config.json").read_text())
+    assert config["init_from"]["taken"].startswith("the BC stage")
+    fresh = initial_state(get_agent("dql"), ml_collections.ConfigDict(config["agent"]),
+                          our_norm.dim, 0)["agent"]
+    for a, b in zip(jax.tree.leaves(ours.critic.params), jax.tree.leaves(fresh.critic.params)):
+        np.testing.assert_array_equal(a, b)
+    for a, b in zip(jax.tree.leaves(ours.actor.opt_state), jax.tree.leaves(fresh.actor.opt_state)):
+        np.testing.assert_array_equal(a, b)     # DQL's own optimizer, its moments at zero
+    with pytest.raises(ValueError, match="diffusion_steps: 6 there, 8 here"):
+        train(dql(diffusion_steps=8), "pole-right", str(tmp_path / "bad"), get_agent,
+              progress=False)
+
+
 def test_evaluation_acts_with_eval_actions_where_an_agent_has_them():
     """An agent that evaluates differently from how it acts (DPPO without its exploration floor)
     is evaluated with ``eval_actions``; others with ``sample_actions``."""

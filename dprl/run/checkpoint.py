@@ -36,6 +36,7 @@ from dprl.run.agent import AgentLookup
 from dprl.run.one_step import acting
 from dprl.data.buffer import Buffer, example_batch
 from dprl.data.offline import Normalizer
+from dprl.models.training import BCStage
 from dprl.envs.vector import executor_state, set_executor_state
 from dprl.base.logging import log
 
@@ -365,28 +366,88 @@ def _first_line(e: BaseException, limit: int = 200) -> str:
     return text if len(text) <= limit else f"{text[:70]} ... {text[-(limit - 75):]}"
 
 
-def init_from(spec: str, agent, agent_name: str, get_agent: AgentLookup
-              ) -> tuple[Any, Normalizer, dict]:
-    """``(agent, normalizer, record)`` taken from another run's checkpoint ``RUN_DIR[:STEP]``:
-    its agent state (parameters, optimizers, EMA, targets) in the structure of ``agent``, whose
-    config applies from here on, so its network shapes must match."""
-    source, sep, step = spec.rpartition(":")
-    if not (sep and step.isdigit()):
-        source, step = spec, ""
-    theirs, normalizer, resolved = load_run(source, get_agent, int(step) if step else None)
-    if resolved["agent"]["agent_name"] != agent_name:
-        raise ValueError(f"run.init_from={spec!r} holds a {resolved['agent']['agent_name']!r} "
-                         f"agent, but this run trains {agent_name!r}.")
+def init_from(spec: str, agent, config: ml_collections.ConfigDict, get_agent: AgentLookup,
+              bc_stage_only: bool = False) -> tuple[Any, Normalizer, dict]:
+    """``(agent, normalizer, record)`` taken from another run's checkpoint ``RUN_DIR[:STEP]``.
+
+    A run of the same agent gives its whole state (parameters, optimizers, EMA, targets) in the
+    structure of ``agent``, whose ``config`` applies from here on, so its network shapes must
+    match. A run of another agent gives its BC stage only (``take_bc_stage``): e.g. DQL, DPPO
+    and DSRL finetuned online from one BC actor. ``bc_stage_only``: the BC stage from a run of
+    the same agent too."""
+    source, step = split_spec(spec)
+    theirs, normalizer, resolved = load_run(source, get_agent, step)
+    # load_run has checked that source is a run directory: reading its latest step is safe.
+    record = {"run_dir": str(Path(source).absolute()),
+              "step": step if step is not None else Checkpointer(source).latest_step(),
+              "dataset_id": resolved["dataset_id"]}
+    if bc_stage_only or resolved["agent"]["agent_name"] != config.agent_name:
+        stage = take_bc_stage(spec, theirs, resolved["agent"], config)
+        record["taken"] = "the BC stage (actor weights, EMA and step; a fresh optimizer)"
+        return agent.replace(**{bc_stage_field(agent): stage(bc_stage_of(agent))}), \
+            normalizer, record
     own, leaves = jax.tree.leaves(agent), jax.tree.leaves(theirs)
     if [jnp.shape(x) for x in own] != [jnp.shape(x) for x in leaves]:
         raise ValueError(f"run.init_from={spec!r}: its networks differ in shape from this "
                          f"run's config; use the same network sizes (hidden_dims, horizon, "
                          f"obs_history) as {source}/config.json.")
-    # load_run has checked that source is a run directory: reading its latest step is safe.
-    step = int(step) if step else Checkpointer(source).latest_step()
-    record = {"run_dir": str(Path(source).absolute()), "step": step,
-              "dataset_id": resolved["dataset_id"]}
     return jax.tree.unflatten(jax.tree.structure(agent), leaves), normalizer, record
+
+
+def split_spec(spec: str) -> tuple[str, int | None]:
+    """``'RUN_DIR[:STEP]'`` -> ``(RUN_DIR, STEP or None)``."""
+    source, sep, step = spec.rpartition(":")
+    return (source, int(step)) if sep and step.isdigit() else (spec, None)
+
+
+# What makes two BC policies the same network and denoising process (not how they sample).
+ACTOR_NETWORK_KEYS = ("model", "backbone", "hidden_dims", "activation", "residual", "time_dim",
+                      "time_activation", "time_freqs", "kernel_init", "unet_channels",
+                      "unet_kernel_size", "schedule", "diffusion_steps")
+
+
+def bc_stage_field(agent) -> str:
+    """The name of ``agent``'s BC stage field (``actor`` for most agents, ``bc`` for DPPO)."""
+    names = [name for name in getattr(agent, "__dataclass_fields__", {})
+             if isinstance(getattr(agent, name), BCStage)]
+    if len(names) != 1:
+        raise ValueError(f"{type(agent).__module__} has {len(names)} BC stages; "
+                         f"run.init_from from another agent's run needs exactly one")
+    return names[0]
+
+
+def bc_stage_of(agent):
+    return getattr(agent, bc_stage_field(agent))
+
+
+def take_bc_stage(spec: str, theirs, their_config: dict, config: ml_collections.ConfigDict):
+    """``replace(own_stage) -> own_stage`` with another agent's BC stage in it: its weights, EMA
+    weights and step (the EMA's schedule goes on from there); the optimizer's moments start
+    fresh, as agents' optimizers differ (rates, clipping). The actor's network and denoising
+    process (``ACTOR_NETWORK_KEYS``), ``horizon`` and ``obs_history`` must be the same; the
+    sampler's settings need not."""
+    source, _ = split_spec(spec)
+    own = config.to_dict()
+    plain = lambda v: list(v) if isinstance(v, (list, tuple)) else v  # noqa: E731  json lists
+    wrong = [f"{k}: {their_config.get(k)} there, {own.get(k)} here"
+             for k in ("horizon", "obs_history") if their_config.get(k) != own.get(k)]
+    wrong += [f"actor.{k}: {their_config['actor'].get(k)} there, {own['actor'].get(k)} here"
+              for k in ACTOR_NETWORK_KEYS
+              if plain(their_config["actor"].get(k)) != plain(own["actor"].get(k))]
+    if wrong:
+        raise ValueError(f"run.init_from={spec!r}: its BC policy differs from this config's "
+                         f"({'; '.join(wrong)}); set them as in {source}/config.json")
+    try:
+        stage = bc_stage_of(theirs)
+    except ValueError:
+        raise ValueError(f"run.init_from={spec!r}: its {their_config['agent_name']!r} agent "
+                         f"has no BC stage to take") from None
+
+    def replace(own_stage):
+        ema = None if own_stage.ema_params is None else (
+            stage.policy_params if stage.ema_params is None else stage.ema_params)
+        return own_stage.replace(params=stage.params, ema_params=ema, step=stage.step)
+    return replace
 
 
 def load_run(run_dir: str | os.PathLike, get_agent: AgentLookup,

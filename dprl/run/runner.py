@@ -127,10 +127,11 @@ class Run:
             self.saved_online = meta.get("online_loop")
             log(f"resuming from checkpoint at step {self.global_step}")
         elif self.config.run.init_from:
-            # An agent may take part of another agent's run (``init_from_run``: DSRL takes a
-            # BC policy); otherwise the whole agent of a run of the same agent.
-            take = getattr(self.agent, "init_from_run", None) or functools.partial(
-                checkpoint.init_from, agent=self.agent, agent_name=self.config.agent_name)
+            # A run of the same agent gives its whole state, another agent's its BC stage (DSRL
+            # takes only the BC stage from any run: ``init_from_bc_stage_only``).
+            take = functools.partial(
+                checkpoint.init_from, agent=self.agent, config=self.config,
+                bc_stage_only=getattr(self.agent, "init_from_bc_stage_only", False))
             self.agent, self.normalizer, self.resolved["init_from"] = take(
                 self.config.run.init_from, get_agent=get_agent)
             source = self.resolved["init_from"]
