@@ -14,7 +14,10 @@ training (``agents.guided.return_range_scale``), recorded in the run's config.
 The run directory is an ordinary ``dprl.run.runner`` run (trained, or resumed/skipped when finished);
 the sweep then loads its last checkpoint with ``dprl.run.checkpoint.load_run`` and writes
 ``guidance_sweep.json`` (one row per (scale, N): normalized score, return mean/std) and
-``guidance_sweep.png`` (score vs scale) into ``--out`` (default: the run directory). ``--step``
+``guidance_sweep.png`` (score vs scale) into ``--out`` (default: the run directory). Each row
+also has ``q_of_samples``: the run's critic (``min_e Q``, in its own reward units) averaged over
+the chunks sampled at that point on 512 fixed dataset states, which says whether guidance moves
+the samples toward what the critic values. ``--step``
 picks an earlier checkpoint (e.g. the end of the offline phase of a run that went online).
 Every scale is evaluated on the same evaluation seeds (common random numbers).
 """
@@ -63,10 +66,16 @@ def sweep(run_dir: str, scales, num_samples=(1,), episodes: int = 0, eval_seed: 
     episodes = episodes or cfg.run.eval_episodes or task["eval_episodes"]
     if scales is None:
         scales = [float(s) for s in cfg.get("guidance_scales", (0.0,))]
+    states = critic_states(resolved["task"], normalizer, cfg)
     rows = []
     for n in num_samples:
         for scale in scales:
             key = jax.random.PRNGKey(eval_seed)
+            q_of_samples = None
+            if states is not None:   # what the critic thinks of the chunks guidance picks
+                chunks = agent.sample_guided(states, jax.random.PRNGKey(eval_seed + 1),
+                                             float(scale), num_samples=int(n))
+                q_of_samples = float(agent.q_min(agent.critic.params, states, chunks).mean())
 
             def policy(obs, n=n, scale=scale):
                 nonlocal key
@@ -79,11 +88,31 @@ def sweep(run_dir: str, scales, num_samples=(1,), episodes: int = 0, eval_seed: 
                            env_kwargs=task["env_kwargs"], ref_min_score=task["ref_min_score"],
                            ref_max_score=task["ref_max_score"], score=task["score"])
             row = {"guidance_scale": float(scale), "num_samples": int(n), "episodes": episodes,
-                   **{k: v for k, v in res.items() if isinstance(v, (int, float))}}
+                   **{k: v for k, v in res.items() if isinstance(v, (int, float))},
+                   "q_of_samples": q_of_samples}
             rows.append(row)
+            q_text = "" if q_of_samples is None else f" Q(s, a)={q_of_samples:.2f}"
             print(f"scale={scale:<8} N={n:<3} score={row['normalized_score']:.1f} "
-                  f"return={row['return_mean']:.1f}±{row['return_std']:.1f}", flush=True)
+                  f"return={row['return_mean']:.1f}±{row['return_std']:.1f}{q_text}", flush=True)
     return rows
+
+
+def critic_states(task: str, normalizer, cfg, count: int = 512, seed: int = 0):
+    """``count`` dataset states ``[count, O]`` (normalized as the agent sees them), the same for
+    every point of a sweep, on which ``q_of_samples`` (the run's pessimistic critic, ``min_e Q``,
+    averaged over the sampled chunks) is measured; None for observation histories or pixels."""
+    import jax.numpy as jnp
+    import numpy as np
+
+    from dprl.data.offline import load_task_data
+
+    if cfg.obs_history > 1:
+        return None
+    observations = load_task_data(task).observations
+    if not isinstance(observations, np.ndarray) or observations.ndim != 2:
+        return None
+    rows = np.random.default_rng(seed).choice(len(observations), count, replace=False)
+    return jnp.asarray(normalizer(observations[rows]), jnp.float32)
 
 
 def plot(rows: list[dict], path: str, title: str) -> None:

@@ -175,6 +175,7 @@ def test_end_to_end_runner(pole_datasets, tmp_path):
     assert [(r["guidance_scale"], r["num_samples"]) for r in rows] == [
         (0.0, 1), (30.0, 1), (0.0, 2), (30.0, 2)]
     assert all(r["episodes"] == 3 and np.isfinite(r["normalized_score"]) for r in rows)
+    assert all(np.isfinite(r["q_of_samples"]) for r in rows)   # the critic on the samples
     assert (out / "guidance_sweep.png").stat().st_size > 0
 
 
