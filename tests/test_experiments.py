@@ -251,6 +251,33 @@ def test_report_tables_and_curves(tmp_path):
     assert report_cli.main([str(tmp_path / "nothing")]) == 2
 
 
+def test_report_several_grids_iqm_curves_over_env_steps(tmp_path):
+    import report as report_cli
+    from dprl.tools.report import curve_band, stratified_bootstrap_ci
+
+    _fake_run(tmp_path / "g1", "a", "t1", 0, 1, 2, [(10, 1.0)])
+    _fake_run(tmp_path / "g2", "b", "t1", 0, 3, 4, [(10, 3.0)])
+    roots = [str(tmp_path / "g1"), str(tmp_path / "g2")]
+    assert report_cli.main(roots) == 2                      # several roots need --out
+    out = tmp_path / "both"
+    assert report_cli.main(roots + ["--out", str(out), "--x", "env_steps", "--curve", "iqm",
+                                    "--reps", "50"]) == 0
+    md = (out / "results.md").read_text()
+    assert "| a |" in md and "| b |" in md
+    assert (out / "curves_t1.png").stat().st_size > 1000
+    # The IQM band is the per-point bootstrap; mean-std is mean +- std.
+    ys = np.array([[1.0, 10.0], [2.0, 30.0], [9.0, 20.0], [4.0, 40.0]])
+    line, low, high = curve_band(ys, "iqm", reps=200, seed=1)
+    for i in range(2):
+        assert (line[i], low[i], high[i]) == pytest.approx(
+            stratified_bootstrap_ci([ys[:, i]], reps=200, seed=1))
+    assert line[0] == pytest.approx(3.0) and line[1] == pytest.approx(25.0)
+    mean, lo, hi = curve_band(ys, "mean-std")
+    assert mean == pytest.approx(ys.mean(0)) and hi - mean == pytest.approx(ys.std(0))
+    with pytest.raises(ValueError, match="choose one of"):
+        curve_band(ys, "median")
+
+
 # ---------------------------------------------------------------------------------------------
 # Chunk ablation helpers
 # ---------------------------------------------------------------------------------------------

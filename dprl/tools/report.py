@@ -6,7 +6,8 @@ online finetuning), the mean +- std over seeds, the interquartile mean (IQM) wit
 bootstrap confidence interval, and the number of seeds. The aggregate row per agent is rliable's
 (Agarwal et al. 2021): IQM over all runs of all tasks, CI from a *stratified* bootstrap (runs are
 resampled with replacement within each task). ``plot_curves`` draws ``eval/normalized_score``
-from each run's metrics.csv against the global step, mean and a shaded +-1 std band over seeds.
+from each run's metrics.csv against the global step or the env steps, with the mean and a +-1 std
+band or the IQM and its bootstrap CI over seeds.
 ``unfinished`` lists what the tables leave out: a grid's failed, refused, interrupted and missing
 cells (from ``grid_status.json``) and run directories without a readable summary.json (missing,
 or not written whole: listed as failed with the reason). A run is named ``agent:preset`` when its
@@ -251,9 +252,35 @@ def read_curve(run_dir: str | Path, x: str = "global_step") -> tuple[np.ndarray,
     return np.asarray(xs)[order], np.asarray(ys)[order]
 
 
-def plot_curves(runs: Sequence[dict], out_dir: str | Path, x: str = "global_step") -> list[str]:
-    """One PNG per task (``curves_<task>.png``): a line per agent, mean over seeds with a shaded
-    +-1 std band; seeds are interpolated onto the union of their evaluation steps."""
+CURVES = ("mean-std", "iqm")   # the line and band of a learning curve
+X_AXES = {"global_step": "global step (gradient steps + env steps)", "env_steps": "env steps"}
+
+
+def curve_band(ys: np.ndarray, curve: str = "mean-std", reps: int = 2000,
+               confidence: float = 0.95, seed: int = 0
+               ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """``(line, low, high)`` over the seeds of ``ys`` [seeds, points]: ``mean-std`` gives the mean
+    and +-1 std; ``iqm`` the IQM and its percentile bootstrap CI over seeds at every point."""
+    if curve == "mean-std":
+        mean, std = ys.mean(0), ys.std(0)
+        return mean, mean - std, mean + std
+    if curve == "iqm":
+        line, low, high = np.array([stratified_bootstrap_ci([ys[:, i]], reps=reps,
+                                                            confidence=confidence, seed=seed)
+                                    for i in range(ys.shape[1])]).T
+        return line, low, high
+    raise ValueError(f"unknown curve {curve!r}; choose one of {', '.join(CURVES)}")
+
+
+def plot_curves(runs: Sequence[dict], out_dir: str | Path, x: str = "global_step",
+                curve: str = "mean-std", reps: int = 2000, confidence: float = 0.95,
+                seed: int = 0) -> list[str]:
+    """One PNG per task (``curves_<task>.png``): a line per agent over ``x`` (a metrics.csv
+    column: ``global_step`` or ``env_steps``), seeds interpolated onto the union of their
+    evaluation steps; ``curve='mean-std'`` draws the mean with a +-1 std band, ``'iqm'`` the IQM
+    with its bootstrap CI (``curve_band``)."""
+    if curve not in CURVES:
+        raise ValueError(f"unknown curve {curve!r}; choose one of {', '.join(CURVES)}")
     import matplotlib
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
@@ -277,13 +304,14 @@ def plot_curves(runs: Sequence[dict], out_dir: str | Path, x: str = "global_step
                 continue
             grid = np.unique(np.concatenate([c[0] for c in curves]))
             ys = np.stack([np.interp(grid, cx, cy) for cx, cy in curves])
-            mean, std = ys.mean(0), ys.std(0)
-            (line,) = ax.plot(grid, mean, marker="o", ms=3, label=f"{agent} (n={len(curves)})")
-            ax.fill_between(grid, mean - std, mean + std, color=line.get_color(), alpha=0.2)
-        ax.set_xlabel({"global_step": "global step (gradient steps + env steps)",
-                       "env_steps": "env steps"}.get(x, x))
+            line, low, high = curve_band(ys, curve, reps, confidence, seed)
+            (drawn,) = ax.plot(grid, line, marker="o", ms=3, label=f"{agent} (n={len(curves)})")
+            ax.fill_between(grid, low, high, color=drawn.get_color(), alpha=0.2)
+        ax.set_xlabel(X_AXES.get(x, x))
         ax.set_ylabel("normalized score")
-        ax.set_title(f"{task}: mean ± std over seeds")
+        band = ("mean ± std over seeds" if curve == "mean-std" else
+                f"IQM over seeds, {confidence:.0%} bootstrap CI")
+        ax.set_title(f"{task}: {band}", fontsize=10)
         ax.legend(fontsize=8)
         ax.grid(alpha=0.3)
         fig.tight_layout()
@@ -294,15 +322,28 @@ def plot_curves(runs: Sequence[dict], out_dir: str | Path, x: str = "global_step
     return paths
 
 
-def report(root: str | Path, out_dir: str | Path | None = None, reps: int = 2000,
-           confidence: float = 0.95, seed: int = 0) -> dict:
+def report(root: str | Path | Sequence[str | Path], out_dir: str | Path | None = None,
+           reps: int = 2000, confidence: float = 0.95, seed: int = 0, x: str = "global_step",
+           curve: str = "mean-std") -> dict:
     """Write ``results.md``, ``results.csv`` and ``curves_<task>.png`` into ``out_dir``
     (default: ``root``); return ``{'rows', 'markdown', 'files', 'unfinished'}``. results.md lists
-    the failed and missing runs (``unfinished``) after the tables."""
-    runs, missing = collect(root), unfinished(root)
+    the failed and missing runs (``unfinished``) after the tables. Several roots (grids run with
+    different settings) are reported together; ``out_dir`` is then required. ``x`` and ``curve``
+    choose the curves' axis and band (``plot_curves``)."""
+    roots = [root] if isinstance(root, (str, Path)) else list(root)
+    if not roots:
+        raise ValueError("report needs at least one directory of runs")
+    if out_dir is None and len(roots) > 1:
+        raise ValueError(f"{len(roots)} directories of runs given: name the output directory "
+                         "(--out DIR)")
+    if curve not in CURVES:
+        raise ValueError(f"unknown curve {curve!r}; choose one of {', '.join(CURVES)}")
+    runs = [r for one in roots for r in collect(one)]
+    missing = [m for one in roots for m in unfinished(one)]
     if not runs and not missing:
-        raise FileNotFoundError(f"No finished runs (summary.json) below {root}")
-    out_dir = Path(out_dir or root)
+        raise FileNotFoundError("No finished runs (summary.json) below "
+                                + ", ".join(map(str, roots)))
+    out_dir = Path(out_dir or roots[0])
     out_dir.mkdir(parents=True, exist_ok=True)
     rows = score_table(runs, reps=reps, confidence=confidence, seed=seed) if runs else []
     md = markdown_table(rows, confidence) if runs else "No finished runs.\n"
@@ -321,5 +362,6 @@ def report(root: str | Path, out_dir: str | Path | None = None, reps: int = 2000
     (out_dir / "results.md").write_text(md)
     write_csv(rows, out_dir / "results.csv")
     files = [str(out_dir / "results.md"), str(out_dir / "results.csv")]
-    files += plot_curves(runs, out_dir)
+    files += plot_curves(runs, out_dir, x=x, curve=curve, reps=reps, confidence=confidence,
+                         seed=seed)
     return {"rows": rows, "markdown": md, "files": files, "unfinished": missing}
