@@ -23,6 +23,7 @@ from pathlib import Path
 from agents import REGISTRY
 from configs import config_file
 from dprl.tools import grid
+from dprl.run.rundir import RunDirBusy
 
 TRAIN_SCRIPT = str(Path(__file__).with_name("train.py"))
 
@@ -88,7 +89,7 @@ def main(argv=None) -> int:
                                ray_address=args.ray_address, cpus_per_cell=args.cpus_per_cell,
                                restart_changed=args.restart_changed,
                                gpus_per_cell=args.gpus_per_cell)
-    except ValueError as e:   # e.g. --gpus-per-cell where there is no GPU: before any cell
+    except (ValueError, RunDirBusy) as e:   # e.g. no GPU for --gpus-per-cell, or OUT in use
         print(f"error: {e}", file=sys.stderr)
         return 2
     n = status["counts"]

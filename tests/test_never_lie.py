@@ -94,6 +94,38 @@ def test_a_grid_stops_on_the_first_signal_and_marks_cells_interrupted(tmp_path, 
     assert "interrupted" in last and "same command" in last, last
 
 
+def test_a_killed_grid_reads_as_interrupted_and_a_live_one_as_running(tmp_path, pole_datasets):
+    from dprl.run.rundir import held
+    from dprl.tools.report import unfinished
+
+    out = tmp_path / "grid"
+    sets = [s for s in GRID_SETS if "pretrain_steps" not in s] + ["run.pretrain_steps=100000"]
+    args = ["--agents=bc", "--tasks=pole", "--seeds=0,1", f"--out={out}",
+            *[a for s in sets for a in ("--set", s)]]
+    proc = subprocess.Popen([sys.executable, str(ROOT / "experiments/grid.py"), *args], cwd=ROOT,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
+                            start_new_session=True)
+    try:
+        _wait(lambda: _n_rows(out / "bc" / "pole" / "seed0") >= 2, proc)
+        states = {m["label"]: m["state"] for m in unfinished(out)}
+        assert states == {"bc/pole/seed0": "running", "bc/pole/seed1": "pending"}, states
+        assert _grid_main(args) == 2                        # one grid per directory
+        os.killpg(proc.pid, signal.SIGKILL)                 # the grid and its cell, no goodbye
+        proc.wait(timeout=60)
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait()
+    assert _status(out)["cells"]["bc/pole/seed0"]["state"] == "running"   # what it last wrote
+    deadline = time.time() + 60                             # the orphaned cell takes a moment
+    while held(out / "bc" / "pole" / "seed0") and time.time() < deadline:
+        time.sleep(0.2)
+    missing = {m["label"]: m for m in unfinished(out)}
+    assert {k: m["state"] for k, m in missing.items()} == {
+        "bc/pole/seed0": "interrupted", "bc/pole/seed1": "interrupted"}, missing
+    assert "run the grid's command again" in missing["bc/pole/seed0"]["why"]
+
+
 # ---- 3. records written whole; unreadable records are listed with the reason -----------------
 def test_records_are_written_whole(tmp_path, pole_datasets, monkeypatch):
     written = []

@@ -41,6 +41,7 @@ from pathlib import Path
 from dprl.base.files import atomic_write
 
 LOCK_FILE = "run.lock"
+PROBE_GRACE_S = 0.5   # how long ``lock`` retries a lock that may be held only by a ``held`` probe
 PROCESSES_FILE = "processes.json"
 REPLACED = ".replaced-"   # <run_dir>.replaced-<time>: a run moved aside by --restart
 IDENTITY = ("agent", "task", "dataset_id", "dataset_fingerprint", "seed", "num_seeds")
@@ -90,17 +91,43 @@ def lock(run_dir: str | os.PathLike) -> None:
     run_dir.mkdir(parents=True, exist_ok=True)
     path = run_dir / LOCK_FILE
     fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
-    try:
-        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-    except BlockingIOError:
-        holder = os.read(fd, 32).decode(errors="replace").strip() or "(PID not yet written)"
-        os.close(fd)
-        raise RunDirBusy(f"run directory {run_dir} is in use by process {holder} (it holds "
-                         f"{path}): wait for that run to end or stop it, or use another "
-                         f"--run_dir") from None
+    deadline = time.monotonic() + PROBE_GRACE_S
+    while True:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            break
+        except BlockingIOError:
+            if time.monotonic() < deadline:     # a ``held`` probe holds it for microseconds
+                time.sleep(0.01)
+                continue
+            holder = os.read(fd, 32).decode(errors="replace").strip() or "(PID not yet written)"
+            os.close(fd)
+            raise RunDirBusy(f"run directory {run_dir} is in use by process {holder} (it holds "
+                             f"{path}): wait for that run to end or stop it, or use another "
+                             f"--run_dir") from None
     os.ftruncate(fd, 0)
     os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
     _HELD[key] = fd
+
+
+def held(run_dir: str | os.PathLike) -> bool:
+    """Whether a live process (this one included) holds ``run_dir``'s lock: how a status file
+    that says ``running`` is told from one left by a killed process. The probe takes a shared
+    lock for microseconds; ``lock`` waits ``PROBE_GRACE_S`` before it calls a directory busy."""
+    run_dir = Path(run_dir)
+    if str(run_dir.resolve()) in _HELD:
+        return True
+    try:
+        fd = os.open(run_dir / LOCK_FILE, os.O_RDONLY | os.O_CLOEXEC)
+    except FileNotFoundError:
+        return False
+    try:
+        fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
+        return False
+    except BlockingIOError:
+        return True
+    finally:
+        os.close(fd)                      # closing the file releases the probe's lock
 
 
 def unlock(run_dir: str | os.PathLike) -> None:

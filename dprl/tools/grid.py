@@ -24,7 +24,9 @@ command, the exception it died of and the tail of its log to ``<run_dir>/error.t
 stop the others. The exception is the train script's last words: a line ``error (Type): message``
 and, for an unexpected one, the frames in this repository's code (``error_block``); the grid
 reports them (``error_summary``), not the last log line (JAX ends its tracebacks with a note about
-filtered frames). The grid writes ``OUT/grid_status.json`` (every cell's state) after every change.
+filtered frames). The grid writes ``OUT/grid_status.json`` (every cell's state) after every change
+and holds ``OUT/run.lock`` while it runs: a second grid on the same OUT is refused, and a status
+left ``running`` by a killed grid is read as interrupted (``dprl.tools.report.unfinished``).
 
 ``--set`` overrides (``parse_sets``): ``key=value`` applies to every agent
 (``run.offline_steps=100`` becomes ``--agent.run.offline_steps=100``); ``<agent>.key=value`` to
@@ -49,6 +51,7 @@ from pathlib import Path
 from typing import Callable, Sequence
 
 from dprl.base.files import atomic_write, read_record
+from dprl.run import rundir
 
 STATUS_FILE = "grid_status.json"
 LOG_FILE = "log.txt"
@@ -434,7 +437,25 @@ def run_grid(cells: Sequence[Cell], out: str, backend: str = "local", workers: i
     labels = [c.label for c in cells]
     if len(set(labels)) != len(labels):
         raise ValueError("two cells share a label; give them distinct names")
+    if backend not in ("local", "ray"):
+        raise ValueError(f"backend must be 'local' or 'ray', not {backend!r}")
     slots = GpuSlots.local(gpus_per_cell) if gpus_per_cell and backend == "local" else None
+    try:
+        rundir.lock(out)        # one grid per directory; ``report`` tells a dead grid by it
+    except rundir.RunDirBusy:
+        holder = (Path(out) / rundir.LOCK_FILE).read_text().strip()
+        raise rundir.RunDirBusy(f"grid directory {out} is in use by another grid (process "
+                                f"{holder}): wait for it to end or stop it, or use another "
+                                "--out") from None
+    try:
+        return _run_grid(cells, out, backend, workers, ray_address, cpus_per_cell, env, echo,
+                         compile_cache, prepare_datasets, restart_changed, gpus_per_cell, slots)
+    finally:
+        rundir.unlock(out)
+
+
+def _run_grid(cells, out, backend, workers, ray_address, cpus_per_cell, env, echo,
+              compile_cache, prepare_datasets, restart_changed, gpus_per_cell, slots) -> dict:
     progress = Progress(cells, out, workers, backend, echo)
     if prepare_datasets:
         _prepare_datasets({c.task for c in cells if not c.finished()}, progress.echo)
@@ -447,8 +468,6 @@ def run_grid(cells: Sequence[Cell], out: str, backend: str = "local", workers: i
                         JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS="0",
                         JAX_PERSISTENT_CACHE_MIN_ENTRY_SIZE_BYTES="0")
     cell_env.update(gpu_env(gpus_per_cell), **(env or {}))
-    if backend not in ("local", "ray"):
-        raise ValueError(f"backend must be 'local' or 'ray', not {backend!r}")
     with _stop_signals(progress.echo):
         if todo and backend == "local":
             _run_local(todo, progress, workers, cell_env, restart_changed, slots)

@@ -23,6 +23,7 @@ from typing import Sequence
 import numpy as np
 
 from dprl.base.files import read_record
+from dprl.run.rundir import held
 
 PHASES = ("offline", "online")
 
@@ -109,8 +110,9 @@ def collect(root: str | Path) -> list[dict]:
 def unfinished(root: str | Path) -> list[dict]:
     """Runs the tables leave out, ``{'label', 'state', 'why', 'run_dir'}`` each: every cell of
     ``root/grid_status.json`` without a summary.json (failed: its error; pending / running /
-    never started: missing), then run directories below ``root`` with a config.json but no
-    summary.json (a run stopped before it finished)."""
+    never started: missing; running or pending in a grid that was killed, with no process
+    holding the grid's or the run's lock: interrupted), then run directories below ``root`` with
+    a config.json but no summary.json (a run stopped before it finished)."""
     root = Path(root)
     out, seen = [], set()
     status_path = root / "grid_status.json"
@@ -118,17 +120,27 @@ def unfinished(root: str | Path) -> list[dict]:
     if status is None and status_path.exists():
         out.append({"label": "(grid)", "state": "failed", "why": status_why,
                     "run_dir": str(root)})
-    for name, cell in ((status or {}).get("cells") or {}).items():
+    cells = (status or {}).get("cells") or {}
+    # A grid holds its directory's lock and each running cell its run's: a status that still says
+    # running or pending with neither held was left by a grid killed before it could record it.
+    grid_alive = held(root) or any(held(c["run_dir"]) for c in cells.values()
+                                   if c.get("state") == "running" and c.get("run_dir"))
+    for name, cell in cells.items():
         run_dir = Path(cell.get("run_dir", ""))
         seen.add(run_dir.resolve())
         summary, why = read_record(run_dir / "summary.json")
         if summary is not None:
             continue
         state = cell.get("state", "?")
+        if state in ("running", "pending") and not (grid_alive or held(run_dir)):
+            state = "interrupted"
         if (run_dir / "summary.json").exists():
             state = "failed"                          # written, but not whole
         elif state in ("failed", "refused"):
             why = cell.get("error") or state
+        elif state == "interrupted" and cell.get("state") != "interrupted":
+            why = ("no summary.json: its grid was stopped without recording this cell (killed: "
+                   "no grid and no run holds the lock); run the grid's command again to resume")
         elif state == "interrupted":
             why = "interrupted (checkpointed); run the grid's command again to resume"
         else:
