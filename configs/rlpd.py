@@ -15,8 +15,10 @@ in two switches offered here: ``--agent.q_agg=pair_min`` (the min of a random pa
 target values) and ``--agent.backup_entropy=True``. UTD is ``--agent.run.utd`` (QC: 1; the RLPD
 paper: 20 on locomotion).
 
-The networks are the paper's (4x512); for toy tasks shrink them, e.g.
-``--agent.actor.hidden_dims='(128,128)' --agent.critic_hidden_dims='(128,128)'``.
+The networks are the QC paper's (4x512). The RLPD paper's are 2x256 (ikostrikov/rlpd
+``configs/td_config.py``: hidden_dims (256, 256)), about 11x fewer multiply-adds per update:
+``--agent.actor.hidden_dims='(256,256)' --agent.critic_hidden_dims='(256,256)'``; for toy tasks
+shrink them further, e.g. ``'(128,128)'``.
 """
 import ml_collections
 
