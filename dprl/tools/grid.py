@@ -440,42 +440,44 @@ def run_grid(cells: Sequence[Cell], out: str, backend: str = "local", workers: i
     if backend not in ("local", "ray"):
         raise ValueError(f"backend must be 'local' or 'ray', not {backend!r}")
     slots = GpuSlots.local(gpus_per_cell) if gpus_per_cell and backend == "local" else None
+    with _grid_lock(out):
+        progress = Progress(cells, out, workers, backend, echo)
+        if prepare_datasets:
+            _prepare_datasets({c.task for c in cells if not c.finished()}, progress.echo)
+        todo = list(cells)
+        cell_env = {k: os.environ[k] for k in ("MINARI_DATASETS_PATH",) if k in os.environ}
+        if compile_cache and "JAX_COMPILATION_CACHE_DIR" not in os.environ:
+            # Cells of a grid compile the same programs (same shapes across seeds and tasks): a
+            # shared persistent XLA cache turns most of each cell's compile time into a disk read.
+            cell_env.update(JAX_COMPILATION_CACHE_DIR=str(Path(out).resolve() / ".jax_cache"),
+                            JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS="0",
+                            JAX_PERSISTENT_CACHE_MIN_ENTRY_SIZE_BYTES="0")
+        cell_env.update(gpu_env(gpus_per_cell), **(env or {}))
+        with _stop_signals(progress.echo):
+            if todo and backend == "local":
+                _run_local(todo, progress, workers, cell_env, restart_changed, slots)
+            elif todo:
+                _run_ray(todo, progress, workers, cell_env, ray_address, cpus_per_cell,
+                         restart_changed, gpus_per_cell)
+            progress._write()
+        return json.loads((Path(out) / STATUS_FILE).read_text())
+
+
+@contextmanager
+def _grid_lock(out: str):
+    """Hold ``out``'s lock for the ``with`` block: one grid per directory, and ``report`` tells a
+    dead grid's stale status by it (``rundir.held``)."""
     try:
-        rundir.lock(out)        # one grid per directory; ``report`` tells a dead grid by it
+        rundir.lock(out)
     except rundir.RunDirBusy:
         holder = (Path(out) / rundir.LOCK_FILE).read_text().strip()
         raise rundir.RunDirBusy(f"grid directory {out} is in use by another grid (process "
                                 f"{holder}): wait for it to end or stop it, or use another "
                                 "--out") from None
     try:
-        return _run_grid(cells, out, backend, workers, ray_address, cpus_per_cell, env, echo,
-                         compile_cache, prepare_datasets, restart_changed, gpus_per_cell, slots)
+        yield
     finally:
         rundir.unlock(out)
-
-
-def _run_grid(cells, out, backend, workers, ray_address, cpus_per_cell, env, echo,
-              compile_cache, prepare_datasets, restart_changed, gpus_per_cell, slots) -> dict:
-    progress = Progress(cells, out, workers, backend, echo)
-    if prepare_datasets:
-        _prepare_datasets({c.task for c in cells if not c.finished()}, progress.echo)
-    todo = list(cells)
-    cell_env = {k: os.environ[k] for k in ("MINARI_DATASETS_PATH",) if k in os.environ}
-    if compile_cache and "JAX_COMPILATION_CACHE_DIR" not in os.environ:
-        # Cells of a grid compile the same programs (same shapes across seeds and tasks): a
-        # shared persistent XLA cache turns most of each cell's compile time into a disk read.
-        cell_env.update(JAX_COMPILATION_CACHE_DIR=str(Path(out).resolve() / ".jax_cache"),
-                        JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS="0",
-                        JAX_PERSISTENT_CACHE_MIN_ENTRY_SIZE_BYTES="0")
-    cell_env.update(gpu_env(gpus_per_cell), **(env or {}))
-    with _stop_signals(progress.echo):
-        if todo and backend == "local":
-            _run_local(todo, progress, workers, cell_env, restart_changed, slots)
-        elif todo:
-            _run_ray(todo, progress, workers, cell_env, ray_address, cpus_per_cell,
-                     restart_changed, gpus_per_cell)
-        progress._write()
-    return json.loads((Path(out) / STATUS_FILE).read_text())
 
 
 @contextmanager

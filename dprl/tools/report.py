@@ -132,13 +132,12 @@ def unfinished(root: str | Path) -> list[dict]:
         if summary is not None:
             continue
         state = cell.get("state", "?")
-        if state in ("running", "pending") and not (grid_alive or held(run_dir)):
-            state = "interrupted"
         if (run_dir / "summary.json").exists():
             state = "failed"                          # written, but not whole
         elif state in ("failed", "refused"):
             why = cell.get("error") or state
-        elif state == "interrupted" and cell.get("state") != "interrupted":
+        elif state in ("running", "pending") and not (grid_alive or held(run_dir)):
+            state = "interrupted"
             why = ("no summary.json: its grid was stopped without recording this cell (killed: "
                    "no grid and no run holds the lock); run the grid's command again to resume")
         elif state == "interrupted":
@@ -268,20 +267,25 @@ CURVES = ("mean-std", "iqm")   # the line and band of a learning curve
 X_AXES = {"global_step": "global step (gradient steps + env steps)", "env_steps": "env steps"}
 
 
+def check_curve(curve: str) -> None:
+    """A clear error, before any work, for a curve kind that is not one of ``CURVES``."""
+    if curve not in CURVES:
+        raise ValueError(f"unknown curve {curve!r}; choose one of {', '.join(CURVES)}")
+
+
 def curve_band(ys: np.ndarray, curve: str = "mean-std", reps: int = 2000,
                confidence: float = 0.95, seed: int = 0
                ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """``(line, low, high)`` over the seeds of ``ys`` [seeds, points]: ``mean-std`` gives the mean
     and +-1 std; ``iqm`` the IQM and its percentile bootstrap CI over seeds at every point."""
+    check_curve(curve)
     if curve == "mean-std":
         mean, std = ys.mean(0), ys.std(0)
         return mean, mean - std, mean + std
-    if curve == "iqm":
-        line, low, high = np.array([stratified_bootstrap_ci([ys[:, i]], reps=reps,
-                                                            confidence=confidence, seed=seed)
-                                    for i in range(ys.shape[1])]).T
-        return line, low, high
-    raise ValueError(f"unknown curve {curve!r}; choose one of {', '.join(CURVES)}")
+    line, low, high = np.array([stratified_bootstrap_ci([ys[:, i]], reps=reps,
+                                                        confidence=confidence, seed=seed)
+                                for i in range(ys.shape[1])]).T
+    return line, low, high
 
 
 def plot_curves(runs: Sequence[dict], out_dir: str | Path, x: str = "global_step",
@@ -291,8 +295,7 @@ def plot_curves(runs: Sequence[dict], out_dir: str | Path, x: str = "global_step
     column: ``global_step`` or ``env_steps``), seeds interpolated onto the union of their
     evaluation steps; ``curve='mean-std'`` draws the mean with a +-1 std band, ``'iqm'`` the IQM
     with its bootstrap CI (``curve_band``)."""
-    if curve not in CURVES:
-        raise ValueError(f"unknown curve {curve!r}; choose one of {', '.join(CURVES)}")
+    check_curve(curve)
     import matplotlib
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
@@ -348,8 +351,7 @@ def report(root: str | Path | Sequence[str | Path], out_dir: str | Path | None =
     if out_dir is None and len(roots) > 1:
         raise ValueError(f"{len(roots)} directories of runs given: name the output directory "
                          "(--out DIR)")
-    if curve not in CURVES:
-        raise ValueError(f"unknown curve {curve!r}; choose one of {', '.join(CURVES)}")
+    check_curve(curve)
     runs = [r for one in roots for r in collect(one)]
     missing = [m for one in roots for m in unfinished(one)]
     if not runs and not missing:
